@@ -1,0 +1,19 @@
+//! Registry records for settings ferrocorn adds beyond Gunicorn's. Each new one is one record.
+
+use crate::setting::{DefaultValue, Kind, Section, Setting, Validator};
+
+const S: Section = Section::Ferrocorn;
+
+pub(super) const SETTINGS: &[Setting] = &[Setting::new(
+    "header_timeout",
+    S,
+    Kind::Float,
+    Validator::PosFloat,
+    DefaultValue::Float(10.0),
+)
+.cli(&["--header-timeout"])
+.meta("SECONDS")
+.help(
+    "Seconds a client gets to send a complete request head (request line and headers) \
+             before the connection is closed; defends against slowloris. 0 disables the limit.",
+)];

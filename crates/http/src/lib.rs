@@ -1,0 +1,31 @@
+//! HTTP/1.x wire protocol for ferrocorn, free of I/O: it turns bytes into request heads and
+//! body chunks, and response metadata into bytes. The tokio connection driver (in
+//! `ferrocorn-native`) feeds it; this crate never reads a socket, a clock or a setting file.
+//!
+//! The parsing rules are Gunicorn's (its `gunicorn/http/message.py` semantics, checked against
+//! its request corpus): request-line and header limits, method/version validation, `header_map`
+//! for underscore header names, `Transfer-Encoding`/`Content-Length` framing rules, chunked
+//! bodies with trailers, and PROXY protocol v1/v2. Every failure is a [`ParseError`] that knows
+//! the HTTP status it is answered with (or that the connection is just closed).
+
+mod chunked;
+mod error;
+mod fields;
+mod limits;
+mod parser;
+mod proxy;
+mod request;
+mod response;
+mod scheme;
+mod token;
+
+pub use chunked::ChunkedDecoder;
+pub use error::{ErrorKind, ParseError};
+pub use limits::{HeaderMapPolicy, Limits};
+pub use parser::parse_request_head;
+pub use proxy::{ProxyInfo, ProxyMode, ProxyParse, parse_proxy_header};
+pub use request::{BodyFraming, RequestHead};
+pub use response::{
+    ResponseError, ResponseFraming, ResponseHead, reason_phrase, write_error_response,
+};
+pub use scheme::{percent_decode, url_scheme_from_headers};

@@ -1,0 +1,34 @@
+//! `ferrocorn._native`: the Python extension module and ferrocorn's composition root. It is the
+//! only crate that knows Python: it maps settings to options ([`options`]), loads the app
+//! ([`app`]), serves HTTP on tokio ([`server`]) and bridges to WSGI ([`wsgi`]).
+//!
+//! This crate talks to CPython and the OS through FFI, so `unsafe` is allowed here (and only
+//! here); every `unsafe` block carries a `// SAFETY:` comment.
+#![allow(unsafe_code)]
+
+mod access_log;
+mod allowlist;
+mod app;
+mod cli;
+mod clock;
+mod listen;
+mod logging;
+mod options;
+mod server;
+mod wsgi;
+
+use pyo3::prelude::*;
+
+/// Run the `ferrocorn` command line (argv without the program name); returns the exit code.
+#[pyfunction]
+fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    cli::run(py, argv)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_class::<wsgi::FileWrapper>()?;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Turning the resolved [`ferrocorn_config::Config`] into the plain option structs the server
+//! uses (ripgrep's "HiArgs" step). This is the only place that reads settings by name; values
+//! that need more than the registry's validation (worker class, allow-lists, bind specs) are
+//! checked here, and every error names the setting and the fix.
+
+use std::time::Duration;
+
+use ferrocorn_config::Config;
+use ferrocorn_http::{HeaderMapPolicy, Limits, ProxyMode};
+
+use crate::allowlist::AllowList;
+use crate::listen::{BindSpec, ListenOptions};
+use crate::logging::Level;
+
+/// Everything the serving code needs, derived once at start.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The app spec (`module:callable`).
+    pub app_spec: String,
+    /// Addresses to listen on.
+    pub binds: Vec<BindSpec>,
+    /// Socket options for every listener.
+    pub listen: ListenOptions,
+    /// Parser limits and header policies.
+    pub limits: Limits,
+    /// Idle time allowed between keep-alive requests (zero: close after each response).
+    pub keepalive: Duration,
+    /// Longest time to receive a complete request head.
+    pub header_timeout: Duration,
+    /// Longest wait for the client while reading a body or writing a response.
+    pub io_timeout: Duration,
+    /// How long in-flight requests may run after a graceful stop signal.
+    pub graceful_timeout: Duration,
+    /// Peers whose proxy headers (scheme, forwarder headers) are trusted.
+    pub forwarded_allow: AllowList,
+    /// Peers allowed to send a PROXY protocol header.
+    pub proxy_allow: AllowList,
+    /// Which PROXY protocol versions are accepted.
+    pub proxy_mode: ProxyMode,
+    /// Header → value pairs meaning "https" (names upper-cased).
+    pub secure_scheme_headers: Vec<(String, String)>,
+    /// Use sendfile for `wsgi.file_wrapper` responses.
+    pub sendfile: bool,
+    /// Number of worker processes.
+    pub workers: usize,
+    /// Access log target and format, when enabled.
+    pub access_log: Option<(String, String)>,
+    /// Error log target (`-` = stderr).
+    pub error_log: String,
+    /// Error log level.
+    pub log_level: Level,
+    /// Directory to change into before loading the app.
+    pub chdir: String,
+    /// Extra `sys.path` entries.
+    pub pythonpath: Vec<String>,
+    /// `KEY=VALUE` pairs exported to the environment.
+    pub raw_env: Vec<(String, String)>,
+}
+
+/// A setting whose value cannot be used; the message names the setting and the fix.
+#[derive(Debug)]
+pub struct OptionsError(pub String);
+
+impl std::fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn seconds(value: f64) -> Duration {
+    Duration::from_secs_f64(value.max(0.0))
+}
+
+fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn worker_count(config: &Config) -> Result<usize, OptionsError> {
+    let count = match config.get("workers") {
+        ferrocorn_config::Value::Str(s) if s.eq_ignore_ascii_case("auto") => 2 * usable_cpus() + 1,
+        _ => usize::try_from(config.int("workers")).unwrap_or(0),
+    };
+    if count == 0 {
+        return Err(OptionsError(
+            "invalid value for `workers` (-w/--workers): must be at least 1".into(),
+        ));
+    }
+    if count > 1 {
+        return Err(OptionsError(format!(
+            "`workers` (-w/--workers) = {count}: running more than one worker process needs the \
+             pre-fork master, which this build of ferrocorn does not have yet; use -w 1"
+        )));
+    }
+    Ok(count)
+}
+
+fn check_worker_class(config: &Config) -> Result<(), OptionsError> {
+    let class = config.str("worker_class");
+    let threads = config.int("threads");
+    let normalized = class.rsplit('.').next().unwrap_or(class).to_ascii_lowercase();
+    match normalized.as_str() {
+        "sync" | "syncworker" if threads <= 1 => Ok(()),
+        "sync" | "syncworker" | "gthread" | "threadworker" => Err(OptionsError(format!(
+            "`worker_class` gthread (or `threads` = {threads} > 1): threaded workers are not supported yet by ferrocorn; use the default sync worker"
+        ))),
+        "eventlet" | "eventletworker" => Err(OptionsError(
+            "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use gevent once ferrocorn supports it, or sync".into(),
+        )),
+        _ => Err(OptionsError(format!(
+            "`worker_class` (-k/--worker-class) {class:?} is not supported yet by ferrocorn; only `sync` is available in this build"
+        ))),
+    }
+}
+
+fn header_map(config: &Config) -> Result<HeaderMapPolicy, OptionsError> {
+    match config.str("header_map").to_ascii_lowercase().as_str() {
+        "drop" => Ok(HeaderMapPolicy::Drop),
+        "refuse" => Ok(HeaderMapPolicy::Refuse),
+        "dangerous" => Ok(HeaderMapPolicy::Dangerous),
+        other => Err(OptionsError(format!(
+            "invalid value for `header_map` (--header-map): {other:?}; use drop, refuse or dangerous"
+        ))),
+    }
+}
+
+fn proxy_mode(config: &Config) -> Result<ProxyMode, OptionsError> {
+    let value = match config.get("proxy_protocol") {
+        ferrocorn_config::Value::Bool(true) => "auto".to_owned(),
+        ferrocorn_config::Value::Bool(false) | ferrocorn_config::Value::None => "off".to_owned(),
+        _ => config.str("proxy_protocol").to_ascii_lowercase(),
+    };
+    match value.as_str() {
+        "off" | "false" | "" => Ok(ProxyMode::Off),
+        "v1" => Ok(ProxyMode::V1),
+        "v2" => Ok(ProxyMode::V2),
+        "auto" | "true" => Ok(ProxyMode::Auto),
+        other => Err(OptionsError(format!(
+            "invalid value for `proxy_protocol` (--proxy-protocol): {other:?}; use off, v1, v2 or auto"
+        ))),
+    }
+}
+
+fn sendfile_enabled(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> bool {
+    match config.get("sendfile") {
+        ferrocorn_config::Value::Bool(b) => *b,
+        _ => match env("SENDFILE") {
+            Some(v) => matches!(v.to_ascii_lowercase().as_str(), "y" | "1" | "yes" | "true"),
+            None => true,
+        },
+    }
+}
+
+fn raw_env(config: &Config) -> Result<Vec<(String, String)>, OptionsError> {
+    config
+        .list("raw_env")
+        .iter()
+        .map(|pair| {
+            pair.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| {
+                OptionsError(format!(
+                    "invalid value for `raw_env` (-e/--env): {pair:?}; use KEY=VALUE"
+                ))
+            })
+        })
+        .collect()
+}
+
+impl ServerOptions {
+    /// Derive the options; `env` reads the process environment (for `SENDFILE`).
+    pub fn from_config(
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, OptionsError> {
+        check_worker_class(config)?;
+        let app_spec = config.app().map(str::to_owned).ok_or_else(|| {
+            OptionsError("no application module specified: give APP (module:callable) on the command line or `wsgi_app` in the config file".into())
+        })?;
+        let binds = config
+            .list("bind")
+            .iter()
+            .map(|b| BindSpec::parse(b).map_err(|e| OptionsError(e.0)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let log_level = Level::parse(config.str("loglevel")).ok_or_else(|| {
+            OptionsError(format!(
+                "invalid value for `loglevel` (--log-level): {:?}; use debug, info, warning, error or critical",
+                config.str("loglevel")
+            ))
+        })?;
+        let backlog = i32::try_from(config.int("backlog")).unwrap_or(i32::MAX);
+        let limits = Limits {
+            request_line: config.int("limit_request_line").max(0) as usize,
+            fields: config.int("limit_request_fields").max(1) as usize,
+            field_size: config.int("limit_request_field_size").max(1) as usize,
+            header_map: header_map(config)?,
+            forwarder_headers: config
+                .list("forwarder_headers")
+                .iter()
+                .map(|h| h.trim().to_ascii_uppercase())
+                .collect(),
+            permit_obsolete_folding: config.bool("permit_obsolete_folding"),
+            strip_header_spaces: config.bool("strip_header_spaces"),
+            permit_unconventional_http_method: config.bool("permit_unconventional_http_method"),
+            permit_unconventional_http_version: config.bool("permit_unconventional_http_version"),
+            casefold_http_method: config.bool("casefold_http_method"),
+        };
+        let timeout = config.float("timeout");
+        Ok(ServerOptions {
+            app_spec,
+            binds,
+            listen: ListenOptions { backlog, reuse_port: config.bool("reuse_port") },
+            limits,
+            keepalive: seconds(config.float("keepalive")),
+            header_timeout: seconds(config.float("header_timeout")),
+            io_timeout: if timeout > 0.0 { seconds(timeout) } else { Duration::from_secs(30) },
+            graceful_timeout: seconds(config.float("graceful_timeout")),
+            forwarded_allow: AllowList::parse(
+                config.list("forwarded_allow_ips"),
+                "forwarded_allow_ips",
+            )
+            .map_err(OptionsError)?,
+            proxy_allow: AllowList::parse(config.list("proxy_allow_ips"), "proxy_allow_ips")
+                .map_err(OptionsError)?,
+            proxy_mode: proxy_mode(config)?,
+            secure_scheme_headers: config
+                .map("secure_scheme_headers")
+                .iter()
+                .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+                .collect(),
+            sendfile: sendfile_enabled(config, env),
+            workers: worker_count(config)?,
+            access_log: config
+                .opt_str("accesslog")
+                .filter(|s| !s.is_empty())
+                .map(|target| (target.to_owned(), config.str("access_log_format").to_owned())),
+            error_log: config.opt_str("errorlog").unwrap_or("-").to_owned(),
+            log_level,
+            chdir: config.str("chdir").to_owned(),
+            pythonpath: config.list("pythonpath").to_vec(),
+            raw_env: raw_env(config)?,
+        })
+    }
+}

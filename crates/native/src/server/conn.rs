@@ -1,0 +1,622 @@
+//! One client connection, from accept to close: optional PROXY header, then a loop of read
+//! head → read body → call the app → write the response, with keep-alive, pipelining,
+//! `100-continue`, and the timeouts that keep slow clients from holding anything but a little
+//! memory. The app is only called once its request is complete (except a deferred
+//! `100-continue` body, which the app asks for).
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use ferrocorn_http::{
+    BodyFraming, ChunkedDecoder, ErrorKind, ParseError, ProxyInfo, ProxyMode, ProxyParse,
+    RequestHead, ResponseFraming, ResponseHead, parse_proxy_header, parse_request_head,
+    percent_decode, url_scheme_from_headers, write_error_response,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{Duration, timeout, timeout_at};
+
+use super::io::{ClientStream, send_file};
+use super::worker::Shared;
+use crate::access_log::AccessRecord;
+use crate::clock::with_http_date;
+use crate::logging::{debug, error, warning};
+use crate::wsgi::{self, AppResponse, DeferredBody, Input, RequestFacts};
+
+const SERVER: &[u8] = b"ferrocorn";
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The client's address as seen on the socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// IP, or None for a unix-socket peer.
+    pub ip: Option<IpAddr>,
+    /// Port, or None for a unix-socket peer.
+    pub port: Option<u16>,
+}
+
+enum ConnError {
+    Parse(ParseError),
+    Closed,
+}
+
+impl From<ParseError> for ConnError {
+    fn from(e: ParseError) -> Self {
+        ConnError::Parse(e)
+    }
+}
+
+/// What the access log needs to know about a finished response.
+struct Sent {
+    status: u16,
+    body_bytes: u64,
+    headers: Vec<(String, String)>,
+}
+
+struct Conn<S: ClientStream> {
+    shared: Rc<Shared>,
+    stream: S,
+    peer: Peer,
+    listener: usize,
+    trusted: bool,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    proxy: Option<ProxyInfo>,
+    remote: Option<(Py<PyString>, Option<Py<PyString>>)>,
+}
+
+/// Serve one connection until it closes.
+pub async fn serve<S: ClientStream>(shared: Rc<Shared>, stream: S, peer: Peer, listener: usize) {
+    let trusted = shared.opts.forwarded_allow.allows(peer.ip);
+    let mut conn = Conn {
+        shared,
+        stream,
+        peer,
+        listener,
+        trusted,
+        rbuf: Vec::with_capacity(READ_CHUNK),
+        wbuf: Vec::with_capacity(READ_CHUNK),
+        proxy: None,
+        remote: None,
+    };
+    conn.run().await;
+    if let Some(remote) = conn.remote.take() {
+        Python::attach(|_py| drop(remote));
+    }
+}
+
+impl<S: ClientStream> Conn<S> {
+    fn shutting_down(&self) -> bool {
+        *self.shared.shutdown.borrow()
+    }
+
+    async fn run(&mut self) {
+        if self.shared.opts.proxy_mode != ProxyMode::Off {
+            match self.read_proxy_header().await {
+                Ok(()) => {}
+                Err(ConnError::Parse(e)) => return self.reject(e).await,
+                Err(ConnError::Closed) => return,
+            }
+        }
+        let mut first = true;
+        loop {
+            let (head, consumed) = match self.read_head(first).await {
+                Ok(Some(h)) => h,
+                Ok(None) => return,
+                Err(ConnError::Parse(e)) => return self.reject(e).await,
+                Err(ConnError::Closed) => return,
+            };
+            first = false;
+            self.rbuf.drain(..consumed);
+            match self.handle(head).await {
+                Ok(true) => continue,
+                Ok(false) => return self.close_gracefully().await,
+                Err(ConnError::Parse(e)) => return self.reject(e).await,
+                Err(ConnError::Closed) => return,
+            }
+        }
+    }
+
+    /// Read more bytes into `rbuf`; `Ok(0)` on EOF.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        self.stream.read_buf(&mut self.rbuf).await
+    }
+
+    async fn fill_until(&mut self, deadline: tokio::time::Instant) -> Result<usize, ConnError> {
+        match timeout_at(deadline, self.fill()).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => {
+                debug!("read error from client: {e}");
+                Err(ConnError::Closed)
+            }
+            Err(_) => {
+                debug!("client too slow; closing connection");
+                Err(ConnError::Closed)
+            }
+        }
+    }
+
+    async fn read_proxy_header(&mut self) -> Result<(), ConnError> {
+        let deadline = tokio::time::Instant::now() + self.shared.opts.header_timeout;
+        loop {
+            match parse_proxy_header(&self.rbuf, self.shared.opts.proxy_mode)? {
+                ProxyParse::NotProxy => return Ok(()),
+                ProxyParse::Done(info, used) => {
+                    if !self.shared.opts.proxy_allow.allows(self.peer.ip) {
+                        return Err(ParseError::new(
+                            ErrorKind::ForbiddenProxyRequest,
+                            "PROXY header from a peer not in proxy_allow_ips",
+                        )
+                        .into());
+                    }
+                    self.rbuf.drain(..used);
+                    self.proxy = Some(info);
+                    return Ok(());
+                }
+                ProxyParse::Incomplete => {
+                    if self.fill_until(deadline).await? == 0 {
+                        return Err(ConnError::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait for and parse the next request head. `Ok(None)`: the client closed (or stayed idle,
+    /// or the worker is stopping) between requests.
+    async fn read_head(&mut self, first: bool) -> Result<Option<(RequestHead, usize)>, ConnError> {
+        let opts = &self.shared.opts;
+        let idle = if first { opts.header_timeout } else { opts.keepalive };
+        let header_timeout = opts.header_timeout;
+        let mut head_deadline =
+            (!self.rbuf.is_empty()).then(|| tokio::time::Instant::now() + header_timeout);
+        loop {
+            if !self.rbuf.is_empty() {
+                let opts = &self.shared.opts;
+                if let Some(parsed) = parse_request_head(&self.rbuf, &opts.limits, self.trusted)? {
+                    return Ok(Some(parsed));
+                }
+            }
+            match head_deadline {
+                Some(deadline) => {
+                    if self.fill_until(deadline).await? == 0 {
+                        return Err(ParseError::new(
+                            ErrorKind::NoMoreData,
+                            "client closed mid-request",
+                        )
+                        .into());
+                    }
+                }
+                None => {
+                    let mut shutdown = self.shared.shutdown.clone();
+                    let read = tokio::select! {
+                        r = timeout(idle, self.fill()) => r,
+                        _ = shutdown.wait_for(|stop| *stop) => return Ok(None),
+                    };
+                    match read {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
+                        Ok(Ok(_)) => {
+                            head_deadline = Some(tokio::time::Instant::now() + header_timeout)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_body(&mut self, framing: BodyFraming) -> Result<Vec<u8>, ConnError> {
+        let io_timeout = self.shared.opts.io_timeout;
+        match framing {
+            BodyFraming::Empty => Ok(Vec::new()),
+            BodyFraming::Length(n) => {
+                let n = usize::try_from(n).map_err(|_| {
+                    ParseError::new(ErrorKind::InvalidHeader, "Content-Length too large")
+                })?;
+                while self.rbuf.len() < n {
+                    let deadline = tokio::time::Instant::now() + io_timeout;
+                    if self.fill_until(deadline).await? == 0 {
+                        return Err(ConnError::Closed);
+                    }
+                }
+                let rest = self.rbuf.split_off(n);
+                Ok(std::mem::replace(&mut self.rbuf, rest))
+            }
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new(self.shared.opts.limits.clone());
+                let mut body = Vec::new();
+                loop {
+                    let used = decoder.decode(&self.rbuf, &mut body)?;
+                    self.rbuf.drain(..used);
+                    if decoder.is_done() {
+                        return Ok(body);
+                    }
+                    let deadline = tokio::time::Instant::now() + io_timeout;
+                    if self.fill_until(deadline).await? == 0 {
+                        return Err(ParseError::new(
+                            ErrorKind::ChunkMissingTerminator,
+                            "client closed inside a chunked body",
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serve one request. `Ok(true)`: the connection may carry another request.
+    async fn handle(&mut self, head: RequestHead) -> Result<bool, ConnError> {
+        let started = Instant::now();
+        let https = if self.trusted {
+            url_scheme_from_headers(&head.headers, &self.shared.opts.secure_scheme_headers)?
+                .unwrap_or(false)
+        } else {
+            false
+        };
+        let deferred = head.expect_continue && head.framing != BodyFraming::Empty;
+        let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
+        let decoded_path = percent_decode(&head.path);
+        let keep_environ = self.shared.access_log.as_ref().is_some_and(|l| l.needs_environ());
+
+        let shared = self.shared.clone();
+        let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
+        let handled = Python::attach(|py| {
+            let input = if deferred {
+                Input::deferred(DeferredBody {
+                    fd: self.stream.as_raw_fd(),
+                    framing: head.framing,
+                    buffered: std::mem::take(&mut self.rbuf),
+                    limits: self.shared.opts.limits.clone(),
+                    timeout: self.shared.opts.io_timeout,
+                })
+            } else {
+                Input::buffered(body)
+            };
+            let input = match Py::new(py, input) {
+                Ok(i) => i,
+                Err(e) => {
+                    wsgi::log_exception(py, "Error creating wsgi.input", &e);
+                    return None;
+                }
+            };
+            let peer = self.peer;
+            let remote = self.remote.get_or_insert_with(|| {
+                let addr = peer.ip.map(|ip| ip.to_string()).unwrap_or_default();
+                (
+                    PyString::new(py, &addr).unbind(),
+                    peer.port.map(|p| PyString::new(py, &p.to_string()).unbind()),
+                )
+            });
+            let facts = RequestFacts {
+                head: &head,
+                decoded_path: &decoded_path,
+                remote,
+                https,
+                proxy: self.proxy.as_ref(),
+                input: input.bind(py).clone().into_any(),
+            };
+            Some(self.shared.wsgi.handle(py, self.listener, facts, input, keep_environ))
+        });
+        let Some(handled) = handled else {
+            drop(permit);
+            self.send_error(500).await;
+            return Ok(false);
+        };
+
+        let mut keep_alive = head.keep_alive && !self.shared.opts.keepalive.is_zero();
+        if deferred {
+            let outcome = Python::attach(|_py| handled.input.get().take_deferred_outcome());
+            match outcome {
+                Some(o) if o.consumed && !o.failed => self.rbuf = o.remainder,
+                _ => keep_alive = false,
+            }
+        }
+        let sent = match handled.response {
+            AppResponse::Failed => {
+                drop(permit);
+                self.send_error(500).await;
+                Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
+            }
+            AppResponse::Complete { head: rhead, body } => {
+                drop(permit);
+                keep_alive &= !self.shutting_down();
+                self.send_complete(&head, &rhead, &body, &mut keep_alive).await
+            }
+            AppResponse::Stream { head: rhead, first, iterator, result } => {
+                let sent = self.send_stream(&head, &rhead, first, &iterator, &mut keep_alive).await;
+                Python::attach(|py| {
+                    wsgi::close_result(py, result.bind(py));
+                    drop(iterator);
+                    drop(result);
+                });
+                drop(permit);
+                sent
+            }
+            AppResponse::File { head: rhead, prefix, fd, offset, length, result } => {
+                let sent = self
+                    .send_file_response(&head, &rhead, &prefix, fd, offset, length, &mut keep_alive)
+                    .await;
+                Python::attach(|py| {
+                    wsgi::close_result(py, result.bind(py));
+                    drop(result);
+                });
+                drop(permit);
+                sent
+            }
+        };
+        if let (Some(log), Some(sent)) = (&self.shared.access_log, &sent) {
+            let path_info: String = decoded_path.iter().map(|&b| b as char).collect();
+            let protocol = format!("HTTP/{}.{}", head.version.0, head.version.1);
+            let remote_addr = match self.proxy.as_ref().and_then(|p| p.source) {
+                Some(source) => source.ip().to_string(),
+                None => self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            };
+            Python::attach(|py| {
+                let environ = handled.environ.as_ref().map(|e| e.bind(py).clone());
+                let lookup = |key: &str| {
+                    environ
+                        .as_ref()
+                        .and_then(|e| e.get_item(key).ok().flatten())
+                        .map(|v| v.to_string())
+                };
+                log.write(&AccessRecord {
+                    remote_addr: &remote_addr,
+                    method: &head.method,
+                    raw_uri: &head.target,
+                    path_info: &path_info,
+                    query: &head.query,
+                    protocol: &protocol,
+                    status: sent.status,
+                    body_bytes: sent.body_bytes,
+                    request_headers: &head.headers,
+                    response_headers: &sent.headers,
+                    duration: started.elapsed(),
+                    environ: &lookup,
+                });
+                drop(handled.environ);
+            });
+        } else if handled.environ.is_some() {
+            Python::attach(|_py| drop(handled.environ));
+        }
+        Python::attach(|_py| drop(handled.input));
+        Ok(sent.is_some() && keep_alive)
+    }
+
+    async fn flush(&mut self) -> bool {
+        let result = timeout(self.shared.opts.io_timeout, self.stream.write_all(&self.wbuf)).await;
+        self.wbuf.clear();
+        match result {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                debug!("write error to client: {e}");
+                false
+            }
+            Err(_) => {
+                debug!("client did not read the response in time");
+                false
+            }
+        }
+    }
+
+    fn encode_head(
+        &mut self,
+        req: &RequestHead,
+        rhead: &ResponseHead,
+        framing: ResponseFraming,
+        keep_alive: bool,
+    ) {
+        let wbuf = &mut self.wbuf;
+        with_http_date(|date| rhead.encode(wbuf, req.version, framing, keep_alive, date, SERVER));
+    }
+
+    fn sent(&self, rhead: &ResponseHead, body_bytes: u64) -> Sent {
+        let headers =
+            if self.shared.access_log.is_some() { rhead.headers().to_vec() } else { Vec::new() };
+        Sent { status: rhead.status(), body_bytes, headers }
+    }
+
+    async fn send_complete(
+        &mut self,
+        req: &RequestHead,
+        rhead: &ResponseHead,
+        body: &[u8],
+        keep_alive: &mut bool,
+    ) -> Option<Sent> {
+        let body_allowed = rhead.body_allowed(req.is_head());
+        let no_body_status = rhead.status() < 200 || rhead.status() == 204 || rhead.status() == 304;
+        let (framing, send_len) = match rhead.content_length() {
+            Some(cl) => {
+                if body_allowed && (body.len() as u64) < cl {
+                    *keep_alive = false; // the app promised more than it gave
+                }
+                (ResponseFraming::Length(cl), (body.len() as u64).min(cl) as usize)
+            }
+            None if no_body_status => (ResponseFraming::NoBody, 0),
+            None => (ResponseFraming::Length(body.len() as u64), body.len()),
+        };
+        self.encode_head(req, rhead, framing, *keep_alive);
+        let send_len = if body_allowed { send_len } else { 0 };
+        self.wbuf.extend_from_slice(&body[..send_len]);
+        let ok = self.flush().await;
+        ok.then(|| self.sent(rhead, send_len as u64))
+    }
+
+    fn push_chunk(&mut self, framing: ResponseFraming, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if framing == ResponseFraming::Chunked {
+            self.wbuf.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+            self.wbuf.extend_from_slice(data);
+            self.wbuf.extend_from_slice(b"\r\n");
+        } else {
+            self.wbuf.extend_from_slice(data);
+        }
+    }
+
+    async fn send_stream(
+        &mut self,
+        req: &RequestHead,
+        rhead: &ResponseHead,
+        first: Vec<u8>,
+        iterator: &Py<PyAny>,
+        keep_alive: &mut bool,
+    ) -> Option<Sent> {
+        let body_allowed = rhead.body_allowed(req.is_head());
+        let framing = if !body_allowed {
+            ResponseFraming::NoBody
+        } else if let Some(cl) = rhead.content_length() {
+            ResponseFraming::Length(cl)
+        } else if req.version == (1, 1) {
+            ResponseFraming::Chunked
+        } else {
+            *keep_alive = false;
+            ResponseFraming::CloseDelimited
+        };
+        *keep_alive &= !self.shutting_down();
+        self.encode_head(req, rhead, framing, *keep_alive);
+        if !body_allowed {
+            return self.flush().await.then(|| self.sent(rhead, 0));
+        }
+        let limit = rhead.content_length().unwrap_or(u64::MAX);
+        let mut sent = 0u64;
+        let mut chunk = first;
+        loop {
+            let take = (chunk.len() as u64).min(limit - sent) as usize;
+            self.push_chunk(framing, &chunk[..take]);
+            sent += take as u64;
+            if !self.flush().await {
+                return None;
+            }
+            if sent >= limit {
+                break;
+            }
+            chunk.clear();
+            let more = Python::attach(|py| match wsgi::next_chunk(py, iterator, &mut chunk) {
+                Ok(more) => Ok(more),
+                Err(e) => {
+                    wsgi::log_exception(
+                        py,
+                        "Error handling request (response already started)",
+                        &e,
+                    );
+                    Err(())
+                }
+            });
+            match more {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(()) => return None, // truncated: close without a terminator
+            }
+        }
+        if framing == ResponseFraming::Chunked {
+            self.wbuf.extend_from_slice(b"0\r\n\r\n");
+            if !self.flush().await {
+                return None;
+            }
+        }
+        if rhead.content_length().is_some_and(|cl| sent < cl) {
+            *keep_alive = false;
+        }
+        Some(self.sent(rhead, sent))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_file_response(
+        &mut self,
+        req: &RequestHead,
+        rhead: &ResponseHead,
+        prefix: &[u8],
+        fd: std::os::fd::RawFd,
+        offset: u64,
+        length: u64,
+        keep_alive: &mut bool,
+    ) -> Option<Sent> {
+        let body_allowed = rhead.body_allowed(req.is_head());
+        let total = prefix.len() as u64 + length;
+        let framing = match rhead.content_length() {
+            Some(cl) => ResponseFraming::Length(cl),
+            None => ResponseFraming::Length(total),
+        };
+        *keep_alive &= !self.shutting_down();
+        self.encode_head(req, rhead, framing, *keep_alive);
+        if !body_allowed {
+            return self.flush().await.then(|| self.sent(rhead, 0));
+        }
+        let limit = rhead.content_length().unwrap_or(total);
+        let prefix_len = (prefix.len() as u64).min(limit) as usize;
+        self.wbuf.extend_from_slice(&prefix[..prefix_len]);
+        if !self.flush().await {
+            return None;
+        }
+        let file_len = length.min(limit - prefix_len as u64);
+        let result = timeout(
+            self.shared.opts.io_timeout.max(Duration::from_secs(1)) * 10,
+            send_file(&self.stream, fd, offset, file_len),
+        )
+        .await;
+        match result {
+            Ok(Ok(n)) => {
+                if n < file_len {
+                    *keep_alive = false;
+                }
+                Some(self.sent(rhead, prefix_len as u64 + n))
+            }
+            Ok(Err(e)) => {
+                debug!("sendfile failed: {e}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    async fn send_error(&mut self, status: u16) {
+        let wbuf = &mut self.wbuf;
+        with_http_date(|date| write_error_response(wbuf, status, "", date, SERVER));
+        self.flush().await;
+    }
+
+    /// Answer a bad request (or just close, for a client that went away) and close.
+    async fn reject(&mut self, err: ParseError) {
+        match err.status() {
+            Some(status) => {
+                warning!(
+                    "Invalid request from ip={}: {err}",
+                    self.peer.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "unix".into())
+                );
+                let wbuf = &mut self.wbuf;
+                let detail = err.detail().to_owned();
+                with_http_date(|date| write_error_response(wbuf, status, &detail, date, SERVER));
+                if self.flush().await {
+                    self.close_gracefully().await;
+                }
+            }
+            None => debug!("client went away: {err}"),
+        }
+    }
+
+    /// Half-close and drain briefly so the client reads our last response instead of a reset.
+    async fn close_gracefully(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut drained = 0usize;
+        let mut scratch = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while drained < 64 * 1024 {
+            match timeout_at(deadline, self.stream.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Log an accept-loop failure.
+pub fn log_accept_error(err: &std::io::Error) {
+    error!("accept() failed: {err}");
+}

@@ -1,0 +1,64 @@
+//! The socket operations the connection driver needs beyond `AsyncRead`/`AsyncWrite`, for TCP
+//! and unix streams alike: the raw descriptor (for the deferred-body reader) and `sendfile`.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connected client stream.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + AsRawFd {
+    /// Wait until the socket is writable.
+    fn wait_writable(&self) -> impl std::future::Future<Output = std::io::Result<()>>;
+    /// Run a non-blocking write-side operation, clearing readiness on `WouldBlock`.
+    fn try_write_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R>;
+}
+
+impl ClientStream for TcpStream {
+    async fn wait_writable(&self) -> std::io::Result<()> {
+        self.writable().await
+    }
+    fn try_write_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
+        self.try_io(Interest::WRITABLE, f)
+    }
+}
+
+impl ClientStream for UnixStream {
+    async fn wait_writable(&self) -> std::io::Result<()> {
+        self.writable().await
+    }
+    fn try_write_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
+        self.try_io(Interest::WRITABLE, f)
+    }
+}
+
+/// Send `length` bytes of `file_fd` starting at `offset` with `sendfile(2)`. Returns the bytes
+/// sent (fewer only when the file turned out shorter).
+pub async fn send_file<S: ClientStream>(
+    stream: &S,
+    file_fd: RawFd,
+    offset: u64,
+    length: u64,
+) -> std::io::Result<u64> {
+    let socket_fd = stream.as_raw_fd();
+    let mut off = offset as libc::off_t;
+    let mut sent = 0u64;
+    while sent < length {
+        let want = (length - sent).min(1 << 30) as usize;
+        let result = stream.try_write_io(|| {
+            // SAFETY: both descriptors are open for the duration of the call (the socket is owned
+            // by `stream`, the file by the app's FileWrapper which the caller keeps alive), and
+            // `off` is a valid in/out offset.
+            let n = unsafe { libc::sendfile(socket_fd, file_fd, &mut off, want) };
+            if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as u64) }
+        });
+        match result {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.wait_writable().await?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}

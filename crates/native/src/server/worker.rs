@@ -1,0 +1,194 @@
+//! A worker's event loop: a current-thread tokio runtime built in this process, an accept loop
+//! per listener, the per-worker app slot that makes a sync worker run one request at a time
+//! (and stop accepting while busy), and stop signals — TERM drains gracefully within
+//! `graceful_timeout`, INT and QUIT stop at once, USR1 reopens log files.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, Semaphore, watch};
+
+use super::conn::{Peer, log_accept_error, serve};
+use crate::access_log::AccessLog;
+use crate::listen::Listener;
+use crate::logging::{info, warning};
+use crate::options::ServerOptions;
+use crate::wsgi::WsgiApp;
+
+/// State shared by every connection of one worker (single-threaded).
+pub struct Shared {
+    /// Server options.
+    pub opts: ServerOptions,
+    /// The app bridge.
+    pub wsgi: WsgiApp,
+    /// One permit per request the worker may run at once (1 for sync).
+    pub app_slot: Semaphore,
+    /// The access log, when enabled.
+    pub access_log: Option<AccessLog>,
+    /// Becomes true when a graceful stop begins.
+    pub shutdown: watch::Receiver<bool>,
+    connections: Cell<usize>,
+    all_closed: Notify,
+}
+
+struct ConnectionGuard(Rc<Shared>);
+
+impl ConnectionGuard {
+    fn new(shared: &Rc<Shared>) -> Self {
+        shared.connections.set(shared.connections.get() + 1);
+        ConnectionGuard(shared.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let left = self.0.connections.get() - 1;
+        self.0.connections.set(left);
+        if left == 0 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+enum AnyListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Wait until the worker could start a request (the app slot is free), so a busy sync worker
+/// leaves new connections in the shared accept queue for an idle sibling.
+async fn wait_until_idle(shared: &Shared) {
+    if shared.app_slot.available_permits() == 0 {
+        if let Ok(permit) = shared.app_slot.acquire().await {
+            drop(permit);
+        }
+    }
+}
+
+async fn accept_loop(shared: Rc<Shared>, listener: AnyListener, index: usize) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = wait_until_idle(&shared) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let accepted = tokio::select! {
+            a = accept(&listener) => a,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                let guard = ConnectionGuard::new(&shared);
+                let peer = Peer { ip: Some(addr.ip()), port: Some(addr.port()) };
+                tokio::task::spawn_local(async move {
+                    serve(guard.0.clone(), stream, peer, index).await;
+                    drop(guard);
+                });
+            }
+            Ok(Accepted::Unix(stream)) => {
+                let guard = ConnectionGuard::new(&shared);
+                let peer = Peer { ip: None, port: None };
+                tokio::task::spawn_local(async move {
+                    serve(guard.0.clone(), stream, peer, index).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                log_accept_error(&e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &AnyListener) -> std::io::Result<Accepted> {
+    match listener {
+        AnyListener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        AnyListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+fn to_tokio(listener: &Listener) -> std::io::Result<AnyListener> {
+    let socket = listener.socket.try_clone()?;
+    socket.set_nonblocking(true)?;
+    match listener.addr {
+        crate::listen::BoundAddr::Tcp(_) => {
+            Ok(AnyListener::Tcp(TcpListener::from_std(std::net::TcpListener::from(socket))?))
+        }
+        crate::listen::BoundAddr::Unix(_) => Ok(AnyListener::Unix(UnixListener::from_std(
+            std::os::unix::net::UnixListener::from(socket),
+        )?)),
+    }
+}
+
+/// How the worker's loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// TERM: stopped accepting and let in-flight requests finish.
+    Graceful,
+    /// INT or QUIT: stopped at once.
+    Quick,
+}
+
+/// Run the worker until a stop signal. Builds its own runtime (never in a process that will fork).
+pub fn run(
+    opts: ServerOptions,
+    wsgi: WsgiApp,
+    listeners: &[Listener],
+    access_log: Option<AccessLog>,
+) -> std::io::Result<StopReason> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let graceful_timeout = opts.graceful_timeout;
+        let shared = Rc::new(Shared {
+            opts,
+            wsgi,
+            app_slot: Semaphore::new(1),
+            access_log,
+            shutdown: stop_rx,
+            connections: Cell::new(0),
+            all_closed: Notify::new(),
+        });
+        for (index, listener) in listeners.iter().enumerate() {
+            let tokio_listener = to_tokio(listener)?;
+            tokio::task::spawn_local(accept_loop(shared.clone(), tokio_listener, index));
+        }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut quit = signal(SignalKind::quit())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let reason = loop {
+            tokio::select! {
+                _ = term.recv() => { info!("Handling signal: term"); break StopReason::Graceful; }
+                _ = int.recv() => { info!("Handling signal: int"); break StopReason::Quick; }
+                _ = quit.recv() => { info!("Handling signal: quit"); break StopReason::Quick; }
+                _ = usr1.recv() => {
+                    info!("Handling signal: usr1");
+                    if let Err(e) = crate::logging::reopen() { warning!("cannot reopen the error log: {e}"); }
+                    if let Some(log) = &shared.access_log {
+                        if let Err(e) = log.reopen() { warning!("cannot reopen the access log: {e}"); }
+                    }
+                }
+            }
+        };
+        let _ = stop_tx.send(true);
+        if reason == StopReason::Graceful && shared.connections.get() > 0 {
+            let drained = shared.all_closed.notified();
+            if tokio::time::timeout(graceful_timeout, drained).await.is_err() {
+                warning!("graceful timeout reached with {} connection(s) still open", shared.connections.get());
+            }
+        }
+        Ok(reason)
+    })
+}
