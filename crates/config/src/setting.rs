@@ -299,10 +299,9 @@ impl Setting {
         )
     }
 
-    /// A server hook: no CLI, any value accepted, not implemented yet.
+    /// A server hook: no CLI, any value accepted (the Python callable is kept by the caller).
     pub const fn hook(name: &'static str) -> Setting {
         Setting::new(name, Section::ServerHooks, Kind::Hook, Validator::Any, DefaultValue::None)
-            .support(Support::Planned)
     }
 
     /// Sets the command-line flags.

@@ -4,16 +4,19 @@ use crate::setting::{DefaultValue, Kind, Section, Setting, Validator};
 
 const S: Section = Section::Ferrocorn;
 
-pub(super) const SETTINGS: &[Setting] = &[Setting::new(
-    "header_timeout",
-    S,
-    Kind::Float,
-    Validator::PosFloat,
-    DefaultValue::Float(10.0),
-)
-.cli(&["--header-timeout"])
-.meta("SECONDS")
-.help(
-    "Seconds a client gets to send a complete request head (request line and headers) \
+pub(super) const SETTINGS: &[Setting] = &[
+    Setting::new("header_timeout", S, Kind::Float, Validator::PosFloat, DefaultValue::Float(10.0))
+        .cli(&["--header-timeout"])
+        .meta("SECONDS")
+        .help(
+            "Seconds a client gets to send a complete request head (request line and headers) \
              before the connection is closed; defends against slowloris. 0 disables the limit.",
-)];
+        ),
+    Setting::new("boot_timeout", S, Kind::Float, Validator::PosFloat, DefaultValue::Float(120.0))
+        .cli(&["--boot-timeout"])
+        .meta("SECONDS")
+        .help(
+            "Seconds a worker may take to boot (fork to app loaded) before the master replaces \
+             it; separate from --timeout so slow imports are not killed. 0 disables the limit.",
+        ),
+];

@@ -21,7 +21,7 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::hook("worker_exit").help("Called in a worker as it exits. Args: (server, worker)."),
     Setting::hook("nworkers_changed").help("Called in the master whenever the target worker count changes. Args: (server, new_value, old_value)."),
     Setting::hook("on_exit").help("Called in the master just before it exits. Args: (server)."),
-    Setting::hook("ssl_context").help("Builds the TLS context; must return an ssl.SSLContext. Args: (config, default_ssl_context_factory)."),
+    Setting::hook("ssl_context").support(Support::Unsupported("TLS is not supported by ferrocorn yet; terminate TLS in front of it")).help("Builds the TLS context; must return an ssl.SSLContext. Args: (config, default_ssl_context_factory)."),
     Setting::hook("on_dirty_starting").support(Support::Unsupported(NO_DIRTY)).help("Called before the dirty arbiter initialises. Args: (arbiter)."),
     Setting::hook("dirty_post_fork").support(Support::Unsupported(NO_DIRTY)).help("Called after a dirty worker is forked. Args: (arbiter, worker)."),
     Setting::hook("dirty_worker_init").support(Support::Unsupported(NO_DIRTY)).help("Called once a dirty worker has loaded its apps. Args: (worker)."),

@@ -107,7 +107,6 @@ fn protocol_value(value: Value) -> Result<Value, Reject> {
 pub(super) const SETTINGS: &[Setting] = &[
     Setting::flag("preload_app", S)
         .cli(&["--preload"])
-        .planned()
         .help("Import the application once in the master before forking workers, sharing memory and speeding boot."),
     Setting::new("sendfile", S, Kind::Bool, Validator::Bool, DefaultValue::Computed(sendfile_default))
         .cli(&["--no-sendfile"])
@@ -124,7 +123,6 @@ pub(super) const SETTINGS: &[Setting] = &[
         .help("Directory to change into before loading the application."),
     Setting::flag("daemon", S)
         .cli(&["-D", "--daemon"])
-        .planned()
         .help("Detach from the terminal and run in the background."),
     Setting::new("raw_env", S, Kind::List, Validator::Custom(env_list), DefaultValue::List(&[]))
         .cli(&["-e", "--env"])
@@ -134,33 +132,27 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::opt_string("pidfile", S)
         .cli(&["-p", "--pid"])
         .meta("FILE")
-        .planned()
         .help("File to write the master's process id to."),
     Setting::opt_string("worker_tmp_dir", S)
         .cli(&["--worker-tmp-dir"])
         .meta("DIR")
-        .planned()
-        .help("Directory for the workers' heartbeat files; a memory-backed one such as /dev/shm avoids disk stalls."),
+        .help("Accepted for compatibility and ignored: ferrocorn workers heartbeat through shared memory, not files, so there is no disk to stall on."),
     Setting::new("user", S, Kind::Str, Validator::Custom(id_or_name), DefaultValue::None)
         .cli(&["-u", "--user"])
         .meta("USER")
-        .planned()
         .default_doc("(the effective user of the server)")
         .help("Switch worker processes to this user, by name or numeric id."),
     Setting::new("group", S, Kind::Str, Validator::Custom(id_or_name), DefaultValue::None)
         .cli(&["-g", "--group"])
         .meta("GROUP")
-        .planned()
         .default_doc("(the effective group of the server)")
         .help("Switch worker processes to this group, by name or numeric id."),
     Setting::new("umask", S, Kind::Int, Validator::OctalInt, DefaultValue::Int(0))
         .cli(&["-m", "--umask"])
         .meta("INT")
-        .planned()
         .help("File-mode creation mask for the server, e.g. 0o22; a leading 0 means octal."),
     Setting::flag("initgroups", S)
         .cli(&["--initgroups"])
-        .planned()
         .help("Give workers the supplementary groups of the user they switch to."),
     Setting::opt_string("tmp_upload_dir", S)
         .meta("DIR")

@@ -46,11 +46,9 @@ pub(super) const SETTINGS: &[Setting] = &[
         .help("Upper bound on connections a single worker holds open at once."),
     Setting::pos_int("max_requests", S, 0)
         .cli(&["--max-requests"])
-        .planned()
         .help("Restart a worker after it has served this many requests; 0 never restarts."),
     Setting::pos_int("max_requests_jitter", S, 0)
         .cli(&["--max-requests-jitter"])
-        .planned()
         .help("Random extra (0 to this value) added to max_requests per worker, so they do not restart together."),
     Setting::pos_int("timeout", S, 30)
         .cli(&["-t", "--timeout"])

@@ -1,0 +1,462 @@
+//! The master's loop: spawn and reap workers, act on signals, kill workers whose heartbeat is
+//! stale (SIGABRT, then SIGKILL) or that never finish booting, replace retiring workers before
+//! they leave, roll workers over on reload, and stop gracefully or quickly. Gunicorn's
+//! semantics and log lines; no threads, no async runtime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::scoreboard::{Scoreboard, SlotState, monotonic_ms};
+use crate::signals::{Signal, SignalPipe, kill};
+
+/// Exit status when workers keep failing to boot (Gunicorn's WORKER_BOOT_ERROR).
+pub const WORKER_BOOT_ERROR: i32 = 3;
+/// Exit status when the app cannot be loaded (Gunicorn's APP_LOAD_ERROR).
+pub const APP_LOAD_ERROR: i32 = 4;
+/// Consecutive workers dying before they finish booting that stop the server.
+const MAX_BOOT_FAILURES: u32 = 5;
+
+/// The knobs the loop needs (re-read on HUP).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArbiterOptions {
+    /// Desired number of workers.
+    pub workers: usize,
+    /// Heartbeat timeout (zero disables).
+    pub timeout: Duration,
+    /// Longest a worker may take to boot (zero disables).
+    pub boot_timeout: Duration,
+    /// Grace period for stopping workers.
+    pub graceful_timeout: Duration,
+    /// Running daemonized (WINCH only acts then, as in Gunicorn).
+    pub daemon: bool,
+}
+
+/// Identity of one worker, handed to the supervisor's hooks and to the worker itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerMeta {
+    /// Scoreboard slot index.
+    pub slot: usize,
+    /// Spawn order (Gunicorn's `worker.age`).
+    pub age: u32,
+    /// Config generation (bumped by HUP).
+    pub generation: u64,
+    /// Process id (0 before the fork).
+    pub pid: i32,
+}
+
+/// Result of asking the supervisor to fork.
+#[derive(Debug)]
+pub enum Spawned {
+    /// In the master: the new worker's pid.
+    Parent(i32),
+    /// In the new worker process.
+    Child,
+}
+
+/// How the arbiter's `run` ended for this process.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The master stops with this exit status.
+    Exit(i32),
+    /// This process is a freshly forked worker: serve as `WorkerMeta` says.
+    Worker(WorkerMeta),
+}
+
+/// Why a worker process ended, as reported by `waitpid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Exited with this status code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Log levels for the supervisor's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warning.
+    Warning,
+    /// Error.
+    Error,
+    /// Critical.
+    Critical,
+}
+
+/// Everything the arbiter cannot do without Python or the rest of the server.
+pub trait Supervisor {
+    /// Fork a worker (running `pre_fork` in the master and `post_fork` in the child).
+    fn spawn(&mut self, worker: &WorkerMeta) -> std::io::Result<Spawned>;
+    /// A worker was reaped (`child_exit` hook).
+    fn child_exited(&mut self, worker: &WorkerMeta, reason: ExitReason);
+    /// The desired worker count changed (`nworkers_changed` hook); `old` is None at start.
+    fn workers_changed(&mut self, new: usize, old: Option<usize>);
+    /// HUP: re-read the configuration and reload what can be reloaded (`on_reload` hook).
+    fn reload(&mut self) -> Result<ArbiterOptions, String>;
+    /// USR1: reopen log files.
+    fn reopen_logs(&mut self);
+    /// USR2: start a new master that inherits the listeners; returns its pid.
+    fn reexec(&mut self) -> std::io::Result<i32>;
+    /// The server is stopping: close listeners, notify systemd.
+    fn stopping(&mut self);
+    /// Called once per loop turn (about every half second).
+    fn tick(&mut self) {}
+    /// Write a log line.
+    fn log(&self, level: LogLevel, message: &str);
+}
+
+#[derive(Debug)]
+struct Worker {
+    meta: WorkerMeta,
+    aborted_at: Option<Instant>,
+    term_sent: bool,
+    booted: bool,
+}
+
+/// The master's state.
+pub struct Arbiter {
+    opts: ArbiterOptions,
+    board: Arc<Scoreboard>,
+    signals: SignalPipe,
+    workers: Vec<Worker>,
+    num_workers: usize,
+    generation: u64,
+    next_age: u32,
+    boot_failures: u32,
+    reexec_pid: Option<i32>,
+}
+
+enum Stop {
+    Graceful,
+    Quick,
+}
+
+impl Arbiter {
+    /// A master for `opts`, with its scoreboard and signal handlers installed.
+    pub fn new(opts: ArbiterOptions, board: Arc<Scoreboard>) -> std::io::Result<Arbiter> {
+        Ok(Arbiter {
+            num_workers: opts.workers,
+            opts,
+            board,
+            signals: SignalPipe::install()?,
+            workers: Vec::new(),
+            generation: 0,
+            next_age: 0,
+            boot_failures: 0,
+            reexec_pid: None,
+        })
+    }
+
+    /// The shared scoreboard.
+    pub fn board(&self) -> &Arc<Scoreboard> {
+        &self.board
+    }
+
+    /// Run until the server stops (in the master) or a worker was forked (in the child).
+    pub fn run(&mut self, sup: &mut dyn Supervisor) -> Outcome {
+        sup.workers_changed(self.num_workers, None);
+        loop {
+            if let Some(outcome) = self.manage_workers(sup) {
+                return outcome;
+            }
+            for signal in self.signals.wait(Duration::from_millis(500)) {
+                if signal != Signal::Chld {
+                    sup.log(LogLevel::Info, &format!("Handling signal: {}", signal.name()));
+                }
+                if let Some(outcome) = self.handle_signal(signal, sup) {
+                    return outcome;
+                }
+            }
+            if let Some(code) = self.reap(sup) {
+                return self.halt(sup, Stop::Graceful, code);
+            }
+            self.murder_workers(sup);
+            sup.tick();
+        }
+    }
+
+    fn handle_signal(&mut self, signal: Signal, sup: &mut dyn Supervisor) -> Option<Outcome> {
+        match signal {
+            Signal::Chld => {}
+            Signal::Term => return Some(self.halt(sup, Stop::Graceful, 0)),
+            Signal::Int | Signal::Quit => return Some(self.halt(sup, Stop::Quick, 0)),
+            Signal::Hup => self.reload(sup),
+            Signal::Ttin => self.set_num_workers(sup, self.num_workers + 1),
+            Signal::Ttou => {
+                if self.num_workers > 1 {
+                    self.set_num_workers(sup, self.num_workers - 1);
+                }
+            }
+            Signal::Usr1 => {
+                sup.reopen_logs();
+                self.signal_all(libc::SIGUSR1);
+            }
+            Signal::Usr2 => {
+                if self.reexec_pid.is_some() {
+                    sup.log(LogLevel::Warning, "USR2 ignored: a re-executed master is already running");
+                } else {
+                    match sup.reexec() {
+                        Ok(pid) => self.reexec_pid = Some(pid),
+                        Err(e) => sup.log(LogLevel::Error, &format!("cannot re-exec the master: {e}")),
+                    }
+                }
+            }
+            Signal::Winch => {
+                if self.opts.daemon {
+                    sup.log(LogLevel::Info, "graceful stop of workers");
+                    self.set_num_workers(sup, 0);
+                } else {
+                    sup.log(LogLevel::Debug, "SIGWINCH ignored. Not daemonized");
+                }
+            }
+        }
+        None
+    }
+
+    fn set_num_workers(&mut self, sup: &mut dyn Supervisor, new: usize) {
+        let old = self.num_workers;
+        self.num_workers = new;
+        sup.workers_changed(new, Some(old));
+    }
+
+    fn reload(&mut self, sup: &mut dyn Supervisor) {
+        match sup.reload() {
+            Ok(opts) => {
+                self.generation += 1;
+                let old = self.num_workers;
+                self.num_workers = opts.workers;
+                self.opts = opts;
+                if old != self.num_workers {
+                    sup.workers_changed(self.num_workers, Some(old));
+                }
+            }
+            Err(e) => sup.log(LogLevel::Error, &format!("reload failed, keeping the running configuration: {e}")),
+        }
+    }
+
+    fn signal_all(&self, signal: libc::c_int) {
+        for w in &self.workers {
+            if w.meta.pid > 0 {
+                let _ = kill(w.meta.pid, signal);
+            }
+        }
+    }
+
+    fn state(&self, w: &Worker) -> SlotState {
+        self.board.slot(w.meta.slot).state()
+    }
+
+    /// A worker that counts toward the desired number: current generation, not told to stop,
+    /// not retiring on its own.
+    fn is_live(&self, w: &Worker) -> bool {
+        !w.term_sent && w.aborted_at.is_none() && w.meta.generation == self.generation && self.state(w) != SlotState::Retiring
+    }
+
+    fn manage_workers(&mut self, sup: &mut dyn Supervisor) -> Option<Outcome> {
+        for w in &mut self.workers {
+            let state = self.board.slot(w.meta.slot).state();
+            if !w.booted && matches!(state, SlotState::Idle | SlotState::Busy) {
+                w.booted = true;
+                self.boot_failures = 0;
+            }
+        }
+        let live: Vec<usize> = (0..self.workers.len()).filter(|&i| self.is_live(&self.workers[i])).collect();
+        if live.len() > self.num_workers {
+            let mut by_age: Vec<usize> = live.clone();
+            by_age.sort_by_key(|&i| self.workers[i].meta.age);
+            for &i in by_age.iter().take(live.len() - self.num_workers) {
+                self.stop_worker(i, libc::SIGTERM);
+            }
+        }
+        // Old-generation workers leave once enough new ones serve.
+        let new_ready = self
+            .workers
+            .iter()
+            .filter(|w| w.meta.generation == self.generation && w.booted && self.is_live(w))
+            .count();
+        if new_ready >= self.num_workers {
+            for i in 0..self.workers.len() {
+                if self.workers[i].meta.generation != self.generation && !self.workers[i].term_sent {
+                    self.stop_worker(i, libc::SIGTERM);
+                }
+            }
+        }
+        let missing = self.num_workers.saturating_sub(live.len().min(self.num_workers));
+        for _ in 0..missing {
+            if let Some(outcome) = self.spawn_worker(sup) {
+                return Some(outcome);
+            }
+        }
+        None
+    }
+
+    fn stop_worker(&mut self, index: usize, signal: libc::c_int) {
+        let w = &mut self.workers[index];
+        w.term_sent = true;
+        if w.meta.pid > 0 {
+            let _ = kill(w.meta.pid, signal);
+        }
+    }
+
+    fn spawn_worker(&mut self, sup: &mut dyn Supervisor) -> Option<Outcome> {
+        self.next_age += 1;
+        let Some(slot) = self.board.claim(self.generation, self.next_age) else {
+            sup.log(LogLevel::Error, "no free scoreboard slot for a new worker");
+            return None;
+        };
+        let mut meta = WorkerMeta { slot, age: self.next_age, generation: self.generation, pid: 0 };
+        match sup.spawn(&meta) {
+            Ok(Spawned::Parent(pid)) => {
+                meta.pid = pid;
+                self.board.set_pid(slot, pid);
+                self.workers.push(Worker { meta, aborted_at: None, term_sent: false, booted: false });
+                None
+            }
+            Ok(Spawned::Child) => {
+                // SAFETY-free: only our own descriptors and dispositions are reset.
+                self.signals.reset_in_child();
+                // SAFETY: getpid has no preconditions.
+                meta.pid = unsafe { libc::getpid() };
+                self.board.set_pid(slot, meta.pid);
+                Some(Outcome::Worker(meta))
+            }
+            Err(e) => {
+                self.board.release(slot);
+                sup.log(LogLevel::Error, &format!("cannot fork a worker: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Reap exited children. Returns an exit status when the server must halt.
+    fn reap(&mut self, sup: &mut dyn Supervisor) -> Option<i32> {
+        let mut halt = None;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on any child with a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if self.reexec_pid == Some(pid) {
+                sup.log(LogLevel::Info, &format!("re-executed master (pid:{pid}) exited"));
+                self.reexec_pid = None;
+                continue;
+            }
+            let Some(index) = self.workers.iter().position(|w| w.meta.pid == pid) else {
+                continue; // not ours (e.g. an orphan re-parented to us as PID 1)
+            };
+            let worker = self.workers.remove(index);
+            let reason = if libc::WIFEXITED(status) {
+                ExitReason::Code(libc::WEXITSTATUS(status))
+            } else {
+                ExitReason::Signal(libc::WTERMSIG(status))
+            };
+            match reason {
+                ExitReason::Code(WORKER_BOOT_ERROR) => {
+                    sup.log(LogLevel::Error, &format!("Worker (pid:{pid}) exited with code {WORKER_BOOT_ERROR}"));
+                    sup.log(LogLevel::Error, "Reason: Worker failed to boot.");
+                    halt = Some(WORKER_BOOT_ERROR);
+                }
+                ExitReason::Code(APP_LOAD_ERROR) => {
+                    sup.log(LogLevel::Error, &format!("Worker (pid:{pid}) exited with code {APP_LOAD_ERROR}"));
+                    sup.log(LogLevel::Error, "Reason: App failed to load.");
+                    halt = Some(APP_LOAD_ERROR);
+                }
+                ExitReason::Code(0) => {}
+                ExitReason::Code(code) => {
+                    sup.log(LogLevel::Error, &format!("Worker (pid:{pid}) exited with code {code}."))
+                }
+                ExitReason::Signal(libc::SIGKILL) => sup.log(
+                    LogLevel::Error,
+                    &format!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"),
+                ),
+                ExitReason::Signal(libc::SIGTERM) => {
+                    sup.log(LogLevel::Info, &format!("Worker (pid:{pid}) was sent SIGTERM!"))
+                }
+                ExitReason::Signal(sig) => {
+                    sup.log(LogLevel::Warning, &format!("Worker (pid:{pid}) was sent signal {sig}!"))
+                }
+            }
+            if !worker.booted && !worker.term_sent && halt.is_none() {
+                self.boot_failures += 1;
+                if self.boot_failures >= MAX_BOOT_FAILURES {
+                    sup.log(
+                        LogLevel::Error,
+                        &format!("{MAX_BOOT_FAILURES} workers in a row died while booting; stopping instead of respawning"),
+                    );
+                    halt = Some(WORKER_BOOT_ERROR);
+                }
+            }
+            self.board.release(worker.meta.slot);
+            if halt.is_none() || !matches!(reason, ExitReason::Code(3 | 4)) {
+                sup.child_exited(&worker.meta, reason);
+            }
+        }
+        halt
+    }
+
+    fn murder_workers(&mut self, sup: &mut dyn Supervisor) {
+        let now = monotonic_ms();
+        let timeout_ms = self.opts.timeout.as_millis() as u64;
+        let boot_ms = self.opts.boot_timeout.as_millis() as u64;
+        for w in &mut self.workers {
+            if w.meta.pid <= 0 {
+                continue;
+            }
+            let slot = self.board.slot(w.meta.slot);
+            if let Some(at) = w.aborted_at {
+                if at.elapsed() >= Duration::from_secs(1) {
+                    let _ = kill(w.meta.pid, libc::SIGKILL);
+                }
+                continue;
+            }
+            let stale = match slot.state() {
+                SlotState::Booting => boot_ms > 0 && now.saturating_sub(slot.started_ms()) > boot_ms,
+                SlotState::Free => false,
+                _ => timeout_ms > 0 && now.saturating_sub(slot.last_heartbeat_ms()) > timeout_ms,
+            };
+            if stale {
+                if slot.state() == SlotState::Booting {
+                    sup.log(LogLevel::Critical, &format!("WORKER BOOT TIMEOUT (pid:{})", w.meta.pid));
+                } else {
+                    sup.log(LogLevel::Critical, &format!("WORKER TIMEOUT (pid:{})", w.meta.pid));
+                }
+                w.aborted_at = Some(Instant::now());
+                let _ = kill(w.meta.pid, libc::SIGABRT);
+            }
+        }
+    }
+
+    fn halt(&mut self, sup: &mut dyn Supervisor, how: Stop, code: i32) -> Outcome {
+        sup.stopping();
+        let (signal, limit) = match how {
+            Stop::Graceful => (libc::SIGTERM, self.opts.graceful_timeout),
+            Stop::Quick => (libc::SIGQUIT, self.opts.graceful_timeout.min(Duration::from_secs(2)).max(Duration::from_millis(200))),
+        };
+        self.signal_all(signal);
+        let deadline = Instant::now() + limit;
+        let mut escalated = matches!(how, Stop::Quick);
+        while !self.workers.is_empty() && Instant::now() < deadline {
+            for s in self.signals.wait(Duration::from_millis(100)) {
+                if !escalated && matches!(s, Signal::Int | Signal::Quit) {
+                    escalated = true;
+                    sup.log(LogLevel::Info, &format!("Handling signal: {}", s.name()));
+                    self.signal_all(libc::SIGQUIT);
+                }
+            }
+            let _ = self.reap(sup);
+        }
+        if !self.workers.is_empty() {
+            self.signal_all(libc::SIGKILL);
+            while !self.workers.is_empty() {
+                self.signals.wait(Duration::from_millis(50));
+                let _ = self.reap(sup);
+            }
+        }
+        Outcome::Exit(code)
+    }
+}
