@@ -172,3 +172,34 @@ pub fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, AppLoadError> {
 pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     traceback_text(py, err)
 }
+
+/// Drop the app's own modules from `sys.modules` so the next import re-reads their source (a
+/// HUP with `preload_app`). Only modules whose file lives under the working directory and
+/// outside any site-packages are dropped; the standard library and dependencies stay loaded.
+pub fn forget_app_modules(py: Python<'_>, spec: &str) {
+    let result: PyResult<()> = (|| {
+        let cwd: String = py.import("os")?.call_method0("getcwd")?.extract()?;
+        let modules = py.import("sys")?.getattr("modules")?.cast_into::<PyDict>()?;
+        let top = spec.split(':').next().unwrap_or(spec).split('.').next().unwrap_or(spec).to_owned();
+        let mut doomed = Vec::new();
+        for (name, module) in modules.iter() {
+            let name: String = name.extract()?;
+            let file: Option<String> = module.getattr("__file__").ok().and_then(|f| f.extract().ok());
+            let ours = match &file {
+                Some(f) => f.starts_with(&cwd) && !f.contains("site-packages"),
+                None => false,
+            };
+            if ours || name == top || name.starts_with(&format!("{top}.")) {
+                doomed.push(name);
+            }
+        }
+        for name in doomed {
+            modules.del_item(name)?;
+        }
+        py.import("importlib")?.call_method0("invalidate_caches")?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        crate::logging::warning!("could not unload the app's modules for reload: {e}");
+    }
+}

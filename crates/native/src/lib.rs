@@ -10,6 +10,8 @@ mod access_log;
 mod allowlist;
 mod app;
 mod cli;
+mod hooks;
+mod master;
 mod clock;
 mod listen;
 mod logging;

@@ -43,6 +43,32 @@ pub struct ServerOptions {
     pub sendfile: bool,
     /// Number of worker processes.
     pub workers: usize,
+    /// Heartbeat timeout for workers (zero disables).
+    pub timeout: Duration,
+    /// Longest a worker may take to boot (zero disables).
+    pub boot_timeout: Duration,
+    /// Requests after which a worker retires (0 = never).
+    pub max_requests: u64,
+    /// Random extra requests (0..=jitter) added per worker.
+    pub max_requests_jitter: u64,
+    /// Import the app in the master before forking.
+    pub preload_app: bool,
+    /// Detach into the background.
+    pub daemon: bool,
+    /// Keep stdio open in daemon mode.
+    pub enable_stdio_inheritance: bool,
+    /// Where to write the master's pid.
+    pub pidfile: Option<String>,
+    /// Switch workers to this user (name or uid).
+    pub user: Option<String>,
+    /// Switch workers to this group (name or gid).
+    pub group: Option<String>,
+    /// Process umask.
+    pub umask: u32,
+    /// Give workers the user's supplementary groups.
+    pub initgroups: bool,
+    /// Base of process titles (`proc_name`, else `default_proc_name`).
+    pub proc_name: String,
     /// Access log target and format, when enabled.
     pub access_log: Option<(String, String)>,
     /// Error log target (`-` = stderr).
@@ -71,7 +97,9 @@ fn seconds(value: f64) -> Duration {
     Duration::from_secs_f64(value.max(0.0))
 }
 
-fn usable_cpus() -> usize {
+/// CPUs this process may use: the affinity mask and the cgroup CPU quota both count (std's
+/// `available_parallelism` reads both on Linux), not the host's core count.
+pub fn usable_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
@@ -84,12 +112,6 @@ fn worker_count(config: &Config) -> Result<usize, OptionsError> {
         return Err(OptionsError(
             "invalid value for `workers` (-w/--workers): must be at least 1".into(),
         ));
-    }
-    if count > 1 {
-        return Err(OptionsError(format!(
-            "`workers` (-w/--workers) = {count}: running more than one worker process needs the \
-             pre-fork master, which this build of ferrocorn does not have yet; use -w 1"
-        )));
     }
     Ok(count)
 }
@@ -164,6 +186,14 @@ fn raw_env(config: &Config) -> Result<Vec<(String, String)>, OptionsError> {
         .collect()
 }
 
+fn id_setting(config: &Config, name: &str) -> Option<String> {
+    match config.get(name) {
+        ferrocorn_config::Value::Int(i) => Some(i.to_string()),
+        ferrocorn_config::Value::Str(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
 impl ServerOptions {
     /// Derive the options; `env` reads the process environment (for `SENDFILE`).
     pub fn from_config(
@@ -227,6 +257,23 @@ impl ServerOptions {
                 .collect(),
             sendfile: sendfile_enabled(config, env),
             workers: worker_count(config)?,
+            timeout: seconds(timeout),
+            boot_timeout: seconds(config.float("boot_timeout")),
+            max_requests: config.int("max_requests").max(0) as u64,
+            max_requests_jitter: config.int("max_requests_jitter").max(0) as u64,
+            preload_app: config.bool("preload_app"),
+            daemon: config.bool("daemon"),
+            enable_stdio_inheritance: config.bool("enable_stdio_inheritance"),
+            pidfile: config.opt_str("pidfile").filter(|p| !p.is_empty()).map(str::to_owned),
+            user: id_setting(config, "user"),
+            group: id_setting(config, "group"),
+            umask: config.int("umask").clamp(0, 0o777) as u32,
+            initgroups: config.bool("initgroups"),
+            proc_name: config
+                .opt_str("proc_name")
+                .or_else(|| config.opt_str("default_proc_name"))
+                .unwrap_or("ferrocorn")
+                .to_owned(),
             access_log: config
                 .opt_str("accesslog")
                 .filter(|s| !s.is_empty())

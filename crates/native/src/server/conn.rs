@@ -23,7 +23,7 @@ use super::worker::Shared;
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
-use crate::wsgi::{self, AppResponse, DeferredBody, Input, RequestFacts};
+use crate::wsgi::{self, AppResponse, DeferredBody, DirectWriter, Input, RequestFacts, frame_chunk};
 
 const SERVER: &[u8] = b"ferrocorn";
 const READ_CHUNK: usize = 16 * 1024;
@@ -193,10 +193,16 @@ impl<S: ClientStream> Conn<S> {
                     }
                 }
                 None => {
+                    // A stopping worker keeps idle connections a moment longer so a request
+                    // already on its way is answered (with `Connection: close`) instead of
+                    // meeting a closed socket.
                     let mut shutdown = self.shared.shutdown.clone();
+                    let stopping = *shutdown.borrow();
+                    let grace = self.shared.opts.keepalive.max(Duration::from_millis(500));
+                    let wait = if stopping { idle.min(grace) } else { idle };
                     let read = tokio::select! {
-                        r = timeout(idle, self.fill()) => r,
-                        _ = shutdown.wait_for(|stop| *stop) => return Ok(None),
+                        r = timeout(wait, self.fill()) => r,
+                        _ = shutdown.wait_for(|stop| *stop), if !stopping => continue,
                     };
                     match read {
                         Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
@@ -260,11 +266,25 @@ impl<S: ClientStream> Conn<S> {
         let deferred = head.expect_continue && head.framing != BodyFraming::Empty;
         let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
         let decoded_path = percent_decode(&head.path);
-        let keep_environ = self.shared.access_log.as_ref().is_some_and(|l| l.needs_environ());
+        let hooks = &self.shared.runtime.hooks;
+        let (pre_hook, post_hook) = (hooks.has("pre_request"), hooks.has("post_request"));
+        let keep_environ =
+            post_hook || self.shared.access_log.as_ref().is_some_and(|l| l.needs_environ());
 
         let shared = self.shared.clone();
+        let keep_alive_wanted =
+            head.keep_alive && !self.shared.opts.keepalive.is_zero() && !deferred && !self.shutting_down();
         let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
+        shared.request_started();
+        let mut hook_request: Option<Py<crate::hooks::Request>> = None;
         let handled = Python::attach(|py| {
+            if pre_hook || post_hook {
+                hook_request = self.hook_request(py, &head, &decoded_path, https);
+                if let (true, Some(req)) = (pre_hook, &hook_request) {
+                    let rt = &self.shared.runtime;
+                    let _ = rt.hooks.call(py, "pre_request", (rt.worker.clone_ref(py), req.clone_ref(py)));
+                }
+            }
             let input = if deferred {
                 Input::deferred(DeferredBody {
                     fd: self.stream.as_raw_fd(),
@@ -299,9 +319,17 @@ impl<S: ClientStream> Conn<S> {
                 proxy: self.proxy.as_ref(),
                 input: input.bind(py).clone().into_any(),
             };
-            Some(self.shared.wsgi.handle(py, self.listener, facts, input, keep_environ))
+            let writer = DirectWriter {
+                fd: self.stream.as_raw_fd(),
+                version: head.version,
+                is_head: head.is_head(),
+                keep_alive: keep_alive_wanted,
+                timeout: self.shared.opts.io_timeout,
+            };
+            Some(self.shared.wsgi.handle(py, self.listener, facts, input, keep_environ, writer))
         });
         let Some(handled) = handled else {
+            shared.request_finished();
             drop(permit);
             self.send_error(500).await;
             return Ok(false);
@@ -336,6 +364,22 @@ impl<S: ClientStream> Conn<S> {
                 drop(permit);
                 sent
             }
+            AppResponse::Continue { committed, iterator, result } => {
+                keep_alive = committed.keep_alive;
+                let sent = self.stream_rest(&committed.head, committed.framing, committed.sent, None, &iterator, &mut keep_alive).await;
+                Python::attach(|py| {
+                    wsgi::close_result(py, result.bind(py));
+                    drop(iterator);
+                    drop(result);
+                });
+                drop(permit);
+                sent
+            }
+            AppResponse::Aborted => {
+                drop(permit);
+                keep_alive = false;
+                None
+            }
             AppResponse::File { head: rhead, prefix, fd, offset, length, result } => {
                 let sent = self
                     .send_file_response(&head, &rhead, &prefix, fd, offset, length, &mut keep_alive)
@@ -348,6 +392,24 @@ impl<S: ClientStream> Conn<S> {
                 sent
             }
         };
+        shared.request_finished();
+        if let (true, Some(req)) = (post_hook, hook_request) {
+            let rt = &self.shared.runtime;
+            Python::attach(|py| {
+                let resp = sent.as_ref().map(|s| crate::hooks::Response {
+                    status: format!("{} {}", s.status, ferrocorn_http::reason_phrase(s.status)),
+                    status_code: s.status,
+                    headers: s.headers.clone(),
+                    sent: s.body_bytes,
+                });
+                let environ = handled.environ.as_ref().map(|e| e.clone_ref(py).into_any()).unwrap_or_else(|| py.None());
+                let resp = match resp {
+                    Some(r) => Py::new(py, r).map(|r| r.into_any()).unwrap_or_else(|_| py.None()),
+                    None => py.None(),
+                };
+                let _ = rt.hooks.call(py, "post_request", (rt.worker.clone_ref(py), req, environ, resp));
+            });
+        }
         if let (Some(log), Some(sent)) = (&self.shared.access_log, &sent) {
             let path_info: String = decoded_path.iter().map(|&b| b as char).collect();
             let protocol = format!("HTTP/{}.{}", head.version.0, head.version.1);
@@ -413,9 +475,25 @@ impl<S: ClientStream> Conn<S> {
         with_http_date(|date| rhead.encode(wbuf, req.version, framing, keep_alive, date, SERVER));
     }
 
+    fn hook_request(&self, py: Python<'_>, head: &RequestHead, decoded_path: &[u8], https: bool) -> Option<Py<crate::hooks::Request>> {
+        let latin1 = |b: &[u8]| -> String { b.iter().map(|&c| c as char).collect() };
+        let req = crate::hooks::Request {
+            method: head.method.clone(),
+            uri: latin1(&head.target),
+            path: latin1(decoded_path),
+            query: latin1(&head.query),
+            fragment: latin1(&head.fragment),
+            version: head.version,
+            headers: head.headers.iter().map(|(n, v)| (n.clone(), latin1(v))).collect(),
+            scheme: if https { "https".into() } else { "http".into() },
+            remote_addr: self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        };
+        Py::new(py, req).ok()
+    }
+
     fn sent(&self, rhead: &ResponseHead, body_bytes: u64) -> Sent {
-        let headers =
-            if self.shared.access_log.is_some() { rhead.headers().to_vec() } else { Vec::new() };
+        let wants_headers = self.shared.access_log.is_some() || self.shared.runtime.hooks.has("post_request");
+        let headers = if wants_headers { rhead.headers().to_vec() } else { Vec::new() };
         Sent { status: rhead.status(), body_bytes, headers }
     }
 
@@ -445,19 +523,6 @@ impl<S: ClientStream> Conn<S> {
         ok.then(|| self.sent(rhead, send_len as u64))
     }
 
-    fn push_chunk(&mut self, framing: ResponseFraming, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        if framing == ResponseFraming::Chunked {
-            self.wbuf.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
-            self.wbuf.extend_from_slice(data);
-            self.wbuf.extend_from_slice(b"\r\n");
-        } else {
-            self.wbuf.extend_from_slice(data);
-        }
-    }
-
     async fn send_stream(
         &mut self,
         req: &RequestHead,
@@ -479,17 +544,30 @@ impl<S: ClientStream> Conn<S> {
         };
         *keep_alive &= !self.shutting_down();
         self.encode_head(req, rhead, framing, *keep_alive);
-        if !body_allowed {
-            return self.flush().await.then(|| self.sent(rhead, 0));
+        self.stream_rest(rhead, framing, 0, Some(first), iterator, keep_alive).await
+    }
+
+    /// Send `first` (if any) and the rest of the app's iterable in `framing`, after the head.
+    /// `sent` body bytes already went out. Returns None when the response had to be cut short.
+    async fn stream_rest(
+        &mut self,
+        rhead: &ResponseHead,
+        framing: ResponseFraming,
+        mut sent: u64,
+        first: Option<Vec<u8>>,
+        iterator: &Py<PyAny>,
+        keep_alive: &mut bool,
+    ) -> Option<Sent> {
+        if framing == ResponseFraming::NoBody {
+            return self.flush().await.then(|| self.sent(rhead, sent));
         }
         let limit = rhead.content_length().unwrap_or(u64::MAX);
-        let mut sent = 0u64;
-        let mut chunk = first;
+        let mut chunk = first.unwrap_or_default();
         loop {
-            let take = (chunk.len() as u64).min(limit - sent) as usize;
-            self.push_chunk(framing, &chunk[..take]);
+            let take = (chunk.len() as u64).min(limit.saturating_sub(sent)) as usize;
+            frame_chunk(&mut self.wbuf, framing, &chunk[..take]);
             sent += take as u64;
-            if !self.flush().await {
+            if !self.wbuf.is_empty() && !self.flush().await {
                 return None;
             }
             if sent >= limit {
@@ -499,11 +577,7 @@ impl<S: ClientStream> Conn<S> {
             let more = Python::attach(|py| match wsgi::next_chunk(py, iterator, &mut chunk) {
                 Ok(more) => Ok(more),
                 Err(e) => {
-                    wsgi::log_exception(
-                        py,
-                        "Error handling request (response already started)",
-                        &e,
-                    );
+                    wsgi::log_exception(py, "Error handling request (response already started)", &e);
                     Err(())
                 }
             });
@@ -519,7 +593,7 @@ impl<S: ClientStream> Conn<S> {
                 return None;
             }
         }
-        if rhead.content_length().is_some_and(|cl| sent < cl) {
+        if framing == ResponseFraming::CloseDelimited || rhead.content_length().is_some_and(|cl| sent < cl) {
             *keep_alive = false;
         }
         Some(self.sent(rhead, sent))

@@ -1,10 +1,15 @@
-//! A worker's event loop: a current-thread tokio runtime built in this process, an accept loop
-//! per listener, the per-worker app slot that makes a sync worker run one request at a time
-//! (and stop accepting while busy), and stop signals — TERM drains gracefully within
-//! `graceful_timeout`, INT and QUIT stop at once, USR1 reopens log files.
+//! A worker's event loop: a current-thread tokio runtime built in this (forked) process, an
+//! accept loop per listener, the per-worker app slot that makes a sync worker run one request
+//! at a time (and stop accepting while busy), the heartbeat and state it publishes in its
+//! scoreboard slot, retirement after `max_requests`, and stop signals — TERM drains gracefully
+//! within `graceful_timeout`, INT and QUIT stop at once, USR1 reopens log files.
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
+
+use ferrocorn_arbiter::{Scoreboard, Slot, SlotState};
+use pyo3::prelude::*;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -12,6 +17,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use super::conn::{Peer, log_accept_error, serve};
 use crate::access_log::AccessLog;
+use crate::hooks::{Hooks, Server, WorkerHandle};
 use crate::listen::Listener;
 use crate::logging::{info, warning};
 use crate::options::ServerOptions;
@@ -29,8 +35,65 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// Becomes true when a graceful stop begins.
     pub shutdown: watch::Receiver<bool>,
+    /// Sends the graceful stop (signal, or retirement after `max_requests`).
+    stop: watch::Sender<bool>,
+    /// This worker's scoreboard, hooks and identity.
+    pub runtime: WorkerRuntime,
+    served: Cell<u64>,
     connections: Cell<usize>,
     all_closed: Notify,
+}
+
+/// What a forked worker knows about itself and its master.
+pub struct WorkerRuntime {
+    /// The shared scoreboard.
+    pub board: Arc<Scoreboard>,
+    /// This worker's slot in it.
+    pub slot: usize,
+    /// Retire after this many requests (0 = never), jitter already applied.
+    pub max_requests: u64,
+    /// The config file's hooks.
+    pub hooks: Hooks,
+    /// The `worker` object for hooks.
+    pub worker: Py<WorkerHandle>,
+    /// The `server` object for hooks.
+    pub server: Py<Server>,
+}
+
+impl Shared {
+    fn slot(&self) -> &Slot {
+        self.runtime.board.slot(self.runtime.slot)
+    }
+
+    /// A request is about to run.
+    pub fn request_started(&self) {
+        let slot = self.slot();
+        slot.request_started();
+        if slot.state() != SlotState::Retiring {
+            slot.set_state(SlotState::Busy);
+        }
+    }
+
+    /// A request finished; retires the worker when its quota is reached.
+    pub fn request_finished(&self) {
+        let slot = self.slot();
+        slot.request_finished();
+        let served = self.served.get() + 1;
+        self.served.set(served);
+        let max = self.runtime.max_requests;
+        if max > 0 && served >= max && slot.state() != SlotState::Retiring {
+            info!("Autorestarting worker after current request.");
+            slot.set_state(SlotState::Retiring);
+            let _ = self.stop.send(true);
+        } else if slot.state() != SlotState::Retiring && slot.in_flight() == 0 {
+            slot.set_state(SlotState::Idle);
+        }
+    }
+
+    /// Requests served by this worker.
+    pub fn served(&self) -> u64 {
+        self.served.get()
+    }
 }
 
 struct ConnectionGuard(Rc<Shared>);
@@ -145,6 +208,7 @@ pub fn run(
     wsgi: WsgiApp,
     listeners: &[Listener],
     access_log: Option<AccessLog>,
+    runtime_info: WorkerRuntime,
 ) -> std::io::Result<StopReason> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
@@ -156,7 +220,10 @@ pub fn run(
             wsgi,
             app_slot: Semaphore::new(1),
             access_log,
-            shutdown: stop_rx,
+            shutdown: stop_rx.clone(),
+            stop: stop_tx,
+            runtime: runtime_info,
+            served: Cell::new(0),
             connections: Cell::new(0),
             all_closed: Notify::new(),
         });
@@ -168,8 +235,18 @@ pub fn run(
         let mut int = signal(SignalKind::interrupt())?;
         let mut quit = signal(SignalKind::quit())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
+        let heartbeat_shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                heartbeat_shared.slot().heartbeat();
+            }
+        });
+        let mut retire = stop_rx;
         let reason = loop {
             tokio::select! {
+                _ = retire.wait_for(|stop| *stop) => break StopReason::Graceful,
                 _ = term.recv() => { info!("Handling signal: term"); break StopReason::Graceful; }
                 _ = int.recv() => { info!("Handling signal: int"); break StopReason::Quick; }
                 _ = quit.recv() => { info!("Handling signal: quit"); break StopReason::Quick; }
@@ -182,7 +259,8 @@ pub fn run(
                 }
             }
         };
-        let _ = stop_tx.send(true);
+        let _ = shared.stop.send(true);
+        shared.slot().set_state(SlotState::Retiring);
         if reason == StopReason::Graceful && shared.connections.get() > 0 {
             let drained = shared.all_closed.notified();
             if tokio::time::timeout(graceful_timeout, drained).await.is_err() {

@@ -48,8 +48,19 @@ pub enum AppResponse {
         /// The FileWrapper (close() closes the file).
         result: Py<PyAny>,
     },
+    /// `write()` already sent the head (and maybe body bytes); continue with the iterable.
+    Continue {
+        /// What was sent.
+        committed: super::Committed,
+        /// The iterator over the app's result.
+        iterator: Py<PyAny>,
+        /// The app's result object (whose `close()` must be called).
+        result: Py<PyAny>,
+    },
     /// The app failed before anything was sent; answer 500. The reason is already logged.
     Failed,
+    /// The app failed after `write()` sent the head: the connection must be closed.
+    Aborted,
 }
 
 /// Call `close()` on an app result if it has one; errors are logged.
@@ -111,14 +122,24 @@ pub fn call_app(
     start: &Bound<'_, StartResponse>,
     sendfile: bool,
 ) -> AppResponse {
+    let starter = start.get();
     let result = match app.call1((environ, start)) {
         Ok(r) => r,
         Err(e) => {
             log_exception(py, "Error handling request", &e);
-            return AppResponse::Failed;
+            return if starter.committed().is_some() { AppResponse::Aborted } else { AppResponse::Failed };
         }
     };
-    let starter = start.get();
+    if let Some(committed) = starter.committed() {
+        return match result.try_iter() {
+            Ok(it) => AppResponse::Continue { committed, iterator: it.into_any().unbind(), result: result.unbind() },
+            Err(e) => {
+                log_exception(py, "Error handling request", &e);
+                close_result(py, &result);
+                AppResponse::Aborted
+            }
+        };
+    }
     // Fast path: list or tuple of bytes.
     if let Ok(list) = result.cast::<PyList>() {
         return complete_from_items(py, starter, list.iter(), &result);

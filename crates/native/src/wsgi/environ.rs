@@ -180,9 +180,10 @@ impl EnvironBuilder {
         }
         if let Some(proxy) = facts.proxy {
             env.set_item("PROXY_PROTOCOL", &proxy.protocol)?;
-            if let Some(source) = proxy.source {
-                env.set_item("PROXY_ADDR", source.ip().to_string())?;
-                env.set_item("PROXY_PORT", source.port().to_string())?;
+            // Gunicorn's PROXY_ADDR/PROXY_PORT are the proxy's side: the destination fields.
+            if let Some(destination) = proxy.destination {
+                env.set_item("PROXY_ADDR", destination.ip().to_string())?;
+                env.set_item("PROXY_PORT", destination.port().to_string())?;
             }
         }
         let mut script_name: Option<Vec<u8>> = None;

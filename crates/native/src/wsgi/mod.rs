@@ -3,6 +3,7 @@
 //! hands it a fully read request and gets back an [`AppResponse`]; nothing here does socket I/O
 //! except the deferred `100-continue` body read in [`input`].
 
+mod blocking_io;
 mod call;
 mod environ;
 mod errors_stream;
@@ -14,7 +15,7 @@ pub use call::{AppResponse, close_result, log_exception, next_chunk};
 pub use environ::{EnvironBuilder, EnvironError, ListenerEnv, RequestFacts};
 pub use file_wrapper::FileWrapper;
 pub use input::{DeferredBody, Input};
-pub use start_response::StartResponse;
+pub use start_response::{Committed, DirectWriter, StartResponse, frame_chunk};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -61,6 +62,7 @@ impl WsgiApp {
         facts: RequestFacts<'_>,
         input: Py<Input>,
         keep_environ: bool,
+        writer: DirectWriter,
     ) -> Handled {
         let environ = match self.builders[listener].build(py, facts) {
             Ok(env) => env,
@@ -73,7 +75,7 @@ impl WsgiApp {
                 return Handled { response: AppResponse::Failed, input, environ: None };
             }
         };
-        let start = match Bound::new(py, StartResponse::default()) {
+        let start = match Bound::new(py, StartResponse::with_writer(writer)) {
             Ok(s) => s,
             Err(e) => {
                 log_exception(py, "Error creating start_response", &e);

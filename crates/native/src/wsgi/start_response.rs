@@ -1,12 +1,44 @@
 //! `start_response` and its `write()` callable, with PEP 3333's `exc_info` rules: a second call
 //! without `exc_info` is an error; with `exc_info` it replaces the status and headers while
-//! nothing was sent, and re-raises the app's exception once headers are on the wire.
+//! nothing was sent, and re-raises the app's exception once headers are on the wire. `write()`
+//! sends at once (PEP 3333 requires it): the first call commits the status line and headers.
 
+use std::os::fd::RawFd;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use pyo3::exceptions::{PyAssertionError, PyTypeError};
+use ferrocorn_http::{ResponseFraming, ResponseHead};
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
+
+/// Where `write()` sends bytes: the client socket and how to frame the response.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectWriter {
+    /// The client socket (owned by the connection driver, open while the app runs).
+    pub fd: RawFd,
+    /// The request's HTTP version (the response uses it).
+    pub version: (u8, u8),
+    /// HEAD request: headers only.
+    pub is_head: bool,
+    /// The connection may stay open after this response.
+    pub keep_alive: bool,
+    /// Longest wait for a slow client.
+    pub timeout: Duration,
+}
+
+/// A response whose head `write()` already sent.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The head that went out.
+    pub head: ResponseHead,
+    /// Its framing.
+    pub framing: ResponseFraming,
+    /// Whether it said `Connection: keep-alive`.
+    pub keep_alive: bool,
+    /// Body bytes sent so far.
+    pub sent: u64,
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -14,6 +46,7 @@ struct State {
     headers: Vec<(String, String)>,
     headers_sent: bool,
     written: Vec<u8>,
+    committed: Option<Committed>,
 }
 
 /// The `start_response` callable handed to the app.
@@ -21,9 +54,34 @@ struct State {
 #[derive(Default)]
 pub struct StartResponse {
     state: Mutex<State>,
+    writer: Option<DirectWriter>,
+}
+
+/// Append `data` to `out` in `framing` (chunked gets its size line and CRLF).
+pub fn frame_chunk(out: &mut Vec<u8>, framing: ResponseFraming, data: &[u8]) {
+    if data.is_empty() || framing == ResponseFraming::NoBody {
+        return;
+    }
+    if framing == ResponseFraming::Chunked {
+        out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
 }
 
 impl StartResponse {
+    /// A start_response whose `write()` goes straight to the client through `writer`.
+    pub fn with_writer(writer: DirectWriter) -> Self {
+        StartResponse { state: Mutex::default(), writer: Some(writer) }
+    }
+
+    /// The committed head, when `write()` already sent it.
+    pub fn committed(&self) -> Option<Committed> {
+        self.lock().committed.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -114,14 +172,47 @@ impl StartResponse {
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
-    /// PEP 3333's legacy `write()`: bytes written before the returned iterable.
-    fn write(&self, data: &Bound<'_, PyBytes>) -> PyResult<()> {
+    /// PEP 3333's `write()`: send bytes now, before the returned iterable.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<()> {
         let mut state = self.lock();
-        if state.status.is_none() {
+        let Some(status) = state.status.clone() else {
             return Err(PyAssertionError::new_err("write() called before start_response()"));
-        }
+        };
         state.headers_sent = true;
-        state.written.extend_from_slice(data.as_bytes());
-        Ok(())
+        let Some(writer) = self.writer else {
+            state.written.extend_from_slice(data.as_bytes());
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(data.as_bytes().len() + 256);
+        if state.committed.is_none() {
+            let head = ResponseHead::new(&status, state.headers.clone())
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let mut keep_alive = writer.keep_alive;
+            let framing = if !head.body_allowed(writer.is_head) {
+                ResponseFraming::NoBody
+            } else if let Some(cl) = head.content_length() {
+                ResponseFraming::Length(cl)
+            } else if writer.version == (1, 1) {
+                ResponseFraming::Chunked
+            } else {
+                keep_alive = false;
+                ResponseFraming::CloseDelimited
+            };
+            crate::clock::with_http_date(|date| head.encode(&mut out, writer.version, framing, keep_alive, date, b"ferrocorn"));
+            state.committed = Some(Committed { head, framing, keep_alive, sent: 0 });
+        }
+        let committed = state.committed.as_mut().expect("committed above");
+        let bytes = data.as_bytes();
+        let room = match committed.framing {
+            ResponseFraming::Length(cl) => cl.saturating_sub(committed.sent),
+            ResponseFraming::NoBody => 0,
+            _ => u64::MAX,
+        };
+        let take = (bytes.len() as u64).min(room) as usize;
+        frame_chunk(&mut out, committed.framing, &bytes[..take]);
+        committed.sent += take as u64;
+        drop(state);
+        py.detach(|| super::blocking_io::write_all_fd(writer.fd, &out, writer.timeout))
+            .map_err(|e| PyOSError::new_err(format!("client connection lost during write(): {e}")))
     }
 }

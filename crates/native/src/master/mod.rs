@@ -1,0 +1,417 @@
+//! The master process on the Python side of the boundary: start-up in Gunicorn's order
+//! (daemonize, umask, preload, pid file, `on_starting`, listeners, `when_ready`), the
+//! [`Supervisor`] the Rust arbiter calls back into (fork, hooks, HUP reload, USR2 re-exec), and
+//! a forked worker's boot (`post_fork`, privilege drop, app import, `post_worker_init`).
+
+mod fork;
+mod process;
+mod systemd;
+mod worker_boot;
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ferrocorn_arbiter::{Arbiter, ArbiterOptions, ExitReason, LogLevel, Outcome, Scoreboard, Spawned, Supervisor, WorkerMeta};
+use pyo3::prelude::*;
+
+use crate::cli::Loaded;
+use crate::hooks::{ConfigView, Hooks, MasterState, Server, WorkerHandle};
+use crate::listen::{BoundAddr, Listener};
+use crate::logging::{self, Level, error, info, warning};
+use crate::options::ServerOptions;
+
+pub use fork::{Forked, fork_interpreter};
+pub use process::set_title;
+
+/// Most workers one master can run (scoreboard size).
+const MAX_WORKERS: usize = 1024;
+
+/// Everything the master owns while it runs.
+pub struct Master {
+    argv: Vec<String>,
+    loaded: Loaded,
+    opts: ServerOptions,
+    hooks: Hooks,
+    listeners: Vec<Listener>,
+    board: Arc<Scoreboard>,
+    state: Arc<MasterState>,
+    server: Py<Server>,
+    preloaded: Option<Py<PyAny>>,
+    pidfile: Option<String>,
+    reexec_parent: Option<i32>,
+    reexec_child: Option<i32>,
+}
+
+fn arbiter_options(opts: &ServerOptions) -> ArbiterOptions {
+    ArbiterOptions {
+        workers: opts.workers,
+        timeout: opts.timeout,
+        boot_timeout: opts.boot_timeout,
+        graceful_timeout: opts.graceful_timeout,
+        daemon: opts.daemon,
+    }
+}
+
+fn log_level(level: LogLevel) -> Level {
+    match level {
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Info => Level::Info,
+        LogLevel::Warning => Level::Warning,
+        LogLevel::Error => Level::Error,
+        LogLevel::Critical => Level::Critical,
+    }
+}
+
+fn bind_all(opts: &ServerOptions) -> Result<Vec<Listener>, String> {
+    let inherited: Vec<i32> = {
+        let mut fds = systemd::activation_fds();
+        if fds.is_empty() {
+            fds = systemd::inherited_fds();
+        }
+        fds
+    };
+    if !inherited.is_empty() {
+        return inherited
+            .into_iter()
+            .map(|fd| crate::listen::bind(&crate::listen::BindSpec::Fd(fd), opts.listen).map_err(|e| e.0))
+            .collect();
+    }
+    let mut listeners = Vec::new();
+    for spec in &opts.binds {
+        listeners.push(crate::listen::bind(spec, opts.listen).map_err(|e| e.0)?);
+    }
+    Ok(listeners)
+}
+
+fn remove_unix_sockets(listeners: &[Listener]) {
+    for listener in listeners {
+        if let (BoundAddr::Unix(path), true) = (&listener.addr, listener.owns_path) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Start the master and run until it stops; in forked workers, run the worker. Returns the
+/// process exit status.
+pub fn run(py: Python<'_>, argv: Vec<String>, loaded: Loaded, opts: ServerOptions, hooks: Hooks) -> i32 {
+    if opts.daemon {
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            warning!("Warning: daemon mode with NOTIFY_SOCKET set; systemd expects the process to stay in the foreground");
+        }
+        if let Err(e) = fork::daemonize(py, opts.enable_stdio_inheritance) {
+            error!("cannot daemonize: {e}");
+            return crate::cli::EXIT_FAILURE;
+        }
+    }
+    process::set_umask(opts.umask);
+    if let Err(e) = crate::app::prepare(py, &opts.chdir, &opts.pythonpath, &opts.raw_env) {
+        error!("cannot prepare the Python environment: {e}");
+        return crate::cli::EXIT_FAILURE;
+    }
+    let preloaded = if opts.preload_app {
+        match crate::app::load(py, &opts.app_spec) {
+            Ok(app) => Some(app),
+            Err(e) => {
+                error!("{e}");
+                return crate::cli::EXIT_APP_LOAD;
+            }
+        }
+    } else {
+        None
+    };
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let reexec_parent = std::env::var("GUNICORN_PID").ok().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p == parent);
+    let pidfile = opts.pidfile.as_ref().map(|p| if reexec_parent.is_some() { format!("{p}.2") } else { p.clone() });
+    let pid = std::process::id();
+    if let Some(path) = &pidfile {
+        if let Err(e) = process::write_pidfile(path, pid) {
+            error!("cannot write the pid file {path:?} (setting `pidfile`, -p/--pid): {e}");
+            return crate::cli::EXIT_FAILURE;
+        }
+    }
+    let state = Arc::new(MasterState::default());
+    state.pid.store(i64::from(pid), Ordering::Relaxed);
+    state.num_workers.store(opts.workers, Ordering::Relaxed);
+    let cfg = match ConfigView::new(py, &loaded.config) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("cannot expose the configuration to hooks: {e}");
+            return crate::cli::EXIT_FAILURE;
+        }
+    };
+    let title_base = opts.proc_name.clone();
+    let server = match Server::new(py, state.clone(), cfg, Vec::new(), title_base.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot create the server object: {e}");
+            return crate::cli::EXIT_FAILURE;
+        }
+    };
+    info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
+    let _ = hooks.call(py, "on_starting", (server.clone_ref(py),));
+    let listeners = match bind_all(&opts) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            if let Some(path) = &pidfile {
+                process::remove_pidfile(path, pid);
+            }
+            return crate::cli::EXIT_FAILURE;
+        }
+    };
+    // SAFETY: still single-threaded (no fork, no runtime yet); nothing reads the environment
+    // concurrently. Workers and later re-execs must not adopt these descriptors again.
+    unsafe {
+        std::env::remove_var("GUNICORN_FD");
+        std::env::remove_var("GUNICORN_PID");
+    }
+    let addresses: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
+    for (listener, address) in listeners.iter().zip(&addresses) {
+        info!("Listening at: {address} ({pid})");
+        let _ = listener;
+    }
+    if let Ok(list) = server.getattr(py, "address") {
+        for a in &addresses {
+            let _ = list.call_method1(py, "append", (a,));
+        }
+    }
+    info!("Using worker: sync");
+    let suffix = if reexec_parent.is_some() { ".2" } else { "" };
+    process::set_title(py, &format!("ferrocorn: master [{title_base}]{suffix}"));
+    systemd::notify("READY=1");
+    let _ = hooks.call(py, "when_ready", (server.clone_ref(py),));
+    let board = match Scoreboard::new(MAX_WORKERS) {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            error!("cannot map the scoreboard: {e}");
+            return crate::cli::EXIT_FAILURE;
+        }
+    };
+    let mut arbiter = match Arbiter::new(arbiter_options(&opts), board.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return crate::cli::EXIT_FAILURE;
+        }
+    };
+    let mut master = Master {
+        argv,
+        loaded,
+        opts,
+        hooks,
+        listeners,
+        board,
+        state,
+        server,
+        preloaded,
+        pidfile,
+        reexec_parent,
+        reexec_child: None,
+    };
+    let outcome = py.detach(|| arbiter.run(&mut master));
+    drop(arbiter);
+    match outcome {
+        Outcome::Exit(code) => master.finish(py, code),
+        Outcome::Worker(meta) => worker_boot::run(py, &master, meta),
+    }
+}
+
+impl Master {
+    fn finish(self, py: Python<'_>, code: i32) -> i32 {
+        info!("Shutting down: Master");
+        let _ = self.hooks.call(py, "on_exit", (self.server.clone_ref(py),));
+        if let Some(path) = &self.pidfile {
+            process::remove_pidfile(path, std::process::id());
+        }
+        if self.reexec_parent.is_none() && !self.is_reexec_child_alive() {
+            remove_unix_sockets(&self.listeners);
+        }
+        if code != 0 {
+            let reason = match code {
+                ferrocorn_arbiter::WORKER_BOOT_ERROR => "Worker failed to boot.",
+                ferrocorn_arbiter::APP_LOAD_ERROR => "App failed to load.",
+                _ => "",
+            };
+            if !reason.is_empty() {
+                error!("Reason: {reason}");
+            }
+        }
+        code
+    }
+
+    /// A new master started by USR2 still runs (it shares our unix sockets).
+    fn is_reexec_child_alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        self.reexec_child.is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
+    }
+
+    fn worker_handle(&self, py: Python<'_>, meta: &WorkerMeta, pid: Option<i64>) -> PyResult<Py<WorkerHandle>> {
+        let cfg = self.server.bind(py).get().cfg.clone_ref(py);
+        WorkerHandle::new(
+            py,
+            pid,
+            meta.age,
+            i64::from(std::process::id()),
+            cfg,
+            self.opts.max_requests,
+            self.opts.timeout.as_secs_f64(),
+        )
+    }
+
+    /// Promote a re-executed master once the old one is gone (its pid file loses `.2`).
+    fn maybe_promote(&mut self) {
+        let Some(parent) = self.reexec_parent else { return };
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } == parent {
+            return;
+        }
+        self.reexec_parent = None;
+        info!("Old master (pid:{parent}) is gone; this master takes over");
+        if let (Some(current), Some(base)) = (&self.pidfile, &self.opts.pidfile) {
+            if current != base {
+                let _ = std::fs::rename(current, base);
+                self.pidfile = Some(base.clone());
+            }
+        }
+        Python::attach(|py| set_title(py, &format!("ferrocorn: master [{}]", self.opts.proc_name)));
+    }
+}
+
+impl Supervisor for Master {
+    fn spawn(&mut self, meta: &WorkerMeta) -> std::io::Result<Spawned> {
+        Python::attach(|py| {
+            if let Ok(worker) = self.worker_handle(py, meta, None) {
+                let _ = self.hooks.call(py, "pre_fork", (self.server.clone_ref(py), worker));
+            }
+            match fork_interpreter(py)? {
+                Forked::Parent(pid) => {
+                    info!("Booting worker with pid: {pid}");
+                    Ok(Spawned::Parent(pid))
+                }
+                Forked::Child => Ok(Spawned::Child),
+            }
+        })
+    }
+
+    fn child_exited(&mut self, meta: &WorkerMeta, _reason: ExitReason) {
+        if !self.hooks.has("child_exit") {
+            return;
+        }
+        Python::attach(|py| {
+            if let Ok(worker) = self.worker_handle(py, meta, Some(i64::from(meta.pid))) {
+                worker.bind(py).get().set_dead();
+                let _ = self.hooks.call(py, "child_exit", (self.server.clone_ref(py), worker));
+            }
+        });
+    }
+
+    fn workers_changed(&mut self, new: usize, old: Option<usize>) {
+        self.state.num_workers.store(new, Ordering::Relaxed);
+        if self.hooks.has("nworkers_changed") {
+            Python::attach(|py| {
+                let _ = self.hooks.call(py, "nworkers_changed", (self.server.clone_ref(py), new, old));
+            });
+        }
+    }
+
+    fn reload(&mut self) -> Result<ArbiterOptions, String> {
+        Python::attach(|py| {
+            let cli = ferrocorn_config::parse_args(&self.argv).map_err(|e| e.to_string())?;
+            let loaded = crate::cli::load_settings(py, cli).map_err(|(_, msg)| msg)?;
+            let env = |key: &str| std::env::var(key).ok();
+            let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
+            let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
+            if opts.binds != self.opts.binds {
+                let fresh = bind_all(&opts)?;
+                for l in &fresh {
+                    info!("Listening at: {} ({})", l.addr, std::process::id());
+                }
+                remove_unix_sockets(&self.listeners);
+                self.listeners = fresh;
+            }
+            let _ = logging::reopen();
+            if let Ok(cfg) = ConfigView::new(py, &loaded.config) {
+                let addresses: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
+                if let Ok(server) = Server::new(py, self.state.clone(), cfg, addresses, opts.proc_name.clone()) {
+                    self.server = server;
+                }
+            }
+            if self.preloaded.is_some() {
+                // Gunicorn keeps the preloaded app across HUP; ferrocorn re-imports it, so a
+                // reload really picks up new code.
+                crate::app::forget_app_modules(py, &opts.app_spec);
+                match crate::app::load(py, &opts.app_spec) {
+                    Ok(app) => self.preloaded = Some(app),
+                    Err(e) => return Err(format!("cannot reload the app: {e}")),
+                }
+            }
+            self.hooks = hooks;
+            self.opts = opts;
+            self.loaded = loaded;
+            let _ = self.hooks.call(py, "on_reload", (self.server.clone_ref(py),));
+            Ok(arbiter_options(&self.opts))
+        })
+    }
+
+    fn reopen_logs(&mut self) {
+        if let Err(e) = logging::reopen() {
+            warning!("cannot reopen the error log: {e}");
+        }
+    }
+
+    fn reexec(&mut self) -> std::io::Result<i32> {
+        Python::attach(|py| {
+            let master_pid = std::process::id();
+            match fork_interpreter(py)? {
+                Forked::Parent(pid) => {
+                    info!("Re-executing the master (new master pid: {pid})");
+                    self.reexec_child = Some(pid);
+                    Ok(pid)
+                }
+                Forked::Child => {
+                    let _ = self.hooks.call(py, "pre_exec", (self.server.clone_ref(py),));
+                    let fds: Vec<String> = self
+                        .listeners
+                        .iter()
+                        .map(|l| {
+                            let fd = l.socket.as_raw_fd();
+                            // SAFETY: clearing FD_CLOEXEC on our own listener so exec keeps it.
+                            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+                            fd.to_string()
+                        })
+                        .collect();
+                    let result = exec_new_master(py, &fds.join(","), master_pid);
+                    error!("cannot exec the new master: {result:?}");
+                    // SAFETY: the forked child must not return into the master's loop.
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        })
+    }
+
+    fn stopping(&mut self) {
+        systemd::notify("STOPPING=1");
+    }
+
+    fn tick(&mut self) {
+        self.maybe_promote();
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        logging::log(log_level(level), message);
+    }
+}
+
+fn exec_new_master(py: Python<'_>, fds: &str, master_pid: u32) -> PyResult<()> {
+    let os = py.import("os")?;
+    let sys = py.import("sys")?;
+    let environ = os.getattr("environ")?;
+    environ.set_item("GUNICORN_FD", fds)?;
+    environ.set_item("GUNICORN_PID", master_pid.to_string())?;
+    let executable = sys.getattr("executable")?;
+    let argv = sys.getattr("orig_argv")?;
+    os.call_method1("execv", (executable, argv))?;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! A freshly forked worker's boot, in Gunicorn's order: process title, `post_fork`, privilege
+//! drop, app import (unless preloaded), `post_worker_init`, then serving until stopped, then
+//! `worker_exit`. Exit statuses follow Gunicorn: 3 for a boot failure, 4 when the app cannot
+//! be imported.
+
+use std::sync::Arc;
+
+use ferrocorn_arbiter::{SlotState, WorkerMeta};
+use pyo3::prelude::*;
+
+use super::{Master, process};
+use crate::access_log::AccessLog;
+use crate::cli::{EXIT_APP_LOAD, EXIT_FAILURE};
+use crate::logging::{Sink, error, info};
+use crate::server::worker::{self, StopReason, WorkerRuntime};
+use crate::wsgi::{ListenerEnv, WsgiApp};
+
+/// Exit status of a worker that failed while booting (Gunicorn's WORKER_BOOT_ERROR).
+const EXIT_BOOT: i32 = 3;
+
+fn listener_env(listener: &crate::listen::Listener) -> ListenerEnv {
+    match &listener.addr {
+        crate::listen::BoundAddr::Tcp(addr) => {
+            ListenerEnv { server_name: addr.ip().to_string(), server_port: addr.port().to_string() }
+        }
+        crate::listen::BoundAddr::Unix(_) => ListenerEnv { server_name: String::new(), server_port: String::new() },
+    }
+}
+
+fn jittered_max_requests(max: u64, jitter: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    if jitter == 0 {
+        return max;
+    }
+    // A small xorshift seeded from the pid and clock: workers must not all retire together.
+    let mut x = u64::from(std::process::id()) ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7));
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    max + x % (jitter + 1)
+}
+
+/// Register the `worker_abort` behaviour for SIGABRT (sent by the master on timeout): Python
+/// runs the handler at the next bytecode boundary, even inside a stuck request.
+fn install_abort_handler(py: Python<'_>, worker: &Py<crate::hooks::WorkerHandle>, hook: Option<Py<PyAny>>) -> PyResult<()> {
+    let signal = py.import("signal")?;
+    let handler = crate::server::abort::make_handler(py, worker.clone_ref(py), hook)?;
+    signal.call_method1("signal", (signal.getattr("SIGABRT")?, handler))?;
+    Ok(())
+}
+
+/// Boot and run a worker; returns its exit status.
+pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
+    let pid = std::process::id();
+    let slot_index = meta.slot;
+    let board = master.board.clone();
+    let opts = master.opts.clone();
+    process::set_title(py, &format!("ferrocorn: worker [{}]", opts.proc_name));
+    let worker = match master.worker_handle(py, &meta, Some(i64::from(pid))) {
+        Ok(w) => w,
+        Err(e) => {
+            error!("cannot create the worker object: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let server = master.server.clone_ref(py);
+    if master.hooks.call(py, "post_fork", (server.clone_ref(py), worker.clone_ref(py))).is_err() {
+        return EXIT_BOOT;
+    }
+    if opts.user.is_some() || opts.group.is_some() {
+        if let Err(e) = process::drop_privileges(opts.user.as_deref(), opts.group.as_deref(), opts.initgroups) {
+            error!("Exception in worker process: {e}");
+            return EXIT_BOOT;
+        }
+    }
+    // (Set after the privilege drop, which would clear it.) A worker must not outlive its master (killed with SIGKILL, say): it then drains and exits.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a plain signal number.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
+    let app = match &master.preloaded {
+        Some(app) => app.clone_ref(py),
+        None => match crate::app::load(py, &opts.app_spec) {
+            Ok(app) => app,
+            Err(e) => {
+                error!("Exception in worker process:\n{e}");
+                return EXIT_APP_LOAD;
+            }
+        },
+    };
+    if master.hooks.call(py, "post_worker_init", (worker.clone_ref(py),)).is_err() {
+        return EXIT_BOOT;
+    }
+    if let Err(e) = install_abort_handler(py, &worker, master.hooks.get(py, "worker_abort")) {
+        error!("cannot install the SIGABRT handler: {e}");
+    }
+    let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
+    let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+    let wsgi = match WsgiApp::new(py, app, &envs, &script_name, opts.workers > 1, opts.sendfile) {
+        Ok(w) => w,
+        Err(e) => {
+            error!("cannot prepare the WSGI bridge: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let access_log = match &opts.access_log {
+        Some((target, format)) => match Sink::open(target, true) {
+            Ok(sink) => Some(AccessLog::new(format, sink)),
+            Err(e) => {
+                error!("cannot open `accesslog` (--access-logfile) {target:?}: {e}");
+                return EXIT_BOOT;
+            }
+        },
+        None => None,
+    };
+    let runtime = WorkerRuntime {
+        board: Arc::clone(&board),
+        slot: slot_index,
+        max_requests: jittered_max_requests(opts.max_requests, opts.max_requests_jitter),
+        hooks: master.hooks.clone_ref(py),
+        worker: worker.clone_ref(py),
+        server: server.clone_ref(py),
+    };
+    board.slot(slot_index).set_state(SlotState::Idle);
+    let listeners = &master.listeners;
+    let result = py.detach(|| worker::run(opts, wsgi, listeners, access_log, runtime));
+    worker.bind(py).get().set_dead();
+    let code = match result {
+        Ok(StopReason::Quick) => {
+            let _ = master.hooks.call(py, "worker_int", (worker.clone_ref(py),));
+            0
+        }
+        Ok(_) => 0,
+        Err(e) => {
+            error!("worker failed: {e}");
+            EXIT_FAILURE
+        }
+    };
+    let _ = master.hooks.call(py, "worker_exit", (server, worker));
+    info!("Worker exiting (pid: {pid})");
+    code
+}
