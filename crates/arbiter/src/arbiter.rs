@@ -196,11 +196,16 @@ impl Arbiter {
             }
             Signal::Usr2 => {
                 if self.reexec_pid.is_some() {
-                    sup.log(LogLevel::Warning, "USR2 ignored: a re-executed master is already running");
+                    sup.log(
+                        LogLevel::Warning,
+                        "USR2 ignored: a re-executed master is already running",
+                    );
                 } else {
                     match sup.reexec() {
                         Ok(pid) => self.reexec_pid = Some(pid),
-                        Err(e) => sup.log(LogLevel::Error, &format!("cannot re-exec the master: {e}")),
+                        Err(e) => {
+                            sup.log(LogLevel::Error, &format!("cannot re-exec the master: {e}"))
+                        }
                     }
                 }
             }
@@ -233,7 +238,10 @@ impl Arbiter {
                     sup.workers_changed(self.num_workers, Some(old));
                 }
             }
-            Err(e) => sup.log(LogLevel::Error, &format!("reload failed, keeping the running configuration: {e}")),
+            Err(e) => sup.log(
+                LogLevel::Error,
+                &format!("reload failed, keeping the running configuration: {e}"),
+            ),
         }
     }
 
@@ -252,7 +260,10 @@ impl Arbiter {
     /// A worker that counts toward the desired number: current generation, not told to stop,
     /// not retiring on its own.
     fn is_live(&self, w: &Worker) -> bool {
-        !w.term_sent && w.aborted_at.is_none() && w.meta.generation == self.generation && self.state(w) != SlotState::Retiring
+        !w.term_sent
+            && w.aborted_at.is_none()
+            && w.meta.generation == self.generation
+            && self.state(w) != SlotState::Retiring
     }
 
     fn manage_workers(&mut self, sup: &mut dyn Supervisor) -> Option<Outcome> {
@@ -263,7 +274,8 @@ impl Arbiter {
                 self.boot_failures = 0;
             }
         }
-        let live: Vec<usize> = (0..self.workers.len()).filter(|&i| self.is_live(&self.workers[i])).collect();
+        let live: Vec<usize> =
+            (0..self.workers.len()).filter(|&i| self.is_live(&self.workers[i])).collect();
         if live.len() > self.num_workers {
             let mut by_age: Vec<usize> = live.clone();
             by_age.sort_by_key(|&i| self.workers[i].meta.age);
@@ -279,7 +291,8 @@ impl Arbiter {
             .count();
         if new_ready >= self.num_workers {
             for i in 0..self.workers.len() {
-                if self.workers[i].meta.generation != self.generation && !self.workers[i].term_sent {
+                if self.workers[i].meta.generation != self.generation && !self.workers[i].term_sent
+                {
                     self.stop_worker(i, libc::SIGTERM);
                 }
             }
@@ -312,7 +325,12 @@ impl Arbiter {
             Ok(Spawned::Parent(pid)) => {
                 meta.pid = pid;
                 self.board.set_pid(slot, pid);
-                self.workers.push(Worker { meta, aborted_at: None, term_sent: false, booted: false });
+                self.workers.push(Worker {
+                    meta,
+                    aborted_at: None,
+                    term_sent: false,
+                    booted: false,
+                });
                 None
             }
             Ok(Spawned::Child) => {
@@ -357,19 +375,24 @@ impl Arbiter {
             };
             match reason {
                 ExitReason::Code(WORKER_BOOT_ERROR) => {
-                    sup.log(LogLevel::Error, &format!("Worker (pid:{pid}) exited with code {WORKER_BOOT_ERROR}"));
+                    sup.log(
+                        LogLevel::Error,
+                        &format!("Worker (pid:{pid}) exited with code {WORKER_BOOT_ERROR}"),
+                    );
                     sup.log(LogLevel::Error, "Reason: Worker failed to boot.");
                     halt = Some(WORKER_BOOT_ERROR);
                 }
                 ExitReason::Code(APP_LOAD_ERROR) => {
-                    sup.log(LogLevel::Error, &format!("Worker (pid:{pid}) exited with code {APP_LOAD_ERROR}"));
+                    sup.log(
+                        LogLevel::Error,
+                        &format!("Worker (pid:{pid}) exited with code {APP_LOAD_ERROR}"),
+                    );
                     sup.log(LogLevel::Error, "Reason: App failed to load.");
                     halt = Some(APP_LOAD_ERROR);
                 }
                 ExitReason::Code(0) => {}
-                ExitReason::Code(code) => {
-                    sup.log(LogLevel::Error, &format!("Worker (pid:{pid}) exited with code {code}."))
-                }
+                ExitReason::Code(code) => sup
+                    .log(LogLevel::Error, &format!("Worker (pid:{pid}) exited with code {code}.")),
                 ExitReason::Signal(libc::SIGKILL) => sup.log(
                     LogLevel::Error,
                     &format!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"),
@@ -377,9 +400,8 @@ impl Arbiter {
                 ExitReason::Signal(libc::SIGTERM) => {
                     sup.log(LogLevel::Info, &format!("Worker (pid:{pid}) was sent SIGTERM!"))
                 }
-                ExitReason::Signal(sig) => {
-                    sup.log(LogLevel::Warning, &format!("Worker (pid:{pid}) was sent signal {sig}!"))
-                }
+                ExitReason::Signal(sig) => sup
+                    .log(LogLevel::Warning, &format!("Worker (pid:{pid}) was sent signal {sig}!")),
             }
             if !worker.booted && !worker.term_sent && halt.is_none() {
                 self.boot_failures += 1;
@@ -415,13 +437,18 @@ impl Arbiter {
                 continue;
             }
             let stale = match slot.state() {
-                SlotState::Booting => boot_ms > 0 && now.saturating_sub(slot.started_ms()) > boot_ms,
+                SlotState::Booting => {
+                    boot_ms > 0 && now.saturating_sub(slot.started_ms()) > boot_ms
+                }
                 SlotState::Free => false,
                 _ => timeout_ms > 0 && now.saturating_sub(slot.last_heartbeat_ms()) > timeout_ms,
             };
             if stale {
                 if slot.state() == SlotState::Booting {
-                    sup.log(LogLevel::Critical, &format!("WORKER BOOT TIMEOUT (pid:{})", w.meta.pid));
+                    sup.log(
+                        LogLevel::Critical,
+                        &format!("WORKER BOOT TIMEOUT (pid:{})", w.meta.pid),
+                    );
                 } else {
                     sup.log(LogLevel::Critical, &format!("WORKER TIMEOUT (pid:{})", w.meta.pid));
                 }
@@ -435,7 +462,13 @@ impl Arbiter {
         sup.stopping();
         let (signal, limit) = match how {
             Stop::Graceful => (libc::SIGTERM, self.opts.graceful_timeout),
-            Stop::Quick => (libc::SIGQUIT, self.opts.graceful_timeout.min(Duration::from_secs(2)).max(Duration::from_millis(200))),
+            Stop::Quick => (
+                libc::SIGQUIT,
+                self.opts
+                    .graceful_timeout
+                    .min(Duration::from_secs(2))
+                    .max(Duration::from_millis(200)),
+            ),
         };
         self.signal_all(signal);
         let deadline = Instant::now() + limit;

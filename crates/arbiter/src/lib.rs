@@ -12,6 +12,9 @@ mod arbiter;
 mod scoreboard;
 mod signals;
 
-pub use arbiter::{APP_LOAD_ERROR, Arbiter, ArbiterOptions, ExitReason, LogLevel, Outcome, Spawned, Supervisor, WORKER_BOOT_ERROR, WorkerMeta};
+pub use arbiter::{
+    APP_LOAD_ERROR, Arbiter, ArbiterOptions, ExitReason, LogLevel, Outcome, Spawned, Supervisor,
+    WORKER_BOOT_ERROR, WorkerMeta,
+};
 pub use scoreboard::{Scoreboard, Slot, SlotState, monotonic_ms};
 pub use signals::{Signal, SignalPipe};

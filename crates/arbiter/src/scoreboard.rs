@@ -3,8 +3,8 @@
 //! metrics, `top`, autoscaling) read them all. Slots are written with atomics only: no lock a
 //! SIGKILLed worker could leave held.
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A worker's state as published in its slot.

@@ -137,10 +137,10 @@ impl SignalPipe {
                 break;
             }
             for &b in &buf[..n as usize] {
-                if let Some(signal) = Signal::from_raw(libc::c_int::from(b)) {
-                    if !(signal == Signal::Chld && signals.contains(&Signal::Chld)) {
-                        signals.push(signal);
-                    }
+                if let Some(signal) = Signal::from_raw(libc::c_int::from(b))
+                    && !(signal == Signal::Chld && signals.contains(&Signal::Chld))
+                {
+                    signals.push(signal);
                 }
             }
         }

@@ -421,13 +421,13 @@ mod tests {
         assert_eq!(c.check_supported(), Ok(()));
 
         let c = Config::resolve(Sources {
-            cli: args(&["--max-requests", "10", "-w", "2"]),
+            cli: args(&["--statsd-host", "localhost:8125", "-w", "2"]),
             ..Sources::default()
         })
         .unwrap();
         let e = c.check_supported().unwrap_err();
-        assert_eq!((e.kind, e.setting), (ErrorKind::Unsupported, Some("max_requests")));
-        assert!(e.message.contains("`max_requests` (--max-requests)"), "{e}");
+        assert_eq!((e.kind, e.setting), (ErrorKind::Unsupported, Some("statsd_host")));
+        assert!(e.message.contains("`statsd_host` (--statsd-host)"), "{e}");
         assert!(
             e.message.contains("on the command line") && e.message.contains("not supported yet"),
             "{e}"

@@ -59,13 +59,16 @@ fn traceback_text(py: Python<'_>, err: &PyErr) -> String {
     }
 }
 
+/// A factory call's literal positional and keyword arguments.
+type FactoryArgs<'py> = (Bound<'py, PyTuple>, Bound<'py, PyDict>);
+
 /// Parse the part after `:` into a callable name and, for a factory call, its literal
 /// positional and keyword arguments (Python's `ast` does the parsing, `literal_eval` the values).
 fn parse_expression<'py>(
     py: Python<'py>,
     expression: &str,
     spec: &str,
-) -> Result<(String, Option<(Bound<'py, PyTuple>, Bound<'py, PyDict>)>), AppLoadError> {
+) -> Result<(String, Option<FactoryArgs<'py>>), AppLoadError> {
     let bad = |why: &str| {
         AppLoadError(format!(
             "Failed to parse {expression:?} in {spec:?} as an attribute name or function call: {why}"
@@ -180,11 +183,13 @@ pub fn forget_app_modules(py: Python<'_>, spec: &str) {
     let result: PyResult<()> = (|| {
         let cwd: String = py.import("os")?.call_method0("getcwd")?.extract()?;
         let modules = py.import("sys")?.getattr("modules")?.cast_into::<PyDict>()?;
-        let top = spec.split(':').next().unwrap_or(spec).split('.').next().unwrap_or(spec).to_owned();
+        let top =
+            spec.split(':').next().unwrap_or(spec).split('.').next().unwrap_or(spec).to_owned();
         let mut doomed = Vec::new();
         for (name, module) in modules.iter() {
             let name: String = name.extract()?;
-            let file: Option<String> = module.getattr("__file__").ok().and_then(|f| f.extract().ok());
+            let file: Option<String> =
+                module.getattr("__file__").ok().and_then(|f| f.extract().ok());
             let ours = match &file {
                 Some(f) => f.starts_with(&cwd) && !f.contains("site-packages"),
                 None => false,

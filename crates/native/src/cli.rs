@@ -85,7 +85,10 @@ fn init_logging(opts: &ServerOptions) -> Result<(), i32> {
             Ok(())
         }
         Err(e) => {
-            eprintln!("ferrocorn: error: cannot open `errorlog` (--error-logfile) {:?}: {e}", opts.error_log);
+            eprintln!(
+                "ferrocorn: error: cannot open `errorlog` (--error-logfile) {:?}: {e}",
+                opts.error_log
+            );
             Err(EXIT_FAILURE)
         }
     }
@@ -164,14 +167,16 @@ fn load_config_file(py: Python<'_>, location: &str) -> Result<ConfigFile, String
         .import("ferrocorn._config")
         .and_then(|m| m.call_method1("load", (location,)))
         .map_err(|e| {
-            let tb = crate::app::format_traceback(py, &e);
-            format!("failed to read config file {location:?}:\n{}", tb.trim_end())
-        })?;
+        let tb = crate::app::format_traceback(py, &e);
+        format!("failed to read config file {location:?}:\n{}", tb.trim_end())
+    })?;
     let dict = loaded.cast::<PyDict>().map_err(|_| "config loader returned no dict".to_owned())?;
     let mut file = ConfigFile { values: Vec::new(), hooks: Vec::new() };
     for (key, value) in dict.iter() {
         let name = key.to_string();
-        if !name.chars().next().is_some_and(char::is_lowercase) || ferrocorn_config::find(&name).is_none() {
+        if !name.chars().next().is_some_and(char::is_lowercase)
+            || ferrocorn_config::find(&name).is_none()
+        {
             continue;
         }
         if crate::hooks::is_hook(&name) {
@@ -186,11 +191,17 @@ fn load_config_file(py: Python<'_>, location: &str) -> Result<ConfigFile, String
 /// argv). Errors carry the exit status and the message to print.
 pub fn load_settings(py: Python<'_>, cli: ParsedArgs) -> Result<Loaded, (i32, String)> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let env_args_text = env.get("FERROCORN_CMD_ARGS").or_else(|| env.get("GUNICORN_CMD_ARGS")).cloned();
+    let env_args_text =
+        env.get("FERROCORN_CMD_ARGS").or_else(|| env.get("GUNICORN_CMD_ARGS")).cloned();
     let cmd_args_env = match env_args_text.as_deref().map(ferrocorn_config::parse_env_args) {
         None => None,
         Some(Ok(p)) => Some(p),
-        Some(Err(e)) => return Err((EXIT_USAGE, format!("error in GUNICORN_CMD_ARGS/FERROCORN_CMD_ARGS: {e}"))),
+        Some(Err(e)) => {
+            return Err((
+                EXIT_USAGE,
+                format!("error in GUNICORN_CMD_ARGS/FERROCORN_CMD_ARGS: {e}"),
+            ));
+        }
     };
     let file_path = config_location(&cli, cmd_args_env.as_ref());
     let file = match &file_path {

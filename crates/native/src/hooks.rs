@@ -5,8 +5,8 @@
 //! `worker.alive`, `worker.log`, `req.method`, `req.path`, `req.headers`, ...).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use ferrocorn_config::{Config, Value};
 use pyo3::BoundObject;
@@ -67,22 +67,26 @@ impl Hooks {
     pub fn from_globals(py: Python<'_>, globals: &[(String, Py<PyAny>)]) -> Result<Hooks, String> {
         let mut callables = HashMap::new();
         for (name, value) in globals {
-            let Some((hook, arities)) = HOOK_ARITY.iter().find(|(n, _)| n == name) else { continue };
+            let Some((hook, arities)) = HOOK_ARITY.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
             let value = value.bind(py);
             if value.is_none() {
                 continue;
             }
             if !value.is_callable() {
-                return Err(format!("invalid value for `{hook}` in the config file: it must be a function"));
+                return Err(format!(
+                    "invalid value for `{hook}` in the config file: it must be a function"
+                ));
             }
-            if let Some(n) = positional_count(py, value) {
-                if !arities.contains(&n) {
-                    let want: Vec<String> = arities.iter().map(|a| a.to_string()).collect();
-                    return Err(format!(
-                        "invalid value for `{hook}` in the config file: it takes {n} argument(s) but must take {}",
-                        want.join(" or ")
-                    ));
-                }
+            if let Some(n) = positional_count(py, value)
+                && !arities.contains(&n)
+            {
+                let want: Vec<String> = arities.iter().map(|a| a.to_string()).collect();
+                return Err(format!(
+                    "invalid value for `{hook}` in the config file: it takes {n} argument(s) but must take {}",
+                    want.join(" or ")
+                ));
             }
             callables.insert(*hook, value.clone().unbind());
         }
@@ -95,7 +99,12 @@ impl Hooks {
     }
 
     /// Call hook `name` if defined. Errors are logged with their traceback and returned.
-    pub fn call<'py>(&self, py: Python<'py>, name: &str, args: impl IntoPyObject<'py, Target = PyTuple>) -> PyResult<()> {
+    pub fn call<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        args: impl IntoPyObject<'py, Target = PyTuple>,
+    ) -> PyResult<()> {
         let Some(hook) = self.callables.get(name) else { return Ok(()) };
         let args: Bound<'py, PyTuple> = args.into_pyobject(py).map_err(Into::into)?.into_bound();
         let hook = hook.bind(py);
@@ -127,31 +136,67 @@ fn render(msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> String {
 #[pymethods]
 impl Logger {
     #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn debug(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {
+    fn debug(
+        &self,
+        msg: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) {
         logging::log(Level::Debug, &render(msg, args));
     }
     #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn info(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {
+    fn info(
+        &self,
+        msg: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) {
         logging::log(Level::Info, &render(msg, args));
     }
     #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn warning(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {
+    fn warning(
+        &self,
+        msg: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) {
         logging::log(Level::Warning, &render(msg, args));
     }
     #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn warn(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {
+    fn warn(
+        &self,
+        msg: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) {
         logging::log(Level::Warning, &render(msg, args));
     }
     #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn error(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {
+    fn error(
+        &self,
+        msg: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) {
         logging::log(Level::Error, &render(msg, args));
     }
     #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn critical(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {
+    fn critical(
+        &self,
+        msg: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) {
         logging::log(Level::Critical, &render(msg, args));
     }
     #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn exception(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {
+    fn exception(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) {
         let tb = py
             .import("traceback")
             .and_then(|t| t.call_method0("format_exc"))
@@ -208,7 +253,9 @@ impl ConfigView {
     fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
         match self.values.bind(py).get_item(name)? {
             Some(v) => Ok(v.unbind()),
-            None => Err(pyo3::exceptions::PyAttributeError::new_err(format!("no setting named {name:?}"))),
+            None => Err(pyo3::exceptions::PyAttributeError::new_err(format!(
+                "no setting named {name:?}"
+            ))),
         }
     }
 
@@ -248,7 +295,13 @@ pub struct Server {
 
 impl Server {
     /// A server object over `state`.
-    pub fn new(py: Python<'_>, state: Arc<MasterState>, cfg: Py<ConfigView>, address: Vec<String>, proc_name: String) -> PyResult<Py<Server>> {
+    pub fn new(
+        py: Python<'_>,
+        state: Arc<MasterState>,
+        cfg: Py<ConfigView>,
+        address: Vec<String>,
+        proc_name: String,
+    ) -> PyResult<Py<Server>> {
         let log = Py::new(py, Logger)?;
         let address = PyList::new(py, address)?.unbind();
         Py::new(py, Server { state, cfg, log, address, proc_name })
@@ -295,7 +348,15 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// A worker object; `pid` is None before the fork (printed as `[booting]`).
-    pub fn new(py: Python<'_>, pid: Option<i64>, age: u32, ppid: i64, cfg: Py<ConfigView>, max_requests: u64, timeout: f64) -> PyResult<Py<WorkerHandle>> {
+    pub fn new(
+        py: Python<'_>,
+        pid: Option<i64>,
+        age: u32,
+        ppid: i64,
+        cfg: Py<ConfigView>,
+        max_requests: u64,
+        timeout: f64,
+    ) -> PyResult<Py<WorkerHandle>> {
         Py::new(
             py,
             WorkerHandle {
@@ -333,7 +394,11 @@ impl WorkerHandle {
     #[getter]
     fn pid(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let pid = self.pid.load(Ordering::Relaxed);
-        Ok(if pid < 0 { "[booting]".into_pyobject(py)?.into_any().unbind() } else { pid.into_pyobject(py)?.into_any().unbind() })
+        Ok(if pid < 0 {
+            "[booting]".into_pyobject(py)?.into_any().unbind()
+        } else {
+            pid.into_pyobject(py)?.into_any().unbind()
+        })
     }
     #[getter]
     fn alive(&self) -> bool {

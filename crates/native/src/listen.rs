@@ -3,7 +3,7 @@
 //! (+ `SO_REUSEPORT` when asked), non-blocking, and describe them for logging and the environ.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
@@ -93,13 +93,6 @@ pub struct Listener {
     pub addr: BoundAddr,
     /// Whether ferrocorn created the path (and so removes it on exit).
     pub owns_path: bool,
-}
-
-impl Listener {
-    /// Raw descriptor (for inheritance and `fd://`).
-    pub fn raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
 }
 
 /// Options applied to every listener.

@@ -12,7 +12,10 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ferrocorn_arbiter::{Arbiter, ArbiterOptions, ExitReason, LogLevel, Outcome, Scoreboard, Spawned, Supervisor, WorkerMeta};
+use ferrocorn_arbiter::{
+    Arbiter, ArbiterOptions, ExitReason, LogLevel, Outcome, Scoreboard, Spawned, Supervisor,
+    WorkerMeta,
+};
 use pyo3::prelude::*;
 
 use crate::cli::Loaded;
@@ -74,7 +77,9 @@ fn bind_all(opts: &ServerOptions) -> Result<Vec<Listener>, String> {
     if !inherited.is_empty() {
         return inherited
             .into_iter()
-            .map(|fd| crate::listen::bind(&crate::listen::BindSpec::Fd(fd), opts.listen).map_err(|e| e.0))
+            .map(|fd| {
+                crate::listen::bind(&crate::listen::BindSpec::Fd(fd), opts.listen).map_err(|e| e.0)
+            })
             .collect();
     }
     let mut listeners = Vec::new();
@@ -94,10 +99,18 @@ fn remove_unix_sockets(listeners: &[Listener]) {
 
 /// Start the master and run until it stops; in forked workers, run the worker. Returns the
 /// process exit status.
-pub fn run(py: Python<'_>, argv: Vec<String>, loaded: Loaded, opts: ServerOptions, hooks: Hooks) -> i32 {
+pub fn run(
+    py: Python<'_>,
+    argv: Vec<String>,
+    loaded: Loaded,
+    opts: ServerOptions,
+    hooks: Hooks,
+) -> i32 {
     if opts.daemon {
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
-            warning!("Warning: daemon mode with NOTIFY_SOCKET set; systemd expects the process to stay in the foreground");
+            warning!(
+                "Warning: daemon mode with NOTIFY_SOCKET set; systemd expects the process to stay in the foreground"
+            );
         }
         if let Err(e) = fork::daemonize(py, opts.enable_stdio_inheritance) {
             error!("cannot daemonize: {e}");
@@ -122,14 +135,20 @@ pub fn run(py: Python<'_>, argv: Vec<String>, loaded: Loaded, opts: ServerOption
     };
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
-    let reexec_parent = std::env::var("GUNICORN_PID").ok().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p == parent);
-    let pidfile = opts.pidfile.as_ref().map(|p| if reexec_parent.is_some() { format!("{p}.2") } else { p.clone() });
+    let reexec_parent = std::env::var("GUNICORN_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        .filter(|p| *p == parent);
+    let pidfile = opts
+        .pidfile
+        .as_ref()
+        .map(|p| if reexec_parent.is_some() { format!("{p}.2") } else { p.clone() });
     let pid = std::process::id();
-    if let Some(path) = &pidfile {
-        if let Err(e) = process::write_pidfile(path, pid) {
-            error!("cannot write the pid file {path:?} (setting `pidfile`, -p/--pid): {e}");
-            return crate::cli::EXIT_FAILURE;
-        }
+    if let Some(path) = &pidfile
+        && let Err(e) = process::write_pidfile(path, pid)
+    {
+        error!("cannot write the pid file {path:?} (setting `pidfile`, -p/--pid): {e}");
+        return crate::cli::EXIT_FAILURE;
     }
     let state = Arc::new(MasterState::default());
     state.pid.store(i64::from(pid), Ordering::Relaxed);
@@ -247,7 +266,12 @@ impl Master {
         self.reexec_child.is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
     }
 
-    fn worker_handle(&self, py: Python<'_>, meta: &WorkerMeta, pid: Option<i64>) -> PyResult<Py<WorkerHandle>> {
+    fn worker_handle(
+        &self,
+        py: Python<'_>,
+        meta: &WorkerMeta,
+        pid: Option<i64>,
+    ) -> PyResult<Py<WorkerHandle>> {
         let cfg = self.server.bind(py).get().cfg.clone_ref(py);
         WorkerHandle::new(
             py,
@@ -269,11 +293,11 @@ impl Master {
         }
         self.reexec_parent = None;
         info!("Old master (pid:{parent}) is gone; this master takes over");
-        if let (Some(current), Some(base)) = (&self.pidfile, &self.opts.pidfile) {
-            if current != base {
-                let _ = std::fs::rename(current, base);
-                self.pidfile = Some(base.clone());
-            }
+        if let (Some(current), Some(base)) = (&self.pidfile, &self.opts.pidfile)
+            && current != base
+        {
+            let _ = std::fs::rename(current, base);
+            self.pidfile = Some(base.clone());
         }
         Python::attach(|py| set_title(py, &format!("ferrocorn: master [{}]", self.opts.proc_name)));
     }
@@ -311,7 +335,8 @@ impl Supervisor for Master {
         self.state.num_workers.store(new, Ordering::Relaxed);
         if self.hooks.has("nworkers_changed") {
             Python::attach(|py| {
-                let _ = self.hooks.call(py, "nworkers_changed", (self.server.clone_ref(py), new, old));
+                let _ =
+                    self.hooks.call(py, "nworkers_changed", (self.server.clone_ref(py), new, old));
             });
         }
     }
@@ -333,8 +358,11 @@ impl Supervisor for Master {
             }
             let _ = logging::reopen();
             if let Ok(cfg) = ConfigView::new(py, &loaded.config) {
-                let addresses: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
-                if let Ok(server) = Server::new(py, self.state.clone(), cfg, addresses, opts.proc_name.clone()) {
+                let addresses: Vec<String> =
+                    self.listeners.iter().map(|l| l.addr.to_string()).collect();
+                if let Ok(server) =
+                    Server::new(py, self.state.clone(), cfg, addresses, opts.proc_name.clone())
+                {
                     self.server = server;
                 }
             }

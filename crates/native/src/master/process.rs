@@ -53,7 +53,8 @@ fn lookup_user(user: &str) -> Result<(u32, u32, CString), String> {
         };
     }
     // SAFETY: `pw` is non-null and points at a valid passwd record (see above).
-    let (uid, gid, pw_name) = unsafe { ((*pw).pw_uid, (*pw).pw_gid, std::ffi::CStr::from_ptr((*pw).pw_name).to_owned()) };
+    let (uid, gid, pw_name) =
+        unsafe { ((*pw).pw_uid, (*pw).pw_gid, std::ffi::CStr::from_ptr((*pw).pw_name).to_owned()) };
     Ok((uid, gid, pw_name))
 }
 
@@ -73,7 +74,11 @@ fn lookup_group(group: &str) -> Result<u32, String> {
 
 /// Switch this (worker) process to `user`/`group`, with the user's supplementary groups when
 /// `initgroups`. Group first, then user, as the user change removes the right to do the rest.
-pub fn drop_privileges(user: Option<&str>, group: Option<&str>, initgroups: bool) -> Result<(), String> {
+pub fn drop_privileges(
+    user: Option<&str>,
+    group: Option<&str>,
+    initgroups: bool,
+) -> Result<(), String> {
     let user_info = user.map(lookup_user).transpose()?;
     let gid = match group {
         Some(g) => Some(lookup_group(g)?),
@@ -93,13 +98,19 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>, initgroups: bool
         }
         // SAFETY: setgid with a plain id.
         if unsafe { libc::setgid(gid) } != 0 {
-            return Err(format!("cannot switch to group {gid}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot switch to group {gid}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     if let Some((uid, _, _)) = user_info {
         // SAFETY: setuid with a plain id.
         if unsafe { libc::setuid(uid) } != 0 {
-            return Err(format!("cannot switch to user {uid}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot switch to user {uid}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     Ok(())

@@ -8,7 +8,8 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 /// Descriptors passed by systemd socket activation, if they are meant for this process.
 /// The variables are removed so children do not adopt them again.
 pub fn activation_fds() -> Vec<RawFd> {
-    let pid_matches = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let pid_matches = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
     let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok()).unwrap_or(0);
     if !pid_matches || count <= 0 {
         return Vec::new();

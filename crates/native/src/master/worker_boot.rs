@@ -23,7 +23,9 @@ fn listener_env(listener: &crate::listen::Listener) -> ListenerEnv {
         crate::listen::BoundAddr::Tcp(addr) => {
             ListenerEnv { server_name: addr.ip().to_string(), server_port: addr.port().to_string() }
         }
-        crate::listen::BoundAddr::Unix(_) => ListenerEnv { server_name: String::new(), server_port: String::new() },
+        crate::listen::BoundAddr::Unix(_) => {
+            ListenerEnv { server_name: String::new(), server_port: String::new() }
+        }
     }
 }
 
@@ -35,7 +37,11 @@ fn jittered_max_requests(max: u64, jitter: u64) -> u64 {
         return max;
     }
     // A small xorshift seeded from the pid and clock: workers must not all retire together.
-    let mut x = u64::from(std::process::id()) ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7));
+    let mut x = u64::from(std::process::id())
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7));
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
@@ -44,7 +50,11 @@ fn jittered_max_requests(max: u64, jitter: u64) -> u64 {
 
 /// Register the `worker_abort` behaviour for SIGABRT (sent by the master on timeout): Python
 /// runs the handler at the next bytecode boundary, even inside a stuck request.
-fn install_abort_handler(py: Python<'_>, worker: &Py<crate::hooks::WorkerHandle>, hook: Option<Py<PyAny>>) -> PyResult<()> {
+fn install_abort_handler(
+    py: Python<'_>,
+    worker: &Py<crate::hooks::WorkerHandle>,
+    hook: Option<Py<PyAny>>,
+) -> PyResult<()> {
     let signal = py.import("signal")?;
     let handler = crate::server::abort::make_handler(py, worker.clone_ref(py), hook)?;
     signal.call_method1("signal", (signal.getattr("SIGABRT")?, handler))?;
@@ -69,11 +79,12 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     if master.hooks.call(py, "post_fork", (server.clone_ref(py), worker.clone_ref(py))).is_err() {
         return EXIT_BOOT;
     }
-    if opts.user.is_some() || opts.group.is_some() {
-        if let Err(e) = process::drop_privileges(opts.user.as_deref(), opts.group.as_deref(), opts.initgroups) {
-            error!("Exception in worker process: {e}");
-            return EXIT_BOOT;
-        }
+    if (opts.user.is_some() || opts.group.is_some())
+        && let Err(e) =
+            process::drop_privileges(opts.user.as_deref(), opts.group.as_deref(), opts.initgroups)
+    {
+        error!("Exception in worker process: {e}");
+        return EXIT_BOOT;
     }
     // (Set after the privilege drop, which would clear it.) A worker must not outlive its master (killed with SIGKILL, say): it then drains and exits.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a plain signal number.
@@ -119,7 +130,6 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         max_requests: jittered_max_requests(opts.max_requests, opts.max_requests_jitter),
         hooks: master.hooks.clone_ref(py),
         worker: worker.clone_ref(py),
-        server: server.clone_ref(py),
     };
     board.slot(slot_index).set_state(SlotState::Idle);
     let listeners = &master.listeners;

@@ -16,10 +16,10 @@ pub struct AbortHandler {
 impl AbortHandler {
     fn __call__(&self, py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) {
         self.worker.bind(py).get().set_dead();
-        if let Some(hook) = &self.hook {
-            if let Err(e) = hook.bind(py).call1((self.worker.clone_ref(py),)) {
-                crate::wsgi::log_exception(py, "Exception in worker_abort hook", &e);
-            }
+        if let Some(hook) = &self.hook
+            && let Err(e) = hook.bind(py).call1((self.worker.clone_ref(py),))
+        {
+            crate::wsgi::log_exception(py, "Exception in worker_abort hook", &e);
         }
         crate::logging::info!("Worker exiting (pid: {})", std::process::id());
         // SAFETY: immediate exit, as Gunicorn's aborted worker does; nothing may keep running.
@@ -28,6 +28,10 @@ impl AbortHandler {
 }
 
 /// Build the handler for `worker` with the configured hook (if any).
-pub fn make_handler(py: Python<'_>, worker: Py<WorkerHandle>, hook: Option<Py<PyAny>>) -> PyResult<Py<AbortHandler>> {
+pub fn make_handler(
+    py: Python<'_>,
+    worker: Py<WorkerHandle>,
+    hook: Option<Py<PyAny>>,
+) -> PyResult<Py<AbortHandler>> {
     Py::new(py, AbortHandler { hook, worker })
 }

@@ -23,7 +23,9 @@ use super::worker::Shared;
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
-use crate::wsgi::{self, AppResponse, DeferredBody, DirectWriter, Input, RequestFacts, frame_chunk};
+use crate::wsgi::{
+    self, AppResponse, DeferredBody, DirectWriter, Input, RequestFacts, frame_chunk,
+};
 
 const SERVER: &[u8] = b"ferrocorn";
 const READ_CHUNK: usize = 16 * 1024;
@@ -272,8 +274,10 @@ impl<S: ClientStream> Conn<S> {
             post_hook || self.shared.access_log.as_ref().is_some_and(|l| l.needs_environ());
 
         let shared = self.shared.clone();
-        let keep_alive_wanted =
-            head.keep_alive && !self.shared.opts.keepalive.is_zero() && !deferred && !self.shutting_down();
+        let keep_alive_wanted = head.keep_alive
+            && !self.shared.opts.keepalive.is_zero()
+            && !deferred
+            && !self.shutting_down();
         let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
         shared.request_started();
         let mut hook_request: Option<Py<crate::hooks::Request>> = None;
@@ -282,7 +286,11 @@ impl<S: ClientStream> Conn<S> {
                 hook_request = self.hook_request(py, &head, &decoded_path, https);
                 if let (true, Some(req)) = (pre_hook, &hook_request) {
                     let rt = &self.shared.runtime;
-                    let _ = rt.hooks.call(py, "pre_request", (rt.worker.clone_ref(py), req.clone_ref(py)));
+                    let _ = rt.hooks.call(
+                        py,
+                        "pre_request",
+                        (rt.worker.clone_ref(py), req.clone_ref(py)),
+                    );
                 }
             }
             let input = if deferred {
@@ -366,7 +374,16 @@ impl<S: ClientStream> Conn<S> {
             }
             AppResponse::Continue { committed, iterator, result } => {
                 keep_alive = committed.keep_alive;
-                let sent = self.stream_rest(&committed.head, committed.framing, committed.sent, None, &iterator, &mut keep_alive).await;
+                let sent = self
+                    .stream_rest(
+                        &committed.head,
+                        committed.framing,
+                        committed.sent,
+                        None,
+                        &iterator,
+                        &mut keep_alive,
+                    )
+                    .await;
                 Python::attach(|py| {
                     wsgi::close_result(py, result.bind(py));
                     drop(iterator);
@@ -402,12 +419,20 @@ impl<S: ClientStream> Conn<S> {
                     headers: s.headers.clone(),
                     sent: s.body_bytes,
                 });
-                let environ = handled.environ.as_ref().map(|e| e.clone_ref(py).into_any()).unwrap_or_else(|| py.None());
+                let environ = handled
+                    .environ
+                    .as_ref()
+                    .map(|e| e.clone_ref(py).into_any())
+                    .unwrap_or_else(|| py.None());
                 let resp = match resp {
                     Some(r) => Py::new(py, r).map(|r| r.into_any()).unwrap_or_else(|_| py.None()),
                     None => py.None(),
                 };
-                let _ = rt.hooks.call(py, "post_request", (rt.worker.clone_ref(py), req, environ, resp));
+                let _ = rt.hooks.call(
+                    py,
+                    "post_request",
+                    (rt.worker.clone_ref(py), req, environ, resp),
+                );
             });
         }
         if let (Some(log), Some(sent)) = (&self.shared.access_log, &sent) {
@@ -475,7 +500,13 @@ impl<S: ClientStream> Conn<S> {
         with_http_date(|date| rhead.encode(wbuf, req.version, framing, keep_alive, date, SERVER));
     }
 
-    fn hook_request(&self, py: Python<'_>, head: &RequestHead, decoded_path: &[u8], https: bool) -> Option<Py<crate::hooks::Request>> {
+    fn hook_request(
+        &self,
+        py: Python<'_>,
+        head: &RequestHead,
+        decoded_path: &[u8],
+        https: bool,
+    ) -> Option<Py<crate::hooks::Request>> {
         let latin1 = |b: &[u8]| -> String { b.iter().map(|&c| c as char).collect() };
         let req = crate::hooks::Request {
             method: head.method.clone(),
@@ -492,7 +523,8 @@ impl<S: ClientStream> Conn<S> {
     }
 
     fn sent(&self, rhead: &ResponseHead, body_bytes: u64) -> Sent {
-        let wants_headers = self.shared.access_log.is_some() || self.shared.runtime.hooks.has("post_request");
+        let wants_headers =
+            self.shared.access_log.is_some() || self.shared.runtime.hooks.has("post_request");
         let headers = if wants_headers { rhead.headers().to_vec() } else { Vec::new() };
         Sent { status: rhead.status(), body_bytes, headers }
     }
@@ -577,7 +609,11 @@ impl<S: ClientStream> Conn<S> {
             let more = Python::attach(|py| match wsgi::next_chunk(py, iterator, &mut chunk) {
                 Ok(more) => Ok(more),
                 Err(e) => {
-                    wsgi::log_exception(py, "Error handling request (response already started)", &e);
+                    wsgi::log_exception(
+                        py,
+                        "Error handling request (response already started)",
+                        &e,
+                    );
                     Err(())
                 }
             });
@@ -593,7 +629,9 @@ impl<S: ClientStream> Conn<S> {
                 return None;
             }
         }
-        if framing == ResponseFraming::CloseDelimited || rhead.content_length().is_some_and(|cl| sent < cl) {
+        if framing == ResponseFraming::CloseDelimited
+            || rhead.content_length().is_some_and(|cl| sent < cl)
+        {
             *keep_alive = false;
         }
         Some(self.sent(rhead, sent))

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use super::conn::{Peer, log_accept_error, serve};
 use crate::access_log::AccessLog;
-use crate::hooks::{Hooks, Server, WorkerHandle};
+use crate::hooks::{Hooks, WorkerHandle};
 use crate::listen::Listener;
 use crate::logging::{info, warning};
 use crate::options::ServerOptions;
@@ -56,8 +56,6 @@ pub struct WorkerRuntime {
     pub hooks: Hooks,
     /// The `worker` object for hooks.
     pub worker: Py<WorkerHandle>,
-    /// The `server` object for hooks.
-    pub server: Py<Server>,
 }
 
 impl Shared {
@@ -89,11 +87,6 @@ impl Shared {
             slot.set_state(SlotState::Idle);
         }
     }
-
-    /// Requests served by this worker.
-    pub fn served(&self) -> u64 {
-        self.served.get()
-    }
 }
 
 struct ConnectionGuard(Rc<Shared>);
@@ -123,10 +116,10 @@ enum AnyListener {
 /// Wait until the worker could start a request (the app slot is free), so a busy sync worker
 /// leaves new connections in the shared accept queue for an idle sibling.
 async fn wait_until_idle(shared: &Shared) {
-    if shared.app_slot.available_permits() == 0 {
-        if let Ok(permit) = shared.app_slot.acquire().await {
-            drop(permit);
-        }
+    if shared.app_slot.available_permits() == 0
+        && let Ok(permit) = shared.app_slot.acquire().await
+    {
+        drop(permit);
     }
 }
 
@@ -253,9 +246,8 @@ pub fn run(
                 _ = usr1.recv() => {
                     info!("Handling signal: usr1");
                     if let Err(e) = crate::logging::reopen() { warning!("cannot reopen the error log: {e}"); }
-                    if let Some(log) = &shared.access_log {
-                        if let Err(e) = log.reopen() { warning!("cannot reopen the access log: {e}"); }
-                    }
+                    if let Some(log) = &shared.access_log
+                        && let Err(e) = log.reopen() { warning!("cannot reopen the access log: {e}"); }
                 }
             }
         };

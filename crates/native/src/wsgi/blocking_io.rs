@@ -74,4 +74,3 @@ pub fn read_some(fd: RawFd, buf: &mut Vec<u8>, timeout: Duration) -> std::io::Re
         }
     }
 }
-

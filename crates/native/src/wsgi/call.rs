@@ -65,13 +65,10 @@ pub enum AppResponse {
 
 /// Call `close()` on an app result if it has one; errors are logged.
 pub fn close_result(py: Python<'_>, result: &Bound<'_, PyAny>) {
-    match result.getattr(pyo3::intern!(py, "close")) {
-        Ok(close) => {
-            if let Err(e) = close.call0() {
-                log_exception(py, "Error closing the app's response iterable", &e);
-            }
-        }
-        Err(_) => {}
+    if let Ok(close) = result.getattr(pyo3::intern!(py, "close"))
+        && let Err(e) = close.call0()
+    {
+        log_exception(py, "Error closing the app's response iterable", &e);
     }
 }
 
@@ -127,12 +124,20 @@ pub fn call_app(
         Ok(r) => r,
         Err(e) => {
             log_exception(py, "Error handling request", &e);
-            return if starter.committed().is_some() { AppResponse::Aborted } else { AppResponse::Failed };
+            return if starter.committed().is_some() {
+                AppResponse::Aborted
+            } else {
+                AppResponse::Failed
+            };
         }
     };
     if let Some(committed) = starter.committed() {
         return match result.try_iter() {
-            Ok(it) => AppResponse::Continue { committed, iterator: it.into_any().unbind(), result: result.unbind() },
+            Ok(it) => AppResponse::Continue {
+                committed,
+                iterator: it.into_any().unbind(),
+                result: result.unbind(),
+            },
             Err(e) => {
                 log_exception(py, "Error handling request", &e);
                 close_result(py, &result);
@@ -147,30 +152,29 @@ pub fn call_app(
     if let Ok(tuple) = result.cast::<PyTuple>() {
         return complete_from_items(py, starter, tuple.iter(), &result);
     }
-    if let Ok(wrapper) = result.cast::<FileWrapper>() {
-        if sendfile {
-            if let Some((fd, offset, size)) = file_source(py, wrapper) {
-                return match head_from(starter) {
-                    Ok(head) => {
-                        starter.mark_sent();
-                        let length = head.content_length().map_or(size, |cl| cl.min(size));
-                        AppResponse::File {
-                            head,
-                            prefix: starter.take_written(),
-                            fd,
-                            offset,
-                            length,
-                            result: result.clone().unbind(),
-                        }
-                    }
-                    Err(msg) => {
-                        crate::logging::error!("Error handling request: {msg}");
-                        close_result(py, &result);
-                        AppResponse::Failed
-                    }
-                };
+    if let Ok(wrapper) = result.cast::<FileWrapper>()
+        && sendfile
+        && let Some((fd, offset, size)) = file_source(py, wrapper)
+    {
+        return match head_from(starter) {
+            Ok(head) => {
+                starter.mark_sent();
+                let length = head.content_length().map_or(size, |cl| cl.min(size));
+                AppResponse::File {
+                    head,
+                    prefix: starter.take_written(),
+                    fd,
+                    offset,
+                    length,
+                    result: result.clone().unbind(),
+                }
             }
-        }
+            Err(msg) => {
+                crate::logging::error!("Error handling request: {msg}");
+                close_result(py, &result);
+                AppResponse::Failed
+            }
+        };
     }
     stream_start(py, starter, &result)
 }
@@ -228,7 +232,7 @@ fn stream_start(py: Python<'_>, starter: &StartResponse, result: &Bound<'_, PyAn
             Err(e) => return fail(e),
         };
         match chunk_bytes(&item) {
-            Ok(bytes) if bytes.is_empty() => continue,
+            Ok([]) => continue,
             Ok(bytes) => {
                 first.extend_from_slice(bytes);
                 break;

@@ -198,7 +198,9 @@ impl StartResponse {
                 keep_alive = false;
                 ResponseFraming::CloseDelimited
             };
-            crate::clock::with_http_date(|date| head.encode(&mut out, writer.version, framing, keep_alive, date, b"ferrocorn"));
+            crate::clock::with_http_date(|date| {
+                head.encode(&mut out, writer.version, framing, keep_alive, date, b"ferrocorn")
+            });
             state.committed = Some(Committed { head, framing, keep_alive, sent: 0 });
         }
         let committed = state.committed.as_mut().expect("committed above");
