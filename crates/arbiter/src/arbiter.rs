@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::scoreboard::{Scoreboard, SlotState, monotonic_ms};
+use crate::scoreboard::{RestartReason, Scoreboard, SlotState, monotonic_ms};
 use crate::signals::{Signal, SignalPipe, kill};
 
 /// Exit status when workers keep failing to boot (Gunicorn's WORKER_BOOT_ERROR).
@@ -86,6 +86,24 @@ pub enum LogLevel {
     Critical,
 }
 
+/// An action requested through the control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Like HUP.
+    Reload,
+    /// Like USR1.
+    ReopenLogs,
+    /// Like TTIN, `n` times.
+    AddWorkers(usize),
+    /// Like TTOU, `n` times (never below one worker).
+    RemoveWorkers(usize),
+    /// Like TERM (`graceful`) or QUIT.
+    Shutdown {
+        /// Let in-flight requests finish.
+        graceful: bool,
+    },
+}
+
 /// Everything the arbiter cannot do without Python or the rest of the server.
 pub trait Supervisor {
     /// Fork a worker (running `pre_fork` in the master and `post_fork` in the child).
@@ -104,6 +122,14 @@ pub trait Supervisor {
     fn stopping(&mut self);
     /// Called once per loop turn (about every half second).
     fn tick(&mut self) {}
+    /// Extra descriptors the loop should wait on (metrics endpoint, control socket).
+    fn watched_fds(&self) -> Vec<std::os::fd::RawFd> {
+        Vec::new()
+    }
+    /// One of [`Supervisor::watched_fds`] is readable; may ask for an action.
+    fn fd_ready(&mut self, _fd: std::os::fd::RawFd, _view: &ArbiterView) -> Option<Command> {
+        None
+    }
     /// Write a log line.
     fn log(&self, level: LogLevel, message: &str);
 }
@@ -114,6 +140,13 @@ struct Worker {
     aborted_at: Option<Instant>,
     term_sent: bool,
     booted: bool,
+}
+
+/// What the supervisor may read about the master when answering a request.
+#[derive(Debug, Clone, Copy)]
+pub struct ArbiterView {
+    /// Target worker count.
+    pub workers_target: usize,
 }
 
 /// The master's state.
@@ -127,6 +160,7 @@ pub struct Arbiter {
     next_age: u32,
     boot_failures: u32,
     reexec_pid: Option<i32>,
+    halting: bool,
 }
 
 enum Stop {
@@ -147,6 +181,7 @@ impl Arbiter {
             next_age: 0,
             boot_failures: 0,
             reexec_pid: None,
+            halting: false,
         })
     }
 
@@ -162,11 +197,21 @@ impl Arbiter {
             if let Some(outcome) = self.manage_workers(sup) {
                 return outcome;
             }
-            for signal in self.signals.wait(Duration::from_millis(500)) {
+            let watched = sup.watched_fds();
+            let (signals, ready) = self.signals.wait(Duration::from_millis(500), &watched);
+            for signal in signals {
                 if signal != Signal::Chld {
                     sup.log(LogLevel::Info, &format!("Handling signal: {}", signal.name()));
                 }
                 if let Some(outcome) = self.handle_signal(signal, sup) {
+                    return outcome;
+                }
+            }
+            for fd in ready {
+                let view = ArbiterView { workers_target: self.num_workers };
+                if let Some(command) = sup.fd_ready(fd, &view)
+                    && let Some(outcome) = self.handle_command(command, sup)
+                {
                     return outcome;
                 }
             }
@@ -219,6 +264,24 @@ impl Arbiter {
             }
         }
         None
+    }
+
+    fn handle_command(&mut self, command: Command, sup: &mut dyn Supervisor) -> Option<Outcome> {
+        sup.log(LogLevel::Info, &format!("Control command: {command:?}"));
+        match command {
+            Command::Reload => self.handle_signal(Signal::Hup, sup),
+            Command::ReopenLogs => self.handle_signal(Signal::Usr1, sup),
+            Command::AddWorkers(n) => {
+                self.set_num_workers(sup, self.num_workers + n);
+                None
+            }
+            Command::RemoveWorkers(n) => {
+                self.set_num_workers(sup, self.num_workers.saturating_sub(n).max(1));
+                None
+            }
+            Command::Shutdown { graceful: true } => Some(self.halt(sup, Stop::Graceful, 0)),
+            Command::Shutdown { graceful: false } => Some(self.halt(sup, Stop::Quick, 0)),
+        }
     }
 
     fn set_num_workers(&mut self, sup: &mut dyn Supervisor, new: usize) {
@@ -413,6 +476,26 @@ impl Arbiter {
                     halt = Some(WORKER_BOOT_ERROR);
                 }
             }
+            let slot = self.board.slot(worker.meta.slot);
+            self.board.master().retired.add(&slot.counters().totals());
+            if !self.halting {
+                let reason = if worker.aborted_at.is_some() {
+                    Some(RestartReason::Timeout)
+                } else if worker.term_sent && worker.meta.generation != self.generation {
+                    Some(RestartReason::Reload)
+                } else if worker.term_sent {
+                    Some(RestartReason::Scale)
+                } else if slot.state() == SlotState::Retiring {
+                    Some(RestartReason::MaxRequests)
+                } else if worker.booted {
+                    Some(RestartReason::Crash)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    self.board.master().count_restart(reason);
+                }
+            }
             self.board.release(worker.meta.slot);
             if halt.is_none() || !matches!(reason, ExitReason::Code(3 | 4)) {
                 sup.child_exited(&worker.meta, reason);
@@ -459,6 +542,7 @@ impl Arbiter {
     }
 
     fn halt(&mut self, sup: &mut dyn Supervisor, how: Stop, code: i32) -> Outcome {
+        self.halting = true;
         sup.stopping();
         let (signal, limit) = match how {
             Stop::Graceful => (libc::SIGTERM, self.opts.graceful_timeout),
@@ -474,7 +558,7 @@ impl Arbiter {
         let deadline = Instant::now() + limit;
         let mut escalated = matches!(how, Stop::Quick);
         while !self.workers.is_empty() && Instant::now() < deadline {
-            for s in self.signals.wait(Duration::from_millis(100)) {
+            for s in self.signals.wait(Duration::from_millis(100), &[]).0 {
                 if !escalated && matches!(s, Signal::Int | Signal::Quit) {
                     escalated = true;
                     sup.log(LogLevel::Info, &format!("Handling signal: {}", s.name()));
@@ -486,7 +570,7 @@ impl Arbiter {
         if !self.workers.is_empty() {
             self.signal_all(libc::SIGKILL);
             while !self.workers.is_empty() {
-                self.signals.wait(Duration::from_millis(50));
+                self.signals.wait(Duration::from_millis(50), &[]);
                 let _ = self.reap(sup);
             }
         }

@@ -13,8 +13,10 @@ mod scoreboard;
 mod signals;
 
 pub use arbiter::{
-    APP_LOAD_ERROR, Arbiter, ArbiterOptions, ExitReason, LogLevel, Outcome, Spawned, Supervisor,
-    WORKER_BOOT_ERROR, WorkerMeta,
+    APP_LOAD_ERROR, Arbiter, ArbiterOptions, ArbiterView, Command, ExitReason, LogLevel, Outcome,
+    Spawned, Supervisor, WORKER_BOOT_ERROR, WorkerMeta,
 };
-pub use scoreboard::{Scoreboard, Slot, SlotState, monotonic_ms};
+pub use scoreboard::{
+    Counters, MasterArea, RequestRecord, RestartReason, Scoreboard, Slot, SlotState, monotonic_ms,
+};
 pub use signals::{Signal, SignalPipe};

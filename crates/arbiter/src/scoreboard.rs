@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
+use ferrocorn_metrics::{N_BUCKETS, N_METHODS, N_STATUS, Totals};
+
 /// A worker's state as published in its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -59,6 +61,159 @@ pub struct Slot {
     requests: AtomicU64,
     in_flight: AtomicU32,
     age: AtomicU32,
+    open_connections: AtomicU64,
+    counters: Counters,
+}
+
+/// Monotonic request counters in a fixed layout (see `ferrocorn_metrics` label spaces).
+#[repr(C)]
+#[derive(Debug)]
+pub struct Counters {
+    by_method_status: [[AtomicU64; N_STATUS]; N_METHODS],
+    duration_buckets: [AtomicU64; N_BUCKETS],
+    duration_sum_micros: AtomicU64,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+    exceptions: AtomicU64,
+    connections: AtomicU64,
+}
+
+impl Counters {
+    fn each(&self, mut f: impl FnMut(&AtomicU64)) {
+        self.by_method_status.iter().flatten().for_each(&mut f);
+        self.duration_buckets.iter().for_each(&mut f);
+        for c in [
+            &self.duration_sum_micros,
+            &self.request_bytes,
+            &self.response_bytes,
+            &self.exceptions,
+            &self.connections,
+        ] {
+            f(c);
+        }
+    }
+
+    fn reset(&self) {
+        self.each(|c| c.store(0, Ordering::Relaxed));
+    }
+
+    /// Read everything into plain totals.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for (row, arow) in t.requests.iter_mut().zip(&self.by_method_status) {
+            for (v, a) in row.iter_mut().zip(arow) {
+                *v = a.load(Ordering::Relaxed);
+            }
+        }
+        for (v, a) in t.duration_buckets.iter_mut().zip(&self.duration_buckets) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        t.duration_sum_micros = self.duration_sum_micros.load(Ordering::Relaxed);
+        t.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        t.response_bytes = self.response_bytes.load(Ordering::Relaxed);
+        t.exceptions = self.exceptions.load(Ordering::Relaxed);
+        t.connections = self.connections.load(Ordering::Relaxed);
+        t
+    }
+
+    /// Add plain totals (the master folds a reaped worker's counters here).
+    pub fn add(&self, t: &Totals) {
+        for (row, arow) in t.requests.iter().zip(&self.by_method_status) {
+            for (v, a) in row.iter().zip(arow) {
+                a.fetch_add(*v, Ordering::Relaxed);
+            }
+        }
+        for (v, a) in t.duration_buckets.iter().zip(&self.duration_buckets) {
+            a.fetch_add(*v, Ordering::Relaxed);
+        }
+        self.duration_sum_micros.fetch_add(t.duration_sum_micros, Ordering::Relaxed);
+        self.request_bytes.fetch_add(t.request_bytes, Ordering::Relaxed);
+        self.response_bytes.fetch_add(t.response_bytes, Ordering::Relaxed);
+        self.exceptions.fetch_add(t.exceptions, Ordering::Relaxed);
+        self.connections.fetch_add(t.connections, Ordering::Relaxed);
+    }
+}
+
+/// One finished request, as the worker records it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRecord {
+    /// Index into `ferrocorn_metrics::METHODS`.
+    pub method: usize,
+    /// Index from `ferrocorn_metrics::status_index`.
+    pub status: usize,
+    /// The status code itself.
+    pub code: u16,
+    /// Duration in microseconds.
+    pub micros: u64,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+}
+
+/// Why workers were replaced, as counted by the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    /// Retired after `max_requests`.
+    MaxRequests = 0,
+    /// Killed after a heartbeat or boot timeout.
+    Timeout = 1,
+    /// Recycled for memory use.
+    Memory = 2,
+    /// Died unexpectedly.
+    Crash = 3,
+    /// Replaced by a reload (HUP).
+    Reload = 4,
+    /// Removed by scaling down.
+    Scale = 5,
+}
+
+impl RestartReason {
+    /// Every reason, in label order.
+    pub const ALL: [RestartReason; 6] = [
+        RestartReason::MaxRequests,
+        RestartReason::Timeout,
+        RestartReason::Memory,
+        RestartReason::Crash,
+        RestartReason::Reload,
+        RestartReason::Scale,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RestartReason::MaxRequests => "max_requests",
+            RestartReason::Timeout => "timeout",
+            RestartReason::Memory => "memory",
+            RestartReason::Crash => "crash",
+            RestartReason::Reload => "reload",
+            RestartReason::Scale => "scale",
+        }
+    }
+}
+
+/// Master-owned shared counters: totals of exited workers and restarts by reason.
+#[repr(C)]
+#[derive(Debug)]
+pub struct MasterArea {
+    /// Counters folded from reaped workers, so totals never go backwards.
+    pub retired: Counters,
+    restarts: [AtomicU64; 6],
+}
+
+impl MasterArea {
+    /// Count one restart.
+    pub fn count_restart(&self, reason: RestartReason) {
+        self.restarts[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Restarts by reason label.
+    pub fn restarts(&self) -> Vec<(&'static str, u64)> {
+        RestartReason::ALL
+            .iter()
+            .map(|r| (r.label(), self.restarts[*r as usize].load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 static CLOCK_BASE: OnceLock<Instant> = OnceLock::new();
@@ -108,6 +263,38 @@ impl Slot {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
+    /// Record one finished request in the counters.
+    pub fn record(&self, r: RequestRecord) {
+        let c = &self.counters;
+        c.by_method_status[r.method.min(N_METHODS - 1)][r.status.min(N_STATUS - 1)]
+            .fetch_add(1, Ordering::Relaxed);
+        c.duration_buckets[ferrocorn_metrics::duration_bucket(r.micros)]
+            .fetch_add(1, Ordering::Relaxed);
+        c.duration_sum_micros.fetch_add(r.micros, Ordering::Relaxed);
+        c.request_bytes.fetch_add(r.request_bytes, Ordering::Relaxed);
+        c.response_bytes.fetch_add(r.response_bytes, Ordering::Relaxed);
+    }
+    /// The app raised an exception.
+    pub fn record_exception(&self) {
+        self.counters.exceptions.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A connection closed.
+    pub fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Open client connections.
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
     /// Requests running now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
@@ -125,6 +312,8 @@ impl Slot {
         let now = monotonic_ms();
         self.requests.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
+        self.open_connections.store(0, Ordering::Relaxed);
+        self.counters.reset();
         self.generation.store(generation, Ordering::Release);
         self.age.store(age, Ordering::Release);
         self.started_ms.store(now, Ordering::Release);
@@ -139,11 +328,13 @@ impl Slot {
     }
 }
 
-/// The shared mapping of all slots.
+/// The shared mapping: the master's area followed by one slot per worker.
 #[derive(Debug)]
 pub struct Scoreboard {
+    master: *mut MasterArea,
     base: *mut Slot,
     len: usize,
+    bytes: usize,
 }
 
 // SAFETY: the mapping is process-shared memory accessed only through atomics; the pointer is
@@ -156,7 +347,8 @@ impl Scoreboard {
     /// Map `len` zeroed slots, shared with every process forked afterwards.
     pub fn new(len: usize) -> std::io::Result<Scoreboard> {
         let _ = monotonic_ms(); // fix the clock base before any fork
-        let bytes = len.max(1) * std::mem::size_of::<Slot>();
+        let head = std::mem::size_of::<MasterArea>().next_multiple_of(std::mem::align_of::<Slot>());
+        let bytes = head + len.max(1) * std::mem::size_of::<Slot>();
         // SAFETY: anonymous shared mapping with no address hint; the result is checked below.
         let ptr = unsafe {
             libc::mmap(
@@ -171,9 +363,20 @@ impl Scoreboard {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        // Anonymous mappings are zero-filled, and all-zero is a valid `Slot` (atomics at 0 =
-        // free), so the memory is initialised for `len` slots.
-        Ok(Scoreboard { base: ptr.cast::<Slot>(), len: len.max(1) })
+        // Anonymous mappings are zero-filled, and all-zero is a valid `MasterArea` and `Slot`
+        // (atomics at 0 = free), so the memory is initialised. The mapping is page-aligned and
+        // `head` is a multiple of Slot's alignment, so both pointers are aligned.
+        let master = ptr.cast::<MasterArea>();
+        // SAFETY: `head` < `bytes`, inside the mapping.
+        let base = unsafe { ptr.cast::<u8>().add(head) }.cast::<Slot>();
+        Ok(Scoreboard { master, base, len: len.max(1), bytes })
+    }
+
+    /// The master's shared counters.
+    pub fn master(&self) -> &MasterArea {
+        // SAFETY: points into the live mapping at an aligned, initialised MasterArea made of
+        // atomics.
+        unsafe { &*self.master }
     }
 
     /// Number of slots.
@@ -215,9 +418,9 @@ impl Scoreboard {
 
 impl Drop for Scoreboard {
     fn drop(&mut self) {
-        // SAFETY: `base`/`len` describe exactly the mapping created in `new`.
+        // SAFETY: `master`/`bytes` describe exactly the mapping created in `new`.
         unsafe {
-            libc::munmap(self.base.cast(), self.len * std::mem::size_of::<Slot>());
+            libc::munmap(self.master.cast(), self.bytes);
         }
     }
 }

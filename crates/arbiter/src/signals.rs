@@ -119,15 +119,24 @@ impl SignalPipe {
         Ok(SignalPipe { read_fd: fds[0], write_fd: fds[1] })
     }
 
-    /// Wait up to `timeout` for signals; returns those received, in order (SIGCHLD coalesced).
-    pub fn wait(&self, timeout: Duration) -> Vec<Signal> {
-        let mut pfd = libc::pollfd { fd: self.read_fd, events: libc::POLLIN, revents: 0 };
+    /// Wait up to `timeout` for signals or for any of `extra` to become readable. Returns the
+    /// signals received, in order (SIGCHLD coalesced), and the readable extra descriptors.
+    pub fn wait(&self, timeout: Duration, extra: &[RawFd]) -> (Vec<Signal>, Vec<RawFd>) {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(self.read_fd)
+            .chain(extra.iter().copied())
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: `pfd` is a valid array of one pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfd structs.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         let mut signals = Vec::new();
         if ready <= 0 {
-            return signals;
+            return (signals, Vec::new());
+        }
+        let readable: Vec<RawFd> =
+            fds[1..].iter().filter(|p| p.revents != 0).map(|p| p.fd).collect();
+        if fds[0].revents == 0 {
+            return (signals, readable);
         }
         let mut buf = [0u8; 64];
         loop {
@@ -144,7 +153,7 @@ impl SignalPipe {
                 }
             }
         }
-        signals
+        (signals, readable)
     }
 
     /// In a freshly forked worker: restore default dispositions and close the pipe.

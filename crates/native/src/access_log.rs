@@ -68,6 +68,55 @@ pub struct AccessRecord<'a> {
 pub struct AccessLog {
     atoms: Vec<Atom>,
     sink: Mutex<Sink>,
+    json: bool,
+}
+
+/// The JSON key for an atom (`None` for literals, which JSON lines drop).
+fn json_key(atom: &Atom) -> Option<String> {
+    Some(match atom {
+        Atom::Literal(_) => return None,
+        Atom::RemoteAddr => "remote_addr".into(),
+        Atom::Dash => "ident".into(),
+        Atom::User => "user".into(),
+        Atom::Time => "time".into(),
+        Atom::RequestLine => "request".into(),
+        Atom::Status => "status".into(),
+        Atom::Method => "method".into(),
+        Atom::PathInfo => "path".into(),
+        Atom::Query => "query".into(),
+        Atom::Protocol => "protocol".into(),
+        Atom::BodyBytes => "response_bytes".into(),
+        Atom::BodyBytesClf => "bytes".into(),
+        Atom::Referer => "referer".into(),
+        Atom::UserAgent => "user_agent".into(),
+        Atom::Seconds => "duration_s".into(),
+        Atom::Millis => "duration_ms".into(),
+        Atom::Micros => "duration_us".into(),
+        Atom::DecimalSeconds => "duration".into(),
+        Atom::Pid => "pid".into(),
+        Atom::RequestHeader(h) => {
+            format!("request_header_{}", h.to_ascii_lowercase().replace('-', "_"))
+        }
+        Atom::ResponseHeader(h) => format!("response_header_{}", h.replace('-', "_")),
+        Atom::Environ(v) => format!("environ_{v}"),
+        Atom::Unknown => return None,
+    })
+}
+
+fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn atom_for(name: &str) -> Atom {
@@ -200,7 +249,13 @@ fn basic_auth_user(headers: &[(String, Vec<u8>)]) -> Option<String> {
 impl AccessLog {
     /// Compile `format` and write to `sink`.
     pub fn new(format: &str, sink: Sink) -> Self {
-        AccessLog { atoms: compile(format), sink: Mutex::new(sink) }
+        AccessLog { atoms: compile(format), sink: Mutex::new(sink), json: false }
+    }
+
+    /// Write one JSON object per line instead (keys named after the atoms).
+    pub fn json(mut self, json: bool) -> Self {
+        self.json = json;
+        self
     }
 
     /// Whether the format needs `{var}e` environ lookups (the caller then keeps the environ).
@@ -210,57 +265,83 @@ impl AccessLog {
 
     /// Render one line (without the newline).
     pub fn render(&self, record: &AccessRecord<'_>) -> String {
+        if self.json {
+            let mut out = String::from("{");
+            for atom in &self.atoms {
+                let Some(key) = json_key(atom) else { continue };
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                push_json_string(&mut out, &key);
+                out.push(':');
+                let value = self.atom_value(atom, record);
+                match atom {
+                    Atom::Status
+                    | Atom::BodyBytes
+                    | Atom::Seconds
+                    | Atom::Millis
+                    | Atom::Micros => out.push_str(&value),
+                    _ => push_json_string(&mut out, &value),
+                }
+            }
+            out.push('}');
+            return out;
+        }
         let mut out = String::with_capacity(128);
+        for atom in &self.atoms {
+            if let Atom::Literal(text) = atom {
+                out.push_str(text);
+            } else {
+                push_escaped(&mut out, &self.atom_value(atom, record));
+            }
+        }
+        out
+    }
+
+    fn atom_value(&self, atom: &Atom, record: &AccessRecord<'_>) -> String {
         let header = |name: &str| {
             record.request_headers.iter().find(|(n, _)| n == name).map(|(_, v)| latin1(v))
         };
-        for atom in &self.atoms {
-            let value: String = match atom {
-                Atom::Literal(text) => {
-                    out.push_str(text);
-                    continue;
+        match atom {
+            Atom::Literal(text) => text.clone(),
+            Atom::RemoteAddr => record.remote_addr.to_owned(),
+            Atom::Dash | Atom::Unknown => "-".to_owned(),
+            Atom::User => basic_auth_user(record.request_headers).unwrap_or_else(|| "-".into()),
+            Atom::Time => crate::clock::access_log_stamp(SystemTime::now()),
+            Atom::RequestLine => {
+                format!("{} {} {}", record.method, latin1(record.raw_uri), record.protocol)
+            }
+            Atom::Status => record.status.to_string(),
+            Atom::Method => record.method.to_owned(),
+            Atom::PathInfo => record.path_info.to_owned(),
+            Atom::Query => latin1(record.query),
+            Atom::Protocol => record.protocol.to_owned(),
+            Atom::BodyBytes => record.body_bytes.to_string(),
+            Atom::BodyBytesClf => {
+                if record.body_bytes == 0 {
+                    "-".into()
+                } else {
+                    record.body_bytes.to_string()
                 }
-                Atom::RemoteAddr => record.remote_addr.to_owned(),
-                Atom::Dash | Atom::Unknown => "-".to_owned(),
-                Atom::User => basic_auth_user(record.request_headers).unwrap_or_else(|| "-".into()),
-                Atom::Time => crate::clock::access_log_stamp(SystemTime::now()),
-                Atom::RequestLine => {
-                    format!("{} {} {}", record.method, latin1(record.raw_uri), record.protocol)
-                }
-                Atom::Status => record.status.to_string(),
-                Atom::Method => record.method.to_owned(),
-                Atom::PathInfo => record.path_info.to_owned(),
-                Atom::Query => latin1(record.query),
-                Atom::Protocol => record.protocol.to_owned(),
-                Atom::BodyBytes => record.body_bytes.to_string(),
-                Atom::BodyBytesClf => {
-                    if record.body_bytes == 0 {
-                        "-".into()
-                    } else {
-                        record.body_bytes.to_string()
-                    }
-                }
-                Atom::Referer => header("REFERER").unwrap_or_else(|| "-".into()),
-                Atom::UserAgent => header("USER-AGENT").unwrap_or_else(|| "-".into()),
-                Atom::Seconds => record.duration.as_secs().to_string(),
-                Atom::Millis => record.duration.as_millis().to_string(),
-                Atom::Micros => record.duration.as_micros().to_string(),
-                Atom::DecimalSeconds => {
-                    format!("{}.{:06}", record.duration.as_secs(), record.duration.subsec_micros())
-                }
-                Atom::Pid => format!("<{}>", std::process::id()),
-                Atom::RequestHeader(name) => header(name).unwrap_or_else(|| "-".into()),
-                Atom::ResponseHeader(name) => record
-                    .response_headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_else(|| "-".into()),
-                Atom::Environ(var) => (record.environ)(var).unwrap_or_else(|| "-".into()),
-            };
-            push_escaped(&mut out, &value);
+            }
+            Atom::Referer => header("REFERER").unwrap_or_else(|| "-".into()),
+            Atom::UserAgent => header("USER-AGENT").unwrap_or_else(|| "-".into()),
+            Atom::Seconds => record.duration.as_secs().to_string(),
+            Atom::Millis => record.duration.as_millis().to_string(),
+            Atom::Micros => record.duration.as_micros().to_string(),
+            Atom::DecimalSeconds => {
+                format!("{}.{:06}", record.duration.as_secs(), record.duration.subsec_micros())
+            }
+            Atom::Pid => format!("<{}>", std::process::id()),
+            Atom::RequestHeader(name) => header(name).unwrap_or_else(|| "-".into()),
+            Atom::ResponseHeader(name) => record
+                .response_headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| "-".into()),
+            Atom::Environ(var) => (record.environ)(var).unwrap_or_else(|| "-".into()),
         }
-        out
     }
 
     /// Render and write one line.
@@ -314,6 +395,19 @@ mod tests {
         let env = |_: &str| None;
         let line = log.render(&record(&headers, &[], &env));
         assert_eq!(line, r#"127.0.0.1 - user "GET /a%20b?x=1 HTTP/1.1" 200 - "-" "curl \"x\"""#);
+    }
+
+    #[test]
+    fn renders_json_lines() {
+        let log =
+            AccessLog::new(r#"%(h)s "%(r)s" %(s)s %(B)s %({x-req}i)s"#, Sink::Stderr).json(true);
+        let headers = vec![("X-REQ".to_string(), b"a\"b".to_vec())];
+        let env = |_: &str| None;
+        let line = log.render(&record(&headers, &[], &env));
+        assert_eq!(
+            line,
+            r#"{"remote_addr":"127.0.0.1","request":"GET /a%20b?x=1 HTTP/1.1","status":200,"response_bytes":0,"request_header_x_req":"a\"b"}"#
+        );
     }
 
     #[test]

@@ -22,9 +22,11 @@ pub const EXIT_USAGE: i32 = 2;
 
 /// Run the command line; `argv` excludes the program name.
 pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
-    if argv.first().map(String::as_str) == Some("bench") {
-        let rest = argv[1..].to_vec();
-        return py.detach(|| ferrocorn_bench::main(rest));
+    match argv.first().map(String::as_str) {
+        Some("bench") => return py.detach(|| ferrocorn_bench::main(argv[1..].to_vec())),
+        Some("ctl") => return py.detach(|| ferrocorn_ctl::ctl_main(argv[1..].to_vec())),
+        Some("top") => return py.detach(|| ferrocorn_ctl::top_main(argv[1..].to_vec())),
+        _ => {}
     }
     let cli = match ferrocorn_config::parse_args(&argv) {
         Ok(p) => p,

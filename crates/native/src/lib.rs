@@ -17,6 +17,7 @@ mod logging;
 mod master;
 mod options;
 mod server;
+mod user_metrics;
 mod wsgi;
 
 use pyo3::prelude::*;
@@ -32,5 +33,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_class::<wsgi::FileWrapper>()?;
+    m.add_class::<user_metrics::Metric>()?;
+    m.add_class::<user_metrics::Series>()?;
+    m.add_function(wrap_pyfunction!(user_metrics::counter, m)?)?;
+    m.add_function(wrap_pyfunction!(user_metrics::gauge, m)?)?;
+    m.add_function(wrap_pyfunction!(user_metrics::histogram, m)?)?;
     Ok(())
 }

@@ -69,6 +69,16 @@ pub struct ServerOptions {
     pub initgroups: bool,
     /// Base of process titles (`proc_name`, else `default_proc_name`).
     pub proc_name: String,
+    /// Where to send statsd metrics.
+    pub statsd: Option<crate::server::statsd::StatsdTarget>,
+    /// Address of the Prometheus endpoint.
+    pub metrics_bind: Option<String>,
+    /// Control socket path (None when disabled).
+    pub control_socket: Option<String>,
+    /// Control socket permission bits.
+    pub control_socket_mode: u32,
+    /// Access log as JSON lines.
+    pub access_log_json: bool,
     /// Access log target and format, when enabled.
     pub access_log: Option<(String, String)>,
     /// Error log target (`-` = stderr).
@@ -269,6 +279,25 @@ impl ServerOptions {
             group: id_setting(config, "group"),
             umask: config.int("umask").clamp(0, 0o777) as u32,
             initgroups: config.bool("initgroups"),
+            statsd: config.opt_str("statsd_host").filter(|h| !h.is_empty()).map(|host| {
+                let prefix = config.str("statsd_prefix").trim_end_matches('.');
+                crate::server::statsd::StatsdTarget {
+                    address: host.to_owned(),
+                    prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}.") },
+                    tags: config.str("dogstatsd_tags").to_owned(),
+                }
+            }),
+            metrics_bind: config
+                .opt_str("metrics_bind")
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned),
+            control_socket: (!config.bool("control_socket_disable"))
+                .then(|| {
+                    config.opt_str("control_socket").filter(|p| !p.is_empty()).map(str::to_owned)
+                })
+                .flatten(),
+            control_socket_mode: config.int("control_socket_mode").clamp(0, 0o777) as u32,
+            access_log_json: config.bool("access_log_json"),
             proc_name: config
                 .opt_str("proc_name")
                 .or_else(|| config.opt_str("default_proc_name"))

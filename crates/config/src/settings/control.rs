@@ -29,8 +29,7 @@ pub(super) const SETTINGS: &[Setting] = &[
     .meta("PATH")
     .env("XDG_RUNTIME_DIR")
     .default_doc("$XDG_RUNTIME_DIR/gunicorn.ctl, else ~/.gunicorn/gunicorn.ctl")
-    .planned()
-    .help("Unix socket where the master accepts `gunicornc` management commands."),
+    .help("Unix socket where the master accepts management commands (`ferrocorn ctl`, `ferrocorn top`)."),
     Setting::new(
         "control_socket_mode",
         S,
@@ -41,10 +40,8 @@ pub(super) const SETTINGS: &[Setting] = &[
     .cli(&["--control-socket-mode"])
     .meta("INT")
     .default_doc("0o600")
-    .planned()
     .help("Permission bits of the control socket, e.g. 0o600."),
     Setting::flag("control_socket_disable", S)
         .cli(&["--no-control-socket"])
-        .planned()
         .help("Do not create the control socket."),
 ];

@@ -19,4 +19,12 @@ pub(super) const SETTINGS: &[Setting] = &[
             "Seconds a worker may take to boot (fork to app loaded) before the master replaces \
              it; separate from --timeout so slow imports are not killed. 0 disables the limit.",
         ),
+    Setting::opt_string("metrics_bind", S).cli(&["--metrics-bind"]).meta("ADDRESS").help(
+        "Serve Prometheus metrics of the whole instance (all workers) at http://ADDRESS/metrics, \
+             e.g. 127.0.0.1:9100. Off by default.",
+    ),
+    Setting::flag("access_log_json", S).cli(&["--access-log-json"]).help(
+        "Write the access log as one JSON object per line (every atom of access_log_format \
+             under a readable key) instead of the text format.",
+    ),
 ];

@@ -102,17 +102,14 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::opt_string("statsd_host", S)
         .cli(&["--statsd-host"])
         .meta("STATSD_ADDR")
-        .planned()
         .help("StatsD server to send metrics to, as HOST:PORT (port 8125 if omitted) or unix://PATH."),
     Setting::string("dogstatsd_tags", S, "")
         .cli(&["--dogstatsd-tags"])
         .meta("DOGSTATSD_TAGS")
-        .planned()
         .help("Comma-separated key:value tags added to every metric, DogStatsD style."),
     Setting::string("statsd_prefix", S, "")
         .cli(&["--statsd-prefix"])
         .meta("STATSD_PREFIX")
-        .planned()
         .help("Prefix put before every metric name."),
     Setting::flag("enable_backlog_metric", S)
         .cli(&["--enable-backlog-metric"])

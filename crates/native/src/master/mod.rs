@@ -3,7 +3,10 @@
 //! [`Supervisor`] the Rust arbiter calls back into (fork, hooks, HUP reload, USR2 re-exec), and
 //! a forked worker's boot (`post_fork`, privilege drop, app import, `post_worker_init`).
 
+mod control;
 mod fork;
+mod metrics_endpoint;
+mod observe;
 mod process;
 mod systemd;
 mod worker_boot;
@@ -13,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ferrocorn_arbiter::{
-    Arbiter, ArbiterOptions, ExitReason, LogLevel, Outcome, Scoreboard, Spawned, Supervisor,
-    WorkerMeta,
+    Arbiter, ArbiterOptions, ArbiterView, Command, ExitReason, LogLevel, Outcome, Scoreboard,
+    Spawned, Supervisor, WorkerMeta,
 };
 use pyo3::prelude::*;
 
@@ -44,6 +47,10 @@ pub struct Master {
     pidfile: Option<String>,
     reexec_parent: Option<i32>,
     reexec_child: Option<i32>,
+    metrics: Option<metrics_endpoint::MetricsEndpoint>,
+    control: Option<control::ControlSocket>,
+    statsd: Option<crate::server::statsd::Statsd>,
+    start_time: f64,
 }
 
 fn arbiter_options(opts: &ServerOptions) -> ArbiterOptions {
@@ -201,6 +208,36 @@ pub fn run(
     process::set_title(py, &format!("ferrocorn: master [{title_base}]{suffix}"));
     systemd::notify("READY=1");
     let _ = hooks.call(py, "when_ready", (server.clone_ref(py),));
+    let metrics =
+        match opts.metrics_bind.as_deref().map(metrics_endpoint::MetricsEndpoint::bind).transpose()
+        {
+            Ok(m) => m,
+            Err(e) => {
+                error!("{e}");
+                return crate::cli::EXIT_FAILURE;
+            }
+        };
+    if let Some(m) = &metrics {
+        info!("Metrics at: http://{}/metrics", m.local_addr());
+    }
+    let control = match &opts.control_socket {
+        Some(path) => match control::ControlSocket::bind(path, opts.control_socket_mode) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warning!("{e}; running without a control socket");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Err(e) = crate::user_metrics::init() {
+        warning!("cannot map the app-metrics table: {e}");
+    }
+    let statsd = opts.statsd.clone().and_then(crate::server::statsd::Statsd::connect);
+    let start_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let board = match Scoreboard::new(MAX_WORKERS) {
         Ok(b) => Arc::new(b),
         Err(e) => {
@@ -228,12 +265,23 @@ pub fn run(
         pidfile,
         reexec_parent,
         reexec_child: None,
+        metrics,
+        control,
+        statsd,
+        start_time,
     };
     let outcome = py.detach(|| arbiter.run(&mut master));
     drop(arbiter);
     match outcome {
         Outcome::Exit(code) => master.finish(py, code),
-        Outcome::Worker(meta) => worker_boot::run(py, &master, meta),
+        Outcome::Worker(meta) => {
+            // The master's endpoints are not the worker's: close them without unlinking.
+            if let Some(c) = master.control.take() {
+                c.abandon();
+            }
+            master.metrics = None;
+            worker_boot::run(py, &master, meta)
+        }
     }
 }
 
@@ -333,6 +381,9 @@ impl Supervisor for Master {
 
     fn workers_changed(&mut self, new: usize, old: Option<usize>) {
         self.state.num_workers.store(new, Ordering::Relaxed);
+        if let Some(statsd) = &self.statsd {
+            statsd.workers(new);
+        }
         if self.hooks.has("nworkers_changed") {
             Python::attach(|py| {
                 let _ =
@@ -425,6 +476,24 @@ impl Supervisor for Master {
 
     fn tick(&mut self) {
         self.maybe_promote();
+    }
+
+    fn watched_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.metrics.iter().map(|m| m.fd()).chain(self.control.iter().map(|c| c.fd())).collect()
+    }
+
+    fn fd_ready(&mut self, fd: std::os::fd::RawFd, view: &ArbiterView) -> Option<Command> {
+        let (board, listeners, start) = (self.board.clone(), &self.listeners, self.start_time);
+        let target = view.workers_target;
+        let mut snapshot = || observe::snapshot(&board, listeners, target, start);
+        if let Some(m) = self.metrics.as_ref().filter(|m| m.fd() == fd) {
+            m.serve_pending(&mut snapshot);
+            return None;
+        }
+        match self.control.as_ref().filter(|c| c.fd() == fd) {
+            Some(c) => c.serve_one(&mut snapshot, std::process::id()),
+            None => None,
+        }
     }
 
     fn log(&self, level: LogLevel, message: &str) {

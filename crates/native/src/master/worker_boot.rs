@@ -116,7 +116,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     };
     let access_log = match &opts.access_log {
         Some((target, format)) => match Sink::open(target, true) {
-            Ok(sink) => Some(AccessLog::new(format, sink)),
+            Ok(sink) => Some(AccessLog::new(format, sink).json(opts.access_log_json)),
             Err(e) => {
                 error!("cannot open `accesslog` (--access-logfile) {target:?}: {e}");
                 return EXIT_BOOT;

@@ -20,6 +20,8 @@ use tokio::time::{Duration, timeout, timeout_at};
 
 use super::io::{ClientStream, send_file};
 use super::worker::Shared;
+use ferrocorn_arbiter::RequestRecord;
+
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
@@ -267,6 +269,7 @@ impl<S: ClientStream> Conn<S> {
         };
         let deferred = head.expect_continue && head.framing != BodyFraming::Empty;
         let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
+        let request_bytes = body.len() as u64;
         let decoded_path = percent_decode(&head.path);
         let hooks = &self.shared.runtime.hooks;
         let (pre_hook, post_hook) = (hooks.has("pre_request"), hooks.has("post_request"));
@@ -337,7 +340,7 @@ impl<S: ClientStream> Conn<S> {
             Some(self.shared.wsgi.handle(py, self.listener, facts, input, keep_environ, writer))
         });
         let Some(handled) = handled else {
-            shared.request_finished();
+            shared.request_finished(None, true);
             drop(permit);
             self.send_error(500).await;
             return Ok(false);
@@ -351,6 +354,7 @@ impl<S: ClientStream> Conn<S> {
                 _ => keep_alive = false,
             }
         }
+        let app_failed = matches!(handled.response, AppResponse::Failed | AppResponse::Aborted);
         let sent = match handled.response {
             AppResponse::Failed => {
                 drop(permit);
@@ -409,7 +413,17 @@ impl<S: ClientStream> Conn<S> {
                 sent
             }
         };
-        shared.request_finished();
+        shared.request_finished(
+            sent.as_ref().map(|s| RequestRecord {
+                method: ferrocorn_metrics::method_index(&head.method),
+                status: ferrocorn_metrics::status_index(s.status),
+                code: s.status,
+                micros: started.elapsed().as_micros() as u64,
+                request_bytes,
+                response_bytes: s.body_bytes,
+            }),
+            app_failed,
+        );
         if let (true, Some(req)) = (post_hook, hook_request) {
             let rt = &self.shared.runtime;
             Python::attach(|py| {

@@ -4,4 +4,5 @@
 pub mod abort;
 mod conn;
 mod io;
+pub mod statsd;
 pub mod worker;

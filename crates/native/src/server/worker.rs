@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ferrocorn_arbiter::{Scoreboard, Slot, SlotState};
+use ferrocorn_arbiter::{RequestRecord, Scoreboard, Slot, SlotState};
 use pyo3::prelude::*;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -40,6 +40,7 @@ pub struct Shared {
     /// This worker's scoreboard, hooks and identity.
     pub runtime: WorkerRuntime,
     served: Cell<u64>,
+    statsd: Option<super::statsd::Statsd>,
     connections: Cell<usize>,
     all_closed: Notify,
 }
@@ -72,10 +73,20 @@ impl Shared {
         }
     }
 
-    /// A request finished; retires the worker when its quota is reached.
-    pub fn request_finished(&self) {
+    /// A request finished (`record` says how, when a response was produced); retires the
+    /// worker when its quota is reached.
+    pub fn request_finished(&self, record: Option<RequestRecord>, app_failed: bool) {
         let slot = self.slot();
         slot.request_finished();
+        if let Some(record) = record {
+            slot.record(record);
+            if let Some(statsd) = &self.statsd {
+                statsd.request(record);
+            }
+        }
+        if app_failed {
+            slot.record_exception();
+        }
         let served = self.served.get() + 1;
         self.served.set(served);
         let max = self.runtime.max_requests;
@@ -94,12 +105,14 @@ struct ConnectionGuard(Rc<Shared>);
 impl ConnectionGuard {
     fn new(shared: &Rc<Shared>) -> Self {
         shared.connections.set(shared.connections.get() + 1);
+        shared.slot().connection_opened();
         ConnectionGuard(shared.clone())
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        self.0.slot().connection_closed();
         let left = self.0.connections.get() - 1;
         self.0.connections.set(left);
         if left == 0 {
@@ -123,11 +136,41 @@ async fn wait_until_idle(shared: &Shared) {
     }
 }
 
+/// Whether this worker holds no more than its fair share of the instance's open connections
+/// (average over serving workers, plus one). Keep-alive connections stay with the worker that
+/// accepted them, so without this a worker that happens to wake first when a client opens many
+/// connections at once would take most of them and serve them one at a time.
+fn within_fair_share(shared: &Shared) -> bool {
+    let mine = shared.slot().open_connections();
+    if mine == 0 {
+        return true;
+    }
+    let (mut total, mut serving) = (0u64, 0u64);
+    for (_, slot) in shared.runtime.board.slots() {
+        if slot.pid() > 0 && matches!(slot.state(), SlotState::Idle | SlotState::Busy) {
+            total += slot.open_connections();
+            serving += 1;
+        }
+    }
+    serving <= 1 || mine * serving <= total + serving
+}
+
+/// Wait until this worker may accept: the app slot is free and it is within its fair share.
+async fn wait_until_ready_to_accept(shared: &Shared) {
+    loop {
+        wait_until_idle(shared).await;
+        if within_fair_share(shared) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 async fn accept_loop(shared: Rc<Shared>, listener: AnyListener, index: usize) {
     let mut shutdown = shared.shutdown.clone();
     loop {
         tokio::select! {
-            _ = wait_until_idle(&shared) => {}
+            _ = wait_until_ready_to_accept(&shared) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let accepted = tokio::select! {
@@ -205,6 +248,7 @@ pub fn run(
 ) -> std::io::Result<StopReason> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
+    let statsd_target = opts.statsd.clone();
     local.block_on(&runtime, async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful_timeout = opts.graceful_timeout;
@@ -217,6 +261,7 @@ pub fn run(
             stop: stop_tx,
             runtime: runtime_info,
             served: Cell::new(0),
+            statsd: statsd_target.and_then(super::statsd::Statsd::connect),
             connections: Cell::new(0),
             all_closed: Notify::new(),
         });

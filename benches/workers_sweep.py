@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Sweep the worker count: ferrocorn vs gunicorn sync, on a CPU-light and a sleeping app.
+
+Usage (from the repository root)::
+
+    python benches/workers_sweep.py [--workers 1,2,4,8] [--apps hello,sleep]
+        [--duration 10] [--warmup 2] [--connections 64] [--threads 2]
+        [--repeat 1] [--out FILE.md]
+
+For every app and every worker count N, the script runs ``ferrocorn -w N`` and
+``gunicorn -w N`` (sync) one after the other, with ``wrk -t2 -cC --latency`` on
+``GET /``, and prints one markdown table per app with both servers side by side
+and the ferrocorn/gunicorn RPS ratio per row.
+
+Apps (in ``benches/apps``): ``hello`` = ``hello:app`` (13-byte body, no work),
+``sleep`` = ``sleep_app:app`` (``time.sleep(0.02)`` then 200). A sync worker runs
+one request at a time, so on ``sleep`` both servers should reach about
+N / 20 ms = 50·N RPS; that expectation is printed next to the sleep rows.
+
+Everything else (idle wait, start/stop by PID, CPU accounting from /proc, wrk
+parsing) is ``compare.py``'s, imported as a module. Standard library; Linux only.
+"""
+
+import argparse
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import compare  # noqa: E402  (benches/compare.py)
+
+APPS = {
+    # name -> (module in benches/apps, seconds a sync worker is busy per request or None)
+    "hello": ("hello", None),
+    "sleep": ("sleep_app", 0.020),
+}
+
+SERVERS = ("ferrocorn", "gunicorn-sync")
+
+log = compare.log
+fmt = compare.fmt
+
+
+def run_wrk(url, threads, conns, duration, latency, timeout_s):
+    """compare.run_wrk plus ``--timeout``: (stdout, wrk CPU seconds, returncode)."""
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", f"--timeout={timeout_s}s"]
+    if latency:
+        argv.append("--latency")
+    argv.append(url)
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    return text, ru.ru_utime + ru.ru_stime, p.returncode
+
+
+def measure(variant, app, workers, args, env, logdir, seq):
+    """One cell. Like compare.measure, plus two things the sleeping app needs:
+
+    * after the warm-up, wait until the server has drained the requests wrk left in flight
+      (with C connections and N workers busy B s each, up to C·B/N seconds of queued work,
+      which would otherwise be served inside the measured window);
+    * wrk ``--timeout`` well above the expected queueing delay C·B/N (wrk's default is 2 s,
+      and 64 connections on 1 worker of the sleep app already wait ~1.3 s).
+    """
+    module, busy_s = APPS[app]
+    backlog_s = args.connections * (busy_s or 0.0) / workers
+    wrk_timeout = max(2, int(backlog_s * 3 + 2))
+    row = {"key": variant.key, "server": variant.server,
+           "config": variant.config.format(w=workers), "status": "ok", "notes": []}
+
+    idle_ok, busy = compare.wait_for_idle(args.idle_threshold, args.idle_timeout)
+    if not idle_ok:
+        row["notes"].append(f"not idle ({busy:.0f}% busy)")
+        log(f"  machine still {busy:.0f}% busy after {args.idle_timeout:.0f} s, going on")
+
+    port = compare.free_port()
+    argv = variant.argv_fn(port, workers, module)
+    if shutil.which(argv[0], path=env.get("PATH")) is None:
+        row["status"] = "failed to start"
+        row["error"] = f"{argv[0]}: command not found"
+        return row
+    srv = compare.Server(argv, env, logdir, f"{seq:03d}-{app}-w{workers}-{variant.key}")
+    log(f"  $ {' '.join(argv)}")
+    try:
+        srv.start()
+        err = srv.wait_ready(port, args.start_timeout)
+        if err is not None:
+            detail = compare.first_lines(srv.err_path) or compare.first_lines(srv.out_path)
+            row["status"] = "failed to start"
+            row["error"] = f"{err}; stderr: {detail}" if detail else err
+            return row
+        url = f"http://127.0.0.1:{port}/"
+        if args.warmup > 0:
+            run_wrk(url, args.threads, args.connections, args.warmup, False, wrk_timeout)
+            time.sleep(backlog_s + 0.3)
+
+        before = srv.snapshot()
+        sb0, _ = compare.sys_cpu()
+        t0 = time.monotonic()
+        out, wrk_cpu, rc = run_wrk(url, args.threads, args.connections, args.duration, True,
+                                   wrk_timeout)
+        wall = time.monotonic() - t0
+        sb1, _ = compare.sys_cpu()
+        after = srv.snapshot()
+        alive = srv.proc.poll() is None
+
+        res = compare.parse_wrk(out)
+        if rc != 0 or res["rps"] is None:
+            row["status"] = "wrk failed"
+            row["error"] = " | ".join(out.strip().splitlines()[-3:])
+            return row
+        srv_cpu = compare.tree_cpu_delta(before, after)
+        other = (sb1 - sb0) / compare.CLK_TCK - srv_cpu - wrk_cpu
+        reqs = res["requests"] or res["rps"] * wall
+        row.update(
+            rps=res["rps"], p50=res["p50"], p99=res["p99"],
+            errors=res["socket_errors"] + res["non2xx"],
+            srv_cpu_pct=100.0 * srv_cpu / wall,
+            us_per_req=1e6 * srv_cpu / reqs if reqs else None,
+            wrk_cpu_pct=100.0 * wrk_cpu / wall,
+            other_pct=100.0 * other / wall,
+            procs=len(after),
+        )
+        if not alive:
+            row["notes"].append("server exited during run")
+        if row["other_pct"] > args.noisy_threshold:
+            row["notes"].append("noisy")
+        return row
+    finally:
+        srv.stop()
+
+
+def parse_workers(text):
+    try:
+        ws = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--workers: expected a comma-separated list of integers, got {text!r}")
+    if not ws or any(w < 1 for w in ws):
+        raise SystemExit("--workers: every worker count must be >= 1")
+    return ws
+
+
+def header(args, workers):
+    ns = copy.copy(args)
+    ns.workers = ",".join(map(str, workers))
+    lines = compare.header(ns).splitlines()
+    lines[0] = lines[0].replace("ferrocorn benchmark", "ferrocorn workers sweep")
+    lines[-1] = (f"- load: `wrk -t{args.threads} -c{args.connections} -d{args.duration}s "
+                 f"--latency` on `GET /` after a {args.warmup} s warm-up; workers "
+                 f"{', '.join(map(str, workers))}; servers `ferrocorn -w N` and "
+                 f"`gunicorn -w N` (sync); {args.repeat} round(s)"
+                 + (" (median per cell, server order alternating)" if args.repeat > 1 else ""))
+    return "\n".join(lines)
+
+
+def pair(fc, gu, key, spec):
+    """'a / b' for one metric of the ferrocorn and gunicorn rows."""
+    def one(r):
+        if r is None or r["status"] != "ok":
+            return "—"
+        return fmt(r.get(key), spec)
+    return f"{one(fc)} / {one(gu)}"
+
+
+def status_note(name, r):
+    if r is None:
+        return f"{name}: not run"
+    if r["status"] != "ok":
+        return f"{name} **{r['status']}**: {r.get('error', '')[:300]}"
+    notes = [n for n in r["notes"]]
+    return f"{name}: {'; '.join(notes)}" if notes else ""
+
+
+def table(app, busy_s, workers, cells, args):
+    out = [f"### {app} (`{APPS[app][0]}:app`)", ""]
+    if busy_s is not None:
+        out += [f"Expectation: a sync worker is busy {busy_s * 1000:.0f} ms per request, so "
+                f"throughput ≈ workers / {busy_s * 1000:.0f} ms = {1 / busy_s:.0f}·N RPS for "
+                f"both servers (while {args.connections} connections ≥ N keep every worker "
+                "busy).", ""]
+    cols = ["workers", "ferrocorn RPS", "gunicorn RPS", "ferrocorn/gunicorn",
+            "p50 ms (fc / gu)", "p99 ms (fc / gu)", "server µs CPU/req (fc / gu)",
+            "errors (fc / gu)", "other CPU (fc / gu)"]
+    if busy_s is not None:
+        cols.append("expected RPS (N / 20 ms)")
+    cols.append("notes")
+    out.append("| " + " | ".join(cols) + " |")
+    out.append("|" + "|".join("---:" if c not in ("notes",) else "---" for c in cols) + "|")
+    for w in workers:
+        fc = cells.get((app, w, "ferrocorn"))
+        gu = cells.get((app, w, "gunicorn-sync"))
+        ok_fc = fc is not None and fc["status"] == "ok"
+        ok_gu = gu is not None and gu["status"] == "ok"
+        ratio = fc["rps"] / gu["rps"] if ok_fc and ok_gu and gu["rps"] else None
+        cells_txt = [
+            str(w),
+            f"{fc['rps']:,.0f}" if ok_fc else f"**{fc['status'] if fc else 'not run'}**",
+            f"{gu['rps']:,.0f}" if ok_gu else f"**{gu['status'] if gu else 'not run'}**",
+            fmt(ratio, ".2f", "×"),
+            pair(fc, gu, "p50", ".2f"),
+            pair(fc, gu, "p99", ".2f"),
+            pair(fc, gu, "us_per_req", ".1f"),
+            pair(fc, gu, "errors", "d"),
+            f"{fmt(fc.get('other_pct') if ok_fc else None, '.0f', '%')} / "
+            f"{fmt(gu.get('other_pct') if ok_gu else None, '.0f', '%')}",
+        ]
+        if busy_s is not None:
+            exp = w / busy_s
+            got = []
+            for name, r, ok in (("fc", fc, ok_fc), ("gu", gu, ok_gu)):
+                if ok:
+                    got.append(f"{name} {100 * r['rps'] / exp:.0f}%")
+            cells_txt.append(f"≈ {exp:,.0f}" + (f" ({', '.join(got)} of it)" if got else ""))
+        notes = [n for n in (status_note("ferrocorn", fc), status_note("gunicorn", gu)) if n]
+        cells_txt.append("; ".join(notes).replace("|", "/").replace("\n", " "))
+        out.append("| " + " | ".join(cells_txt) + " |")
+    return "\n".join(out)
+
+
+NOTES = """Notes:
+
+- Each cell is `wrk -t{t} -c{c}` against one server at a time; p50/p99 are wrk's latency
+  percentiles; server µs CPU/req is the CPU time of the server's whole process tree during the
+  measured run divided by the requests wrk completed (see benches/README.md, "Columns").
+- gunicorn's sync worker closes the connection after every response, so wrk reconnects for every
+  request against gunicorn; ferrocorn keeps connections alive.
+- ferrocorn: an idle keep-alive connection stays on the worker that accepted it, and wrk opens
+  all {c} connections at once, while every worker is still idle, so they can spread unevenly over
+  the workers. On `sleep` that shows as a low p50 with a high p99 (crowded workers queue their
+  connections) and, with many workers, throughput below N / 20 ms (a worker holding no
+  connection sits idle). gunicorn gets a fresh connection per request, so it has no such skew.
+- wrk runs with `--timeout` above the expected queueing delay (its 2 s default is too close to
+  the ~{c} × 20 ms that requests wait with 1 worker on `sleep`), and after the warm-up the
+  script waits until the requests the warm-up left queued have been served.
+- On `sleep`, a sync worker is occupied for 20 ms per request, so with {c} connections the
+  throughput of both servers is bounded by N / 20 ms and the latency by about {c} / N × 20 ms.
+  Worker counts above the core count ({ncpu}) still help there, because sleeping workers use no CPU.
+- A shared, noisy box: read ratios within one table, and use `--repeat 3` before trusting a
+  difference under ~10–20 %. Short runs (`--duration 3`) are smoke tests only.
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", default="1,2,4,8", help="worker counts to sweep (1,2,4,8)")
+    ap.add_argument("--apps", default="hello,sleep", help="apps: hello, sleep (hello,sleep)")
+    ap.add_argument("--duration", type=int, default=10, help="measurement seconds (10)")
+    ap.add_argument("--warmup", type=int, default=2, help="discarded warm-up seconds (2)")
+    ap.add_argument("--connections", type=int, default=64, help="wrk -c (64)")
+    ap.add_argument("--threads", type=int, default=2, help="wrk -t (2)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds; median per cell (1)")
+    ap.add_argument("--noisy-threshold", type=float, default=50.0,
+                    help="other CPU, %% of one core, above which a run is noisy (50)")
+    ap.add_argument("--idle-threshold", type=float, default=10.0,
+                    help="machine busy %% (all CPUs) counted as idle (10)")
+    ap.add_argument("--idle-timeout", type=float, default=60.0,
+                    help="max seconds to wait for idle before going on (60)")
+    ap.add_argument("--start-timeout", type=float, default=15.0,
+                    help="max seconds to wait for HTTP 200 (15)")
+    ap.add_argument("--out", help="append the markdown report to this file")
+    ap.add_argument("--keep-logs", action="store_true", help="keep server stdout/stderr")
+    args = ap.parse_args()
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found on PATH")
+    workers = parse_workers(args.workers)
+    apps = [a.strip() for a in args.apps.split(",") if a.strip()]
+    for a in apps:
+        if a not in APPS:
+            raise SystemExit(f"unknown app {a!r} (known: {', '.join(APPS)})")
+    variants = [compare.server_variants(s)[0] for s in SERVERS]
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    tmp = tempfile.mkdtemp(prefix="ferrocorn-sweep-")
+    runtime_dir = os.path.join(tmp, "xdg")
+    logdir = os.path.join(tmp, "logs")
+    os.makedirs(runtime_dir, mode=0o700)
+    os.makedirs(logdir)
+    env = dict(os.environ)
+    env["XDG_RUNTIME_DIR"] = runtime_dir
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("PYTHONPATH", None)
+
+    head = header(args, workers)
+    log(head)
+    runs = {}   # (app, workers, server key) -> [row per round]
+    seq = 0
+    try:
+        for rnd in range(args.repeat):
+            order = variants if rnd % 2 == 0 else list(reversed(variants))
+            for app in apps:
+                for w in workers:
+                    for v in order:
+                        seq += 1
+                        log(f"[round {rnd + 1}/{args.repeat}] {app} / -w {w} / {v.key}")
+                        row = measure(v, app, w, args, env, logdir, seq)
+                        if row["status"] == "ok":
+                            log(f"  {row['rps']:,.0f} RPS, p99 {fmt(row['p99'], '.2f')} ms, "
+                                f"{fmt(row['us_per_req'], '.1f')} µs/req, "
+                                f"other {row['other_pct']:.0f}% {' '.join(row['notes'])}")
+                        else:
+                            log(f"  {row['status']}: {row.get('error', '')}")
+                        runs.setdefault((app, w, v.key), []).append(row)
+    except KeyboardInterrupt:
+        log("interrupted; reporting what was measured")
+    finally:
+        if args.keep_logs:
+            log(f"server logs kept in {logdir}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    cells = {k: compare.merge_rounds(v) for k, v in runs.items()}
+    parts = [head, ""]
+    for app in apps:
+        if any(k[0] == app for k in cells):
+            parts += [table(app, APPS[app][1], workers, cells, args), ""]
+    parts.append(NOTES.format(t=args.threads, c=args.connections, ncpu=os.cpu_count()))
+    report = "\n".join(parts)
+    print(report)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

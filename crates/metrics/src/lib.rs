@@ -1,0 +1,16 @@
+//! ferrocorn's metrics, free of I/O: the fixed label spaces the scoreboard counts in
+//! ([`METHODS`], [`STATUS_CODES`], [`DURATION_BUCKETS`]), the [`Snapshot`] of a whole server
+//! instance that the master assembles from shared memory and `/proc`, the one metric catalogue,
+//! and its Prometheus text (0.0.4) and OpenMetrics (1.0) encodings.
+
+mod catalogue;
+mod encode;
+mod snapshot;
+
+pub use catalogue::{MetricDef, MetricKind, catalogue, render_metrics_markdown};
+pub use encode::{Format, encode};
+pub use snapshot::{
+    DURATION_BUCKETS, METHODS, N_BUCKETS, N_METHODS, N_STATUS, STATUS_CODES, Snapshot, Totals,
+    UserMetric, UserMetricKind, WorkerSnapshot, duration_bucket, method_index, status_index,
+    status_label,
+};
