@@ -57,7 +57,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         return 0;
     }
     let env = |key: &str| std::env::var(key).ok();
-    let opts = match ServerOptions::from_config(config, &env) {
+    let mut opts = match ServerOptions::from_config(config, &env) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("ferrocorn: error: {e}");
@@ -73,6 +73,17 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     };
     if let Err(code) = init_logging(&opts) {
         return code;
+    }
+    match configure_python_logging(py, &loaded) {
+        Ok(true) => {
+            opts.python_logging = true;
+            logging::init(opts.log_level, Sink::Python("gunicorn.error"));
+        }
+        Ok(false) => {}
+        Err(message) => {
+            eprintln!("ferrocorn: error: {message}");
+            return EXIT_FAILURE;
+        }
     }
     if config.bool("check_config") {
         return check_app(py, &opts);
@@ -94,6 +105,33 @@ fn init_logging(opts: &ServerOptions) -> Result<(), i32> {
             Err(EXIT_FAILURE)
         }
     }
+}
+
+/// Apply `logconfig_dict` / `logconfig_json` / `logconfig` through Python's logging.config.
+fn configure_python_logging(py: Python<'_>, loaded: &Loaded) -> Result<bool, String> {
+    let config = &loaded.config;
+    let dict = loaded
+        .raw_globals
+        .iter()
+        .find(|(n, _)| n == "logconfig_dict")
+        .map(|(_, v)| v.clone_ref(py));
+    let file = config.opt_str("logconfig").filter(|s| !s.is_empty());
+    let json = config.opt_str("logconfig_json").filter(|s| !s.is_empty());
+    if dict.as_ref().is_none_or(|d| !d.bind(py).is_truthy().unwrap_or(false))
+        && file.is_none()
+        && json.is_none()
+    {
+        return Ok(false);
+    }
+    py.import("ferrocorn._config")
+        .and_then(|m| m.call_method1("configure_logging", (file, dict, json)))
+        .and_then(|r| r.is_truthy())
+        .map_err(|e| {
+            format!(
+                "invalid logging configuration (settings `logconfig`, `logconfig_dict`, `logconfig_json`):\n{}",
+                crate::app::format_traceback(py, &e).trim_end()
+            )
+        })
 }
 
 fn check_app(py: Python<'_>, opts: &ServerOptions) -> i32 {
@@ -157,11 +195,14 @@ pub struct Loaded {
     pub config: Config,
     /// Top-level names of the config file that are hooks, with their Python values.
     pub hook_globals: Vec<(String, Py<PyAny>)>,
+    /// Config-file values that must stay Python objects (`logconfig_dict`).
+    pub raw_globals: Vec<(String, Py<PyAny>)>,
 }
 
 struct ConfigFile {
     values: Vec<(String, Value)>,
     hooks: Vec<(String, Py<PyAny>)>,
+    raw: Vec<(String, Py<PyAny>)>,
 }
 
 fn load_config_file(py: Python<'_>, location: &str) -> Result<ConfigFile, String> {
@@ -173,7 +214,7 @@ fn load_config_file(py: Python<'_>, location: &str) -> Result<ConfigFile, String
         format!("failed to read config file {location:?}:\n{}", tb.trim_end())
     })?;
     let dict = loaded.cast::<PyDict>().map_err(|_| "config loader returned no dict".to_owned())?;
-    let mut file = ConfigFile { values: Vec::new(), hooks: Vec::new() };
+    let mut file = ConfigFile { values: Vec::new(), hooks: Vec::new(), raw: Vec::new() };
     for (key, value) in dict.iter() {
         let name = key.to_string();
         if !name.chars().next().is_some_and(char::is_lowercase)
@@ -183,6 +224,9 @@ fn load_config_file(py: Python<'_>, location: &str) -> Result<ConfigFile, String
         }
         if crate::hooks::is_hook(&name) {
             file.hooks.push((name.clone(), value.clone().unbind()));
+        }
+        if name == "logconfig_dict" {
+            file.raw.push((name.clone(), value.clone().unbind()));
         }
         file.values.push((name, to_value(&value)));
     }
@@ -208,10 +252,10 @@ pub fn load_settings(py: Python<'_>, cli: ParsedArgs) -> Result<Loaded, (i32, St
     let file_path = config_location(&cli, cmd_args_env.as_ref());
     let file = match &file_path {
         Some(path) => load_config_file(py, path).map_err(|e| (EXIT_FAILURE, e))?,
-        None => ConfigFile { values: Vec::new(), hooks: Vec::new() },
+        None => ConfigFile { values: Vec::new(), hooks: Vec::new(), raw: Vec::new() },
     };
     let config = Config::resolve(Sources { env, file: file.values, file_path, cmd_args_env, cli })
         .map_err(|e| (EXIT_FAILURE, e.to_string()))?;
     config.check_supported().map_err(|e| (EXIT_FAILURE, e.to_string()))?;
-    Ok(Loaded { config, hook_globals: file.hooks })
+    Ok(Loaded { config, hook_globals: file.hooks, raw_globals: file.raw })
 }

@@ -55,6 +55,25 @@ pub enum Sink {
     Stdout,
     /// An append-mode file and its path (kept for reopening).
     File(File, String),
+    /// A Python `logging` logger (when `logconfig`/`logconfig_dict`/`logconfig_json` is set).
+    Python(&'static str),
+}
+
+fn python_log(logger: &'static str, level: Level, message: &str) {
+    use pyo3::prelude::*;
+    let levelno = match level {
+        Level::Debug => 10,
+        Level::Info => 20,
+        Level::Warning => 30,
+        Level::Error => 40,
+        Level::Critical => 50,
+    };
+    Python::attach(|py| {
+        let _ = py
+            .import("logging")
+            .and_then(|l| l.call_method1("getLogger", (logger,)))
+            .and_then(|l| l.call_method1("log", (levelno, message)));
+    });
 }
 
 impl Sink {
@@ -76,6 +95,10 @@ impl Sink {
                 out.write_all(line).and_then(|_| out.flush())
             }
             Sink::File(file, _) => file.write_all(line),
+            Sink::Python(logger) => {
+                python_log(logger, Level::Info, String::from_utf8_lossy(line).trim_end());
+                Ok(())
+            }
         };
     }
 
@@ -95,9 +118,15 @@ struct ErrorLog {
 
 static ERROR_LOG: OnceLock<ErrorLog> = OnceLock::new();
 
-/// Install the process-wide error log. Later calls are ignored.
+/// Install the process-wide error log. A later call replaces the sink (used once Python
+/// logging is configured).
 pub fn init(level: Level, sink: Sink) {
-    let _ = ERROR_LOG.set(ErrorLog { level, sink: Mutex::new(sink) });
+    if let Err(log) = ERROR_LOG.set(ErrorLog { level, sink: Mutex::new(sink) })
+        && let Some(current) = ERROR_LOG.get()
+    {
+        *current.sink.lock().unwrap_or_else(|e| e.into_inner()) =
+            log.sink.into_inner().unwrap_or(Sink::Stderr);
+    }
 }
 
 /// Whether a message at `level` would be written.
@@ -109,6 +138,14 @@ pub fn enabled(level: Level) -> bool {
 pub fn log(level: Level, message: &str) {
     if !enabled(level) {
         return;
+    }
+    if let Some(log) = ERROR_LOG.get() {
+        let sink = log.sink.lock().unwrap_or_else(|e| e.into_inner());
+        if let Sink::Python(logger) = &*sink {
+            let logger = *logger;
+            drop(sink);
+            return python_log(logger, level, message);
+        }
     }
     let stamp = crate::clock::error_log_stamp(SystemTime::now());
     let line = format!("{stamp} [{}] [{}] {}\n", std::process::id(), level.label(), message);

@@ -79,8 +79,12 @@ pub struct ServerOptions {
     pub control_socket_mode: u32,
     /// Access log as JSON lines.
     pub access_log_json: bool,
+    /// Logs go through Python's `logging` (a logconfig setting was applied).
+    pub python_logging: bool,
     /// Access log target and format, when enabled.
     pub access_log: Option<(String, String)>,
+    /// The access log format (also used when Python logging carries the access log).
+    pub access_log_format: String,
     /// Error log target (`-` = stderr).
     pub error_log: String,
     /// Error log level.
@@ -298,11 +302,13 @@ impl ServerOptions {
                 .flatten(),
             control_socket_mode: config.int("control_socket_mode").clamp(0, 0o777) as u32,
             access_log_json: config.bool("access_log_json"),
+            python_logging: false,
             proc_name: config
                 .opt_str("proc_name")
                 .or_else(|| config.opt_str("default_proc_name"))
                 .unwrap_or("ferrocorn")
                 .to_owned(),
+            access_log_format: config.str("access_log_format").to_owned(),
             access_log: config
                 .opt_str("accesslog")
                 .filter(|s| !s.is_empty())

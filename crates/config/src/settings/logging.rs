@@ -66,15 +66,12 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::opt_string("logconfig", S)
         .cli(&["--log-config"])
         .meta("FILE")
-        .planned()
         .help("Python logging configuration file in fileConfig (ini) format."),
     Setting::new("logconfig_dict", S, Kind::Map, Validator::Any, DefaultValue::Map(&[]))
-        .planned()
         .help("Python logging configuration as a dictConfig dictionary; wins over the other logconfig settings."),
     Setting::opt_string("logconfig_json", S)
         .cli(&["--log-config-json"])
         .meta("FILE")
-        .planned()
         .help("JSON file holding a dictConfig logging configuration."),
     Setting::string("syslog_addr", S, SYSLOG_ADDR)
         .cli(&["--log-syslog-to"])

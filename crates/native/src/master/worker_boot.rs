@@ -114,15 +114,22 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
             return EXIT_BOOT;
         }
     };
-    let access_log = match &opts.access_log {
-        Some((target, format)) => match Sink::open(target, true) {
+    let access_log = match (&opts.access_log, opts.python_logging) {
+        (_, true) => {
+            // Gunicorn logs access lines whenever a logging config is in use.
+            Some(
+                AccessLog::new(&opts.access_log_format, Sink::Python("gunicorn.access"))
+                    .json(opts.access_log_json),
+            )
+        }
+        (Some((target, format)), false) => match Sink::open(target, true) {
             Ok(sink) => Some(AccessLog::new(format, sink).json(opts.access_log_json)),
             Err(e) => {
                 error!("cannot open `accesslog` (--access-logfile) {target:?}: {e}");
                 return EXIT_BOOT;
             }
         },
-        None => None,
+        (None, false) => None,
     };
     let runtime = WorkerRuntime {
         board: Arc::clone(&board),
