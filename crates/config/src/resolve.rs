@@ -421,13 +421,13 @@ mod tests {
         assert_eq!(c.check_supported(), Ok(()));
 
         let c = Config::resolve(Sources {
-            cli: args(&["--statsd-host", "localhost:8125", "-w", "2"]),
+            cli: args(&["--reload", "-w", "2"]),
             ..Sources::default()
         })
         .unwrap();
         let e = c.check_supported().unwrap_err();
-        assert_eq!((e.kind, e.setting), (ErrorKind::Unsupported, Some("statsd_host")));
-        assert!(e.message.contains("`statsd_host` (--statsd-host)"), "{e}");
+        assert_eq!((e.kind, e.setting), (ErrorKind::Unsupported, Some("reload")));
+        assert!(e.message.contains("`reload` (--reload)"), "{e}");
         assert!(
             e.message.contains("on the command line") && e.message.contains("not supported yet"),
             "{e}"
