@@ -384,7 +384,15 @@ impl Arbiter {
             return None;
         };
         let mut meta = WorkerMeta { slot, age: self.next_age, generation: self.generation, pid: 0 };
-        match sup.spawn(&meta) {
+        // Signals stay blocked across the fork: the child must not run the master's handlers
+        // (a TERM meant for the new worker would land in the master's pipe) before it resets them.
+        let blocked = crate::signals::block_all();
+        let spawned = sup.spawn(&meta);
+        if matches!(spawned, Ok(Spawned::Child)) {
+            self.signals.reset_in_child();
+        }
+        crate::signals::restore(blocked);
+        match spawned {
             Ok(Spawned::Parent(pid)) => {
                 meta.pid = pid;
                 self.board.set_pid(slot, pid);
@@ -397,8 +405,6 @@ impl Arbiter {
                 None
             }
             Ok(Spawned::Child) => {
-                // SAFETY-free: only our own descriptors and dispositions are reset.
-                self.signals.reset_in_child();
                 // SAFETY: getpid has no preconditions.
                 meta.pid = unsafe { libc::getpid() };
                 self.board.set_pid(slot, meta.pid);
@@ -466,7 +472,14 @@ impl Arbiter {
                 ExitReason::Signal(sig) => sup
                     .log(LogLevel::Warning, &format!("Worker (pid:{pid}) was sent signal {sig}!")),
             }
-            if !worker.booted && !worker.term_sent && halt.is_none() {
+            // A worker that left the booting state (even straight to retiring, between two
+            // looks of the master) did boot.
+            let booted =
+                worker.booted || self.board.slot(worker.meta.slot).state() != SlotState::Booting;
+            if booted {
+                self.boot_failures = 0;
+            }
+            if !booted && !worker.term_sent && halt.is_none() {
                 self.boot_failures += 1;
                 if self.boot_failures >= MAX_BOOT_FAILURES {
                     sup.log(
@@ -487,7 +500,7 @@ impl Arbiter {
                     Some(RestartReason::Scale)
                 } else if slot.state() == SlotState::Retiring {
                     Some(RestartReason::MaxRequests)
-                } else if worker.booted {
+                } else if booted {
                     Some(RestartReason::Crash)
                 } else {
                     None

@@ -160,7 +160,12 @@ impl SignalPipe {
     pub fn reset_in_child(&self) {
         WRITE_FD.store(-1, Ordering::Relaxed);
         for (raw, _) in HANDLED {
-            let _ = set_handler(raw, libc::SIG_DFL);
+            let default = if raw == libc::SIGTTIN || raw == libc::SIGTTOU {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            };
+            let _ = set_handler(raw, default);
         }
         // SAFETY: closing our own pipe descriptors, which nothing else in the child uses.
         unsafe {
@@ -172,6 +177,26 @@ impl SignalPipe {
     /// Queue a signal as if it had been delivered (used for TTIN/TTOU from the control socket).
     pub fn raise(&self, raw: libc::c_int) {
         on_signal(raw);
+    }
+}
+
+/// Block every signal in this thread; returns the previous mask for [`restore`].
+pub fn block_all() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask write only into the given sets.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    }
+}
+
+/// Restore a mask saved by [`block_all`]; pending signals are delivered now.
+pub fn restore(mask: libc::sigset_t) {
+    // SAFETY: `mask` is a valid signal set obtained from pthread_sigmask.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
     }
 }
 

@@ -420,11 +420,9 @@ mod tests {
         let c = Config::resolve(Sources::default()).unwrap();
         assert_eq!(c.check_supported(), Ok(()));
 
-        let c = Config::resolve(Sources {
-            cli: args(&["--reload", "-w", "2"]),
-            ..Sources::default()
-        })
-        .unwrap();
+        let c =
+            Config::resolve(Sources { cli: args(&["--reload", "-w", "2"]), ..Sources::default() })
+                .unwrap();
         let e = c.check_supported().unwrap_err();
         assert_eq!((e.kind, e.setting), (ErrorKind::Unsupported, Some("reload")));
         assert!(e.message.contains("`reload` (--reload)"), "{e}");

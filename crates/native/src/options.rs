@@ -43,6 +43,8 @@ pub struct ServerOptions {
     pub sendfile: bool,
     /// Number of worker processes.
     pub workers: usize,
+    /// How workers run the app.
+    pub worker_class: WorkerClass,
     /// Heartbeat timeout for workers (zero disables).
     pub timeout: Duration,
     /// Longest a worker may take to boot (zero disables).
@@ -130,20 +132,49 @@ fn worker_count(config: &Config) -> Result<usize, OptionsError> {
     Ok(count)
 }
 
-fn check_worker_class(config: &Config) -> Result<(), OptionsError> {
+/// How a worker runs the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerClass {
+    /// One request at a time, on the worker's event-loop thread.
+    Sync,
+    /// `threads` Python threads per worker.
+    Gthread {
+        /// Python threads per worker.
+        threads: usize,
+    },
+}
+
+impl WorkerClass {
+    /// Gunicorn's name for the class.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerClass::Sync => "sync",
+            WorkerClass::Gthread { .. } => "gthread",
+        }
+    }
+
+    /// Requests a worker of this class may run at once.
+    pub fn concurrency(self) -> usize {
+        match self {
+            WorkerClass::Sync => 1,
+            WorkerClass::Gthread { threads } => threads,
+        }
+    }
+}
+
+fn worker_class(config: &Config) -> Result<WorkerClass, OptionsError> {
     let class = config.str("worker_class");
-    let threads = config.int("threads");
+    let threads = usize::try_from(config.int("threads")).unwrap_or(1).max(1);
     let normalized = class.rsplit('.').next().unwrap_or(class).to_ascii_lowercase();
     match normalized.as_str() {
-        "sync" | "syncworker" if threads <= 1 => Ok(()),
-        "sync" | "syncworker" | "gthread" | "threadworker" => Err(OptionsError(format!(
-            "`worker_class` gthread (or `threads` = {threads} > 1): threaded workers are not supported yet by ferrocorn; use the default sync worker"
-        ))),
+        // As in Gunicorn, sync with more than one thread means gthread.
+        "sync" | "syncworker" if threads <= 1 => Ok(WorkerClass::Sync),
+        "sync" | "syncworker" | "gthread" | "threadworker" => Ok(WorkerClass::Gthread { threads }),
         "eventlet" | "eventletworker" => Err(OptionsError(
-            "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use gevent once ferrocorn supports it, or sync".into(),
+            "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use gevent once ferrocorn supports it, or gthread".into(),
         )),
         _ => Err(OptionsError(format!(
-            "`worker_class` (-k/--worker-class) {class:?} is not supported yet by ferrocorn; only `sync` is available in this build"
+            "`worker_class` (-k/--worker-class) {class:?} is not supported yet by ferrocorn; available: sync, gthread"
         ))),
     }
 }
@@ -214,7 +245,7 @@ impl ServerOptions {
         config: &Config,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, OptionsError> {
-        check_worker_class(config)?;
+        let worker_class = worker_class(config)?;
         let app_spec = config.app().map(str::to_owned).ok_or_else(|| {
             OptionsError("no application module specified: give APP (module:callable) on the command line or `wsgi_app` in the config file".into())
         })?;
@@ -271,6 +302,7 @@ impl ServerOptions {
                 .collect(),
             sendfile: sendfile_enabled(config, env),
             workers: worker_count(config)?,
+            worker_class,
             timeout: seconds(timeout),
             boot_timeout: seconds(config.float("boot_timeout")),
             max_requests: config.int("max_requests").max(0) as u64,

@@ -47,6 +47,8 @@ pub struct Master {
     pidfile: Option<String>,
     reexec_parent: Option<i32>,
     reexec_child: Option<i32>,
+    /// Values `raw_env` overrode at start (None: was unset), restored on HUP.
+    original_env: Vec<(String, Option<String>)>,
     metrics: Option<metrics_endpoint::MetricsEndpoint>,
     control: Option<control::ControlSocket>,
     statsd: Option<crate::server::statsd::Statsd>,
@@ -125,6 +127,13 @@ pub fn run(
         }
     }
     process::set_umask(opts.umask);
+    // Modules the workers need after a privilege drop (the interpreter's own files may not be
+    // readable by the new user), imported once here and inherited.
+    for module in ["ast", "traceback", "inspect", "signal", "json", "logging"] {
+        let _ = py.import(module);
+    }
+    let original_env: Vec<(String, Option<String>)> =
+        opts.raw_env.iter().map(|(k, _)| (k.clone(), std::env::var(k).ok())).collect();
     if let Err(e) = crate::app::prepare(py, &opts.chdir, &opts.pythonpath, &opts.raw_env) {
         error!("cannot prepare the Python environment: {e}");
         return crate::cli::EXIT_FAILURE;
@@ -193,21 +202,6 @@ pub fn run(
         std::env::remove_var("GUNICORN_FD");
         std::env::remove_var("GUNICORN_PID");
     }
-    let addresses: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
-    for (listener, address) in listeners.iter().zip(&addresses) {
-        info!("Listening at: {address} ({pid})");
-        let _ = listener;
-    }
-    if let Ok(list) = server.getattr(py, "address") {
-        for a in &addresses {
-            let _ = list.call_method1(py, "append", (a,));
-        }
-    }
-    info!("Using worker: sync");
-    let suffix = if reexec_parent.is_some() { ".2" } else { "" };
-    process::set_title(py, &format!("ferrocorn: master [{title_base}]{suffix}"));
-    systemd::notify("READY=1");
-    let _ = hooks.call(py, "when_ready", (server.clone_ref(py),));
     let metrics =
         match opts.metrics_bind.as_deref().map(metrics_endpoint::MetricsEndpoint::bind).transpose()
         {
@@ -230,6 +224,21 @@ pub fn run(
         },
         None => None,
     };
+    let addresses: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
+    for (listener, address) in listeners.iter().zip(&addresses) {
+        info!("Listening at: {address} ({pid})");
+        let _ = listener;
+    }
+    if let Ok(list) = server.getattr(py, "address") {
+        for a in &addresses {
+            let _ = list.call_method1(py, "append", (a,));
+        }
+    }
+    info!("Using worker: {}", opts.worker_class.name());
+    let suffix = if reexec_parent.is_some() { ".2" } else { "" };
+    process::set_title(py, &format!("ferrocorn: master [{title_base}]{suffix}"));
+    systemd::notify("READY=1");
+    let _ = hooks.call(py, "when_ready", (server.clone_ref(py),));
     if let Err(e) = crate::user_metrics::init() {
         warning!("cannot map the app-metrics table: {e}");
     }
@@ -265,6 +274,7 @@ pub fn run(
         pidfile,
         reexec_parent,
         reexec_child: None,
+        original_env,
         metrics,
         control,
         statsd,
@@ -330,6 +340,35 @@ impl Master {
             self.opts.max_requests,
             self.opts.timeout.as_secs_f64(),
         )
+    }
+
+    /// HUP: undo the previous `raw_env` (restoring what it overrode), then export the new one,
+    /// in `os.environ` (and so the process environment) as Gunicorn does.
+    fn reapply_raw_env(&mut self, py: Python<'_>, raw_env: &[(String, String)]) -> PyResult<()> {
+        let environ = py.import("os")?.getattr("environ")?;
+        for (key, original) in &self.original_env {
+            match original {
+                Some(value) => environ.set_item(key, value)?,
+                None => {
+                    if environ.contains(key)? {
+                        environ.del_item(key)?;
+                    }
+                }
+            }
+        }
+        let mut originals = Vec::new();
+        for (key, value) in raw_env {
+            let before = self
+                .original_env
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| std::env::var(key).ok());
+            originals.push((key.clone(), before));
+            environ.set_item(key, value)?;
+        }
+        self.original_env = originals;
+        Ok(())
     }
 
     /// Promote a re-executed master once the old one is gone (its pid file loses `.2`).
@@ -399,6 +438,8 @@ impl Supervisor for Master {
             let env = |key: &str| std::env::var(key).ok();
             let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
+            self.reapply_raw_env(py, &opts.raw_env)
+                .map_err(|e| format!("cannot apply `raw_env`: {e}"))?;
             if opts.binds != self.opts.binds {
                 let fresh = bind_all(&opts)?;
                 for l in &fresh {

@@ -5,9 +5,20 @@ use std::ffi::CString;
 
 use pyo3::prelude::*;
 
-/// Write `pid` to `path` (creating or truncating it).
-pub fn write_pidfile(path: &str, pid: u32) -> std::io::Result<()> {
-    std::fs::write(path, format!("{pid}\n"))
+/// Write `pid` to `path` (creating or truncating it). Refuses when the file names another live
+/// process, as Gunicorn does.
+pub fn write_pidfile(path: &str, pid: u32) -> Result<(), String> {
+    if let Some(other) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<i32>().ok())
+        && other > 0
+        && other as u32 != pid
+        // SAFETY: signal 0 only checks whether the process exists.
+        && unsafe { libc::kill(other, 0) } == 0
+    {
+        return Err(format!("Already running on PID {other} (or pid file '{path}' is stale)"));
+    }
+    std::fs::write(path, format!("{pid}\n")).map_err(|e| {
+        format!("cannot write the pid file {path:?} (setting `pidfile`, -p/--pid): {e}")
+    })
 }
 
 /// Remove the pid file if it still holds `pid`.

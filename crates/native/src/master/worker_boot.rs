@@ -12,6 +12,7 @@ use super::{Master, process};
 use crate::access_log::AccessLog;
 use crate::cli::{EXIT_APP_LOAD, EXIT_FAILURE};
 use crate::logging::{Sink, error, info};
+use crate::server::AppContext;
 use crate::server::worker::{self, StopReason, WorkerRuntime};
 use crate::wsgi::{ListenerEnv, WsgiApp};
 
@@ -107,7 +108,15 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     }
     let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
     let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
-    let wsgi = match WsgiApp::new(py, app, &envs, &script_name, opts.workers > 1, opts.sendfile) {
+    let wsgi = match WsgiApp::new(
+        py,
+        app,
+        &envs,
+        &script_name,
+        opts.workers > 1,
+        opts.worker_class != crate::options::WorkerClass::Sync,
+        opts.sendfile,
+    ) {
         Ok(w) => w,
         Err(e) => {
             error!("cannot prepare the WSGI bridge: {e}");
@@ -135,12 +144,11 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         board: Arc::clone(&board),
         slot: slot_index,
         max_requests: jittered_max_requests(opts.max_requests, opts.max_requests_jitter),
-        hooks: master.hooks.clone_ref(py),
-        worker: worker.clone_ref(py),
     };
+    let app = AppContext { wsgi, hooks: master.hooks.clone_ref(py), worker: worker.clone_ref(py) };
     board.slot(slot_index).set_state(SlotState::Idle);
     let listeners = &master.listeners;
-    let result = py.detach(|| worker::run(opts, wsgi, listeners, access_log, runtime));
+    let result = py.detach(|| worker::run(opts, app, listeners, access_log, runtime));
     worker.bind(py).get().set_dead();
     let code = match result {
         Ok(StopReason::Quick) => {

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ferrocorn_http::{
@@ -22,12 +23,11 @@ use super::io::{ClientStream, send_file};
 use super::worker::Shared;
 use ferrocorn_arbiter::RequestRecord;
 
+use super::app_call::{self, CallRequest, Called, Chunks, InputSource, Reply};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
-use crate::wsgi::{
-    self, AppResponse, DeferredBody, DirectWriter, Input, RequestFacts, frame_chunk,
-};
+use crate::wsgi::{self, DeferredBody, DirectWriter, frame_chunk};
 
 const SERVER: &[u8] = b"ferrocorn";
 const READ_CHUNK: usize = 16 * 1024;
@@ -271,7 +271,7 @@ impl<S: ClientStream> Conn<S> {
         let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
         let request_bytes = body.len() as u64;
         let decoded_path = percent_decode(&head.path);
-        let hooks = &self.shared.runtime.hooks;
+        let hooks = &self.shared.app.hooks;
         let (pre_hook, post_hook) = (hooks.has("pre_request"), hooks.has("post_request"));
         let keep_environ =
             post_hook || self.shared.access_log.as_ref().is_some_and(|l| l.needs_environ());
@@ -281,102 +281,103 @@ impl<S: ClientStream> Conn<S> {
             && !self.shared.opts.keepalive.is_zero()
             && !deferred
             && !self.shutting_down();
-        let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
-        shared.request_started();
-        let mut hook_request: Option<Py<crate::hooks::Request>> = None;
-        let handled = Python::attach(|py| {
-            if pre_hook || post_hook {
-                hook_request = self.hook_request(py, &head, &decoded_path, https);
-                if let (true, Some(req)) = (pre_hook, &hook_request) {
-                    let rt = &self.shared.runtime;
-                    let _ = rt.hooks.call(
-                        py,
-                        "pre_request",
-                        (rt.worker.clone_ref(py), req.clone_ref(py)),
-                    );
-                }
-            }
-            let input = if deferred {
-                Input::deferred(DeferredBody {
-                    fd: self.stream.as_raw_fd(),
-                    framing: head.framing,
-                    buffered: std::mem::take(&mut self.rbuf),
-                    limits: self.shared.opts.limits.clone(),
-                    timeout: self.shared.opts.io_timeout,
-                })
-            } else {
-                Input::buffered(body)
-            };
-            let input = match Py::new(py, input) {
-                Ok(i) => i,
-                Err(e) => {
-                    wsgi::log_exception(py, "Error creating wsgi.input", &e);
-                    return None;
-                }
-            };
-            let peer = self.peer;
-            let remote = self.remote.get_or_insert_with(|| {
-                let addr = peer.ip.map(|ip| ip.to_string()).unwrap_or_default();
-                (
-                    PyString::new(py, &addr).unbind(),
-                    peer.port.map(|p| PyString::new(py, &p.to_string()).unbind()),
-                )
-            });
-            let facts = RequestFacts {
-                head: &head,
-                decoded_path: &decoded_path,
-                remote,
-                https,
-                proxy: self.proxy.as_ref(),
-                input: input.bind(py).clone().into_any(),
-            };
-            let writer = DirectWriter {
+        let head = Arc::new(head);
+        let decoded_path = Arc::new(decoded_path);
+        let input = if deferred {
+            InputSource::Deferred(DeferredBody {
+                fd: self.stream.as_raw_fd(),
+                framing: head.framing,
+                buffered: std::mem::take(&mut self.rbuf),
+                limits: self.shared.opts.limits.clone(),
+                timeout: self.shared.opts.io_timeout,
+            })
+        } else {
+            InputSource::Buffered(body)
+        };
+        let call_request = CallRequest {
+            listener: self.listener,
+            head: head.clone(),
+            decoded_path: decoded_path.clone(),
+            https,
+            proxy: self.proxy.clone(),
+            input,
+            keep_environ,
+            writer: DirectWriter {
                 fd: self.stream.as_raw_fd(),
                 version: head.version,
                 is_head: head.is_head(),
                 keep_alive: keep_alive_wanted,
                 timeout: self.shared.opts.io_timeout,
-            };
-            Some(self.shared.wsgi.handle(py, self.listener, facts, input, keep_environ, writer))
-        });
-        let Some(handled) = handled else {
-            shared.request_finished(None, true);
-            drop(permit);
-            self.send_error(500).await;
-            return Ok(false);
+            },
+            pre_hook,
+            post_hook,
         };
+        let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
+        shared.request_started();
+        let called = match &shared.pool {
+            None => {
+                let peer = self.peer;
+                Python::attach(|py| {
+                    let remote = self.remote.get_or_insert_with(|| remote_strings(py, peer));
+                    app_call::call(py, &shared.app, call_request, remote)
+                })
+            }
+            Some(pool) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let ctx = shared.app.clone();
+                let peer = self.peer;
+                let submitted = pool.submit(Box::new(move |py: Python<'_>| {
+                    let remote = remote_strings(py, peer);
+                    let mut called = app_call::call(py, &ctx, call_request, &remote);
+                    let pump = app_call::detach_stream(&mut called);
+                    if tx.send(called).is_ok()
+                        && let Some(pump) = pump
+                    {
+                        pump(py);
+                    }
+                }));
+                match (submitted, rx.await) {
+                    (true, Ok(called)) => called,
+                    _ => Called {
+                        reply: Reply::Failed,
+                        input: None,
+                        environ: None,
+                        hook_request: None,
+                    },
+                }
+            }
+        };
+        let Called { reply, input, environ, hook_request } = called;
 
         let mut keep_alive = head.keep_alive && !self.shared.opts.keepalive.is_zero();
         if deferred {
-            let outcome = Python::attach(|_py| handled.input.get().take_deferred_outcome());
+            let outcome =
+                Python::attach(|_py| input.as_ref().and_then(|i| i.get().take_deferred_outcome()));
             match outcome {
                 Some(o) if o.consumed && !o.failed => self.rbuf = o.remainder,
                 _ => keep_alive = false,
             }
         }
-        let app_failed = matches!(handled.response, AppResponse::Failed | AppResponse::Aborted);
-        let sent = match handled.response {
-            AppResponse::Failed => {
+        let app_failed = matches!(reply, Reply::Failed | Reply::Aborted);
+        let sent = match reply {
+            Reply::Failed => {
                 drop(permit);
                 self.send_error(500).await;
                 Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
             }
-            AppResponse::Complete { head: rhead, body } => {
+            Reply::Complete { head: rhead, body } => {
                 drop(permit);
                 keep_alive &= !self.shutting_down();
                 self.send_complete(&head, &rhead, &body, &mut keep_alive).await
             }
-            AppResponse::Stream { head: rhead, first, iterator, result } => {
-                let sent = self.send_stream(&head, &rhead, first, &iterator, &mut keep_alive).await;
-                Python::attach(|py| {
-                    wsgi::close_result(py, result.bind(py));
-                    drop(iterator);
-                    drop(result);
-                });
+            Reply::Stream { head: rhead, first, mut chunks, result } => {
+                let sent =
+                    self.send_stream(&head, &rhead, first, &mut chunks, &mut keep_alive).await;
+                close_in_python(chunks, result);
                 drop(permit);
                 sent
             }
-            AppResponse::Continue { committed, iterator, result } => {
+            Reply::Continue { committed, mut chunks, result } => {
                 keep_alive = committed.keep_alive;
                 let sent = self
                     .stream_rest(
@@ -384,24 +385,20 @@ impl<S: ClientStream> Conn<S> {
                         committed.framing,
                         committed.sent,
                         None,
-                        &iterator,
+                        &mut chunks,
                         &mut keep_alive,
                     )
                     .await;
-                Python::attach(|py| {
-                    wsgi::close_result(py, result.bind(py));
-                    drop(iterator);
-                    drop(result);
-                });
+                close_in_python(chunks, result);
                 drop(permit);
                 sent
             }
-            AppResponse::Aborted => {
+            Reply::Aborted => {
                 drop(permit);
                 keep_alive = false;
                 None
             }
-            AppResponse::File { head: rhead, prefix, fd, offset, length, result } => {
+            Reply::File { head: rhead, prefix, fd, offset, length, result } => {
                 let sent = self
                     .send_file_response(&head, &rhead, &prefix, fd, offset, length, &mut keep_alive)
                     .await;
@@ -425,7 +422,7 @@ impl<S: ClientStream> Conn<S> {
             app_failed,
         );
         if let (true, Some(req)) = (post_hook, hook_request) {
-            let rt = &self.shared.runtime;
+            let rt = &self.shared.app;
             Python::attach(|py| {
                 let resp = sent.as_ref().map(|s| crate::hooks::Response {
                     status: format!("{} {}", s.status, ferrocorn_http::reason_phrase(s.status)),
@@ -433,8 +430,7 @@ impl<S: ClientStream> Conn<S> {
                     headers: s.headers.clone(),
                     sent: s.body_bytes,
                 });
-                let environ = handled
-                    .environ
+                let environ = environ
                     .as_ref()
                     .map(|e| e.clone_ref(py).into_any())
                     .unwrap_or_else(|| py.None());
@@ -457,7 +453,7 @@ impl<S: ClientStream> Conn<S> {
                 None => self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             };
             Python::attach(|py| {
-                let environ = handled.environ.as_ref().map(|e| e.bind(py).clone());
+                let environ = environ.as_ref().map(|e| e.bind(py).clone());
                 let lookup = |key: &str| {
                     environ
                         .as_ref()
@@ -478,12 +474,11 @@ impl<S: ClientStream> Conn<S> {
                     duration: started.elapsed(),
                     environ: &lookup,
                 });
-                drop(handled.environ);
             });
-        } else if handled.environ.is_some() {
-            Python::attach(|_py| drop(handled.environ));
         }
-        Python::attach(|_py| drop(handled.input));
+        if environ.is_some() || input.is_some() {
+            Python::attach(|_py| drop((environ, input)));
+        }
         Ok(sent.is_some() && keep_alive)
     }
 
@@ -514,31 +509,9 @@ impl<S: ClientStream> Conn<S> {
         with_http_date(|date| rhead.encode(wbuf, req.version, framing, keep_alive, date, SERVER));
     }
 
-    fn hook_request(
-        &self,
-        py: Python<'_>,
-        head: &RequestHead,
-        decoded_path: &[u8],
-        https: bool,
-    ) -> Option<Py<crate::hooks::Request>> {
-        let latin1 = |b: &[u8]| -> String { b.iter().map(|&c| c as char).collect() };
-        let req = crate::hooks::Request {
-            method: head.method.clone(),
-            uri: latin1(&head.target),
-            path: latin1(decoded_path),
-            query: latin1(&head.query),
-            fragment: latin1(&head.fragment),
-            version: head.version,
-            headers: head.headers.iter().map(|(n, v)| (n.clone(), latin1(v))).collect(),
-            scheme: if https { "https".into() } else { "http".into() },
-            remote_addr: self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        };
-        Py::new(py, req).ok()
-    }
-
     fn sent(&self, rhead: &ResponseHead, body_bytes: u64) -> Sent {
         let wants_headers =
-            self.shared.access_log.is_some() || self.shared.runtime.hooks.has("post_request");
+            self.shared.access_log.is_some() || self.shared.app.hooks.has("post_request");
         let headers = if wants_headers { rhead.headers().to_vec() } else { Vec::new() };
         Sent { status: rhead.status(), body_bytes, headers }
     }
@@ -574,7 +547,7 @@ impl<S: ClientStream> Conn<S> {
         req: &RequestHead,
         rhead: &ResponseHead,
         first: Vec<u8>,
-        iterator: &Py<PyAny>,
+        chunks: &mut Chunks,
         keep_alive: &mut bool,
     ) -> Option<Sent> {
         let body_allowed = rhead.body_allowed(req.is_head());
@@ -590,7 +563,7 @@ impl<S: ClientStream> Conn<S> {
         };
         *keep_alive &= !self.shutting_down();
         self.encode_head(req, rhead, framing, *keep_alive);
-        self.stream_rest(rhead, framing, 0, Some(first), iterator, keep_alive).await
+        self.stream_rest(rhead, framing, 0, Some(first), chunks, keep_alive).await
     }
 
     /// Send `first` (if any) and the rest of the app's iterable in `framing`, after the head.
@@ -601,7 +574,7 @@ impl<S: ClientStream> Conn<S> {
         framing: ResponseFraming,
         mut sent: u64,
         first: Option<Vec<u8>>,
-        iterator: &Py<PyAny>,
+        chunks: &mut Chunks,
         keep_alive: &mut bool,
     ) -> Option<Sent> {
         if framing == ResponseFraming::NoBody {
@@ -620,17 +593,7 @@ impl<S: ClientStream> Conn<S> {
                 break;
             }
             chunk.clear();
-            let more = Python::attach(|py| match wsgi::next_chunk(py, iterator, &mut chunk) {
-                Ok(more) => Ok(more),
-                Err(e) => {
-                    wsgi::log_exception(
-                        py,
-                        "Error handling request (response already started)",
-                        &e,
-                    );
-                    Err(())
-                }
-            });
+            let more = chunks.next(&mut chunk).await;
             match more {
                 Ok(true) => continue,
                 Ok(false) => break,
@@ -745,4 +708,25 @@ impl<S: ClientStream> Conn<S> {
 /// Log an accept-loop failure.
 pub fn log_accept_error(err: &std::io::Error) {
     error!("accept() failed: {err}");
+}
+
+fn remote_strings(py: Python<'_>, peer: Peer) -> (Py<PyString>, Option<Py<PyString>>) {
+    let addr = peer.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    (
+        PyString::new(py, &addr).unbind(),
+        peer.port.map(|p| PyString::new(py, &p.to_string()).unbind()),
+    )
+}
+
+/// Close the app's result (sync class) and release the Python objects of a finished stream.
+fn close_in_python(chunks: Chunks, result: Option<Py<PyAny>>) {
+    if matches!(chunks, Chunks::Channel(_)) && result.is_none() {
+        return; // the pool thread closes its own result
+    }
+    Python::attach(|py| {
+        if let Some(result) = &result {
+            wsgi::close_result(py, result.bind(py));
+        }
+        drop((chunks, result));
+    });
 }

@@ -2,7 +2,11 @@
 //! and the socket operations they share ([`io`]).
 
 pub mod abort;
+mod app_call;
 mod conn;
 mod io;
+mod pool;
 pub mod statsd;
 pub mod worker;
+
+pub use app_call::AppContext;

@@ -9,26 +9,27 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use ferrocorn_arbiter::{RequestRecord, Scoreboard, Slot, SlotState};
-use pyo3::prelude::*;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::app_call::AppContext;
 use super::conn::{Peer, log_accept_error, serve};
+use super::pool::PythonPool;
 use crate::access_log::AccessLog;
-use crate::hooks::{Hooks, WorkerHandle};
 use crate::listen::Listener;
 use crate::logging::{info, warning};
 use crate::options::ServerOptions;
-use crate::wsgi::WsgiApp;
 
 /// State shared by every connection of one worker (single-threaded).
 pub struct Shared {
     /// Server options.
     pub opts: ServerOptions,
-    /// The app bridge.
-    pub wsgi: WsgiApp,
+    /// The app, hooks and `worker` object (shared with pool threads).
+    pub app: Arc<AppContext>,
+    /// The gthread class's Python threads (None for sync: the app runs on this thread).
+    pub pool: Option<PythonPool>,
     /// One permit per request the worker may run at once (1 for sync).
     pub app_slot: Semaphore,
     /// The access log, when enabled.
@@ -53,10 +54,6 @@ pub struct WorkerRuntime {
     pub slot: usize,
     /// Retire after this many requests (0 = never), jitter already applied.
     pub max_requests: u64,
-    /// The config file's hooks.
-    pub hooks: Hooks,
-    /// The `worker` object for hooks.
-    pub worker: Py<WorkerHandle>,
 }
 
 impl Shared {
@@ -241,7 +238,7 @@ pub enum StopReason {
 /// Run the worker until a stop signal. Builds its own runtime (never in a process that will fork).
 pub fn run(
     opts: ServerOptions,
-    wsgi: WsgiApp,
+    app: AppContext,
     listeners: &[Listener],
     access_log: Option<AccessLog>,
     runtime_info: WorkerRuntime,
@@ -249,13 +246,19 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     let statsd_target = opts.statsd.clone();
+    let concurrency = opts.worker_class.concurrency();
+    let pool = match opts.worker_class {
+        crate::options::WorkerClass::Sync => None,
+        crate::options::WorkerClass::Gthread { threads } => Some(PythonPool::start(threads)?),
+    };
     local.block_on(&runtime, async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful_timeout = opts.graceful_timeout;
         let shared = Rc::new(Shared {
             opts,
-            wsgi,
-            app_slot: Semaphore::new(1),
+            app: Arc::new(app),
+            pool,
+            app_slot: Semaphore::new(concurrency),
             access_log,
             shutdown: stop_rx.clone(),
             stop: stop_tx,

@@ -3,8 +3,8 @@
 //! strings, `HTTP_*` key objects are cached per worker, values are decoded as latin-1 as PEP
 //! 3333 requires. Duplicate headers are joined with `,` like Gunicorn.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use ferrocorn_http::{ProxyInfo, RequestHead};
 use pyo3::prelude::*;
@@ -68,7 +68,7 @@ impl From<PyErr> for EnvironError {
 pub struct EnvironBuilder {
     template: Py<PyDict>,
     script_name: String,
-    http_keys: RefCell<HashMap<String, Py<PyString>>>,
+    http_keys: Mutex<HashMap<String, Py<PyString>>>,
     is_unix: bool,
 }
 
@@ -81,6 +81,7 @@ impl EnvironBuilder {
         listener: &ListenerEnv,
         script_name: &str,
         multiprocess: bool,
+        multithread: bool,
     ) -> PyResult<Self> {
         let d = PyDict::new(py);
         // Per-request keys first, as placeholders, so copies are pre-sized.
@@ -105,7 +106,7 @@ impl EnvironBuilder {
         d.set_item("wsgi.version", (1, 0))?;
         d.set_item("wsgi.url_scheme", "http")?;
         d.set_item("wsgi.errors", Py::new(py, ErrorStream)?)?;
-        d.set_item("wsgi.multithread", false)?;
+        d.set_item("wsgi.multithread", multithread)?;
         d.set_item("wsgi.multiprocess", multiprocess)?;
         d.set_item("wsgi.run_once", false)?;
         d.set_item("wsgi.input_terminated", true)?;
@@ -117,13 +118,14 @@ impl EnvironBuilder {
         Ok(EnvironBuilder {
             template: d.unbind(),
             script_name: script_name.to_owned(),
-            http_keys: RefCell::new(HashMap::new()),
+            http_keys: Mutex::new(HashMap::new()),
             is_unix: listener.server_port.is_empty(),
         })
     }
 
     fn http_key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
-        if let Some(key) = self.http_keys.borrow().get(name) {
+        let mut cache = self.http_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = cache.get(name) {
             return key.bind(py).clone();
         }
         let mut key = String::with_capacity(name.len() + 5);
@@ -132,7 +134,6 @@ impl EnvironBuilder {
         }
         key.extend(name.chars().map(|c| if c == '-' { '_' } else { c }));
         let key = PyString::intern(py, &key);
-        let mut cache = self.http_keys.borrow_mut();
         if cache.len() < HTTP_KEY_CACHE_LIMIT {
             cache.insert(name.to_owned(), key.clone().unbind());
         }

@@ -31,8 +31,9 @@ pub struct WsgiApp {
 pub struct Handled {
     /// What to send.
     pub response: AppResponse,
-    /// The `wsgi.input` object (to learn what happened to a deferred body).
-    pub input: Py<Input>,
+    /// The `wsgi.input` object (to learn what happened to a deferred body); the driver drops it
+    /// early when the body was not deferred.
+    pub input: Option<Py<Input>>,
     /// The environ, kept only when the access log needs `{var}e` atoms.
     pub environ: Option<Py<PyDict>>,
 }
@@ -45,11 +46,12 @@ impl WsgiApp {
         listeners: &[ListenerEnv],
         script_name: &str,
         multiprocess: bool,
+        multithread: bool,
         sendfile: bool,
     ) -> PyResult<Self> {
         let builders = listeners
             .iter()
-            .map(|l| EnvironBuilder::new(py, l, script_name, multiprocess))
+            .map(|l| EnvironBuilder::new(py, l, script_name, multiprocess, multithread))
             .collect::<PyResult<Vec<_>>>()?;
         Ok(WsgiApp { app, builders, sendfile })
     }
@@ -68,22 +70,34 @@ impl WsgiApp {
             Ok(env) => env,
             Err(EnvironError::ScriptNameMismatch(msg)) => {
                 crate::logging::error!("Error handling request: {msg}");
-                return Handled { response: AppResponse::Failed, input, environ: None };
+                return Handled {
+                    response: AppResponse::Failed,
+                    input: Some(input),
+                    environ: None,
+                };
             }
             Err(EnvironError::Python(e)) => {
                 log_exception(py, "Error building the WSGI environ", &e);
-                return Handled { response: AppResponse::Failed, input, environ: None };
+                return Handled {
+                    response: AppResponse::Failed,
+                    input: Some(input),
+                    environ: None,
+                };
             }
         };
         let start = match Bound::new(py, StartResponse::with_writer(writer)) {
             Ok(s) => s,
             Err(e) => {
                 log_exception(py, "Error creating start_response", &e);
-                return Handled { response: AppResponse::Failed, input, environ: None };
+                return Handled {
+                    response: AppResponse::Failed,
+                    input: Some(input),
+                    environ: None,
+                };
             }
         };
         let response =
             call::call_app(py, self.app.bind(py), environ.as_any(), &start, self.sendfile);
-        Handled { response, input, environ: keep_environ.then(|| environ.unbind()) }
+        Handled { response, input: Some(input), environ: keep_environ.then(|| environ.unbind()) }
     }
 }

@@ -1,0 +1,291 @@
+//! The part of a request that runs under the GIL: `pre_request`, `wsgi.input`, the environ and
+//! the app call, turned into a [`Reply`] the connection driver can send. The same function runs
+//! on the worker's event-loop thread (sync class) or on a pool thread (gthread); for the latter,
+//! [`pump_stream`] keeps pulling a streaming response on the pool thread and hands the chunks
+//! over a channel, so a slow generator never blocks the event loop.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use ferrocorn_http::{ProxyInfo, RequestHead, ResponseHead};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use tokio::sync::mpsc;
+
+use crate::hooks::{Hooks, Request, WorkerHandle};
+use crate::wsgi::{
+    self, AppResponse, Committed, DeferredBody, DirectWriter, Input, RequestFacts, WsgiApp,
+};
+
+/// What the app needs, shared by the event loop and the pool threads.
+pub struct AppContext {
+    /// The WSGI bridge.
+    pub wsgi: WsgiApp,
+    /// The config file's hooks.
+    pub hooks: Hooks,
+    /// The `worker` object for hooks.
+    pub worker: Py<WorkerHandle>,
+}
+
+/// Where `wsgi.input` gets the body from.
+pub enum InputSource {
+    /// Already read.
+    Buffered(Vec<u8>),
+    /// Read on first use, after `100 Continue`.
+    Deferred(DeferredBody),
+}
+
+/// One request, ready for the app (owned, so it can cross to a pool thread).
+pub struct CallRequest {
+    /// Listener index (selects the environ template).
+    pub listener: usize,
+    /// The request head.
+    pub head: Arc<RequestHead>,
+    /// Percent-decoded path.
+    pub decoded_path: Arc<Vec<u8>>,
+    /// Scheme decided from the connection and trusted proxy headers.
+    pub https: bool,
+    /// PROXY protocol addresses.
+    pub proxy: Option<ProxyInfo>,
+    /// The body.
+    pub input: InputSource,
+    /// Keep the environ (access log `{var}e`, `post_request`).
+    pub keep_environ: bool,
+    /// Where `write()` sends.
+    pub writer: DirectWriter,
+    /// Run `pre_request`.
+    pub pre_hook: bool,
+    /// Build the `req` object for `post_request`.
+    pub post_hook: bool,
+}
+
+/// The next piece of a streamed body: bytes, or an app failure (the response is cut short).
+pub type ChunkMsg = Result<Vec<u8>, ()>;
+
+/// Where the rest of a streamed body comes from.
+pub enum Chunks {
+    /// Pull from the app's iterator here, under the GIL (sync class).
+    Inline(Py<PyAny>),
+    /// Receive from the pool thread that pulls the iterator (gthread).
+    Channel(mpsc::Receiver<ChunkMsg>),
+}
+
+impl Chunks {
+    /// Append the next non-empty chunk to `out`; `Ok(false)` at the end, `Err(())` when the app
+    /// failed mid-stream (already logged).
+    pub async fn next(&mut self, out: &mut Vec<u8>) -> Result<bool, ()> {
+        match self {
+            Chunks::Inline(iterator) => Python::attach(|py| {
+                wsgi::next_chunk(py, iterator, out).map_err(|e| {
+                    wsgi::log_exception(
+                        py,
+                        "Error handling request (response already started)",
+                        &e,
+                    );
+                })
+            }),
+            Chunks::Channel(rx) => match rx.recv().await {
+                Some(Ok(bytes)) => {
+                    out.extend_from_slice(&bytes);
+                    Ok(true)
+                }
+                Some(Err(())) => Err(()),
+                None => Ok(false),
+            },
+        }
+    }
+}
+
+/// What to send back.
+pub enum Reply {
+    /// 500, nothing was sent yet.
+    Failed,
+    /// The app failed after `write()` sent the head: close.
+    Aborted,
+    /// Everything known.
+    Complete {
+        /// Status and headers.
+        head: ResponseHead,
+        /// The body.
+        body: Vec<u8>,
+    },
+    /// Head, first chunk, and the rest to come.
+    Stream {
+        /// Status and headers.
+        head: ResponseHead,
+        /// First bytes.
+        first: Vec<u8>,
+        /// The rest.
+        chunks: Chunks,
+        /// The app result to `close()` here (None when the pool thread closes it).
+        result: Option<Py<PyAny>>,
+    },
+    /// `write()` sent the head already; the rest to come.
+    Continue {
+        /// What was sent.
+        committed: Committed,
+        /// The rest.
+        chunks: Chunks,
+        /// The app result to `close()` here (None when the pool thread closes it).
+        result: Option<Py<PyAny>>,
+    },
+    /// A file to send with sendfile.
+    File {
+        /// Status and headers.
+        head: ResponseHead,
+        /// Bytes from `write()` first.
+        prefix: Vec<u8>,
+        /// File descriptor.
+        fd: RawFd,
+        /// Start offset.
+        offset: u64,
+        /// Bytes to send.
+        length: u64,
+        /// The FileWrapper to `close()` afterwards.
+        result: Py<PyAny>,
+    },
+}
+
+/// The outcome of one app call.
+pub struct Called {
+    /// What to send.
+    pub reply: Reply,
+    /// The `wsgi.input` of a deferred body (to learn what became of it).
+    pub input: Option<Py<Input>>,
+    /// The environ, when kept.
+    pub environ: Option<Py<PyDict>>,
+    /// The `req` object for `post_request`.
+    pub hook_request: Option<Py<Request>>,
+}
+
+fn hook_request(py: Python<'_>, req: &CallRequest, remote_addr: &str) -> Option<Py<Request>> {
+    let latin1 = |b: &[u8]| -> String { b.iter().map(|&c| c as char).collect() };
+    let head = &req.head;
+    let request = Request {
+        method: head.method.clone(),
+        uri: latin1(&head.target),
+        path: latin1(&req.decoded_path),
+        query: latin1(&head.query),
+        fragment: latin1(&head.fragment),
+        version: head.version,
+        headers: head.headers.iter().map(|(n, v)| (n.clone(), latin1(v))).collect(),
+        scheme: if req.https { "https".into() } else { "http".into() },
+        remote_addr: remote_addr.to_owned(),
+    };
+    Py::new(py, request).ok()
+}
+
+/// Run the app for `req`. `remote` is the connection's (`REMOTE_ADDR`, `REMOTE_PORT`).
+pub fn call(
+    py: Python<'_>,
+    ctx: &AppContext,
+    req: CallRequest,
+    remote: &(Py<PyString>, Option<Py<PyString>>),
+) -> Called {
+    let mut request_obj = None;
+    if req.pre_hook || req.post_hook {
+        let addr = remote.0.bind(py).to_string();
+        request_obj = hook_request(py, &req, &addr);
+        if let (true, Some(r)) = (req.pre_hook, &request_obj) {
+            let _ = ctx.hooks.call(py, "pre_request", (ctx.worker.clone_ref(py), r.clone_ref(py)));
+        }
+    }
+    let deferred = matches!(req.input, InputSource::Deferred(_));
+    let input = match req.input {
+        InputSource::Buffered(body) => Input::buffered(body),
+        InputSource::Deferred(d) => Input::deferred(d),
+    };
+    let input = match Py::new(py, input) {
+        Ok(i) => i,
+        Err(e) => {
+            wsgi::log_exception(py, "Error creating wsgi.input", &e);
+            return Called {
+                reply: Reply::Failed,
+                input: None,
+                environ: None,
+                hook_request: request_obj,
+            };
+        }
+    };
+    let facts = RequestFacts {
+        head: &req.head,
+        decoded_path: &req.decoded_path,
+        remote,
+        https: req.https,
+        proxy: req.proxy.as_ref(),
+        input: input.bind(py).clone().into_any(),
+    };
+    let handled = ctx.wsgi.handle(py, req.listener, facts, input, req.keep_environ, req.writer);
+    let reply = match handled.response {
+        AppResponse::Failed => Reply::Failed,
+        AppResponse::Aborted => Reply::Aborted,
+        AppResponse::Complete { head, body } => Reply::Complete { head, body },
+        AppResponse::Stream { head, first, iterator, result } => {
+            Reply::Stream { head, first, chunks: Chunks::Inline(iterator), result: Some(result) }
+        }
+        AppResponse::Continue { committed, iterator, result } => {
+            Reply::Continue { committed, chunks: Chunks::Inline(iterator), result: Some(result) }
+        }
+        AppResponse::File { head, prefix, fd, offset, length, result } => {
+            Reply::File { head, prefix, fd, offset, length, result }
+        }
+    };
+    Called {
+        reply,
+        input: if deferred { handled.input } else { None },
+        environ: handled.environ,
+        hook_request: request_obj,
+    }
+}
+
+/// On a pool thread: move an inline stream's iteration here, returning a reply whose chunks
+/// arrive over a channel, and a closure that pumps the iterator (then closes the result).
+pub fn detach_stream(called: &mut Called) -> Option<impl FnOnce(Python<'_>) + use<>> {
+    let reply = std::mem::replace(&mut called.reply, Reply::Aborted);
+    let (tx, rx) = mpsc::channel::<ChunkMsg>(4);
+    let (iterator, result, reply) = match reply {
+        Reply::Stream { head, first, chunks: Chunks::Inline(iterator), result } => (
+            iterator,
+            result,
+            Reply::Stream { head, first, chunks: Chunks::Channel(rx), result: None },
+        ),
+        Reply::Continue { committed, chunks: Chunks::Inline(iterator), result } => (
+            iterator,
+            result,
+            Reply::Continue { committed, chunks: Chunks::Channel(rx), result: None },
+        ),
+        other => {
+            called.reply = other;
+            return None;
+        }
+    };
+    called.reply = reply;
+    Some(move |py: Python<'_>| pump_stream(py, iterator, result, tx))
+}
+
+/// Pull the iterator to its end (or until the receiver is gone), sending chunks; then close.
+fn pump_stream(
+    py: Python<'_>,
+    iterator: Py<PyAny>,
+    result: Option<Py<PyAny>>,
+    tx: mpsc::Sender<ChunkMsg>,
+) {
+    loop {
+        let mut chunk = Vec::new();
+        let message = match wsgi::next_chunk(py, &iterator, &mut chunk) {
+            Ok(true) => Ok(chunk),
+            Ok(false) => break,
+            Err(e) => {
+                wsgi::log_exception(py, "Error handling request (response already started)", &e);
+                Err(())
+            }
+        };
+        let failed = message.is_err();
+        if py.detach(|| tx.blocking_send(message)).is_err() || failed {
+            break; // the client went away, or the app failed
+        }
+    }
+    if let Some(result) = result {
+        wsgi::close_result(py, result.bind(py));
+    }
+}

@@ -1,0 +1,4 @@
+"""Config module loaded with -c python:confpkg.settings."""
+
+workers = 3
+max_requests = 77

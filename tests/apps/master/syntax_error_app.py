@@ -1,0 +1,4 @@
+"""This module does not compile."""
+
+def app(environ, start_response)
+    return []
