@@ -17,6 +17,7 @@ pub use arbiter::{
     Spawned, Supervisor, WORKER_BOOT_ERROR, WorkerMeta,
 };
 pub use scoreboard::{
-    Counters, MasterArea, RequestRecord, RestartReason, Scoreboard, Slot, SlotState, monotonic_ms,
+    Counters, MasterArea, RequestRecord, RestartReason, Scoreboard, Slot, SlotState,
+    map_shared_zeroed, monotonic_ms,
 };
 pub use signals::{Signal, SignalPipe};

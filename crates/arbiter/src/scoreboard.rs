@@ -343,26 +343,33 @@ unsafe impl Send for Scoreboard {}
 // SAFETY: as above; all access goes through `&Slot`, whose fields are atomics.
 unsafe impl Sync for Scoreboard {}
 
+/// Map `bytes` of zero-filled memory shared with every process forked afterwards (never
+/// unmapped by this function; the caller owns it). Page-aligned.
+pub fn map_shared_zeroed(bytes: usize) -> std::io::Result<*mut u8> {
+    // SAFETY: anonymous shared mapping with no address hint; the result is checked below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes.max(1),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ptr.cast())
+}
+
 impl Scoreboard {
     /// Map `len` zeroed slots, shared with every process forked afterwards.
     pub fn new(len: usize) -> std::io::Result<Scoreboard> {
         let _ = monotonic_ms(); // fix the clock base before any fork
         let head = std::mem::size_of::<MasterArea>().next_multiple_of(std::mem::align_of::<Slot>());
         let bytes = head + len.max(1) * std::mem::size_of::<Slot>();
-        // SAFETY: anonymous shared mapping with no address hint; the result is checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        let ptr = map_shared_zeroed(bytes)?.cast::<libc::c_void>();
         // Anonymous mappings are zero-filled, and all-zero is a valid `MasterArea` and `Slot`
         // (atomics at 0 = free), so the memory is initialised. The mapping is page-aligned and
         // `head` is a multiple of Slot's alignment, so both pointers are aligned.

@@ -55,22 +55,8 @@ pub fn init() -> std::io::Result<()> {
     if TABLE.get().is_some() {
         return Ok(());
     }
-    let bytes = ENTRIES * std::mem::size_of::<Entry>();
-    // SAFETY: anonymous shared mapping; checked for failure below. Zeroed memory is a valid
-    // table (every entry FREE).
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
+    // Zeroed memory is a valid table (every entry FREE); Entry's alignment is at most a page.
+    let ptr = ferrocorn_arbiter::map_shared_zeroed(ENTRIES * std::mem::size_of::<Entry>())?;
     let _ = TABLE.set(Table { entries: ptr.cast() });
     Ok(())
 }
