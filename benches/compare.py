@@ -90,8 +90,16 @@ def server_variants(name):
             "gunicorn-gthread", "gunicorn", "gthread -w {w} --threads 4",
             lambda p, w, m: ["gunicorn", "-b", f"127.0.0.1:{p}", "-w", str(w),
                              "-k", "gthread", "--threads", "4", f"{m}:app"])]
+    if name == "hyper":
+        # The floor: a bare Rust hyper hello server (no Python), same answer, {w} runtime threads.
+        # Built from crates/bench/examples/hello_server.rs; the app module is ignored.
+        binary = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release",
+                              "examples", "hello_server")
+        return [Variant(
+            "hyper", "hyper", "bare hyper, {w} threads (no Python)",
+            lambda p, w, m: [binary, str(p), "0", str(w)])]
     raise SystemExit(f"unknown server {name!r} (known: ferrocorn, granian, "
-                     "gunicorn-sync, gunicorn-gthread)")
+                     "gunicorn-sync, gunicorn-gthread, hyper)")
 
 
 # --------------------------------------------------------------------------
