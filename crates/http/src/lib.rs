@@ -18,6 +18,7 @@ mod request;
 mod response;
 mod scheme;
 mod token;
+mod websocket;
 
 pub use chunked::ChunkedDecoder;
 pub use error::{ErrorKind, ParseError};
@@ -29,3 +30,8 @@ pub use response::{
     ResponseError, ResponseFraming, ResponseHead, reason_phrase, write_error_response,
 };
 pub use scheme::{percent_decode, url_scheme_from_headers};
+pub use websocket::{
+    DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, HandshakeError, Message, Opcode, WebSocketRequest,
+    WsError, WsErrorKind, accept_key, encode_binary, encode_close, encode_frame, encode_ping,
+    encode_pong, encode_text, is_valid_close_code, websocket_request, write_accept_response,
+};

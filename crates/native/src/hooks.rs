@@ -39,6 +39,11 @@ pub fn is_hook(name: &str) -> bool {
     HOOK_ARITY.iter().any(|(n, _)| *n == name)
 }
 
+/// Positional parameters of a callable (None with *args or when it cannot be inspected).
+pub fn positional_params(py: Python<'_>, callable: &Bound<'_, PyAny>) -> Option<usize> {
+    positional_count(py, callable)
+}
+
 fn positional_count(py: Python<'_>, callable: &Bound<'_, PyAny>) -> Option<usize> {
     let inspect = py.import("inspect").ok()?;
     let signature = inspect.call_method1("signature", (callable,)).ok()?;

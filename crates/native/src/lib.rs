@@ -9,6 +9,7 @@
 mod access_log;
 mod allowlist;
 mod app;
+mod asgi;
 mod cli;
 mod clock;
 mod hooks;
@@ -22,6 +23,12 @@ mod wsgi;
 
 use pyo3::prelude::*;
 
+/// Write one line to ferrocorn's error log at `level` (debug, info, warning, error, critical).
+#[pyfunction]
+fn log(level: &str, message: &str) {
+    logging::log(logging::Level::parse(level).unwrap_or(logging::Level::Info), message);
+}
+
 /// Run the `ferrocorn` command line (argv without the program name); returns the exit code.
 #[pyfunction]
 fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
@@ -32,6 +39,10 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_function(wrap_pyfunction!(log, m)?)?;
+    m.add_class::<asgi::LoopBridge>()?;
+    m.add_class::<asgi::AsgiRequest>()?;
+    m.add_class::<asgi::IoStarter>()?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<user_metrics::Metric>()?;
     m.add_class::<user_metrics::Series>()?;

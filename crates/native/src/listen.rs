@@ -95,6 +95,13 @@ pub struct Listener {
     pub owns_path: bool,
 }
 
+impl Listener {
+    /// Another handle on the same socket (for a thread that owns its own copy).
+    pub fn try_clone(&self) -> std::io::Result<Listener> {
+        Ok(Listener { socket: self.socket.try_clone()?, addr: self.addr.clone(), owns_path: false })
+    }
+}
+
 /// Options applied to every listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenOptions {

@@ -69,6 +69,8 @@ pub struct ServerOptions {
     pub umask: u32,
     /// Give workers the user's supplementary groups.
     pub initgroups: bool,
+    /// ASGI `root_path`.
+    pub root_path: String,
     /// Base of process titles (`proc_name`, else `default_proc_name`).
     pub proc_name: String,
     /// Where to send statsd metrics.
@@ -142,6 +144,59 @@ pub enum WorkerClass {
         /// Python threads per worker.
         threads: usize,
     },
+    /// ASGI on an asyncio loop on the worker's main thread, sockets on an I/O thread.
+    Asgi {
+        /// `asgi_loop`: auto, asyncio or uvloop.
+        event_loop: AsgiLoop,
+        /// `asgi_lifespan`: auto, on or off.
+        lifespan: AsgiLifespan,
+        /// Requests one worker runs at once (`worker_connections`).
+        connections: usize,
+    },
+}
+
+/// Which asyncio loop the ASGI class uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsgiLoop {
+    /// uvloop when installed, else asyncio.
+    Auto,
+    /// The standard library loop.
+    Asyncio,
+    /// uvloop (required).
+    Uvloop,
+}
+
+/// Whether the ASGI class runs the lifespan protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsgiLifespan {
+    /// Run it; an app that does not support it is served without.
+    Auto,
+    /// Run it; failure stops the worker.
+    On,
+    /// Do not run it.
+    Off,
+}
+
+impl AsgiLoop {
+    /// The setting's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            AsgiLoop::Auto => "auto",
+            AsgiLoop::Asyncio => "asyncio",
+            AsgiLoop::Uvloop => "uvloop",
+        }
+    }
+}
+
+impl AsgiLifespan {
+    /// The setting's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            AsgiLifespan::Auto => "auto",
+            AsgiLifespan::On => "on",
+            AsgiLifespan::Off => "off",
+        }
+    }
 }
 
 impl WorkerClass {
@@ -150,6 +205,7 @@ impl WorkerClass {
         match self {
             WorkerClass::Sync => "sync",
             WorkerClass::Gthread { .. } => "gthread",
+            WorkerClass::Asgi { .. } => "asgi",
         }
     }
 
@@ -158,6 +214,7 @@ impl WorkerClass {
         match self {
             WorkerClass::Sync => 1,
             WorkerClass::Gthread { threads } => threads,
+            WorkerClass::Asgi { connections, .. } => connections,
         }
     }
 }
@@ -170,11 +227,24 @@ fn worker_class(config: &Config) -> Result<WorkerClass, OptionsError> {
         // As in Gunicorn, sync with more than one thread means gthread.
         "sync" | "syncworker" if threads <= 1 => Ok(WorkerClass::Sync),
         "sync" | "syncworker" | "gthread" | "threadworker" => Ok(WorkerClass::Gthread { threads }),
+        "asgi" | "asgiworker" | "uvicornworker" | "uvicornh11worker" => Ok(WorkerClass::Asgi {
+            event_loop: match config.str("asgi_loop") {
+                "asyncio" => AsgiLoop::Asyncio,
+                "uvloop" => AsgiLoop::Uvloop,
+                _ => AsgiLoop::Auto,
+            },
+            lifespan: match config.str("asgi_lifespan") {
+                "on" => AsgiLifespan::On,
+                "off" => AsgiLifespan::Off,
+                _ => AsgiLifespan::Auto,
+            },
+            connections: usize::try_from(config.int("worker_connections")).unwrap_or(1000).max(1),
+        }),
         "eventlet" | "eventletworker" => Err(OptionsError(
             "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use gevent once ferrocorn supports it, or gthread".into(),
         )),
         _ => Err(OptionsError(format!(
-            "`worker_class` (-k/--worker-class) {class:?} is not supported yet by ferrocorn; available: sync, gthread"
+            "`worker_class` (-k/--worker-class) {class:?} is not supported yet by ferrocorn; available: sync, gthread, asgi"
         ))),
     }
 }
@@ -335,6 +405,7 @@ impl ServerOptions {
             control_socket_mode: config.int("control_socket_mode").clamp(0, 0o777) as u32,
             access_log_json: config.bool("access_log_json"),
             python_logging: false,
+            root_path: config.str("root_path").to_owned(),
             proc_name: config
                 .opt_str("proc_name")
                 .or_else(|| config.opt_str("default_proc_name"))

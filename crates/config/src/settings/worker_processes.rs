@@ -62,12 +62,10 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::choice("asgi_loop", S, &["auto", "asyncio", "uvloop"], "auto")
         .cli(&["--asgi-loop"])
         .meta("STRING")
-        .planned()
         .help("Event loop for ASGI workers: `auto` (uvloop when importable), `asyncio` or `uvloop`."),
     Setting::choice("asgi_lifespan", S, &["auto", "on", "off"], "auto")
         .cli(&["--asgi-lifespan"])
         .meta("STRING")
-        .planned()
         .help("ASGI lifespan events: `auto` detects support, `on` requires it, `off` skips them."),
     Setting::pos_int("asgi_disconnect_grace_period", S, 3)
         .cli(&["--asgi-disconnect-grace-period"])

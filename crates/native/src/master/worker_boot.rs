@@ -12,7 +12,12 @@ use super::{Master, process};
 use crate::access_log::AccessLog;
 use crate::cli::{EXIT_APP_LOAD, EXIT_FAILURE};
 use crate::logging::{Sink, error, info};
+use std::sync::Mutex;
+
+use crate::asgi::{Bridge, Event, IoStarter, LoopBridge};
+use crate::options::WorkerClass;
 use crate::server::AppContext;
+use crate::server::worker::AsgiBackend;
 use crate::server::worker::{self, StopReason, WorkerRuntime};
 use crate::wsgi::{ListenerEnv, WsgiApp};
 
@@ -62,6 +67,87 @@ fn install_abort_handler(
     Ok(())
 }
 
+/// Refuse an ASGI app on a WSGI class and the reverse, naming the mismatch.
+fn check_app_interface(py: Python<'_>, app: &Bound<'_, PyAny>, class: WorkerClass) -> Result<(), String> {
+    let inspect = py.import("inspect").map_err(|e| e.to_string())?;
+    let is_coroutine = |obj: &Bound<'_, PyAny>| -> bool {
+        inspect.call_method1("iscoroutinefunction", (obj,)).and_then(|r| r.is_truthy()).unwrap_or(false)
+    };
+    let asgi = is_coroutine(app) || app.getattr("__call__").map(|c| is_coroutine(&c)).unwrap_or(false);
+    match (class, asgi) {
+        (WorkerClass::Asgi { .. }, false) if crate::hooks::positional_params(py, app) == Some(2) => Err(
+            "the app is a WSGI callable (environ, start_response) but the worker class is asgi; \
+             serve it with -k sync or -k gthread"
+                .into(),
+        ),
+        (WorkerClass::Sync | WorkerClass::Gthread { .. }, true) => Err(format!(
+            "the app is an ASGI application (async, scope/receive/send) but the worker class is {}; \
+             serve it with -k asgi (uvicorn.workers.UvicornWorker is accepted too)",
+            class.name()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Run the ASGI class: the I/O thread serves sockets; this (main) thread runs the asyncio loop
+/// until the I/O thread stops. Returns the worker's exit status.
+#[allow(clippy::too_many_arguments)]
+fn run_asgi(
+    py: Python<'_>,
+    master: &Master,
+    opts: crate::options::ServerOptions,
+    app: Py<PyAny>,
+    ctx: AppContext,
+    access_log: Option<AccessLog>,
+    runtime: WorkerRuntime,
+    (event_loop, lifespan): (&str, &str),
+) -> std::io::Result<i32> {
+    let bridge = Bridge::new()?;
+    let backend = AsgiBackend {
+        bridge: bridge.clone(),
+        root_path: opts.root_path.clone(),
+        servers: master
+            .listeners
+            .iter()
+            .map(|l| match &l.addr {
+                crate::listen::BoundAddr::Tcp(a) => (a.ip().to_string(), Some(a.port())),
+                crate::listen::BoundAddr::Unix(p) => (p.display().to_string(), None),
+            })
+            .collect(),
+    };
+    let listeners: Vec<crate::listen::Listener> =
+        master.listeners.iter().map(|l| l.try_clone()).collect::<std::io::Result<_>>()?;
+    let io_bridge = bridge.clone();
+    let main: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let result = worker::run(opts, ctx, &listeners, access_log, runtime, Some(backend));
+        if let Err(e) = &result {
+            error!("worker failed: {e}");
+        }
+        io_bridge.post(Event::Stop { graceful: !matches!(result, Ok(StopReason::Quick)) });
+    });
+    let handle = Arc::new(Mutex::new(None));
+    let starter = Py::new(py, IoStarter::new(main, handle.clone()))?;
+    let loop_bridge = Py::new(py, LoopBridge { inner: bridge })?;
+    let served = py
+        .import("ferrocorn._asgi")
+        .and_then(|m| m.call_method1("serve", (app, loop_bridge, starter, event_loop, lifespan)))
+        .and_then(|code| code.extract::<i32>());
+    let code = match served {
+        Ok(code) => code,
+        Err(e) => {
+            crate::wsgi::log_exception(py, "The ASGI event loop failed", &e);
+            EXIT_BOOT
+        }
+    };
+    let thread = handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(thread) = thread {
+        py.detach(|| {
+            let _ = thread.join();
+        });
+    }
+    Ok(code)
+}
+
 /// Boot and run a worker; returns its exit status.
 pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     let pid = std::process::id();
@@ -106,23 +192,10 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     if let Err(e) = install_abort_handler(py, &worker, master.hooks.get(py, "worker_abort")) {
         error!("cannot install the SIGABRT handler: {e}");
     }
-    let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
-    let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
-    let wsgi = match WsgiApp::new(
-        py,
-        app,
-        &envs,
-        &script_name,
-        opts.workers > 1,
-        opts.worker_class != crate::options::WorkerClass::Sync,
-        opts.sendfile,
-    ) {
-        Ok(w) => w,
-        Err(e) => {
-            error!("cannot prepare the WSGI bridge: {e}");
-            return EXIT_BOOT;
-        }
-    };
+    if let Err(message) = check_app_interface(py, app.bind(py), opts.worker_class) {
+        error!("{message}");
+        return EXIT_APP_LOAD;
+    }
     let access_log = match (&opts.access_log, opts.python_logging) {
         (_, true) => {
             // Gunicorn logs access lines whenever a logging config is in use.
@@ -145,10 +218,40 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         slot: slot_index,
         max_requests: jittered_max_requests(opts.max_requests, opts.max_requests_jitter),
     };
-    let app = AppContext { wsgi, hooks: master.hooks.clone_ref(py), worker: worker.clone_ref(py) };
     board.slot(slot_index).set_state(SlotState::Idle);
-    let listeners = &master.listeners;
-    let result = py.detach(|| worker::run(opts, app, listeners, access_log, runtime));
+    let hooks = master.hooks.clone_ref(py);
+    let result = if let WorkerClass::Asgi { event_loop, lifespan, .. } = opts.worker_class {
+        let ctx = AppContext { wsgi: None, hooks, worker: worker.clone_ref(py) };
+        match run_asgi(py, master, opts, app, ctx, access_log, runtime, (event_loop.name(), lifespan.name())) {
+            Ok(code) if code != 0 => {
+                let _ = master.hooks.call(py, "worker_exit", (server, worker));
+                return code;
+            }
+            Ok(_) => Ok(StopReason::Graceful),
+            Err(e) => Err(e),
+        }
+    } else {
+    let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        let wsgi = match WsgiApp::new(
+            py,
+            app,
+            &envs,
+            &script_name,
+            opts.workers > 1,
+            opts.worker_class != WorkerClass::Sync,
+            opts.sendfile,
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                error!("cannot prepare the WSGI bridge: {e}");
+                return EXIT_BOOT;
+            }
+        };
+        let app = AppContext { wsgi: Some(wsgi), hooks, worker: worker.clone_ref(py) };
+        let listeners = &master.listeners;
+        py.detach(|| worker::run(opts, app, listeners, access_log, runtime, None))
+    };
     worker.bind(py).get().set_dead();
     let code = match result {
         Ok(StopReason::Quick) => {

@@ -19,8 +19,8 @@ use crate::wsgi::{
 
 /// What the app needs, shared by the event loop and the pool threads.
 pub struct AppContext {
-    /// The WSGI bridge.
-    pub wsgi: WsgiApp,
+    /// The WSGI bridge (None for the ASGI class, whose app runs on the loop thread).
+    pub wsgi: Option<WsgiApp>,
     /// The config file's hooks.
     pub hooks: Hooks,
     /// The `worker` object for hooks.
@@ -215,7 +215,10 @@ pub fn call(
         proxy: req.proxy.as_ref(),
         input: input.bind(py).clone().into_any(),
     };
-    let handled = ctx.wsgi.handle(py, req.listener, facts, input, req.keep_environ, req.writer);
+    let Some(wsgi) = &ctx.wsgi else {
+        return Called { reply: Reply::Failed, input: None, environ: None, hook_request: request_obj };
+    };
+    let handled = wsgi.handle(py, req.listener, facts, input, req.keep_environ, req.writer);
     let reply = match handled.response {
         AppResponse::Failed => Reply::Failed,
         AppResponse::Aborted => Reply::Aborted,

@@ -20,7 +20,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Duration, timeout, timeout_at};
 
 use super::io::{ClientStream, send_file};
-use super::worker::Shared;
+use super::worker::{Executor, Shared};
+use crate::asgi::{AsgiRequest, Endpoints, Event, RequestShared};
+use pyo3::types::PyDict;
+use std::net::SocketAddr;
+use tokio::sync::{mpsc, oneshot};
 use ferrocorn_arbiter::RequestRecord;
 
 use super::app_call::{self, CallRequest, Called, Chunks, InputSource, Reply};
@@ -271,6 +275,9 @@ impl<S: ClientStream> Conn<S> {
         let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
         let request_bytes = body.len() as u64;
         let decoded_path = percent_decode(&head.path);
+        if matches!(self.shared.executor, Executor::Asgi(_)) {
+            return self.handle_asgi(head, body, decoded_path, https, started).await;
+        }
         let hooks = &self.shared.app.hooks;
         let (pre_hook, post_hook) = (hooks.has("pre_request"), hooks.has("post_request"));
         let keep_environ =
@@ -314,15 +321,15 @@ impl<S: ClientStream> Conn<S> {
         };
         let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
         shared.request_started();
-        let called = match &shared.pool {
-            None => {
+        let called = match &shared.executor {
+            Executor::Inline | Executor::Asgi(_) => {
                 let peer = self.peer;
                 Python::attach(|py| {
                     let remote = self.remote.get_or_insert_with(|| remote_strings(py, peer));
                     app_call::call(py, &shared.app, call_request, remote)
                 })
             }
-            Some(pool) => {
+            Executor::Pool(pool) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let ctx = shared.app.clone();
                 let peer = self.peer;
@@ -445,39 +452,131 @@ impl<S: ClientStream> Conn<S> {
                 );
             });
         }
-        if let (Some(log), Some(sent)) = (&self.shared.access_log, &sent) {
-            let path_info: String = decoded_path.iter().map(|&b| b as char).collect();
-            let protocol = format!("HTTP/{}.{}", head.version.0, head.version.1);
-            let remote_addr = match self.proxy.as_ref().and_then(|p| p.source) {
-                Some(source) => source.ip().to_string(),
-                None => self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            };
-            Python::attach(|py| {
-                let environ = environ.as_ref().map(|e| e.bind(py).clone());
-                let lookup = |key: &str| {
-                    environ
-                        .as_ref()
-                        .and_then(|e| e.get_item(key).ok().flatten())
-                        .map(|v| v.to_string())
-                };
-                log.write(&AccessRecord {
-                    remote_addr: &remote_addr,
-                    method: &head.method,
-                    raw_uri: &head.target,
-                    path_info: &path_info,
-                    query: &head.query,
-                    protocol: &protocol,
-                    status: sent.status,
-                    body_bytes: sent.body_bytes,
-                    request_headers: &head.headers,
-                    response_headers: &sent.headers,
-                    duration: started.elapsed(),
-                    environ: &lookup,
-                });
-            });
+        if let Some(sent) = &sent {
+            self.write_access_log(&head, &decoded_path, sent, started, environ.as_ref());
         }
         if environ.is_some() || input.is_some() {
             Python::attach(|_py| drop((environ, input)));
+        }
+        Ok(sent.is_some() && keep_alive)
+    }
+
+    /// One access-log line (when the access log is on).
+    fn write_access_log(
+        &self,
+        head: &RequestHead,
+        decoded_path: &[u8],
+        sent: &Sent,
+        started: Instant,
+        environ: Option<&Py<PyDict>>,
+    ) {
+        let Some(log) = &self.shared.access_log else { return };
+        let path_info: String = decoded_path.iter().map(|&b| b as char).collect();
+        let protocol = format!("HTTP/{}.{}", head.version.0, head.version.1);
+        let remote_addr = match self.proxy.as_ref().and_then(|p| p.source) {
+            Some(source) => source.ip().to_string(),
+            None => self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        };
+        Python::attach(|py| {
+            let environ = environ.map(|e| e.bind(py).clone());
+            let lookup = |key: &str| {
+                environ.as_ref().and_then(|e| e.get_item(key).ok().flatten()).map(|v| v.to_string())
+            };
+            log.write(&AccessRecord {
+                remote_addr: &remote_addr,
+                method: &head.method,
+                raw_uri: &head.target,
+                path_info: &path_info,
+                query: &head.query,
+                protocol: &protocol,
+                status: sent.status,
+                body_bytes: sent.body_bytes,
+                request_headers: &head.headers,
+                response_headers: &sent.headers,
+                duration: started.elapsed(),
+                environ: &lookup,
+            });
+        });
+    }
+
+    /// Serve one request with the ASGI class: hand it to the loop thread, then stream what
+    /// the app sends back.
+    async fn handle_asgi(
+        &mut self,
+        head: RequestHead,
+        body: Vec<u8>,
+        decoded_path: Vec<u8>,
+        https: bool,
+        started: Instant,
+    ) -> Result<bool, ConnError> {
+        let shared = self.shared.clone();
+        let Executor::Asgi(backend) = &shared.executor else { return Err(ConnError::Closed) };
+        let head = Arc::new(head);
+        let decoded_path = Arc::new(decoded_path);
+        let request_bytes = body.len() as u64;
+        let (start_tx, start_rx) = oneshot::channel();
+        let (chunk_tx, chunk_rx) = mpsc::channel(32);
+        let state = Arc::new(RequestShared::default());
+        let client = match self.proxy.as_ref().and_then(|p| p.source) {
+            Some(source) => Some(source),
+            None => self.peer.ip.zip(self.peer.port).map(|(ip, port)| SocketAddr::new(ip, port)),
+        };
+        let endpoints = Endpoints {
+            client,
+            server: backend.servers.get(self.listener).cloned().unwrap_or_default(),
+            https,
+            root_path: backend.root_path.clone(),
+        };
+        let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
+        shared.request_started();
+        backend.bridge.post(Event::Http(AsgiRequest::new(
+            head.clone(),
+            decoded_path.clone(),
+            endpoints,
+            body,
+            start_tx,
+            chunk_tx,
+            state.clone(),
+        )));
+        let mut keep_alive = head.keep_alive && !self.shared.opts.keepalive.is_zero();
+        let mut app_failed = false;
+        let sent = match start_rx.await {
+            Ok(Ok((status, headers))) => match ResponseHead::new(&status.to_string(), headers) {
+                Ok(rhead) => {
+                    let mut chunks = Chunks::Channel(chunk_rx);
+                    self.send_stream(&head, &rhead, Vec::new(), &mut chunks, &mut keep_alive).await
+                }
+                Err(e) => {
+                    error!("Error handling request: the ASGI app sent {e}");
+                    app_failed = true;
+                    keep_alive = false;
+                    self.send_error(500).await;
+                    Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
+                }
+            },
+            _ => {
+                app_failed = true;
+                keep_alive = false;
+                self.send_error(500).await;
+                Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
+            }
+        };
+        state.set_disconnected();
+        backend.bridge.post(Event::Disconnect(state));
+        drop(permit);
+        shared.request_finished(
+            sent.as_ref().map(|s| RequestRecord {
+                method: ferrocorn_metrics::method_index(&head.method),
+                status: ferrocorn_metrics::status_index(s.status),
+                code: s.status,
+                micros: started.elapsed().as_micros() as u64,
+                request_bytes,
+                response_bytes: s.body_bytes,
+            }),
+            app_failed,
+        );
+        if let Some(sent) = &sent {
+            self.write_access_log(&head, &decoded_path, sent, started, None);
         }
         Ok(sent.is_some() && keep_alive)
     }

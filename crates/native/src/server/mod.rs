@@ -9,4 +9,4 @@ mod pool;
 pub mod statsd;
 pub mod worker;
 
-pub use app_call::AppContext;
+pub use app_call::{AppContext, ChunkMsg};

@@ -28,8 +28,8 @@ pub struct Shared {
     pub opts: ServerOptions,
     /// The app, hooks and `worker` object (shared with pool threads).
     pub app: Arc<AppContext>,
-    /// The gthread class's Python threads (None for sync: the app runs on this thread).
-    pub pool: Option<PythonPool>,
+    /// Where the app runs.
+    pub executor: Executor,
     /// One permit per request the worker may run at once (1 for sync).
     pub app_slot: Semaphore,
     /// The access log, when enabled.
@@ -44,6 +44,26 @@ pub struct Shared {
     statsd: Option<super::statsd::Statsd>,
     connections: Cell<usize>,
     all_closed: Notify,
+}
+
+/// Where a worker runs its app.
+pub enum Executor {
+    /// On this (event-loop) thread: the sync class.
+    Inline,
+    /// On a pool of Python threads: gthread.
+    Pool(PythonPool),
+    /// On the asyncio loop of the main thread: the ASGI class.
+    Asgi(AsgiBackend),
+}
+
+/// What connections need to hand requests to the ASGI loop.
+pub struct AsgiBackend {
+    /// The queue to the loop thread.
+    pub bridge: Arc<crate::asgi::Bridge>,
+    /// ASGI `root_path`.
+    pub root_path: String,
+    /// Per listener: the scope's `server` (host, port).
+    pub servers: Vec<(String, Option<u16>)>,
 }
 
 /// What a forked worker knows about itself and its master.
@@ -242,14 +262,16 @@ pub fn run(
     listeners: &[Listener],
     access_log: Option<AccessLog>,
     runtime_info: WorkerRuntime,
+    asgi: Option<AsgiBackend>,
 ) -> std::io::Result<StopReason> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     let statsd_target = opts.statsd.clone();
     let concurrency = opts.worker_class.concurrency();
-    let pool = match opts.worker_class {
-        crate::options::WorkerClass::Sync => None,
-        crate::options::WorkerClass::Gthread { threads } => Some(PythonPool::start(threads)?),
+    let executor = match (opts.worker_class, asgi) {
+        (_, Some(backend)) => Executor::Asgi(backend),
+        (crate::options::WorkerClass::Gthread { threads }, None) => Executor::Pool(PythonPool::start(threads)?),
+        _ => Executor::Inline,
     };
     local.block_on(&runtime, async move {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -257,7 +279,7 @@ pub fn run(
         let shared = Rc::new(Shared {
             opts,
             app: Arc::new(app),
-            pool,
+            executor,
             app_slot: Semaphore::new(concurrency),
             access_log,
             shutdown: stop_rx.clone(),

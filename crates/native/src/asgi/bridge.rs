@@ -1,0 +1,105 @@
+//! The hand-off between the worker's I/O thread (tokio) and its Python event-loop thread (the
+//! ASGI class's asyncio loop): a queue of events plus an eventfd the loop watches
+//! (`loop.add_reader`). The I/O thread never touches Python; the loop thread drains the queue
+//! in one callback per wake-up. Python answers through channels that never block the loop.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+
+use super::request::{AsgiRequest, RequestShared};
+
+/// Something the loop thread must act on.
+pub enum Event {
+    /// A complete HTTP request to run.
+    Http(AsgiRequest),
+    /// The client of a request went away, or its response is complete (`http.disconnect`).
+    Disconnect(Arc<RequestShared>),
+    /// The I/O thread has stopped; `graceful` tells whether to run lifespan shutdown.
+    Stop {
+        /// A graceful stop (TERM, max_requests), not a quick one.
+        graceful: bool,
+    },
+}
+
+/// The queue and its wake-up descriptor.
+pub struct Bridge {
+    queue: Mutex<VecDeque<Event>>,
+    wakeup: OwnedFd,
+}
+
+impl Bridge {
+    /// A bridge with a fresh non-blocking eventfd.
+    pub fn new() -> std::io::Result<Arc<Bridge>> {
+        // SAFETY: eventfd creates a new descriptor; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let wakeup = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(Bridge { queue: Mutex::new(VecDeque::new()), wakeup }))
+    }
+
+    /// The descriptor the loop watches.
+    pub fn fd(&self) -> RawFd {
+        self.wakeup.as_raw_fd()
+    }
+
+    /// Queue an event and wake the loop (from any thread).
+    pub fn post(&self, event: Event) {
+        let was_empty = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push_back(event);
+            queue.len() == 1
+        };
+        if was_empty {
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
+            unsafe { libc::write(self.wakeup.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// Take every queued event (loop thread).
+    pub fn take(&self) -> Vec<Event> {
+        let mut counter: u64 = 0;
+        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.wakeup.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+    }
+}
+
+/// The Python face of the bridge: `fd` to watch and `drain()` to call when it is readable.
+#[pyclass(module = "ferrocorn._native", frozen)]
+pub struct LoopBridge {
+    pub(crate) inner: Arc<Bridge>,
+}
+
+#[pymethods]
+impl LoopBridge {
+    /// The eventfd to register with the loop.
+    #[getter]
+    fn fd(&self) -> RawFd {
+        self.inner.fd()
+    }
+
+    /// Take the pending events: a list of `("http", request)`, `("disconnect", future)` and
+    /// `("stop", graceful)` tuples.
+    fn drain(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        let mut out = Vec::new();
+        for event in self.inner.take() {
+            let item = match event {
+                Event::Http(request) => ("http", Py::new(py, request)?).into_pyobject(py)?.into_any().unbind(),
+                Event::Disconnect(shared) => match shared.take_disconnect_future() {
+                    Some(future) => ("disconnect", future).into_pyobject(py)?.into_any().unbind(),
+                    None => continue,
+                },
+                Event::Stop { graceful } => ("stop", graceful).into_pyobject(py)?.into_any().unbind(),
+            };
+            out.push(item);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,211 @@
+//! One ASGI HTTP request as the loop thread sees it: the scope (built in Rust from the parsed
+//! head), the body (read in full by the I/O thread, delivered as one `http.request`), and the
+//! channels back to the connection: the response start, body chunks (bounded; a full channel
+//! asks the app to wait, so a slow client slows the app instead of filling memory), and the
+//! disconnect future.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferrocorn_http::RequestHead;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::server::ChunkMsg;
+
+/// What the app started its response with (status, headers), or Err for "answer 500".
+pub type StartMsg = Result<(u16, Vec<(String, String)>), ()>;
+
+/// State shared between the connection task and the Python request object.
+#[derive(Default)]
+pub struct RequestShared {
+    disconnected: AtomicBool,
+    disconnect_future: Mutex<Option<Py<PyAny>>>,
+}
+
+impl RequestShared {
+    /// Mark the client gone (or the response complete).
+    pub fn set_disconnected(&self) {
+        self.disconnected.store(true, Ordering::Release);
+    }
+
+    /// The future `receive()` waits on for `http.disconnect`, taken once.
+    pub fn take_disconnect_future(&self) -> Option<Py<PyAny>> {
+        self.disconnect_future.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Where the request came from and went to.
+pub struct Endpoints {
+    /// The client (None for unix sockets).
+    pub client: Option<SocketAddr>,
+    /// The server address as `(host, port)`; port None for unix sockets.
+    pub server: (String, Option<u16>),
+    /// `http` or `https`.
+    pub https: bool,
+    /// ASGI `root_path`.
+    pub root_path: String,
+}
+
+/// The Python object for one request.
+#[pyclass(module = "ferrocorn._native", frozen)]
+pub struct AsgiRequest {
+    head: Arc<RequestHead>,
+    decoded_path: Arc<Vec<u8>>,
+    endpoints: Endpoints,
+    body: Mutex<Option<Vec<u8>>>,
+    start: Mutex<Option<oneshot::Sender<StartMsg>>>,
+    chunks: Mutex<Option<mpsc::Sender<ChunkMsg>>>,
+    shared: Arc<RequestShared>,
+}
+
+impl AsgiRequest {
+    /// A request; the receivers of `start` and `chunks` stay with the connection task.
+    pub fn new(
+        head: Arc<RequestHead>,
+        decoded_path: Arc<Vec<u8>>,
+        endpoints: Endpoints,
+        body: Vec<u8>,
+        start: oneshot::Sender<StartMsg>,
+        chunks: mpsc::Sender<ChunkMsg>,
+        shared: Arc<RequestShared>,
+    ) -> Self {
+        AsgiRequest {
+            head,
+            decoded_path,
+            endpoints,
+            body: Mutex::new(Some(body)),
+            start: Mutex::new(Some(start)),
+            chunks: Mutex::new(Some(chunks)),
+            shared,
+        }
+    }
+}
+
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+#[pymethods]
+impl AsgiRequest {
+    /// The ASGI HTTP scope; `state` is a copy of the lifespan state (or None).
+    #[pyo3(signature = (state = None))]
+    fn scope<'py>(&self, py: Python<'py>, state: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
+        let head = &self.head;
+        let d = PyDict::new(py);
+        d.set_item("type", "http")?;
+        let asgi = PyDict::new(py);
+        asgi.set_item("version", "3.0")?;
+        asgi.set_item("spec_version", "2.4")?;
+        d.set_item("asgi", asgi)?;
+        d.set_item("http_version", if head.version == (1, 0) { "1.0" } else { "1.1" })?;
+        d.set_item("method", &head.method)?;
+        d.set_item("scheme", if self.endpoints.https { "https" } else { "http" })?;
+        let path = String::from_utf8_lossy(&self.decoded_path).into_owned();
+        let root = &self.endpoints.root_path;
+        d.set_item("path", if !root.is_empty() && !path.starts_with(root.as_str()) { format!("{root}{path}") } else { path })?;
+        d.set_item("raw_path", PyBytes::new(py, &head.path))?;
+        d.set_item("query_string", PyBytes::new(py, &head.query))?;
+        d.set_item("root_path", root)?;
+        let headers = PyList::empty(py);
+        for (name, value) in &head.headers {
+            let pair = PyTuple::new(py, [PyBytes::new(py, name.to_ascii_lowercase().as_bytes()), PyBytes::new(py, value)])?;
+            headers.append(pair)?;
+        }
+        d.set_item("headers", headers)?;
+        match self.endpoints.client {
+            Some(addr) => d.set_item("client", (addr.ip().to_string(), addr.port()))?,
+            None => d.set_item("client", py.None())?,
+        }
+        let (host, port) = &self.endpoints.server;
+        match port {
+            Some(port) => d.set_item("server", (host, *port))?,
+            None => d.set_item("server", (host, py.None()))?,
+        }
+        if let Some(state) = state.filter(|s| !s.is_none()) {
+            d.set_item("state", state.call_method0("copy")?)?;
+        }
+        Ok(d)
+    }
+
+    /// The request body (all of it; empty after the first call).
+    fn take_body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let body = self.body.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        PyBytes::new(py, &body)
+    }
+
+    /// `http.response.start`.
+    fn start_response(&self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut pairs = Vec::new();
+        for item in headers.try_iter()? {
+            let item = item?;
+            let name: Vec<u8> = item.get_item(0)?.extract()?;
+            let value: Vec<u8> = item.get_item(1)?.extract()?;
+            pairs.push((latin1(&name), latin1(&value)));
+        }
+        let sender = self.start.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match sender {
+            Some(tx) => {
+                let _ = tx.send(Ok((status, pairs)));
+                Ok(())
+            }
+            None => Err(PyRuntimeError::new_err("http.response.start sent twice")),
+        }
+    }
+
+    /// `http.response.body`: queue `data`; returns False (nothing queued) when the connection's
+    /// buffer is full — wait briefly and send again. With `more_body` False the response ends.
+    fn send_body(&self, data: &[u8], more_body: bool) -> PyResult<bool> {
+        if self.start.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return Err(PyRuntimeError::new_err("http.response.body before http.response.start"));
+        }
+        let mut guard = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = guard.as_ref() else { return Ok(true) };
+        if !data.is_empty() {
+            match tx.try_send(Ok(data.to_vec())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Ok(false),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.shared.set_disconnected();
+                    *guard = None;
+                    return Ok(true);
+                }
+            }
+        }
+        if !more_body {
+            *guard = None;
+        }
+        Ok(true)
+    }
+
+    /// The app failed: a 500 if nothing was sent, else cut the response short.
+    fn fail(&self) {
+        if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(Err(()));
+        } else if let Some(tx) = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.try_send(Err(()));
+        }
+    }
+
+    /// The app returned: end the response (an unstarted one becomes a 500).
+    fn finish(&self) {
+        if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(Err(()));
+        }
+        self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Register the future `receive()` awaits for `http.disconnect` (resolved by the loop).
+    fn set_disconnect_future(&self, future: Py<PyAny>) {
+        *self.shared.disconnect_future.lock().unwrap_or_else(|e| e.into_inner()) = Some(future);
+    }
+
+    /// Whether the client is gone (or the response is complete).
+    #[getter]
+    fn disconnected(&self) -> bool {
+        self.shared.disconnected.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,162 @@
+"""The loop side of ferrocorn's ``asgi`` worker class.
+
+Sockets, HTTP parsing and response framing stay in Rust on the worker's I/O thread; this module
+only runs the asyncio loop (uvloop when installed): lifespan, and one task per request that calls
+``app(scope, receive, send)`` with the scope and channels the native ``AsgiRequest`` provides.
+"""
+
+import asyncio
+import traceback
+
+from ferrocorn import _native
+
+
+def serve(app, bridge, start_io, loop_kind, lifespan_mode):
+    """Run the loop until the I/O thread stops; returns the worker's exit status."""
+    loop = _new_loop(loop_kind)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_main(app, bridge, start_io, lifespan_mode))
+    finally:
+        loop.close()
+
+
+def _new_loop(kind):
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+async def _main(app, bridge, start_io, lifespan_mode):
+    loop = asyncio.get_running_loop()
+    lifespan = _Lifespan(app, lifespan_mode)
+    try:
+        await lifespan.startup()
+    except _LifespanFailed as exc:
+        _native.log("error", f"ASGI lifespan startup failed: {exc}")
+        return 3
+    state = lifespan.state if lifespan.used else None
+    stopped = loop.create_future()
+    tasks = set()
+
+    def on_ready():
+        for kind, item in bridge.drain():
+            if kind == "http":
+                task = loop.create_task(_http(app, item, state))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            elif kind == "disconnect":
+                if not item.done():
+                    item.set_result(None)
+            elif kind == "stop" and not stopped.done():
+                stopped.set_result(item)
+
+    loop.add_reader(bridge.fd, on_ready)
+    start_io()
+    graceful = await stopped
+    loop.remove_reader(bridge.fd)
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
+    if graceful:
+        await lifespan.shutdown()
+    return 0
+
+
+async def _http(app, req, state):
+    scope = req.scope(state)
+    disconnect = asyncio.get_running_loop().create_future()
+    req.set_disconnect_future(disconnect)
+    body_delivered = False
+
+    async def receive():
+        nonlocal body_delivered
+        if not body_delivered:
+            body_delivered = True
+            return {"type": "http.request", "body": req.take_body(), "more_body": False}
+        if not req.disconnected:
+            await disconnect
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        kind = message["type"]
+        if kind == "http.response.start":
+            req.start_response(message["status"], message.get("headers", ()))
+        elif kind == "http.response.body":
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            while not req.send_body(body, more):
+                await asyncio.sleep(0.001)  # the connection's buffer is full: let it drain
+
+    try:
+        await app(scope, receive, send)
+    except Exception:
+        _native.log("error", "Exception in ASGI application\n" + traceback.format_exc().rstrip())
+        req.fail()
+    finally:
+        req.finish()
+
+
+class _LifespanFailed(Exception):
+    pass
+
+
+class _Lifespan:
+    """ASGI lifespan: startup before the first request, shutdown on a graceful stop."""
+
+    def __init__(self, app, mode):
+        self.app = app
+        self.mode = mode
+        self.state = {}
+        self.used = False
+
+    async def startup(self):
+        if self.mode == "off":
+            return
+        loop = asyncio.get_running_loop()
+        self.queue = asyncio.Queue()
+        self.started = loop.create_future()
+        self.stopped = loop.create_future()
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        self.task = loop.create_task(self._run(scope))
+        await self.queue.put({"type": "lifespan.startup"})
+        await asyncio.wait({self.started, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if not self.started.done():
+            error = self.task.exception() if not self.task.cancelled() else None
+            if self.mode == "on":
+                raise _LifespanFailed(f"the app does not support lifespan: {error!r}")
+            _native.log("info", "ASGI 'lifespan' protocol appears unsupported.")
+            return
+        ok, message = self.started.result()
+        if not ok:
+            raise _LifespanFailed(message or "lifespan.startup.failed")
+        self.used = True
+
+    async def _run(self, scope):
+        async def receive():
+            return await self.queue.get()
+
+        async def send(message):
+            kind = message["type"]
+            if kind == "lifespan.startup.complete":
+                self.started.set_result((True, ""))
+            elif kind == "lifespan.startup.failed":
+                self.started.set_result((False, message.get("message", "")))
+            elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                if not self.stopped.done():
+                    self.stopped.set_result(kind)
+                if kind == "lifespan.shutdown.failed":
+                    _native.log("error", f"ASGI lifespan shutdown failed: {message.get('message', '')}")
+
+        await self.app(scope, receive, send)
+
+    async def shutdown(self):
+        if not self.used:
+            return
+        await self.queue.put({"type": "lifespan.shutdown"})
+        await asyncio.wait({self.stopped, self.task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
