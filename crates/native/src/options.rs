@@ -144,6 +144,11 @@ pub enum WorkerClass {
         /// Python threads per worker.
         threads: usize,
     },
+    /// WSGI in greenlets on a gevent hub on the main thread, sockets on an I/O thread.
+    Gevent {
+        /// Requests one worker runs at once (`worker_connections`).
+        connections: usize,
+    },
     /// ASGI on an asyncio loop on the worker's main thread, sockets on an I/O thread.
     Asgi {
         /// `asgi_loop`: auto, asyncio or uvloop.
@@ -205,6 +210,7 @@ impl WorkerClass {
         match self {
             WorkerClass::Sync => "sync",
             WorkerClass::Gthread { .. } => "gthread",
+            WorkerClass::Gevent { .. } => "gevent",
             WorkerClass::Asgi { .. } => "asgi",
         }
     }
@@ -214,7 +220,9 @@ impl WorkerClass {
         match self {
             WorkerClass::Sync => 1,
             WorkerClass::Gthread { threads } => threads,
-            WorkerClass::Asgi { connections, .. } => connections,
+            WorkerClass::Gevent { connections } | WorkerClass::Asgi { connections, .. } => {
+                connections
+            }
         }
     }
 }
@@ -227,6 +235,10 @@ fn worker_class(config: &Config) -> Result<WorkerClass, OptionsError> {
         // As in Gunicorn, sync with more than one thread means gthread.
         "sync" | "syncworker" if threads <= 1 => Ok(WorkerClass::Sync),
         "sync" | "syncworker" | "gthread" | "threadworker" => Ok(WorkerClass::Gthread { threads }),
+        "gevent" | "ggevent" | "geventworker" | "gevent_wsgi" | "gevent_pywsgi"
+        | "geventpywsgiworker" => Ok(WorkerClass::Gevent {
+            connections: usize::try_from(config.int("worker_connections")).unwrap_or(1000).max(1),
+        }),
         "asgi" | "asgiworker" | "uvicornworker" | "uvicornh11worker" => Ok(WorkerClass::Asgi {
             event_loop: match config.str("asgi_loop") {
                 "asyncio" => AsgiLoop::Asyncio,
@@ -241,10 +253,11 @@ fn worker_class(config: &Config) -> Result<WorkerClass, OptionsError> {
             connections: usize::try_from(config.int("worker_connections")).unwrap_or(1000).max(1),
         }),
         "eventlet" | "eventletworker" => Err(OptionsError(
-            "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use gevent once ferrocorn supports it, or gthread".into(),
+            "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use -k gevent"
+                .into(),
         )),
         _ => Err(OptionsError(format!(
-            "`worker_class` (-k/--worker-class) {class:?} is not supported yet by ferrocorn; available: sync, gthread, asgi"
+            "`worker_class` (-k/--worker-class) {class:?} is not supported yet by ferrocorn; available: sync, gthread, gevent, asgi"
         ))),
     }
 }

@@ -13,8 +13,10 @@ use super::request::{AsgiRequest, RequestShared};
 
 /// Something the loop thread must act on.
 pub enum Event {
-    /// A complete HTTP request to run.
+    /// A complete HTTP request to run (ASGI class).
     Http(AsgiRequest),
+    /// A WSGI request to run in a greenlet (gevent class).
+    Wsgi(HubJob),
     /// The client of a request went away, or its response is complete (`http.disconnect`).
     Disconnect(Arc<RequestShared>),
     /// The I/O thread has stopped; `graceful` tells whether to run lifespan shutdown.
@@ -71,6 +73,33 @@ impl Bridge {
     }
 }
 
+/// Work for the loop thread's Python (gevent: one greenlet per job).
+type HubWork = Box<dyn FnOnce(Python<'_>) + Send>;
+
+/// A request for the gevent hub; `run()` is spawned as a greenlet.
+#[pyclass(module = "ferrocorn._native", frozen)]
+pub struct HubJob {
+    work: Mutex<Option<HubWork>>,
+}
+
+impl HubJob {
+    /// Wrap `work`.
+    pub fn new(work: HubWork) -> Self {
+        HubJob { work: Mutex::new(Some(work)) }
+    }
+}
+
+#[pymethods]
+impl HubJob {
+    /// Run the request (once).
+    fn run(&self, py: Python<'_>) {
+        let work = self.work.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(work) = work {
+            work(py);
+        }
+    }
+}
+
 /// The Python face of the bridge: `fd` to watch and `drain()` to call when it is readable.
 #[pyclass(module = "ferrocorn._native", frozen)]
 pub struct LoopBridge {
@@ -91,12 +120,19 @@ impl LoopBridge {
         let mut out = Vec::new();
         for event in self.inner.take() {
             let item = match event {
-                Event::Http(request) => ("http", Py::new(py, request)?).into_pyobject(py)?.into_any().unbind(),
+                Event::Http(request) => {
+                    ("http", Py::new(py, request)?).into_pyobject(py)?.into_any().unbind()
+                }
+                Event::Wsgi(job) => {
+                    ("wsgi", Py::new(py, job)?).into_pyobject(py)?.into_any().unbind()
+                }
                 Event::Disconnect(shared) => match shared.take_disconnect_future() {
                     Some(future) => ("disconnect", future).into_pyobject(py)?.into_any().unbind(),
                     None => continue,
                 },
-                Event::Stop { graceful } => ("stop", graceful).into_pyobject(py)?.into_any().unbind(),
+                Event::Stop { graceful } => {
+                    ("stop", graceful).into_pyobject(py)?.into_any().unbind()
+                }
             };
             out.push(item);
         }

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use pyo3::prelude::*;
 
-pub use bridge::{Bridge, Event, LoopBridge};
+pub use bridge::{Bridge, Event, HubJob, LoopBridge};
 pub use request::{AsgiRequest, Endpoints, RequestShared};
 
 type IoMain = Box<dyn FnOnce() + Send>;

@@ -93,7 +93,11 @@ fn latin1(bytes: &[u8]) -> String {
 impl AsgiRequest {
     /// The ASGI HTTP scope; `state` is a copy of the lifespan state (or None).
     #[pyo3(signature = (state = None))]
-    fn scope<'py>(&self, py: Python<'py>, state: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
+    fn scope<'py>(
+        &self,
+        py: Python<'py>,
+        state: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let head = &self.head;
         let d = PyDict::new(py);
         d.set_item("type", "http")?;
@@ -106,13 +110,23 @@ impl AsgiRequest {
         d.set_item("scheme", if self.endpoints.https { "https" } else { "http" })?;
         let path = String::from_utf8_lossy(&self.decoded_path).into_owned();
         let root = &self.endpoints.root_path;
-        d.set_item("path", if !root.is_empty() && !path.starts_with(root.as_str()) { format!("{root}{path}") } else { path })?;
+        d.set_item(
+            "path",
+            if !root.is_empty() && !path.starts_with(root.as_str()) {
+                format!("{root}{path}")
+            } else {
+                path
+            },
+        )?;
         d.set_item("raw_path", PyBytes::new(py, &head.path))?;
         d.set_item("query_string", PyBytes::new(py, &head.query))?;
         d.set_item("root_path", root)?;
         let headers = PyList::empty(py);
         for (name, value) in &head.headers {
-            let pair = PyTuple::new(py, [PyBytes::new(py, name.to_ascii_lowercase().as_bytes()), PyBytes::new(py, value)])?;
+            let pair = PyTuple::new(
+                py,
+                [PyBytes::new(py, name.to_ascii_lowercase().as_bytes()), PyBytes::new(py, value)],
+            )?;
             headers.append(pair)?;
         }
         d.set_item("headers", headers)?;

@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use crate::asgi::{Bridge, Event, IoStarter, LoopBridge};
 use crate::options::WorkerClass;
 use crate::server::AppContext;
-use crate::server::worker::AsgiBackend;
 use crate::server::worker::{self, StopReason, WorkerRuntime};
+use crate::server::worker::{AsgiBackend, LoopSide};
 use crate::wsgi::{ListenerEnv, WsgiApp};
 
 /// Exit status of a worker that failed while booting (Gunicorn's WORKER_BOOT_ERROR).
@@ -68,12 +68,20 @@ fn install_abort_handler(
 }
 
 /// Refuse an ASGI app on a WSGI class and the reverse, naming the mismatch.
-fn check_app_interface(py: Python<'_>, app: &Bound<'_, PyAny>, class: WorkerClass) -> Result<(), String> {
+fn check_app_interface(
+    py: Python<'_>,
+    app: &Bound<'_, PyAny>,
+    class: WorkerClass,
+) -> Result<(), String> {
     let inspect = py.import("inspect").map_err(|e| e.to_string())?;
     let is_coroutine = |obj: &Bound<'_, PyAny>| -> bool {
-        inspect.call_method1("iscoroutinefunction", (obj,)).and_then(|r| r.is_truthy()).unwrap_or(false)
+        inspect
+            .call_method1("iscoroutinefunction", (obj,))
+            .and_then(|r| r.is_truthy())
+            .unwrap_or(false)
     };
-    let asgi = is_coroutine(app) || app.getattr("__call__").map(|c| is_coroutine(&c)).unwrap_or(false);
+    let asgi =
+        is_coroutine(app) || app.getattr("__call__").map(|c| is_coroutine(&c)).unwrap_or(false);
     match (class, asgi) {
         (WorkerClass::Asgi { .. }, false) if crate::hooks::positional_params(py, app) == Some(2) => Err(
             "the app is a WSGI callable (environ, start_response) but the worker class is asgi; \
@@ -89,18 +97,31 @@ fn check_app_interface(py: Python<'_>, app: &Bound<'_, PyAny>, class: WorkerClas
     }
 }
 
-/// Run the ASGI class: the I/O thread serves sockets; this (main) thread runs the asyncio loop
-/// until the I/O thread stops. Returns the worker's exit status.
-#[allow(clippy::too_many_arguments)]
-fn run_asgi(
+/// Which Python loop runs on the main thread, and how to start it.
+enum LoopServe<'a> {
+    /// `ferrocorn._asgi.serve(app, bridge, start_io, loop, lifespan)`.
+    Asgi {
+        /// The ASGI app.
+        app: Py<PyAny>,
+        /// `asgi_loop`.
+        event_loop: &'a str,
+        /// `asgi_lifespan`.
+        lifespan: &'a str,
+    },
+    /// `ferrocorn._gevent.serve(bridge, start_io)`.
+    Gevent,
+}
+
+/// Run a class whose app lives on a Python loop (ASGI, gevent): the I/O thread serves sockets;
+/// this (main) thread runs the loop until the I/O thread stops. Returns the exit status.
+fn run_on_loop(
     py: Python<'_>,
     master: &Master,
     opts: crate::options::ServerOptions,
-    app: Py<PyAny>,
     ctx: AppContext,
     access_log: Option<AccessLog>,
     runtime: WorkerRuntime,
-    (event_loop, lifespan): (&str, &str),
+    serve: LoopServe<'_>,
 ) -> std::io::Result<i32> {
     let bridge = Bridge::new()?;
     let backend = AsgiBackend {
@@ -118,8 +139,12 @@ fn run_asgi(
     let listeners: Vec<crate::listen::Listener> =
         master.listeners.iter().map(|l| l.try_clone()).collect::<std::io::Result<_>>()?;
     let io_bridge = bridge.clone();
+    let side = match serve {
+        LoopServe::Asgi { .. } => LoopSide::Asgi(backend),
+        LoopServe::Gevent => LoopSide::Hub(bridge.clone()),
+    };
     let main: Box<dyn FnOnce() + Send> = Box::new(move || {
-        let result = worker::run(opts, ctx, &listeners, access_log, runtime, Some(backend));
+        let result = worker::run(opts, ctx, &listeners, access_log, runtime, Some(side));
         if let Err(e) = &result {
             error!("worker failed: {e}");
         }
@@ -128,14 +153,21 @@ fn run_asgi(
     let handle = Arc::new(Mutex::new(None));
     let starter = Py::new(py, IoStarter::new(main, handle.clone()))?;
     let loop_bridge = Py::new(py, LoopBridge { inner: bridge })?;
-    let served = py
-        .import("ferrocorn._asgi")
-        .and_then(|m| m.call_method1("serve", (app, loop_bridge, starter, event_loop, lifespan)))
-        .and_then(|code| code.extract::<i32>());
+    let served = match serve {
+        LoopServe::Asgi { app, event_loop, lifespan } => {
+            py.import("ferrocorn._asgi").and_then(|m| {
+                m.call_method1("serve", (app, loop_bridge, starter, event_loop, lifespan))
+            })
+        }
+        LoopServe::Gevent => py
+            .import("ferrocorn._gevent")
+            .and_then(|m| m.call_method1("serve", (loop_bridge, starter))),
+    }
+    .and_then(|code| code.extract::<i32>());
     let code = match served {
         Ok(code) => code,
         Err(e) => {
-            crate::wsgi::log_exception(py, "The ASGI event loop failed", &e);
+            crate::wsgi::log_exception(py, "The worker's event loop failed", &e);
             EXIT_BOOT
         }
     };
@@ -176,6 +208,14 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     // (Set after the privilege drop, which would clear it.) A worker must not outlive its master (killed with SIGKILL, say): it then drains and exits.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a plain signal number.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
+    if matches!(opts.worker_class, WorkerClass::Gevent { .. }) {
+        // As Gunicorn's gevent worker: patch before the app is imported (a preloaded app was
+        // imported unpatched in the master, as with Gunicorn).
+        if let Err(e) = py.import("gevent.monkey").and_then(|m| m.call_method0("patch_all")) {
+            error!("cannot start the gevent worker (is gevent installed?): {e}");
+            return EXIT_BOOT;
+        }
+    }
     let app = match &master.preloaded {
         Some(app) => app.clone_ref(py),
         None => match crate::app::load(py, &opts.app_spec) {
@@ -222,7 +262,9 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     let hooks = master.hooks.clone_ref(py);
     let result = if let WorkerClass::Asgi { event_loop, lifespan, .. } = opts.worker_class {
         let ctx = AppContext { wsgi: None, hooks, worker: worker.clone_ref(py) };
-        match run_asgi(py, master, opts, app, ctx, access_log, runtime, (event_loop.name(), lifespan.name())) {
+        let serve =
+            LoopServe::Asgi { app, event_loop: event_loop.name(), lifespan: lifespan.name() };
+        match run_on_loop(py, master, opts, ctx, access_log, runtime, serve) {
             Ok(code) if code != 0 => {
                 let _ = master.hooks.call(py, "worker_exit", (server, worker));
                 return code;
@@ -231,7 +273,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
             Err(e) => Err(e),
         }
     } else {
-    let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
+        let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
         let wsgi = match WsgiApp::new(
             py,
@@ -250,7 +292,18 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         };
         let app = AppContext { wsgi: Some(wsgi), hooks, worker: worker.clone_ref(py) };
         let listeners = &master.listeners;
-        py.detach(|| worker::run(opts, app, listeners, access_log, runtime, None))
+        if matches!(opts.worker_class, WorkerClass::Gevent { .. }) {
+            match run_on_loop(py, master, opts, app, access_log, runtime, LoopServe::Gevent) {
+                Ok(code) if code != 0 => {
+                    let _ = master.hooks.call(py, "worker_exit", (server, worker));
+                    return code;
+                }
+                Ok(_) => Ok(StopReason::Graceful),
+                Err(e) => Err(e),
+            }
+        } else {
+            py.detach(|| worker::run(opts, app, listeners, access_log, runtime, None))
+        }
     };
     worker.bind(py).get().set_dead();
     let code = match result {

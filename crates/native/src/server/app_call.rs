@@ -216,7 +216,12 @@ pub fn call(
         input: input.bind(py).clone().into_any(),
     };
     let Some(wsgi) = &ctx.wsgi else {
-        return Called { reply: Reply::Failed, input: None, environ: None, hook_request: request_obj };
+        return Called {
+            reply: Reply::Failed,
+            input: None,
+            environ: None,
+            hook_request: request_obj,
+        };
     };
     let handled = wsgi.handle(py, req.listener, facts, input, req.keep_environ, req.writer);
     let reply = match handled.response {
@@ -243,7 +248,10 @@ pub fn call(
 
 /// On a pool thread: move an inline stream's iteration here, returning a reply whose chunks
 /// arrive over a channel, and a closure that pumps the iterator (then closes the result).
-pub fn detach_stream(called: &mut Called) -> Option<impl FnOnce(Python<'_>) + use<>> {
+pub fn detach_stream(
+    called: &mut Called,
+    mode: PumpMode,
+) -> Option<impl FnOnce(Python<'_>) + use<>> {
     let reply = std::mem::replace(&mut called.reply, Reply::Aborted);
     let (tx, rx) = mpsc::channel::<ChunkMsg>(4);
     let (iterator, result, reply) = match reply {
@@ -263,7 +271,44 @@ pub fn detach_stream(called: &mut Called) -> Option<impl FnOnce(Python<'_>) + us
         }
     };
     called.reply = reply;
-    Some(move |py: Python<'_>| pump_stream(py, iterator, result, tx))
+    Some(move |py: Python<'_>| pump_stream(py, iterator, result, tx, mode))
+}
+
+/// How a pump hands a chunk over: blocking (pool threads) or yielding to the gevent hub.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PumpMode {
+    /// Block this thread (releasing the GIL) while the channel is full.
+    Blocking,
+    /// `gevent.sleep` while the channel is full, so other greenlets run.
+    Cooperative,
+}
+
+fn hand_over(
+    py: Python<'_>,
+    tx: &mpsc::Sender<ChunkMsg>,
+    message: ChunkMsg,
+    mode: PumpMode,
+) -> bool {
+    match mode {
+        PumpMode::Blocking => py.detach(|| tx.blocking_send(message)).is_ok(),
+        PumpMode::Cooperative => {
+            let mut message = message;
+            loop {
+                match tx.try_send(message) {
+                    Ok(()) => return true,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        message = back;
+                        let slept =
+                            py.import("gevent").and_then(|g| g.call_method1("sleep", (0.001,)));
+                        if slept.is_err() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Pull the iterator to its end (or until the receiver is gone), sending chunks; then close.
@@ -272,6 +317,7 @@ fn pump_stream(
     iterator: Py<PyAny>,
     result: Option<Py<PyAny>>,
     tx: mpsc::Sender<ChunkMsg>,
+    mode: PumpMode,
 ) {
     loop {
         let mut chunk = Vec::new();
@@ -284,7 +330,7 @@ fn pump_stream(
             }
         };
         let failed = message.is_err();
-        if py.detach(|| tx.blocking_send(message)).is_err() || failed {
+        if !hand_over(py, &tx, message, mode) || failed {
             break; // the client went away, or the app failed
         }
     }

@@ -21,13 +21,13 @@ use tokio::time::{Duration, timeout, timeout_at};
 
 use super::io::{ClientStream, send_file};
 use super::worker::{Executor, Shared};
-use crate::asgi::{AsgiRequest, Endpoints, Event, RequestShared};
+use crate::asgi::{AsgiRequest, Endpoints, Event, HubJob, RequestShared};
+use ferrocorn_arbiter::RequestRecord;
 use pyo3::types::PyDict;
 use std::net::SocketAddr;
 use tokio::sync::{mpsc, oneshot};
-use ferrocorn_arbiter::RequestRecord;
 
-use super::app_call::{self, CallRequest, Called, Chunks, InputSource, Reply};
+use super::app_call::{self, CallRequest, Called, Chunks, InputSource, PumpMode, Reply};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
@@ -329,20 +329,33 @@ impl<S: ClientStream> Conn<S> {
                     app_call::call(py, &shared.app, call_request, remote)
                 })
             }
-            Executor::Pool(pool) => {
+            Executor::Pool(_) | Executor::Hub(_) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let ctx = shared.app.clone();
                 let peer = self.peer;
-                let submitted = pool.submit(Box::new(move |py: Python<'_>| {
+                let mode = if matches!(shared.executor, Executor::Hub(_)) {
+                    PumpMode::Cooperative
+                } else {
+                    PumpMode::Blocking
+                };
+                let job = Box::new(move |py: Python<'_>| {
                     let remote = remote_strings(py, peer);
                     let mut called = app_call::call(py, &ctx, call_request, &remote);
-                    let pump = app_call::detach_stream(&mut called);
+                    let pump = app_call::detach_stream(&mut called, mode);
                     if tx.send(called).is_ok()
                         && let Some(pump) = pump
                     {
                         pump(py);
                     }
-                }));
+                });
+                let submitted = match &shared.executor {
+                    Executor::Pool(pool) => pool.submit(job),
+                    Executor::Hub(bridge) => {
+                        bridge.post(Event::Wsgi(HubJob::new(job)));
+                        true
+                    }
+                    _ => false,
+                };
                 match (submitted, rx.await) {
                     (true, Ok(called)) => called,
                     _ => Called {

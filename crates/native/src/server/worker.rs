@@ -54,6 +54,16 @@ pub enum Executor {
     Pool(PythonPool),
     /// On the asyncio loop of the main thread: the ASGI class.
     Asgi(AsgiBackend),
+    /// In greenlets on the gevent hub of the main thread: the gevent class.
+    Hub(Arc<crate::asgi::Bridge>),
+}
+
+/// The Python loop a worker's requests go to, for the classes whose app runs on one.
+pub enum LoopSide {
+    /// The ASGI class's asyncio loop.
+    Asgi(AsgiBackend),
+    /// The gevent class's hub.
+    Hub(Arc<crate::asgi::Bridge>),
 }
 
 /// What connections need to hand requests to the ASGI loop.
@@ -262,15 +272,18 @@ pub fn run(
     listeners: &[Listener],
     access_log: Option<AccessLog>,
     runtime_info: WorkerRuntime,
-    asgi: Option<AsgiBackend>,
+    loop_side: Option<LoopSide>,
 ) -> std::io::Result<StopReason> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     let statsd_target = opts.statsd.clone();
     let concurrency = opts.worker_class.concurrency();
-    let executor = match (opts.worker_class, asgi) {
-        (_, Some(backend)) => Executor::Asgi(backend),
-        (crate::options::WorkerClass::Gthread { threads }, None) => Executor::Pool(PythonPool::start(threads)?),
+    let executor = match (opts.worker_class, loop_side) {
+        (_, Some(LoopSide::Asgi(backend))) => Executor::Asgi(backend),
+        (_, Some(LoopSide::Hub(bridge))) => Executor::Hub(bridge),
+        (crate::options::WorkerClass::Gthread { threads }, None) => {
+            Executor::Pool(PythonPool::start(threads)?)
+        }
         _ => Executor::Inline,
     };
     local.block_on(&runtime, async move {
