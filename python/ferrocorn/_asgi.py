@@ -51,6 +51,13 @@ async def _main(app, bridge, start_io, lifespan_mode):
                 task = loop.create_task(_http(app, item, state))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            elif kind == "websocket":
+                task = loop.create_task(_websocket(app, item, state))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            elif kind == "ws":
+                queue, message = item
+                queue.put_nowait(message)
             elif kind == "disconnect":
                 if not item.done():
                     item.set_result(None)
@@ -100,6 +107,46 @@ async def _http(app, req, state):
         req.fail()
     finally:
         req.finish()
+
+
+async def _websocket(app, ws, state):
+    scope = ws.scope(state)
+    queue = asyncio.Queue()
+    for message in ws.attach_queue(queue):
+        queue.put_nowait(message)
+    connected = False
+
+    async def receive():
+        nonlocal connected
+        if not connected:
+            connected = True
+            return {"type": "websocket.connect"}
+        return await queue.get()
+
+    async def _push(call, *args):
+        while not call(*args):
+            await asyncio.sleep(0.001)  # the connection's buffer is full: let it drain
+
+    async def send(message):
+        kind = message["type"]
+        if kind == "websocket.accept":
+            await _push(ws.accept, message.get("subprotocol"), message.get("headers", ()))
+        elif kind == "websocket.send":
+            await _push(ws.send, message.get("text"), message.get("bytes"))
+        elif kind == "websocket.close":
+            await _push(ws.close, message.get("code", 1000), message.get("reason") or "")
+        elif kind == "websocket.http.response.start":
+            await _push(ws.deny_start, message["status"], message.get("headers", ()))
+        elif kind == "websocket.http.response.body":
+            await _push(ws.deny_body, message.get("body", b""), message.get("more_body", False))
+
+    try:
+        await app(scope, receive, send)
+    except Exception:
+        _native.log("error", "Exception in ASGI application\n" + traceback.format_exc().rstrip())
+        ws.fail()
+    finally:
+        ws.finish()
 
 
 class _LifespanFailed(Exception):

@@ -44,6 +44,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<asgi::AsgiRequest>()?;
     m.add_class::<asgi::IoStarter>()?;
     m.add_class::<asgi::HubJob>()?;
+    m.add_class::<asgi::WebSocketSession>()?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<user_metrics::Metric>()?;
     m.add_class::<user_metrics::Series>()?;

@@ -17,6 +17,10 @@ pub enum Event {
     Http(AsgiRequest),
     /// A WSGI request to run in a greenlet (gevent class).
     Wsgi(HubJob),
+    /// A WebSocket session to run (ASGI class).
+    WebSocket(super::WebSocketSession),
+    /// A message (or the close) from a WebSocket client.
+    WsIncoming(Arc<super::WsShared>, super::WsIn),
     /// The client of a request went away, or its response is complete (`http.disconnect`).
     Disconnect(Arc<RequestShared>),
     /// The I/O thread has stopped; `graceful` tells whether to run lifespan shutdown.
@@ -114,7 +118,8 @@ impl LoopBridge {
         self.inner.fd()
     }
 
-    /// Take the pending events: a list of `("http", request)`, `("disconnect", future)` and
+    /// Take the pending events: a list of `("http", request)`, `("wsgi", job)`,
+    /// `("websocket", session)`, `("ws", (queue, message))`, `("disconnect", future)` and
     /// `("stop", graceful)` tuples.
     fn drain(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let mut out = Vec::new();
@@ -126,6 +131,18 @@ impl LoopBridge {
                 Event::Wsgi(job) => {
                     ("wsgi", Py::new(py, job)?).into_pyobject(py)?.into_any().unbind()
                 }
+                Event::WebSocket(session) => {
+                    ("websocket", Py::new(py, session)?).into_pyobject(py)?.into_any().unbind()
+                }
+                Event::WsIncoming(shared, message) => match shared.route(message) {
+                    Some((queue, message)) => {
+                        ("ws", (queue, super::websocket::message_dict(py, message)?))
+                            .into_pyobject(py)?
+                            .into_any()
+                            .unbind()
+                    }
+                    None => continue,
+                },
                 Event::Disconnect(shared) => match shared.take_disconnect_future() {
                     Some(future) => ("disconnect", future).into_pyobject(py)?.into_any().unbind(),
                     None => continue,

@@ -5,6 +5,7 @@
 
 pub mod bridge;
 pub mod request;
+pub mod websocket;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,6 +14,7 @@ use pyo3::prelude::*;
 
 pub use bridge::{Bridge, Event, HubJob, LoopBridge};
 pub use request::{AsgiRequest, Endpoints, RequestShared};
+pub use websocket::{WebSocketSession, WsIn, WsOut, WsShared};
 
 type IoMain = Box<dyn FnOnce() + Send>;
 

@@ -85,7 +85,72 @@ impl AsgiRequest {
     }
 }
 
-fn latin1(bytes: &[u8]) -> String {
+/// An ASGI `http` or `websocket` scope from a parsed head.
+pub fn build_scope<'py>(
+    py: Python<'py>,
+    kind: &str,
+    head: &RequestHead,
+    decoded_path: &[u8],
+    endpoints: &Endpoints,
+    state: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("type", kind)?;
+    let asgi = PyDict::new(py);
+    asgi.set_item("version", "3.0")?;
+    asgi.set_item("spec_version", if kind == "websocket" { "2.4" } else { "2.4" })?;
+    d.set_item("asgi", asgi)?;
+    d.set_item("http_version", if head.version == (1, 0) { "1.0" } else { "1.1" })?;
+    if kind == "http" {
+        d.set_item("method", &head.method)?;
+    }
+    let scheme = match (kind, endpoints.https) {
+        ("websocket", true) => "wss",
+        ("websocket", false) => "ws",
+        (_, true) => "https",
+        _ => "http",
+    };
+    d.set_item("scheme", scheme)?;
+    let path = String::from_utf8_lossy(decoded_path).into_owned();
+    let root = &endpoints.root_path;
+    d.set_item(
+        "path",
+        if !root.is_empty() && !path.starts_with(root.as_str()) {
+            format!("{root}{path}")
+        } else {
+            path
+        },
+    )?;
+    d.set_item("raw_path", PyBytes::new(py, &head.path))?;
+    d.set_item("query_string", PyBytes::new(py, &head.query))?;
+    d.set_item("root_path", root)?;
+    let headers = PyList::empty(py);
+    for (name, value) in &head.headers {
+        let pair = PyTuple::new(
+            py,
+            [PyBytes::new(py, name.to_ascii_lowercase().as_bytes()), PyBytes::new(py, value)],
+        )?;
+        headers.append(pair)?;
+    }
+    d.set_item("headers", headers)?;
+    match endpoints.client {
+        Some(addr) => d.set_item("client", (addr.ip().to_string(), addr.port()))?,
+        None => d.set_item("client", py.None())?,
+    }
+    let (host, port) = &endpoints.server;
+    match port {
+        Some(port) => d.set_item("server", (host, *port))?,
+        None => d.set_item("server", (host, py.None()))?,
+    }
+    if let Some(state) = state.filter(|s| !s.is_none()) {
+        d.set_item("state", state.call_method0("copy")?)?;
+    }
+    Ok(d)
+}
+
+/// Latin-1 text of header bytes (ASGI header values are bytes; the response head keeps them
+/// byte for byte).
+pub fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| b as char).collect()
 }
 
@@ -98,51 +163,7 @@ impl AsgiRequest {
         py: Python<'py>,
         state: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let head = &self.head;
-        let d = PyDict::new(py);
-        d.set_item("type", "http")?;
-        let asgi = PyDict::new(py);
-        asgi.set_item("version", "3.0")?;
-        asgi.set_item("spec_version", "2.4")?;
-        d.set_item("asgi", asgi)?;
-        d.set_item("http_version", if head.version == (1, 0) { "1.0" } else { "1.1" })?;
-        d.set_item("method", &head.method)?;
-        d.set_item("scheme", if self.endpoints.https { "https" } else { "http" })?;
-        let path = String::from_utf8_lossy(&self.decoded_path).into_owned();
-        let root = &self.endpoints.root_path;
-        d.set_item(
-            "path",
-            if !root.is_empty() && !path.starts_with(root.as_str()) {
-                format!("{root}{path}")
-            } else {
-                path
-            },
-        )?;
-        d.set_item("raw_path", PyBytes::new(py, &head.path))?;
-        d.set_item("query_string", PyBytes::new(py, &head.query))?;
-        d.set_item("root_path", root)?;
-        let headers = PyList::empty(py);
-        for (name, value) in &head.headers {
-            let pair = PyTuple::new(
-                py,
-                [PyBytes::new(py, name.to_ascii_lowercase().as_bytes()), PyBytes::new(py, value)],
-            )?;
-            headers.append(pair)?;
-        }
-        d.set_item("headers", headers)?;
-        match self.endpoints.client {
-            Some(addr) => d.set_item("client", (addr.ip().to_string(), addr.port()))?,
-            None => d.set_item("client", py.None())?,
-        }
-        let (host, port) = &self.endpoints.server;
-        match port {
-            Some(port) => d.set_item("server", (host, *port))?,
-            None => d.set_item("server", (host, py.None()))?,
-        }
-        if let Some(state) = state.filter(|s| !s.is_none()) {
-            d.set_item("state", state.call_method0("copy")?)?;
-        }
-        Ok(d)
+        build_scope(py, "http", &self.head, &self.decoded_path, &self.endpoints, state)
     }
 
     /// The request body (all of it; empty after the first call).

@@ -21,7 +21,9 @@ use tokio::time::{Duration, timeout, timeout_at};
 
 use super::io::{ClientStream, send_file};
 use super::worker::{Executor, Shared};
-use crate::asgi::{AsgiRequest, Endpoints, Event, HubJob, RequestShared};
+use crate::asgi::{
+    AsgiRequest, Endpoints, Event, HubJob, RequestShared, WebSocketSession, WsIn, WsOut, WsShared,
+};
 use ferrocorn_arbiter::RequestRecord;
 use pyo3::types::PyDict;
 use std::net::SocketAddr;
@@ -276,7 +278,18 @@ impl<S: ClientStream> Conn<S> {
         let request_bytes = body.len() as u64;
         let decoded_path = percent_decode(&head.path);
         if matches!(self.shared.executor, Executor::Asgi(_)) {
-            return self.handle_asgi(head, body, decoded_path, https, started).await;
+            return match ferrocorn_http::websocket_request(&head) {
+                None => self.handle_asgi(head, body, decoded_path, https, started).await,
+                Some(Ok(request)) => {
+                    self.handle_websocket(head, request.subprotocols, decoded_path, https).await
+                }
+                Some(Err(e)) => {
+                    let wbuf = &mut self.wbuf;
+                    with_http_date(|date| e.write_response(wbuf, date, SERVER));
+                    self.flush().await;
+                    Ok(false)
+                }
+            };
         }
         let hooks = &self.shared.app.hooks;
         let (pre_hook, post_hook) = (hooks.has("pre_request"), hooks.has("post_request"));
@@ -592,6 +605,193 @@ impl<S: ClientStream> Conn<S> {
             self.write_access_log(&head, &decoded_path, sent, started, None);
         }
         Ok(sent.is_some() && keep_alive)
+    }
+
+    /// Serve a WebSocket session with the ASGI class: hand `websocket.connect` to the app,
+    /// answer its accept (101), close (403) or denial response, then move frames both ways
+    /// until either side closes. The connection is not reused afterwards.
+    async fn handle_websocket(
+        &mut self,
+        head: RequestHead,
+        subprotocols: Vec<String>,
+        decoded_path: Vec<u8>,
+        https: bool,
+    ) -> Result<bool, ConnError> {
+        use ferrocorn_http::{
+            FrameDecoder, Message, encode_binary, encode_close, encode_pong, encode_text,
+        };
+        let shared = self.shared.clone();
+        let Executor::Asgi(backend) = &shared.executor else { return Err(ConnError::Closed) };
+        let head = Arc::new(head);
+        let key = head
+            .header("SEC-WEBSOCKET-KEY")
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let (out_tx, mut out_rx) = mpsc::channel::<WsOut>(64);
+        let ws_shared = Arc::new(WsShared::default());
+        let client = match self.proxy.as_ref().and_then(|p| p.source) {
+            Some(source) => Some(source),
+            None => self.peer.ip.zip(self.peer.port).map(|(ip, port)| SocketAddr::new(ip, port)),
+        };
+        let endpoints = Endpoints {
+            client,
+            server: backend.servers.get(self.listener).cloned().unwrap_or_default(),
+            https,
+            root_path: backend.root_path.clone(),
+        };
+        let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
+        backend.bridge.post(Event::WebSocket(WebSocketSession::new(
+            head.clone(),
+            Arc::new(decoded_path),
+            endpoints,
+            subprotocols,
+            out_tx,
+            ws_shared.clone(),
+        )));
+        // The app decides: accept, close (403) or a denial response.
+        let mut deny: Option<(u16, Vec<(String, String)>, Vec<u8>)> = None;
+        loop {
+            match out_rx.recv().await {
+                Some(WsOut::Accept { subprotocol, headers }) => {
+                    ferrocorn_http::write_accept_response(
+                        &mut self.wbuf,
+                        &key,
+                        subprotocol.as_deref(),
+                        &headers,
+                    );
+                    if !self.flush().await {
+                        ws_shared.mark_closed();
+                        return Ok(false);
+                    }
+                    break;
+                }
+                Some(WsOut::DenyStart { status, headers }) => {
+                    deny = Some((status, headers, Vec::new()))
+                }
+                Some(WsOut::DenyBody { body, more }) => {
+                    let Some((status, headers, mut all)) = deny.take() else { continue };
+                    all.extend_from_slice(&body);
+                    if more {
+                        deny = Some((status, headers, all));
+                        continue;
+                    }
+                    match ResponseHead::new(&status.to_string(), headers) {
+                        Ok(rhead) => {
+                            let mut keep = false;
+                            self.send_complete(&head, &rhead, &all, &mut keep).await;
+                        }
+                        Err(_) => self.send_error(500).await,
+                    }
+                    drop(permit);
+                    return Ok(false);
+                }
+                Some(WsOut::Close { .. }) | None => {
+                    // Closed (or gone) before accepting: 403, as ASGI servers answer.
+                    let wbuf = &mut self.wbuf;
+                    with_http_date(|date| write_error_response(wbuf, 403, "", date, SERVER));
+                    self.flush().await;
+                    drop(permit);
+                    return Ok(false);
+                }
+                Some(WsOut::Failed) => {
+                    self.send_error(500).await;
+                    drop(permit);
+                    return Ok(false);
+                }
+                Some(_) => {} // sends before accept are ignored
+            }
+        }
+        let mut decoder = FrameDecoder::default();
+        let mut close_sent = false;
+        let mut disconnect_code = 1006u16;
+        'session: loop {
+            // Frames already buffered first.
+            loop {
+                match decoder.decode(&self.rbuf) {
+                    Ok((used, message)) => {
+                        self.rbuf.drain(..used);
+                        let Some(message) = message else { break };
+                        match message {
+                            Message::Text(text) => backend
+                                .bridge
+                                .post(Event::WsIncoming(ws_shared.clone(), WsIn::Text(text))),
+                            Message::Binary(bytes) => backend
+                                .bridge
+                                .post(Event::WsIncoming(ws_shared.clone(), WsIn::Binary(bytes))),
+                            Message::Ping(payload) => {
+                                encode_pong(&mut self.wbuf, &payload);
+                                if !self.flush().await {
+                                    break 'session;
+                                }
+                            }
+                            Message::Pong(_) => {}
+                            Message::Close(code) => {
+                                disconnect_code = code.as_ref().map_or(1005, |(c, _)| *c);
+                                if !close_sent {
+                                    encode_close(
+                                        &mut self.wbuf,
+                                        code.as_ref().map_or(1000, |(c, _)| *c),
+                                        "",
+                                    );
+                                    self.flush().await;
+                                }
+                                break 'session;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        disconnect_code = e.close_code();
+                        encode_close(&mut self.wbuf, e.close_code(), e.reason());
+                        self.flush().await;
+                        break 'session;
+                    }
+                }
+                if self.rbuf.is_empty() {
+                    break;
+                }
+            }
+            tokio::select! {
+                read = self.fill() => match read {
+                    Ok(n) if n > 0 => {}
+                    _ => break 'session,
+                },
+                out = out_rx.recv() => match out {
+                    Some(WsOut::Text(text)) => encode_text(&mut self.wbuf, &text),
+                    Some(WsOut::Binary(bytes)) => encode_binary(&mut self.wbuf, &bytes),
+                    Some(WsOut::Close { code, reason }) => {
+                        if !close_sent {
+                            let code = if ferrocorn_http::is_valid_close_code(code) { code } else { 1000 };
+                            encode_close(&mut self.wbuf, code, &reason);
+                            close_sent = true;
+                            disconnect_code = code;
+                        }
+                    }
+                    Some(WsOut::Failed) | None => {
+                        if !close_sent {
+                            encode_close(&mut self.wbuf, 1011, "");
+                            disconnect_code = 1011;
+                        }
+                        if !self.wbuf.is_empty() {
+                            self.flush().await;
+                        }
+                        break 'session;
+                    }
+                    Some(_) => {}
+                },
+            }
+            if !self.wbuf.is_empty() && !self.flush().await {
+                break;
+            }
+            if close_sent {
+                // Give the client a moment to answer the close, then end.
+                let _ = timeout(Duration::from_secs(2), self.fill()).await;
+                break;
+            }
+        }
+        ws_shared.mark_closed();
+        backend.bridge.post(Event::WsIncoming(ws_shared, WsIn::Disconnect(disconnect_code)));
+        drop(permit);
+        Ok(false)
     }
 
     async fn flush(&mut self) -> bool {
