@@ -98,7 +98,7 @@ pub fn build_scope<'py>(
     d.set_item("type", kind)?;
     let asgi = PyDict::new(py);
     asgi.set_item("version", "3.0")?;
-    asgi.set_item("spec_version", if kind == "websocket" { "2.4" } else { "2.4" })?;
+    asgi.set_item("spec_version", "2.4")?;
     d.set_item("asgi", asgi)?;
     d.set_item("http_version", if head.version == (1, 0) { "1.0" } else { "1.1" })?;
     if kind == "http" {

@@ -58,6 +58,9 @@ impl From<ParseError> for ConnError {
     }
 }
 
+/// A WebSocket denial response being collected: status, headers, body so far.
+type DenialResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// What the access log needs to know about a finished response.
 struct Sent {
     status: u16,
@@ -649,7 +652,7 @@ impl<S: ClientStream> Conn<S> {
             ws_shared.clone(),
         )));
         // The app decides: accept, close (403) or a denial response.
-        let mut deny: Option<(u16, Vec<(String, String)>, Vec<u8>)> = None;
+        let mut deny: Option<DenialResponse> = None;
         loop {
             match out_rx.recv().await {
                 Some(WsOut::Accept { subprotocol, headers }) => {
