@@ -45,8 +45,13 @@ pub struct ServerOptions {
     pub workers: usize,
     /// How workers run the app.
     pub worker_class: WorkerClass,
+    /// `worker_connections`: the most open client connections one gthread or gevent worker
+    /// holds, as Gunicorn documents it (sync and asgi do not limit connections).
+    pub worker_connections: usize,
     /// Heartbeat timeout for workers (zero disables).
     pub timeout: Duration,
+    /// Per-request deadline for the gthread, gevent and asgi classes (`timeout`; zero disables).
+    pub request_timeout: Duration,
     /// Longest a worker may take to boot (zero disables).
     pub boot_timeout: Duration,
     /// Requests after which a worker retires (0 = never).
@@ -386,7 +391,9 @@ impl ServerOptions {
             sendfile: sendfile_enabled(config, env),
             workers: worker_count(config)?,
             worker_class,
+            worker_connections: usize::try_from(config.int("worker_connections")).unwrap_or(1000).max(1),
             timeout: seconds(timeout),
+            request_timeout: seconds(timeout),
             boot_timeout: seconds(config.float("boot_timeout")),
             max_requests: config.int("max_requests").max(0) as u64,
             max_requests_jitter: config.int("max_requests_jitter").max(0) as u64,

@@ -102,6 +102,8 @@ pub enum Reply {
     Failed,
     /// The app failed after `write()` sent the head: close.
     Aborted,
+    /// The app did not answer within the per-request deadline (`timeout`): 504.
+    TimedOut,
     /// Everything known.
     Complete {
         /// Status and headers.

@@ -372,8 +372,9 @@ impl<S: ClientStream> Conn<S> {
                     }
                     _ => false,
                 };
-                match (submitted, rx.await) {
-                    (true, Ok(called)) => called,
+                match (submitted, self.within_deadline(rx, &head).await) {
+                    (true, Some(Ok(called))) => called,
+                    (true, None) => Called { reply: Reply::TimedOut, input: None, environ: None, hook_request: None },
                     _ => Called {
                         reply: Reply::Failed,
                         input: None,
@@ -434,6 +435,13 @@ impl<S: ClientStream> Conn<S> {
                 keep_alive = false;
                 None
             }
+            Reply::TimedOut => {
+                drop(permit);
+                keep_alive = false;
+                shared.retire_after_deadline();
+                self.send_error(504).await;
+                Some(Sent { status: 504, body_bytes: 0, headers: Vec::new() })
+            }
             Reply::File { head: rhead, prefix, fd, offset, length, result } => {
                 let sent = self
                     .send_file_response(&head, &rhead, &prefix, fd, offset, length, &mut keep_alive)
@@ -488,6 +496,27 @@ impl<S: ClientStream> Conn<S> {
             Python::attach(|_py| drop((environ, input)));
         }
         Ok(sent.is_some() && keep_alive)
+    }
+
+    /// Wait for the app's answer, at most `timeout` seconds (the per-request deadline; 0 waits
+    /// forever). None when the deadline passed; it is logged with the request's path.
+    async fn within_deadline<T>(&self, answer: impl std::future::Future<Output = T>, head: &RequestHead) -> Option<T> {
+        let limit = self.shared.opts.request_timeout;
+        if limit.is_zero() {
+            return Some(answer.await);
+        }
+        match timeout(limit, answer).await {
+            Ok(value) => Some(value),
+            Err(_) => {
+                error!(
+                    "Request timed out after {:.1}s: {} {} (answered 504)",
+                    limit.as_secs_f64(),
+                    head.method,
+                    String::from_utf8_lossy(&head.target)
+                );
+                None
+            }
+        }
     }
 
     /// One access-log line (when the access log is on).
@@ -569,8 +598,14 @@ impl<S: ClientStream> Conn<S> {
         )));
         let mut keep_alive = head.keep_alive && !self.shared.opts.keepalive.is_zero();
         let mut app_failed = false;
-        let sent = match start_rx.await {
-            Ok(Ok((status, headers))) => match ResponseHead::new(&status.to_string(), headers) {
+        let sent = match self.within_deadline(start_rx, &head).await {
+            None => {
+                keep_alive = false;
+                shared.retire_after_deadline();
+                self.send_error(504).await;
+                Some(Sent { status: 504, body_bytes: 0, headers: Vec::new() })
+            }
+            Some(Ok(Ok((status, headers)))) => match ResponseHead::new(&status.to_string(), headers) {
                 Ok(rhead) => {
                     let mut chunks = Chunks::Channel(chunk_rx);
                     self.send_stream(&head, &rhead, Vec::new(), &mut chunks, &mut keep_alive).await

@@ -50,10 +50,10 @@ impl PythonPool {
 }
 
 impl Drop for PythonPool {
+    /// Closing the queue lets idle threads end at once. Threads still inside the app are not
+    /// waited for: blocking here would stop the worker's heartbeat; the process exits anyway.
     fn drop(&mut self) {
         self.sender = None;
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
+        self.threads.clear();
     }
 }

@@ -100,6 +100,18 @@ impl Shared {
         }
     }
 
+    /// A request outlived the per-request deadline on a class whose app cannot be interrupted
+    /// (a Python thread, a greenlet, a loop task): stop taking work and let the master replace
+    /// this worker once its other requests are done.
+    pub fn retire_after_deadline(&self) {
+        let slot = self.slot();
+        if slot.state() != SlotState::Retiring {
+            warning!("Recycling this worker: a request could not be interrupted after its deadline");
+            slot.set_state(SlotState::Retiring);
+            let _ = self.stop.send(true);
+        }
+    }
+
     /// A request finished (`record` says how, when a response was produced); retires the
     /// worker when its quota is reached.
     pub fn request_finished(&self, record: Option<RequestRecord>, app_failed: bool) {
@@ -182,11 +194,23 @@ fn within_fair_share(shared: &Shared) -> bool {
     serving <= 1 || mine * serving <= total + serving
 }
 
-/// Wait until this worker may accept: the app slot is free and it is within its fair share.
+/// Whether this worker may hold one more connection under `worker_connections` (gthread and
+/// gevent only, as in Gunicorn).
+fn below_connection_cap(shared: &Shared) -> bool {
+    match shared.opts.worker_class {
+        crate::options::WorkerClass::Gthread { .. } | crate::options::WorkerClass::Gevent { .. } => {
+            (shared.connections.get() as u64) < shared.opts.worker_connections as u64
+        }
+        _ => true,
+    }
+}
+
+/// Wait until this worker may accept: the app slot is free, it is within its fair share and
+/// under its connection cap.
 async fn wait_until_ready_to_accept(shared: &Shared) {
     loop {
         wait_until_idle(shared).await;
-        if within_fair_share(shared) {
+        if within_fair_share(shared) && below_connection_cap(shared) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
