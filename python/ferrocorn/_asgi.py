@@ -77,8 +77,6 @@ async def _main(app, bridge, start_io, lifespan_mode):
 
 async def _http(app, req, state):
     scope = req.scope(state)
-    disconnect = asyncio.get_running_loop().create_future()
-    req.set_disconnect_future(disconnect)
     body_delivered = False
 
     async def receive():
@@ -87,7 +85,12 @@ async def _http(app, req, state):
             body_delivered = True
             return {"type": "http.request", "body": req.take_body(), "more_body": False}
         if not req.disconnected:
-            await disconnect
+            # Created only when an app waits for the disconnect; the flag is set before the
+            # event is posted, so checking it again after registering closes the race.
+            disconnect = asyncio.get_running_loop().create_future()
+            req.set_disconnect_future(disconnect)
+            if not req.disconnected:
+                await disconnect
         return {"type": "http.disconnect"}
 
     async def send(message):
