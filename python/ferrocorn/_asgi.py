@@ -69,7 +69,10 @@ async def _main(app, bridge, start_io, lifespan_mode):
     graceful = await stopped
     loop.remove_reader(bridge.fd)
     if tasks:
+        # The I/O thread has closed every connection; what still runs has no client.
         await asyncio.wait(tasks, timeout=5)
+        for task in tasks:
+            task.cancel()
     if graceful:
         await lifespan.shutdown()
     return 0

@@ -391,7 +391,9 @@ impl ServerOptions {
             sendfile: sendfile_enabled(config, env),
             workers: worker_count(config)?,
             worker_class,
-            worker_connections: usize::try_from(config.int("worker_connections")).unwrap_or(1000).max(1),
+            worker_connections: usize::try_from(config.int("worker_connections"))
+                .unwrap_or(1000)
+                .max(1),
             timeout: seconds(timeout),
             request_timeout: seconds(timeout),
             boot_timeout: seconds(config.float("boot_timeout")),

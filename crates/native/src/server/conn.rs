@@ -374,7 +374,12 @@ impl<S: ClientStream> Conn<S> {
                 };
                 match (submitted, self.within_deadline(rx, &head).await) {
                     (true, Some(Ok(called))) => called,
-                    (true, None) => Called { reply: Reply::TimedOut, input: None, environ: None, hook_request: None },
+                    (true, None) => Called {
+                        reply: Reply::TimedOut,
+                        input: None,
+                        environ: None,
+                        hook_request: None,
+                    },
                     _ => Called {
                         reply: Reply::Failed,
                         input: None,
@@ -500,7 +505,11 @@ impl<S: ClientStream> Conn<S> {
 
     /// Wait for the app's answer, at most `timeout` seconds (the per-request deadline; 0 waits
     /// forever). None when the deadline passed; it is logged with the request's path.
-    async fn within_deadline<T>(&self, answer: impl std::future::Future<Output = T>, head: &RequestHead) -> Option<T> {
+    async fn within_deadline<T>(
+        &self,
+        answer: impl std::future::Future<Output = T>,
+        head: &RequestHead,
+    ) -> Option<T> {
         let limit = self.shared.opts.request_timeout;
         if limit.is_zero() {
             return Some(answer.await);
@@ -605,19 +614,22 @@ impl<S: ClientStream> Conn<S> {
                 self.send_error(504).await;
                 Some(Sent { status: 504, body_bytes: 0, headers: Vec::new() })
             }
-            Some(Ok(Ok((status, headers)))) => match ResponseHead::new(&status.to_string(), headers) {
-                Ok(rhead) => {
-                    let mut chunks = Chunks::Channel(chunk_rx);
-                    self.send_stream(&head, &rhead, Vec::new(), &mut chunks, &mut keep_alive).await
+            Some(Ok(Ok((status, headers)))) => {
+                match ResponseHead::new(&status.to_string(), headers) {
+                    Ok(rhead) => {
+                        let mut chunks = Chunks::Channel(chunk_rx);
+                        self.send_stream(&head, &rhead, Vec::new(), &mut chunks, &mut keep_alive)
+                            .await
+                    }
+                    Err(e) => {
+                        error!("Error handling request: the ASGI app sent {e}");
+                        app_failed = true;
+                        keep_alive = false;
+                        self.send_error(500).await;
+                        Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
+                    }
                 }
-                Err(e) => {
-                    error!("Error handling request: the ASGI app sent {e}");
-                    app_failed = true;
-                    keep_alive = false;
-                    self.send_error(500).await;
-                    Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
-                }
-            },
+            }
             _ => {
                 app_failed = true;
                 keep_alive = false;
@@ -943,7 +955,22 @@ impl<S: ClientStream> Conn<S> {
                 break;
             }
             chunk.clear();
-            let more = chunks.next(&mut chunk).await;
+            let more = if matches!(chunks, Chunks::Channel(_)) {
+                // While the app (on another thread or loop) prepares the next chunk, watch the
+                // client: a close ends the response now, so the app learns of the disconnect
+                // (`http.disconnect`, a failed send) instead of producing for nobody.
+                loop {
+                    tokio::select! {
+                        more = chunks.next(&mut chunk) => break more,
+                        read = self.fill() => match read {
+                            Ok(n) if n > 0 => continue, // pipelined bytes: kept for later
+                            _ => return None,
+                        },
+                    }
+                }
+            } else {
+                chunks.next(&mut chunk).await
+            };
             match more {
                 Ok(true) => continue,
                 Ok(false) => break,

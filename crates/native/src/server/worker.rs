@@ -106,7 +106,9 @@ impl Shared {
     pub fn retire_after_deadline(&self) {
         let slot = self.slot();
         if slot.state() != SlotState::Retiring {
-            warning!("Recycling this worker: a request could not be interrupted after its deadline");
+            warning!(
+                "Recycling this worker: a request could not be interrupted after its deadline"
+            );
             slot.set_state(SlotState::Retiring);
             let _ = self.stop.send(true);
         }
@@ -198,7 +200,8 @@ fn within_fair_share(shared: &Shared) -> bool {
 /// gevent only, as in Gunicorn).
 fn below_connection_cap(shared: &Shared) -> bool {
     match shared.opts.worker_class {
-        crate::options::WorkerClass::Gthread { .. } | crate::options::WorkerClass::Gevent { .. } => {
+        crate::options::WorkerClass::Gthread { .. }
+        | crate::options::WorkerClass::Gevent { .. } => {
             (shared.connections.get() as u64) < shared.opts.worker_connections as u64
         }
         _ => true,

@@ -1,0 +1,202 @@
+"""Raw ASGI 3 app for the ``-k asgi`` tests.
+
+Writes lifespan and per-request events to ``$STATE_DIR/events`` (one line each, with pid) so a
+test can check their order, and records disconnects in ``$STATE_DIR/disconnect``.
+
+Routes:
+  /               13-byte hello
+  /scope          JSON: type, http_version, method, path, raw_path, query_string, root_path,
+                  headers, scheme, server, client, state (the scope's lifespan state)
+  /state-mutate   sets scope["state"]["touched"] (a per-request copy: must not leak)
+  /echo           POST: echoes the request body (Content-Length), plus x-body-sha256 header
+  /stream?n&delay chunked response: n chunks "chunk-i\n", sleeping ``delay`` s between them
+  /gate           first chunk, then waits for /open (asyncio.Event), then the last chunk
+  /open           sets the gate event
+  /hold           sends start + one chunk, then awaits receive() until http.disconnect; records it
+  /sleep?s        concurrency counter around asyncio.sleep(s) (default 0.5)
+  /max            "max now pid"
+  /loop           module.class of the running event loop
+  /boom           raises before sending anything
+  /boom-late      sends the start, then raises
+  /after-body     sends the whole body, then awaits receive(): records that http.disconnect came
+"""
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+
+STATE_DIR = os.environ.get("STATE_DIR")
+_conc = {"now": 0, "max": 0}
+_gate = None
+
+
+def record(name, line):
+    if not STATE_DIR:
+        return
+    with open(os.path.join(STATE_DIR, name), "a") as f:
+        f.write(f"{line} {os.getpid()} {time.time():.6f}\n")
+
+
+async def send_text(send, body, status=200, ctype=b"text/plain", extra=()):
+    if isinstance(body, str):
+        body = body.encode()
+    headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())] + list(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def lifespan(scope, receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            delay = float(os.environ.get("STARTUP_DELAY", "0"))
+            if delay:
+                await asyncio.sleep(delay)
+            record("events", "startup")
+            scope["state"]["db"] = "connected"
+            scope["state"]["counter"] = 41
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            record("events", "shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _q(scope):
+    return dict(p.split("=", 1) if "=" in p else (p, "") for p in scope["query_string"].decode().split("&") if p)
+
+
+async def app(scope, receive, send):
+    global _gate
+    if scope["type"] == "lifespan":
+        return await lifespan(scope, receive, send)
+    assert scope["type"] == "http"
+    path = scope["path"]
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"  # ASGI: path includes root_path (as uvicorn does)
+    q = _q(scope)
+    if _gate is None:
+        _gate = asyncio.Event()
+    if path != "/max":
+        record("events", f"request {path}")
+
+    if path == "/":
+        return await send_text(send, b"Hello, World!")
+
+    if path in ("/scope", "/state-mutate"):
+        state = scope.get("state")
+        if path == "/state-mutate" and state is not None:
+            state["touched"] = True
+            state["counter"] = state.get("counter", 0) + 1
+        out = {
+            "type": scope["type"],
+            "asgi": scope.get("asgi"),
+            "http_version": scope.get("http_version"),
+            "method": scope["method"],
+            "path": scope["path"],
+            "raw_path": scope.get("raw_path", b"").decode("latin-1") if scope.get("raw_path") else None,
+            "query_string": scope["query_string"].decode("latin-1"),
+            "root_path": scope.get("root_path"),
+            "scheme": scope.get("scheme"),
+            "server": list(scope["server"]) if scope.get("server") else None,
+            "client": list(scope["client"]) if scope.get("client") else None,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+            "state": state,
+            "has_state": "state" in scope,
+        }
+        return await send_text(send, json.dumps(out), ctype=b"application/json")
+
+    if path == "/echo":
+        body = b""
+        while True:
+            m = await receive()
+            assert m["type"] == "http.request", m
+            body += m.get("body", b"")
+            if not m.get("more_body", False):
+                break
+        digest = hashlib.sha256(body).hexdigest().encode()
+        return await send_text(send, body, ctype=b"application/octet-stream", extra=[(b"x-body-sha256", digest)])
+
+    if path == "/stream":
+        n = int(q.get("n", "3"))
+        delay = float(q.get("delay", "0.5"))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for i in range(n):
+            if i:
+                await asyncio.sleep(delay)
+            record("events", f"chunk {i}")
+            await send({"type": "http.response.body", "body": f"chunk-{i}\n".encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+
+    if path == "/gate":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"first\n", "more_body": True})
+        try:
+            await asyncio.wait_for(_gate.wait(), 10)
+            last = b"last\n"
+        except asyncio.TimeoutError:
+            last = b"timeout\n"
+        _gate.clear()
+        await send({"type": "http.response.body", "body": last, "more_body": False})
+        return
+
+    if path == "/open":
+        _gate.set()
+        return await send_text(send, b"opened")
+
+    if path == "/hold":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"holding\n", "more_body": True})
+        first = await receive()  # the (empty) request body
+        record("disconnect", f"first {first['type']}")
+        try:
+            m = await asyncio.wait_for(receive(), 20)
+            record("disconnect", f"got {m['type']}")
+        except asyncio.TimeoutError:
+            record("disconnect", "timeout")
+        # sending after a disconnect must not crash the worker (ASGI: it may raise OSError/no-op)
+        try:
+            await send({"type": "http.response.body", "body": b"late", "more_body": False})
+        except Exception as exc:  # noqa: BLE001
+            record("disconnect", f"send-after-disconnect {type(exc).__name__}")
+        return
+
+    if path == "/after-body":
+        await receive()
+        await send_text(send, b"done")
+        try:
+            m = await asyncio.wait_for(receive(), 5)
+            record("disconnect", f"after-body {m['type']}")
+        except asyncio.TimeoutError:
+            record("disconnect", "after-body timeout")
+        return
+
+    if path == "/sleep":
+        _conc["now"] += 1
+        _conc["max"] = max(_conc["max"], _conc["now"])
+        try:
+            await asyncio.sleep(float(q.get("s", "0.5")))
+        finally:
+            _conc["now"] -= 1
+        return await send_text(send, b"slept")
+
+    if path == "/loop":
+        loop = asyncio.get_running_loop()
+        return await send_text(send, f"{type(loop).__module__}.{type(loop).__qualname__}")
+
+    if path == "/max":
+        return await send_text(send, f"{_conc['max']} {_conc['now']} {os.getpid()}")
+
+    if path == "/boom":
+        raise RuntimeError("boom in an ASGI task")
+
+    if path == "/boom-late":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("late boom in an ASGI task")
+
+    return await send_text(send, b"not found", status=404)

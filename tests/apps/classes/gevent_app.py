@@ -1,0 +1,89 @@
+"""WSGI app for the ``-k gevent`` tests: blocking calls that only overlap when monkey-patched.
+
+Routes:
+  /sleep?s     time.sleep(s) (default 0.5) inside a concurrency counter
+  /max         "max now pid" of /sleep
+  /fetch?port  urllib GET http://127.0.0.1:PORT/ (blocking socket I/O) inside a counter; returns
+               the upstream body
+  /fetchmax    "max now pid" of /fetch
+  /patched     JSON: which modules gevent had patched when this module was imported, and now
+"""
+
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+
+
+def _patched():
+    try:
+        from gevent import monkey
+    except ImportError:
+        return {"gevent": False}
+    return {
+        "gevent": True,
+        "socket": monkey.is_module_patched("socket"),
+        "time": monkey.is_module_patched("time"),
+        "threading": monkey.is_module_patched("threading"),
+        "socket_class": f"{socket.socket.__module__}.{socket.socket.__qualname__}",
+    }
+
+
+AT_IMPORT = _patched()
+_lock = threading.Lock()
+_sleep = {"now": 0, "max": 0}
+_fetch = {"now": 0, "max": 0}
+
+
+def _enter(c):
+    with _lock:
+        c["now"] += 1
+        c["max"] = max(c["max"], c["now"])
+
+
+def _leave(c):
+    with _lock:
+        c["now"] -= 1
+
+
+def _q(environ):
+    return dict(p.split("=", 1) if "=" in p else (p, "") for p in environ.get("QUERY_STRING", "").split("&") if p)
+
+
+def _reply(start_response, body, status="200 OK", ctype="text/plain"):
+    if isinstance(body, str):
+        body = body.encode()
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = _q(environ)
+    if path == "/sleep":
+        _enter(_sleep)
+        try:
+            time.sleep(float(q.get("s", "0.5")))
+        finally:
+            _leave(_sleep)
+        return _reply(start_response, "slept")
+    if path == "/max":
+        return _reply(start_response, f"{_sleep['max']} {_sleep['now']} {os.getpid()}")
+    if path == "/fetch":
+        _enter(_fetch)
+        try:
+            url = f"http://127.0.0.1:{int(q['port'])}/{q.get('path', '')}"
+            with urllib.request.urlopen(url, timeout=20) as r:
+                upstream = r.read()
+        finally:
+            _leave(_fetch)
+        return _reply(start_response, b"upstream:" + upstream)
+    if path == "/fetchmax":
+        return _reply(start_response, f"{_fetch['max']} {_fetch['now']} {os.getpid()}")
+    if path == "/patched":
+        out = {"at_import": AT_IMPORT, "now": _patched(), "multithread": environ.get("wsgi.multithread"),
+               "multiprocess": environ.get("wsgi.multiprocess")}
+        return _reply(start_response, json.dumps(out), ctype="application/json")
+    return _reply(start_response, "not found", status="404 Not Found")

@@ -1,0 +1,346 @@
+"""The ``asgi`` worker class, checked by behaviour over real sockets: lifespan order and state,
+streamed responses, request bodies, ``http.disconnect``, concurrency on one loop, errors, loop and
+lifespan options, and the worker-class mismatch errors.
+
+Apps live in ``tests/apps/classes``; events are written to ``$STATE_DIR`` by the app.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from conftest import APPS_DIR, wait_for_file
+from wire import Conn, request_bytes
+
+CLASSES = APPS_DIR / "classes"
+
+
+def asgi(server, app="asgi_app:app", *args, **kw):
+    kw.setdefault("cwd", CLASSES)
+    return server(app, "-k", "asgi", *args, **kw)
+
+
+def events(state_dir):
+    path = state_dir / "events"
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _hammer(url, clients, timeout=30):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
+        futures = [pool.submit(requests.get, url, timeout=timeout) for _ in range(clients)]
+        return [f.result() for f in futures]
+
+
+# -- lifespan -----------------------------------------------------------------------------------
+
+
+def test_lifespan_startup_runs_before_the_first_request_and_shutdown_after_term(server, state_dir):
+    # a slow startup: a request sent as soon as the socket listens must wait for startup.complete
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}", "-e", "STARTUP_DELAY=1")
+    r = requests.get(srv.url + "/scope", timeout=10)
+    assert r.status_code == 200
+    assert r.json()["state"] == {"db": "connected", "counter": 41}
+    ev = events(state_dir)
+    kinds = [e[0] for e in ev]
+    assert kinds[:2] == ["startup", "request"], ev
+    assert "shutdown" not in kinds
+    worker_pid = ev[0][1]
+    assert ev[1][2] == worker_pid  # same worker ran startup and the request
+
+    srv.send_signal(signal.SIGTERM)
+    assert srv.wait_exit(15) == 0
+    ev = events(state_dir)
+    assert [e[0] for e in ev][-1] == "shutdown", ev
+    assert ev[-1][1] == worker_pid
+    assert [e[0] for e in ev].count("shutdown") == 1
+
+
+def test_term_lets_in_flight_requests_finish_before_lifespan_shutdown(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        fut = pool.submit(requests.get, srv.url + "/sleep?s=1", timeout=10)
+        assert wait_for_file(state_dir / "events", predicate=lambda t: "request /sleep" in t)
+        srv.send_signal(signal.SIGTERM)
+        r = fut.result()
+        done_at = time.time()
+    assert (r.status_code, r.text) == (200, "slept")
+    assert srv.wait_exit(15) == 0
+    shutdown = [e for e in events(state_dir) if e[0] == "shutdown"]
+    assert len(shutdown) == 1
+    assert float(shutdown[0][2]) >= done_at - 0.1  # after the response went out
+
+
+def test_each_worker_runs_its_own_lifespan(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "-w", "2", "-e", f"STATE_DIR={state_dir}")
+    text = wait_for_file(state_dir / "events", timeout=10, predicate=lambda t: t.count("startup") >= 2)
+    starts = [line.split() for line in (text or "").splitlines() if line.startswith("startup")]
+    assert len(starts) == 2 and starts[0][1] != starts[1][1], text
+    srv.stop()
+    assert srv.returncode == 0
+    shutdowns = [e for e in events(state_dir) if e[0] == "shutdown"]
+    assert sorted(e[1] for e in shutdowns) == sorted(e[1] for e in starts)
+
+
+def test_lifespan_state_is_copied_into_every_scope(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
+    with requests.Session() as s:
+        first = s.get(srv.url + "/scope", timeout=10).json()
+        assert first["has_state"] and first["state"] == {"db": "connected", "counter": 41}
+        mutated = s.get(srv.url + "/state-mutate", timeout=10).json()
+        assert mutated["state"] == {"db": "connected", "counter": 42, "touched": True}
+        # the mutation was on the request's copy: the next request sees the lifespan state again
+        again = s.get(srv.url + "/scope", timeout=10).json()
+        assert again["state"] == {"db": "connected", "counter": 41}
+
+
+def test_lifespan_off_skips_startup(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "--asgi-lifespan", "off", "-e", f"STATE_DIR={state_dir}")
+    assert requests.get(srv.url + "/", timeout=10).text == "Hello, World!"
+    srv.stop()
+    kinds = [e[0] for e in events(state_dir)]
+    assert "startup" not in kinds and "shutdown" not in kinds
+    assert kinds == ["request"]
+
+
+def test_lifespan_auto_tolerates_an_app_without_lifespan(server):
+    srv = asgi(server, "no_lifespan:app")
+    r = requests.get(srv.url + "/", timeout=10)
+    assert r.status_code == 200
+    assert srv.stop() == 0
+
+
+def test_lifespan_on_requires_support(server):
+    srv = asgi(server, "no_lifespan:app", "--asgi-lifespan", "on", expect_fail=True)
+    assert srv.returncode == 3, srv.stderr_text()[-2000:]
+    assert "lifespan" in srv.stderr_text().lower()
+
+
+def test_lifespan_startup_failed_exits_3_with_the_message(server):
+    srv = asgi(server, "lifespan_fail:app", "--asgi-lifespan", "on", expect_fail=True)
+    assert srv.returncode == 3, srv.stderr_text()[-2000:]
+    assert "database unreachable" in srv.stderr_text()
+
+
+# -- scope --------------------------------------------------------------------------------------
+
+
+def test_http_scope_fields_and_root_path(server):
+    srv = asgi(server, "asgi_app:app", "--root-path", "/api")
+    r = requests.get(srv.url + "/scope?a=1&b=%20x", headers={"X-Custom": "Yes"}, timeout=10)
+    scope = r.json()
+    assert scope["type"] == "http"
+    assert scope["asgi"]["version"] == "3.0"
+    assert scope["http_version"] == "1.1"
+    assert scope["method"] == "GET"
+    # ASGI: path includes root_path (as uvicorn's --root-path does); raw_path is the bytes received
+    assert scope["path"] == "/api/scope"
+    assert scope["raw_path"] == "/scope"
+    assert scope["query_string"] == "a=1&b=%20x"
+    assert scope["root_path"] == "/api"
+    assert scope["scheme"] == "http"
+    assert scope["server"] == ["127.0.0.1", srv.port]
+    assert scope["client"][0] == "127.0.0.1"
+    headers = dict(scope["headers"])
+    assert headers["x-custom"] == "Yes"  # names lowercased, values as sent
+    assert all(k == k.lower() for k, _ in scope["headers"])
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server):
+    srv = asgi(server)
+    with Conn(srv.port) as c:
+        for _ in range(3):
+            c.send(request_bytes("GET", "/"))
+            resp = c.read_response()
+            assert (resp.status, resp.body) == (200, b"Hello, World!")
+        assert not c.is_closed(0.3)
+
+
+def test_head_request_gets_headers_only(server):
+    srv = asgi(server)
+    with Conn(srv.port) as c:
+        c.send(request_bytes("HEAD", "/"))
+        resp = c.read_response(head=True)
+        assert resp.status == 200 and resp.header("content-length") == "13"
+        c.send(request_bytes("GET", "/"))
+        assert c.read_response().body == b"Hello, World!"  # no stray body bytes in between
+
+
+@pytest.mark.parametrize("loop,expected", [("asyncio", "asyncio"), ("uvloop", "uvloop")])
+def test_asgi_loop_option(server, loop, expected):
+    if expected == "uvloop":
+        pytest.importorskip("uvloop")
+    srv = asgi(server, "asgi_app:app", "--asgi-loop", loop)
+    text = requests.get(srv.url + "/loop", timeout=10).text
+    assert text.startswith(expected), text
+
+
+# -- bodies -------------------------------------------------------------------------------------
+
+
+def test_streamed_response_reaches_the_client_before_the_app_finishes(server):
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    with Conn(srv.port, timeout=10) as c:
+        c.send(request_bytes("GET", "/gate"))
+        head = c.read_until(b"first\n", timeout=5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"last" not in head
+        # the app is parked on an asyncio.Event: only another request can let it finish
+        assert requests.get(srv.url + "/open", timeout=5).text == "opened"
+        resp = c.read_response(timeout=10)
+    assert resp.framing == "chunked"
+    assert resp.body == b"first\nlast\n"
+
+
+def test_streamed_chunks_arrive_as_sent(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
+    with Conn(srv.port, timeout=10) as c:
+        c.send(request_bytes("GET", "/stream?n=3&delay=0.6"))
+        c.read_until(b"chunk-0\n", timeout=5)
+        got_first = time.time()
+        resp = c.read_response(timeout=10)
+    assert resp.body == b"chunk-0\nchunk-1\nchunk-2\n"
+    assert resp.header("content-length") is None
+    chunk_times = {e[1]: float(e[3]) for e in events(state_dir) if e[0] == "chunk"}
+    # the client held chunk 0 before the app even produced chunk 2
+    assert got_first < chunk_times["2"], (got_first, chunk_times)
+
+
+def test_large_post_body_is_echoed(server):
+    srv = asgi(server)
+    body = os.urandom(8 * 1024 * 1024 + 17)
+    r = requests.post(srv.url + "/echo", data=body, timeout=30)
+    assert r.status_code == 200
+    assert r.headers["x-body-sha256"] == hashlib.sha256(body).hexdigest()
+    assert len(r.content) == len(body) and r.content == body
+
+
+def test_chunked_request_body_is_echoed(server):
+    srv = asgi(server)
+    parts = [os.urandom(n) for n in (1, 1000, 65536, 3)]
+
+    def gen():
+        yield from parts
+
+    r = requests.post(srv.url + "/echo", data=gen(), timeout=30)
+    assert r.status_code == 200
+    assert r.content == b"".join(parts)
+
+
+def test_request_body_sent_slowly_in_pieces(server):
+    srv = asgi(server)
+    body = b"x" * 5000 + b"END"
+    with Conn(srv.port, timeout=10) as c:
+        raw = request_bytes("POST", "/echo", body=body)
+        for i in range(0, len(raw), 1500):
+            c.send(raw[i : i + 1500])
+            time.sleep(0.02)
+        resp = c.read_response()
+    assert resp.status == 200 and resp.body == body
+
+
+# -- disconnect ---------------------------------------------------------------------------------
+
+
+def test_http_disconnect_is_delivered_when_the_client_goes_away(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
+    c = Conn(srv.port, timeout=10)
+    c.send(request_bytes("GET", "/hold"))
+    c.read_until(b"holding\n", timeout=5)
+    c.close()
+    text = wait_for_file(state_dir / "disconnect", timeout=10, predicate=lambda t: "got " in t)
+    assert text is not None and "got http.disconnect" in text, text
+    assert "first http.request" in text
+    # the worker is fine afterwards
+    assert requests.get(srv.url + "/", timeout=5).text == "Hello, World!"
+    assert "Exception in ASGI application" not in srv.stderr_text()
+
+
+def test_http_disconnect_is_delivered_after_the_response_completes(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
+    with Conn(srv.port, timeout=10) as c:  # keep-alive connection stays open meanwhile
+        c.send(request_bytes("GET", "/after-body"))
+        resp = c.read_response()
+        assert resp.body == b"done"
+        text = wait_for_file(state_dir / "disconnect", timeout=8, predicate=lambda t: "after-body" in t)
+        assert text is not None and "after-body http.disconnect" in text, text
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+
+def test_fifty_sleeping_requests_overlap_in_one_worker(server):
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    t0 = time.monotonic()
+    responses = _hammer(srv.url + "/sleep?s=0.5", 50)
+    elapsed = time.monotonic() - t0
+    assert all(r.status_code == 200 and r.text == "slept" for r in responses)
+    max_seen, now, _pid = requests.get(srv.url + "/max", timeout=10).text.split()
+    assert int(max_seen) >= 45, (max_seen, elapsed)
+    assert int(now) == 0
+
+
+def test_worker_connections_caps_concurrent_requests(server):
+    srv = asgi(server, "asgi_app:app", "-w", "1", "--worker-connections", "5")
+    responses = _hammer(srv.url + "/sleep?s=0.3", 15)
+    assert all(r.status_code == 200 for r in responses)
+    max_seen, _now, _pid = requests.get(srv.url + "/max", timeout=10).text.split()
+    assert int(max_seen) == 5
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_exception_before_response_is_500_and_the_worker_keeps_serving(server):
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    r = requests.get(srv.url + "/boom", timeout=10)
+    assert r.status_code == 500
+    assert "boom in an ASGI task" not in r.text
+    assert requests.get(srv.url + "/", timeout=10).text == "Hello, World!"
+    srv.wait_log(r"RuntimeError: boom in an ASGI task")
+    assert "Traceback" in srv.stderr_text()
+
+
+def test_exception_after_response_start_aborts_that_response_only(server):
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    with Conn(srv.port, timeout=10) as c:
+        c.send(request_bytes("GET", "/boom-late"))
+        c.read_until(b"partial", timeout=5)
+        # the response cannot be completed: the connection must be closed, not left hanging
+        assert c.is_closed(5)
+        assert b"0\r\n\r\n" not in c.buf  # no terminating chunk: the client can tell it was cut
+    assert requests.get(srv.url + "/", timeout=10).text == "Hello, World!"
+    srv.wait_log(r"RuntimeError: late boom in an ASGI task")
+
+
+# -- worker-class names and mismatches ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["asgi", "uvicorn.workers.UvicornWorker", "uvicorn_worker.UvicornWorker"])
+def test_uvicorn_worker_names_are_accepted(server, name):
+    srv = server("asgi_app:app", "-k", name, cwd=CLASSES)
+    assert json.loads(requests.get(srv.url + "/scope", timeout=10).text)["type"] == "http"
+
+
+@pytest.mark.parametrize("kind", ["sync", "gthread"])
+def test_asgi_app_under_a_wsgi_worker_exits_4(server, kind):
+    srv = server("asgi_app:app", "-k", kind, cwd=CLASSES, expect_fail=True)
+    assert srv.returncode == 4, srv.stderr_text()[-2000:]
+    err = srv.stderr_text()
+    assert "ASGI" in err and "-k asgi" in err
+
+
+def test_wsgi_app_under_the_asgi_worker_exits_4(server):
+    srv = server("wsgi_app:app", "-k", "asgi", cwd=CLASSES, expect_fail=True)
+    assert srv.returncode == 4, srv.stderr_text()[-2000:]
+    err = srv.stderr_text()
+    assert "WSGI" in err and "sync" in err and "gthread" in err
