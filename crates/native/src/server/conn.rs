@@ -566,6 +566,20 @@ impl<S: ClientStream> Conn<S> {
         });
     }
 
+    /// The scope's `client`, `server`, scheme and `root_path` for this connection.
+    fn asgi_endpoints(&self, backend: &super::worker::AsgiBackend, https: bool) -> Endpoints {
+        let client = match self.proxy.as_ref().and_then(|p| p.source) {
+            Some(source) => Some(source),
+            None => self.peer.ip.zip(self.peer.port).map(|(ip, port)| SocketAddr::new(ip, port)),
+        };
+        Endpoints {
+            client,
+            server: backend.servers.get(self.listener).cloned().unwrap_or_default(),
+            https,
+            root_path: backend.root_path.clone(),
+        }
+    }
+
     /// Serve one request with the ASGI class: hand it to the loop thread, then stream what
     /// the app sends back.
     async fn handle_asgi(
@@ -584,16 +598,7 @@ impl<S: ClientStream> Conn<S> {
         let (start_tx, start_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(32);
         let state = Arc::new(RequestShared::default());
-        let client = match self.proxy.as_ref().and_then(|p| p.source) {
-            Some(source) => Some(source),
-            None => self.peer.ip.zip(self.peer.port).map(|(ip, port)| SocketAddr::new(ip, port)),
-        };
-        let endpoints = Endpoints {
-            client,
-            server: backend.servers.get(self.listener).cloned().unwrap_or_default(),
-            https,
-            root_path: backend.root_path.clone(),
-        };
+        let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
         shared.request_started();
         backend.bridge.post(Event::Http(AsgiRequest::new(
@@ -679,16 +684,7 @@ impl<S: ClientStream> Conn<S> {
             .unwrap_or_default();
         let (out_tx, mut out_rx) = mpsc::channel::<WsOut>(64);
         let ws_shared = Arc::new(WsShared::default());
-        let client = match self.proxy.as_ref().and_then(|p| p.source) {
-            Some(source) => Some(source),
-            None => self.peer.ip.zip(self.peer.port).map(|(ip, port)| SocketAddr::new(ip, port)),
-        };
-        let endpoints = Endpoints {
-            client,
-            server: backend.servers.get(self.listener).cloned().unwrap_or_default(),
-            https,
-            root_path: backend.root_path.clone(),
-        };
+        let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
         backend.bridge.post(Event::WebSocket(WebSocketSession::new(
             head.clone(),
