@@ -71,6 +71,11 @@ def server_variants(name):
         return [Variant(
             "ferrocorn", "ferrocorn", "-w {w}",
             lambda p, w, m: ["ferrocorn", "-b", f"127.0.0.1:{p}", "-w", str(w), f"{m}:app"])]
+    if name == "ferrocorn-gthread":
+        return [Variant(
+            "ferrocorn-gthread", "ferrocorn", "gthread -w {w} --threads 4",
+            lambda p, w, m: ["ferrocorn", "-b", f"127.0.0.1:{p}", "-w", str(w), "-k", "gthread",
+                             "--threads", "4", f"{m}:app"])]
     if name == "granian":
         base = lambda p, w, m: ["granian", "--interface", "wsgi", "--host", "127.0.0.1",
                                 "--port", str(p), "--workers", str(w)]
@@ -99,7 +104,7 @@ def server_variants(name):
             "hyper", "hyper", "bare hyper, {w} threads (no Python)",
             lambda p, w, m: [binary, str(p), "0", str(w)])]
     raise SystemExit(f"unknown server {name!r} (known: ferrocorn, granian, "
-                     "gunicorn-sync, gunicorn-gthread, hyper)")
+                     "gunicorn-sync, gunicorn-gthread, hyper, ferrocorn-gthread)")
 
 
 # --------------------------------------------------------------------------
