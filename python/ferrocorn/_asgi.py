@@ -78,6 +78,12 @@ async def _main(app, bridge, start_io, lifespan_mode):
     return 0
 
 
+async def _push(call, *args):
+    """Hand a message to the connection; a False return means its buffer is full: let it drain."""
+    while not call(*args):
+        await asyncio.sleep(0.001)
+
+
 async def _http(app, req, state):
     scope = req.scope(state)
     body_delivered = False
@@ -101,10 +107,7 @@ async def _http(app, req, state):
         if kind == "http.response.start":
             req.start_response(message["status"], message.get("headers", ()))
         elif kind == "http.response.body":
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            while not req.send_body(body, more):
-                await asyncio.sleep(0.001)  # the connection's buffer is full: let it drain
+            await _push(req.send_body, message.get("body", b""), message.get("more_body", False))
 
     try:
         await app(scope, receive, send)
@@ -128,10 +131,6 @@ async def _websocket(app, ws, state):
             connected = True
             return {"type": "websocket.connect"}
         return await queue.get()
-
-    async def _push(call, *args):
-        while not call(*args):
-            await asyncio.sleep(0.001)  # the connection's buffer is full: let it drain
 
     async def send(message):
         kind = message["type"]

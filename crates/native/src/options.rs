@@ -48,10 +48,9 @@ pub struct ServerOptions {
     /// `worker_connections`: the most open client connections one gthread or gevent worker
     /// holds, as Gunicorn documents it (sync and asgi do not limit connections).
     pub worker_connections: usize,
-    /// Heartbeat timeout for workers (zero disables).
+    /// `timeout`: the workers' heartbeat timeout and, for the gthread, gevent and asgi
+    /// classes, the per-request deadline (zero disables both).
     pub timeout: Duration,
-    /// Per-request deadline for the gthread, gevent and asgi classes (`timeout`; zero disables).
-    pub request_timeout: Duration,
     /// Longest a worker may take to boot (zero disables).
     pub boot_timeout: Duration,
     /// Requests after which a worker retires (0 = never).
@@ -90,9 +89,9 @@ pub struct ServerOptions {
     pub access_log_json: bool,
     /// Logs go through Python's `logging` (a logconfig setting was applied).
     pub python_logging: bool,
-    /// Access log target and format, when enabled.
-    pub access_log: Option<(String, String)>,
-    /// The access log format (also used when Python logging carries the access log).
+    /// Access log target (`-` = stdout), when enabled.
+    pub access_log: Option<String>,
+    /// The access log format (for a file, stdout, or Python logging).
     pub access_log_format: String,
     /// Error log target (`-` = stderr).
     pub error_log: String,
@@ -150,18 +149,13 @@ pub enum WorkerClass {
         threads: usize,
     },
     /// WSGI in greenlets on a gevent hub on the main thread, sockets on an I/O thread.
-    Gevent {
-        /// Requests one worker runs at once (`worker_connections`).
-        connections: usize,
-    },
+    Gevent,
     /// ASGI on an asyncio loop on the worker's main thread, sockets on an I/O thread.
     Asgi {
         /// `asgi_loop`: auto, asyncio or uvloop.
         event_loop: AsgiLoop,
         /// `asgi_lifespan`: auto, on or off.
         lifespan: AsgiLifespan,
-        /// Requests one worker runs at once (`worker_connections`).
-        connections: usize,
     },
 }
 
@@ -215,19 +209,8 @@ impl WorkerClass {
         match self {
             WorkerClass::Sync => "sync",
             WorkerClass::Gthread { .. } => "gthread",
-            WorkerClass::Gevent { .. } => "gevent",
+            WorkerClass::Gevent => "gevent",
             WorkerClass::Asgi { .. } => "asgi",
-        }
-    }
-
-    /// Requests a worker of this class may run at once.
-    pub fn concurrency(self) -> usize {
-        match self {
-            WorkerClass::Sync => 1,
-            WorkerClass::Gthread { threads } => threads,
-            WorkerClass::Gevent { connections } | WorkerClass::Asgi { connections, .. } => {
-                connections
-            }
         }
     }
 }
@@ -241,9 +224,7 @@ fn worker_class(config: &Config) -> Result<WorkerClass, OptionsError> {
         "sync" | "syncworker" if threads <= 1 => Ok(WorkerClass::Sync),
         "sync" | "syncworker" | "gthread" | "threadworker" => Ok(WorkerClass::Gthread { threads }),
         "gevent" | "ggevent" | "geventworker" | "gevent_wsgi" | "gevent_pywsgi"
-        | "geventpywsgiworker" => Ok(WorkerClass::Gevent {
-            connections: usize::try_from(config.int("worker_connections")).unwrap_or(1000).max(1),
-        }),
+        | "geventpywsgiworker" => Ok(WorkerClass::Gevent),
         "asgi" | "asgiworker" | "uvicornworker" | "uvicornh11worker" => Ok(WorkerClass::Asgi {
             event_loop: match config.str("asgi_loop") {
                 "asyncio" => AsgiLoop::Asyncio,
@@ -255,7 +236,6 @@ fn worker_class(config: &Config) -> Result<WorkerClass, OptionsError> {
                 "off" => AsgiLifespan::Off,
                 _ => AsgiLifespan::Auto,
             },
-            connections: usize::try_from(config.int("worker_connections")).unwrap_or(1000).max(1),
         }),
         "eventlet" | "eventletworker" => Err(OptionsError(
             "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use -k gevent"
@@ -328,6 +308,16 @@ fn id_setting(config: &Config, name: &str) -> Option<String> {
 }
 
 impl ServerOptions {
+    /// Requests one worker may run at once: 1 for sync, `threads` for gthread,
+    /// `worker_connections` for gevent and asgi.
+    pub fn concurrency(&self) -> usize {
+        match self.worker_class {
+            WorkerClass::Sync => 1,
+            WorkerClass::Gthread { threads } => threads,
+            WorkerClass::Gevent | WorkerClass::Asgi { .. } => self.worker_connections,
+        }
+    }
+
     /// Derive the options; `env` reads the process environment (for `SENDFILE`).
     pub fn from_config(
         config: &Config,
@@ -395,7 +385,6 @@ impl ServerOptions {
                 .unwrap_or(1000)
                 .max(1),
             timeout: seconds(timeout),
-            request_timeout: seconds(timeout),
             boot_timeout: seconds(config.float("boot_timeout")),
             max_requests: config.int("max_requests").max(0) as u64,
             max_requests_jitter: config.int("max_requests_jitter").max(0) as u64,
@@ -434,10 +423,7 @@ impl ServerOptions {
                 .unwrap_or("ferrocorn")
                 .to_owned(),
             access_log_format: config.str("access_log_format").to_owned(),
-            access_log: config
-                .opt_str("accesslog")
-                .filter(|s| !s.is_empty())
-                .map(|target| (target.to_owned(), config.str("access_log_format").to_owned())),
+            access_log: config.opt_str("accesslog").filter(|s| !s.is_empty()).map(str::to_owned),
             error_log: config.opt_str("errorlog").unwrap_or("-").to_owned(),
             log_level,
             chdir: config.str("chdir").to_owned(),

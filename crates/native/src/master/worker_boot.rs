@@ -208,7 +208,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     // (Set after the privilege drop, which would clear it.) A worker must not outlive its master (killed with SIGKILL, say): it then drains and exits.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a plain signal number.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
-    if matches!(opts.worker_class, WorkerClass::Gevent { .. }) {
+    if matches!(opts.worker_class, WorkerClass::Gevent) {
         // As Gunicorn's gevent worker: patch before the app is imported (a preloaded app was
         // imported unpatched in the master, as with Gunicorn).
         if let Err(e) = py.import("gevent.monkey").and_then(|m| m.call_method0("patch_all")) {
@@ -244,8 +244,10 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
                     .json(opts.access_log_json),
             )
         }
-        (Some((target, format)), false) => match Sink::open(target, true) {
-            Ok(sink) => Some(AccessLog::new(format, sink).json(opts.access_log_json)),
+        (Some(target), false) => match Sink::open(target, true) {
+            Ok(sink) => {
+                Some(AccessLog::new(&opts.access_log_format, sink).json(opts.access_log_json))
+            }
             Err(e) => {
                 error!("cannot open `accesslog` (--access-logfile) {target:?}: {e}");
                 return EXIT_BOOT;
@@ -261,7 +263,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     board.slot(slot_index).set_state(SlotState::Idle);
     let hooks = master.hooks.clone_ref(py);
     let result = if let WorkerClass::Asgi { event_loop, lifespan, .. } = opts.worker_class {
-        let ctx = AppContext { wsgi: None, hooks, worker: worker.clone_ref(py) };
+        let ctx = AppContext::new(None, hooks, worker.clone_ref(py));
         let serve =
             LoopServe::Asgi { app, event_loop: event_loop.name(), lifespan: lifespan.name() };
         match run_on_loop(py, master, opts, ctx, access_log, runtime, serve) {
@@ -290,9 +292,9 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
                 return EXIT_BOOT;
             }
         };
-        let app = AppContext { wsgi: Some(wsgi), hooks, worker: worker.clone_ref(py) };
+        let app = AppContext::new(Some(wsgi), hooks, worker.clone_ref(py));
         let listeners = &master.listeners;
-        if matches!(opts.worker_class, WorkerClass::Gevent { .. }) {
+        if matches!(opts.worker_class, WorkerClass::Gevent) {
             match run_on_loop(py, master, opts, app, access_log, runtime, LoopServe::Gevent) {
                 Ok(code) if code != 0 => {
                     let _ = master.hooks.call(py, "worker_exit", (server, worker));

@@ -25,6 +25,18 @@ pub struct AppContext {
     pub hooks: Hooks,
     /// The `worker` object for hooks.
     pub worker: Py<WorkerHandle>,
+    /// The config defines `pre_request` (looked up once, not per request).
+    pub pre_request: bool,
+    /// The config defines `post_request`.
+    pub post_request: bool,
+}
+
+impl AppContext {
+    /// A context for `wsgi` (None for ASGI) with the worker's hooks.
+    pub fn new(wsgi: Option<WsgiApp>, hooks: Hooks, worker: Py<WorkerHandle>) -> Self {
+        let (pre_request, post_request) = (hooks.has("pre_request"), hooks.has("post_request"));
+        AppContext { wsgi, hooks, worker, pre_request, post_request }
+    }
 }
 
 /// Where `wsgi.input` gets the body from.

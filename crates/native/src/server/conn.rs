@@ -68,6 +68,20 @@ struct Sent {
     headers: Vec<(String, String)>,
 }
 
+impl Sent {
+    /// The scoreboard record of this response.
+    fn record(&self, method: &str, started: Instant, request_bytes: u64) -> RequestRecord {
+        RequestRecord {
+            method: ferrocorn_metrics::method_index(method),
+            status: ferrocorn_metrics::status_index(self.status),
+            code: self.status,
+            micros: started.elapsed().as_micros() as u64,
+            request_bytes,
+            response_bytes: self.body_bytes,
+        }
+    }
+}
+
 struct Conn<S: ClientStream> {
     shared: Rc<Shared>,
     stream: S,
@@ -294,8 +308,7 @@ impl<S: ClientStream> Conn<S> {
                 }
             };
         }
-        let hooks = &self.shared.app.hooks;
-        let (pre_hook, post_hook) = (hooks.has("pre_request"), hooks.has("post_request"));
+        let (pre_hook, post_hook) = (self.shared.app.pre_request, self.shared.app.post_request);
         let keep_environ =
             post_hook || self.shared.access_log.as_ref().is_some_and(|l| l.needs_environ());
 
@@ -404,8 +417,7 @@ impl<S: ClientStream> Conn<S> {
         let sent = match reply {
             Reply::Failed => {
                 drop(permit);
-                self.send_error(500).await;
-                Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
+                Some(self.send_error(500).await)
             }
             Reply::Complete { head: rhead, body } => {
                 drop(permit);
@@ -444,8 +456,7 @@ impl<S: ClientStream> Conn<S> {
                 drop(permit);
                 keep_alive = false;
                 shared.retire_after_deadline();
-                self.send_error(504).await;
-                Some(Sent { status: 504, body_bytes: 0, headers: Vec::new() })
+                Some(self.send_error(504).await)
             }
             Reply::File { head: rhead, prefix, fd, offset, length, result } => {
                 let sent = self
@@ -460,14 +471,7 @@ impl<S: ClientStream> Conn<S> {
             }
         };
         shared.request_finished(
-            sent.as_ref().map(|s| RequestRecord {
-                method: ferrocorn_metrics::method_index(&head.method),
-                status: ferrocorn_metrics::status_index(s.status),
-                code: s.status,
-                micros: started.elapsed().as_micros() as u64,
-                request_bytes,
-                response_bytes: s.body_bytes,
-            }),
+            sent.as_ref().map(|s| s.record(&head.method, started, request_bytes)),
             app_failed,
         );
         if let (true, Some(req)) = (post_hook, hook_request) {
@@ -510,7 +514,7 @@ impl<S: ClientStream> Conn<S> {
         answer: impl std::future::Future<Output = T>,
         head: &RequestHead,
     ) -> Option<T> {
-        let limit = self.shared.opts.request_timeout;
+        let limit = self.shared.opts.timeout;
         if limit.is_zero() {
             return Some(answer.await);
         }
@@ -616,8 +620,7 @@ impl<S: ClientStream> Conn<S> {
             None => {
                 keep_alive = false;
                 shared.retire_after_deadline();
-                self.send_error(504).await;
-                Some(Sent { status: 504, body_bytes: 0, headers: Vec::new() })
+                Some(self.send_error(504).await)
             }
             Some(Ok(Ok((status, headers)))) => {
                 match ResponseHead::new(&status.to_string(), headers) {
@@ -630,30 +633,21 @@ impl<S: ClientStream> Conn<S> {
                         error!("Error handling request: the ASGI app sent {e}");
                         app_failed = true;
                         keep_alive = false;
-                        self.send_error(500).await;
-                        Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
+                        Some(self.send_error(500).await)
                     }
                 }
             }
             _ => {
                 app_failed = true;
                 keep_alive = false;
-                self.send_error(500).await;
-                Some(Sent { status: 500, body_bytes: 0, headers: Vec::new() })
+                Some(self.send_error(500).await)
             }
         };
         state.set_disconnected();
         backend.bridge.post(Event::Disconnect(state));
         drop(permit);
         shared.request_finished(
-            sent.as_ref().map(|s| RequestRecord {
-                method: ferrocorn_metrics::method_index(&head.method),
-                status: ferrocorn_metrics::status_index(s.status),
-                code: s.status,
-                micros: started.elapsed().as_micros() as u64,
-                request_bytes,
-                response_bytes: s.body_bytes,
-            }),
+            sent.as_ref().map(|s| s.record(&head.method, started, request_bytes)),
             app_failed,
         );
         if let Some(sent) = &sent {
@@ -726,7 +720,9 @@ impl<S: ClientStream> Conn<S> {
                             let mut keep = false;
                             self.send_complete(&head, &rhead, &all, &mut keep).await;
                         }
-                        Err(_) => self.send_error(500).await,
+                        Err(_) => {
+                            self.send_error(500).await;
+                        }
                     }
                     drop(permit);
                     return Ok(false);
@@ -868,8 +864,7 @@ impl<S: ClientStream> Conn<S> {
     }
 
     fn sent(&self, rhead: &ResponseHead, body_bytes: u64) -> Sent {
-        let wants_headers =
-            self.shared.access_log.is_some() || self.shared.app.hooks.has("post_request");
+        let wants_headers = self.shared.access_log.is_some() || self.shared.app.post_request;
         let headers = if wants_headers { rhead.headers().to_vec() } else { Vec::new() };
         Sent { status: rhead.status(), body_bytes, headers }
     }
@@ -1036,10 +1031,12 @@ impl<S: ClientStream> Conn<S> {
         }
     }
 
-    async fn send_error(&mut self, status: u16) {
+    /// Answer `status` with a small error page (`Connection: close`); what the logs record.
+    async fn send_error(&mut self, status: u16) -> Sent {
         let wbuf = &mut self.wbuf;
         with_http_date(|date| write_error_response(wbuf, status, "", date, SERVER));
         self.flush().await;
+        Sent { status, body_bytes: 0, headers: Vec::new() }
     }
 
     /// Answer a bad request (or just close, for a client that went away) and close.

@@ -40,7 +40,6 @@ pub struct Shared {
     stop: watch::Sender<bool>,
     /// This worker's scoreboard, hooks and identity.
     pub runtime: WorkerRuntime,
-    served: Cell<u64>,
     statsd: Option<super::statsd::Statsd>,
     connections: Cell<usize>,
     all_closed: Notify,
@@ -128,8 +127,7 @@ impl Shared {
         if app_failed {
             slot.record_exception();
         }
-        let served = self.served.get() + 1;
-        self.served.set(served);
+        let served = slot.requests();
         let max = self.runtime.max_requests;
         if max > 0 && served >= max && slot.state() != SlotState::Retiring {
             info!("Autorestarting worker after current request.");
@@ -200,8 +198,7 @@ fn within_fair_share(shared: &Shared) -> bool {
 /// gevent only, as in Gunicorn).
 fn below_connection_cap(shared: &Shared) -> bool {
     match shared.opts.worker_class {
-        crate::options::WorkerClass::Gthread { .. }
-        | crate::options::WorkerClass::Gevent { .. } => {
+        crate::options::WorkerClass::Gthread { .. } | crate::options::WorkerClass::Gevent => {
             (shared.connections.get() as u64) < shared.opts.worker_connections as u64
         }
         _ => true,
@@ -304,7 +301,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     let statsd_target = opts.statsd.clone();
-    let concurrency = opts.worker_class.concurrency();
+    let concurrency = opts.concurrency();
     let executor = match (opts.worker_class, loop_side) {
         (_, Some(LoopSide::Asgi(backend))) => Executor::Asgi(backend),
         (_, Some(LoopSide::Hub(bridge))) => Executor::Hub(bridge),
@@ -325,7 +322,6 @@ pub fn run(
             shutdown: stop_rx.clone(),
             stop: stop_tx,
             runtime: runtime_info,
-            served: Cell::new(0),
             statsd: statsd_target.and_then(super::statsd::Statsd::connect),
             connections: Cell::new(0),
             all_closed: Notify::new(),
