@@ -340,9 +340,12 @@ def parse_wrk(out):
     return res
 
 
-def run_wrk(url, threads, conns, duration, latency):
-    """Run wrk, return (stdout, cpu seconds used by wrk, returncode)."""
+def run_wrk(url, threads, conns, duration, latency, timeout_s=None):
+    """Run wrk, return (stdout, cpu seconds used by wrk, returncode). ``timeout_s`` sets wrk's
+    per-request ``--timeout`` (its default of 2 s is too short for apps that queue)."""
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s"]
+    if timeout_s:
+        argv.append(f"--timeout={timeout_s}s")
     if latency:
         argv.append("--latency")
     argv.append(url)
@@ -366,9 +369,14 @@ def run_wrk(url, threads, conns, duration, latency):
 # --------------------------------------------------------------------------
 
 
-def measure(variant, app, module, args, env, logdir, seq):
+def measure(variant, app, module, args, env, logdir, seq, workers=None, wrk_timeout=None,
+            drain_s=0.0):
+    """One row. ``workers`` overrides ``args.workers``; ``wrk_timeout`` is wrk's --timeout;
+    ``drain_s`` is waited after the warm-up so requests it left queued are not served inside
+    the measured window."""
+    workers = workers or args.workers
     row = {"key": variant.key, "server": variant.server,
-           "config": variant.config.format(w=args.workers), "status": "ok", "notes": []}
+           "config": variant.config.format(w=workers), "status": "ok", "notes": []}
 
     idle_ok, busy = wait_for_idle(args.idle_threshold, args.idle_timeout)
     if not idle_ok:
@@ -376,36 +384,38 @@ def measure(variant, app, module, args, env, logdir, seq):
         log(f"  machine still {busy:.0f}% busy after {args.idle_timeout:.0f} s, going on")
 
     port = free_port()
-    argv = variant.argv_fn(port, args.workers, module)
+    argv = variant.argv_fn(port, workers, module)
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         row["status"] = "failed to start"
         row["error"] = f"{argv[0]}: command not found"
         return row
-    srv = Server(argv, env, logdir, f"{seq:03d}-{app}-{variant.key}")
+    srv = Server(argv, env, logdir, f"{seq:03d}-{app}-w{workers}-{variant.key}")
     log(f"  $ {' '.join(argv)}")
     try:
         srv.start()
         err = srv.wait_ready(port, args.start_timeout)
         if err is not None:
             detail = first_lines(srv.err_path) or first_lines(srv.out_path)
-            if (variant.server == "ferrocorn" and args.workers > 1 and
+            if (variant.server == "ferrocorn" and workers > 1 and
                     srv.proc.poll() is not None and
                     re.search(r"worker|-w\b|unsupported|not supported|not implemented|"
                               r"unrecognized|unexpected argument|no such option",
                               detail, re.I)):
-                row["status"] = f"unsupported (-w {args.workers})"
+                row["status"] = f"unsupported (-w {workers})"
             else:
                 row["status"] = "failed to start"
             row["error"] = f"{err}; stderr: {detail}" if detail else err
             return row
         url = f"http://127.0.0.1:{port}/"
         if args.warmup > 0:
-            run_wrk(url, args.threads, args.connections, args.warmup, False)
+            run_wrk(url, args.threads, args.connections, args.warmup, False, wrk_timeout)
+            time.sleep(drain_s)
 
         before = srv.snapshot()
         sb0, st0 = sys_cpu()
         t0 = time.monotonic()
-        out, wrk_cpu, rc = run_wrk(url, args.threads, args.connections, args.duration, True)
+        out, wrk_cpu, rc = run_wrk(url, args.threads, args.connections, args.duration, True,
+                                   wrk_timeout)
         wall = time.monotonic() - t0
         sb1, st1 = sys_cpu()
         after = srv.snapshot()

@@ -221,42 +221,13 @@ def scenarios(tools):
 # --------------------------------------------------------------------------
 
 
-def run_wrk_with_timeout(timeout):
-    """compare.run_wrk plus ``--timeout`` (queueing apps need more than wrk's default 2 s)."""
-
-    def run_wrk(url, threads, conns, duration, latency):
-        argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", f"{timeout}s"]
-        if latency:
-            argv.append("--latency")
-        argv.append(url)
-        with tempfile.TemporaryFile() as out:
-            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            try:
-                _, status, ru = os.wait4(p.pid, 0)
-            except BaseException:
-                p.kill()
-                p.wait()
-                raise
-            p.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            text = out.read().decode("utf-8", "replace")
-        return text, ru.ru_utime + ru.ru_stime, p.returncode
-
-    return run_wrk
-
-
 def measure(variant, name, scen, args, env, logdir, seq):
     """compare.measure with this scenario's -c (and wrk --timeout); exit messages saying
     "not supported" turn the row into "unsupported"."""
     margs = copy.copy(args)
     margs.connections = scen["connections"]
-    orig_run_wrk = compare.run_wrk
-    if scen["wrk_timeout"]:
-        compare.run_wrk = run_wrk_with_timeout(scen["wrk_timeout"])
-    try:
-        row = compare.measure(variant, name, scen["module"], margs, env, logdir, seq)
-    finally:
-        compare.run_wrk = orig_run_wrk
+    row = compare.measure(variant, name, scen["module"], margs, env, logdir, seq,
+                          wrk_timeout=scen["wrk_timeout"])
     if row["status"] != "ok" and re.search(r"not supported|unsupported|not implemented", row.get("error", ""), re.I):
         row["status"] = "unsupported"
     return row

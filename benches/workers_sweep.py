@@ -26,10 +26,8 @@ import copy
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -47,29 +45,8 @@ log = compare.log
 fmt = compare.fmt
 
 
-def run_wrk(url, threads, conns, duration, latency, timeout_s):
-    """compare.run_wrk plus ``--timeout``: (stdout, wrk CPU seconds, returncode)."""
-    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", f"--timeout={timeout_s}s"]
-    if latency:
-        argv.append("--latency")
-    argv.append(url)
-    with tempfile.TemporaryFile() as out:
-        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)
-        try:
-            _, status, ru = os.wait4(p.pid, 0)
-        except BaseException:
-            p.kill()
-            p.wait()
-            raise
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read().decode("utf-8", "replace")
-    return text, ru.ru_utime + ru.ru_stime, p.returncode
-
-
 def measure(variant, app, workers, args, env, logdir, seq):
-    """One cell. Like compare.measure, plus two things the sleeping app needs:
+    """One cell: compare.measure with two things the sleeping app needs:
 
     * after the warm-up, wait until the server has drained the requests wrk left in flight
       (with C connections and N workers busy B s each, up to C·B/N seconds of queued work,
@@ -80,69 +57,8 @@ def measure(variant, app, workers, args, env, logdir, seq):
     module, busy_s = APPS[app]
     backlog_s = args.connections * (busy_s or 0.0) / workers
     wrk_timeout = max(2, int(backlog_s * 3 + 2))
-    row = {"key": variant.key, "server": variant.server,
-           "config": variant.config.format(w=workers), "status": "ok", "notes": []}
-
-    idle_ok, busy = compare.wait_for_idle(args.idle_threshold, args.idle_timeout)
-    if not idle_ok:
-        row["notes"].append(f"not idle ({busy:.0f}% busy)")
-        log(f"  machine still {busy:.0f}% busy after {args.idle_timeout:.0f} s, going on")
-
-    port = compare.free_port()
-    argv = variant.argv_fn(port, workers, module)
-    if shutil.which(argv[0], path=env.get("PATH")) is None:
-        row["status"] = "failed to start"
-        row["error"] = f"{argv[0]}: command not found"
-        return row
-    srv = compare.Server(argv, env, logdir, f"{seq:03d}-{app}-w{workers}-{variant.key}")
-    log(f"  $ {' '.join(argv)}")
-    try:
-        srv.start()
-        err = srv.wait_ready(port, args.start_timeout)
-        if err is not None:
-            detail = compare.first_lines(srv.err_path) or compare.first_lines(srv.out_path)
-            row["status"] = "failed to start"
-            row["error"] = f"{err}; stderr: {detail}" if detail else err
-            return row
-        url = f"http://127.0.0.1:{port}/"
-        if args.warmup > 0:
-            run_wrk(url, args.threads, args.connections, args.warmup, False, wrk_timeout)
-            time.sleep(backlog_s + 0.3)
-
-        before = srv.snapshot()
-        sb0, _ = compare.sys_cpu()
-        t0 = time.monotonic()
-        out, wrk_cpu, rc = run_wrk(url, args.threads, args.connections, args.duration, True,
-                                   wrk_timeout)
-        wall = time.monotonic() - t0
-        sb1, _ = compare.sys_cpu()
-        after = srv.snapshot()
-        alive = srv.proc.poll() is None
-
-        res = compare.parse_wrk(out)
-        if rc != 0 or res["rps"] is None:
-            row["status"] = "wrk failed"
-            row["error"] = " | ".join(out.strip().splitlines()[-3:])
-            return row
-        srv_cpu = compare.tree_cpu_delta(before, after)
-        other = (sb1 - sb0) / compare.CLK_TCK - srv_cpu - wrk_cpu
-        reqs = res["requests"] or res["rps"] * wall
-        row.update(
-            rps=res["rps"], p50=res["p50"], p99=res["p99"],
-            errors=res["socket_errors"] + res["non2xx"],
-            srv_cpu_pct=100.0 * srv_cpu / wall,
-            us_per_req=1e6 * srv_cpu / reqs if reqs else None,
-            wrk_cpu_pct=100.0 * wrk_cpu / wall,
-            other_pct=100.0 * other / wall,
-            procs=len(after),
-        )
-        if not alive:
-            row["notes"].append("server exited during run")
-        if row["other_pct"] > args.noisy_threshold:
-            row["notes"].append("noisy")
-        return row
-    finally:
-        srv.stop()
+    return compare.measure(variant, app, module, args, env, logdir, seq, workers=workers,
+                           wrk_timeout=wrk_timeout, drain_s=backlog_s + 0.3)
 
 
 def parse_workers(text):

@@ -11,51 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from procs import children, pid_alive, ppid_of, wait_until  # noqa: F401 (re-exported)
 
 MASTER_DIR = Path(__file__).resolve().parent
 APP = "mapp:app"
-
-
-def wait_until(pred, timeout=10.0, msg="condition", interval=0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = pred()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{msg} not reached within {timeout}s (last={last!r})")
-        time.sleep(interval)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
-
-
-def ppid_of(pid: int):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        p = int(name)
-        if ppid_of(p) == pid and pid_alive(p):
-            out.append(p)
-    return sorted(out)
 
 
 def cmdline(pid: int) -> str:

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from procs import children, pid_alive, wait_until  # noqa: F401 (re-exported)
+
 OBS_DIR = Path(__file__).resolve().parent
 APP = "obsapp:app"
 METRICS_RE = re.compile(r"Metrics at: http://(\S+?)/metrics")
@@ -22,42 +24,6 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
 # -- waiting / processes ------------------------------------------------------------------
-def wait_until(pred, timeout=10.0, msg="condition", interval=0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = pred()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{msg} not reached within {timeout}s (last={last!r})")
-        time.sleep(interval)
-
-
-def _stat(pid: int):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def pid_alive(pid: int) -> bool:
-    st = _stat(pid)
-    return st is not None and st[0] not in ("Z", "X")
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (the master's workers)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None and st[0] not in ("Z", "X") and int(st[1]) == pid:
-                out.append(int(name))
-    return sorted(out)
-
-
 def free_port(kind=socket.SOCK_STREAM) -> int:
     s = socket.socket(socket.AF_INET, kind)
     s.bind(("127.0.0.1", 0))
