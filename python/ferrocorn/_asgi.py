@@ -93,13 +93,11 @@ async def _http(app, req, state):
         if not body_delivered:
             body_delivered = True
             return {"type": "http.request", "body": req.take_body(), "more_body": False}
-        if not req.disconnected:
-            # Created only when an app waits for the disconnect; the flag is set before the
-            # event is posted, so checking it again after registering closes the race.
-            disconnect = asyncio.get_running_loop().create_future()
-            req.set_disconnect_future(disconnect)
-            if not req.disconnected:
-                await disconnect
+        # The future is created only when an app waits for the disconnect; the request
+        # object checks the flag and registers it under one lock, so none is missed.
+        disconnect = asyncio.get_running_loop().create_future()
+        if req.wait_disconnect(disconnect):
+            await disconnect
         return {"type": "http.disconnect"}
 
     async def send(message):

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
@@ -34,6 +35,8 @@ pub enum Event {
 pub struct Bridge {
     queue: Mutex<VecDeque<Event>>,
     wakeup: OwnedFd,
+    /// A deferred post found the queue empty: [`Bridge::flush`] must wake the loop.
+    wake_wanted: AtomicBool,
 }
 
 impl Bridge {
@@ -46,7 +49,11 @@ impl Bridge {
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
         let wakeup = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Arc::new(Bridge { queue: Mutex::new(VecDeque::new()), wakeup }))
+        Ok(Arc::new(Bridge {
+            queue: Mutex::new(VecDeque::new()),
+            wakeup,
+            wake_wanted: AtomicBool::new(false),
+        }))
     }
 
     /// The descriptor the loop watches.
@@ -56,16 +63,38 @@ impl Bridge {
 
     /// Queue an event and wake the loop (from any thread).
     pub fn post(&self, event: Event) {
-        let was_empty = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.push_back(event);
-            queue.len() == 1
-        };
-        if was_empty {
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
-            unsafe { libc::write(self.wakeup.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if self.push(event) {
+            self.wake();
         }
+    }
+
+    /// Queue an event from the I/O thread and leave the wake-up to [`Bridge::flush`], which
+    /// the I/O thread calls before it sleeps: one wake-up for everything one pass of its loop
+    /// read, instead of an eventfd write (and a loop wake-up) per request.
+    pub fn post_deferred(&self, event: Event) {
+        if self.push(event) {
+            self.wake_wanted.store(true, Ordering::Release);
+        }
+    }
+
+    /// Send the wake-up [`Bridge::post_deferred`] left pending, if any.
+    pub fn flush(&self) {
+        if self.wake_wanted.swap(false, Ordering::AcqRel) {
+            self.wake();
+        }
+    }
+
+    /// Queue `event`; true when the queue was empty (the loop may be asleep).
+    fn push(&self, event: Event) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.push_back(event);
+        queue.len() == 1
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.wakeup.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
     /// Take every queued event (loop thread).

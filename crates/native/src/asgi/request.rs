@@ -5,7 +5,6 @@
 //! disconnect future.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferrocorn_http::RequestHead;
@@ -16,25 +15,50 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::server::ChunkMsg;
 
-/// What the app started its response with (status, headers), or Err for "answer 500".
-pub type StartMsg = Result<(u16, Vec<(String, String)>), ()>;
+/// How the app started its response: status, headers and the first body chunk (sent with
+/// the head in one write; the chunk channel carries the rest). Err means "answer 500".
+pub type StartMsg = Result<ResponseStart, ()>;
+
+/// `http.response.start` plus the body of the first `http.response.body`.
+pub struct ResponseStart {
+    /// The status code.
+    pub status: u16,
+    /// The headers, latin-1 text.
+    pub headers: Vec<(String, String)>,
+    /// The first body chunk.
+    pub first: Vec<u8>,
+}
 
 /// State shared between the connection task and the Python request object.
 #[derive(Default)]
 pub struct RequestShared {
-    disconnected: AtomicBool,
-    disconnect_future: Mutex<Option<Py<PyAny>>>,
+    disconnect: Mutex<Disconnect>,
+}
+
+#[derive(Default)]
+struct Disconnect {
+    happened: bool,
+    /// What `receive()` waits on for `http.disconnect` (only when the app asked).
+    future: Option<Py<PyAny>>,
 }
 
 impl RequestShared {
-    /// Mark the client gone (or the response complete).
-    pub fn set_disconnected(&self) {
-        self.disconnected.store(true, Ordering::Release);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Disconnect> {
+        self.disconnect.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mark the client gone (or the response complete). Returns true when the app waits for
+    /// `http.disconnect` and must be told (post `Event::Disconnect`); the common request that
+    /// never asks costs the loop no wake-up.
+    pub fn set_disconnected(&self) -> bool {
+        let mut state = self.lock();
+        state.happened = true;
+        state.future.is_some()
     }
 
     /// The future `receive()` waits on for `http.disconnect`, taken once.
     pub fn take_disconnect_future(&self) -> Option<Py<PyAny>> {
-        self.disconnect_future.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.lock().future.take()
     }
 }
 
@@ -58,6 +82,8 @@ pub struct AsgiRequest {
     endpoints: Endpoints,
     body: Mutex<Option<Vec<u8>>>,
     start: Mutex<Option<oneshot::Sender<StartMsg>>>,
+    /// `http.response.start` held until the first body message, so both leave in one message.
+    pending_start: Mutex<Option<ResponseStart>>,
     chunks: Mutex<Option<mpsc::Sender<ChunkMsg>>>,
     shared: Arc<RequestShared>,
 }
@@ -79,8 +105,18 @@ impl AsgiRequest {
             endpoints,
             body: Mutex::new(Some(body)),
             start: Mutex::new(Some(start)),
+            pending_start: Mutex::new(None),
             chunks: Mutex::new(Some(chunks)),
             shared,
+        }
+    }
+}
+
+impl AsgiRequest {
+    /// Hand the response start to the connection (once; later calls do nothing).
+    fn send_start(&self, start: StartMsg) {
+        if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(start);
         }
     }
 }
@@ -172,7 +208,7 @@ impl AsgiRequest {
         PyBytes::new(py, &body)
     }
 
-    /// `http.response.start`.
+    /// `http.response.start`: kept until the first `http.response.body` (or the app's return).
     fn start_response(&self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut pairs = Vec::new();
         for item in headers.try_iter()? {
@@ -181,19 +217,26 @@ impl AsgiRequest {
             let value: Vec<u8> = item.get_item(1)?.extract()?;
             pairs.push((latin1(&name), latin1(&value)));
         }
-        let sender = self.start.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match sender {
-            Some(tx) => {
-                let _ = tx.send(Ok((status, pairs)));
-                Ok(())
-            }
-            None => Err(PyRuntimeError::new_err("http.response.start sent twice")),
+        let mut pending = self.pending_start.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_some() || self.start.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Err(PyRuntimeError::new_err("http.response.start sent twice"));
         }
+        *pending = Some(ResponseStart { status, headers: pairs, first: Vec::new() });
+        Ok(())
     }
 
     /// `http.response.body`: queue `data`; returns False (nothing queued) when the connection's
     /// buffer is full — wait briefly and send again. With `more_body` False the response ends.
     fn send_body(&self, data: &[u8], more_body: bool) -> PyResult<bool> {
+        if let Some(mut start) = self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            if !more_body {
+                self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+            start.first = data.to_vec();
+            self.send_start(Ok(start));
+            return Ok(true);
+        }
         if self.start.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
             return Err(PyRuntimeError::new_err("http.response.body before http.response.start"));
         }
@@ -218,6 +261,7 @@ impl AsgiRequest {
 
     /// The app failed: a 500 if nothing was sent, else cut the response short.
     fn fail(&self) {
+        self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.send(Err(()));
         } else if let Some(tx) = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -225,22 +269,28 @@ impl AsgiRequest {
         }
     }
 
-    /// The app returned: end the response (an unstarted one becomes a 500).
+    /// The app returned: end the response (a started one with no body message ends empty;
+    /// an unstarted one becomes a 500).
     fn finish(&self) {
-        if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = tx.send(Err(()));
-        }
         self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let pending = self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.send_start(pending.ok_or(()));
     }
 
-    /// Register the future `receive()` awaits for `http.disconnect` (resolved by the loop).
-    fn set_disconnect_future(&self, future: Py<PyAny>) {
-        *self.shared.disconnect_future.lock().unwrap_or_else(|e| e.into_inner()) = Some(future);
+    /// Wait for `http.disconnect` with `future` (the loop resolves it) unless the client is
+    /// already gone: returns False then, and the app needs not wait.
+    fn wait_disconnect(&self, future: Py<PyAny>) -> bool {
+        let mut state = self.shared.lock();
+        if state.happened {
+            return false;
+        }
+        state.future = Some(future);
+        true
     }
 
     /// Whether the client is gone (or the response is complete).
     #[getter]
     fn disconnected(&self) -> bool {
-        self.shared.disconnected.load(Ordering::Acquire)
+        self.shared.lock().happened
     }
 }

@@ -109,9 +109,9 @@ pub async fn serve<S: ClientStream>(shared: Rc<Shared>, stream: S, peer: Peer, l
         remote: None,
     };
     conn.run().await;
-    if let Some(remote) = conn.remote.take() {
-        Python::attach(|_py| drop(remote));
-    }
+    // Not attaching here: pyo3 defers the decref to the next time a Python thread attaches, so
+    // the I/O thread never waits for the GIL (which the app's threads may hold for long).
+    drop(conn.remote.take());
 }
 
 impl<S: ClientStream> Conn<S> {
@@ -378,9 +378,9 @@ impl<S: ClientStream> Conn<S> {
                     }
                 });
                 let submitted = match &shared.executor {
-                    Executor::Pool(pool) => pool.submit(job),
+                    Executor::Pool(pool) => pool.submit_deferred(job),
                     Executor::Hub(bridge) => {
-                        bridge.post(Event::Wsgi(HubJob::new(job)));
+                        bridge.post_deferred(Event::Wsgi(HubJob::new(job)));
                         true
                     }
                     _ => false,
@@ -501,9 +501,10 @@ impl<S: ClientStream> Conn<S> {
         if let Some(sent) = &sent {
             self.write_access_log(&head, &decoded_path, sent, started, environ.as_ref());
         }
-        if environ.is_some() || input.is_some() {
-            Python::attach(|_py| drop((environ, input)));
-        }
+        // Dropped without attaching (pyo3 defers the decref to the app's threads): with
+        // gthread, gevent and asgi the GIL is usually held by Python, and waiting for it here
+        // would stall every connection of this I/O thread.
+        drop((environ, input));
         Ok(sent.is_some() && keep_alive)
     }
 
@@ -548,11 +549,7 @@ impl<S: ClientStream> Conn<S> {
             Some(source) => source.ip().to_string(),
             None => self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         };
-        Python::attach(|py| {
-            let environ = environ.map(|e| e.bind(py).clone());
-            let lookup = |key: &str| {
-                environ.as_ref().and_then(|e| e.get_item(key).ok().flatten()).map(|v| v.to_string())
-            };
+        let write = |lookup: &dyn Fn(&str) -> Option<String>| {
             log.write(&AccessRecord {
                 remote_addr: &remote_addr,
                 method: &head.method,
@@ -565,9 +562,17 @@ impl<S: ClientStream> Conn<S> {
                 request_headers: &head.headers,
                 response_headers: &sent.headers,
                 duration: started.elapsed(),
-                environ: &lookup,
-            });
-        });
+                environ: lookup,
+            })
+        };
+        // The GIL is taken only when the format reads the environ (`{NAME}e`).
+        match environ {
+            Some(environ) => Python::attach(|py| {
+                let environ = environ.bind(py);
+                write(&|key: &str| environ.get_item(key).ok().flatten().map(|v| v.to_string()))
+            }),
+            None => write(&|_: &str| None),
+        }
     }
 
     /// The scope's `client`, `server`, scheme and `root_path` for this connection.
@@ -605,7 +610,7 @@ impl<S: ClientStream> Conn<S> {
         let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
         shared.request_started();
-        backend.bridge.post(Event::Http(AsgiRequest::new(
+        backend.bridge.post_deferred(Event::Http(AsgiRequest::new(
             head.clone(),
             decoded_path.clone(),
             endpoints,
@@ -622,11 +627,11 @@ impl<S: ClientStream> Conn<S> {
                 shared.retire_after_deadline();
                 Some(self.send_error(504).await)
             }
-            Some(Ok(Ok((status, headers)))) => {
-                match ResponseHead::new(&status.to_string(), headers) {
+            Some(Ok(Ok(start))) => {
+                match ResponseHead::new(&start.status.to_string(), start.headers) {
                     Ok(rhead) => {
                         let mut chunks = Chunks::Channel(chunk_rx);
-                        self.send_stream(&head, &rhead, Vec::new(), &mut chunks, &mut keep_alive)
+                        self.send_stream(&head, &rhead, start.first, &mut chunks, &mut keep_alive)
                             .await
                     }
                     Err(e) => {
@@ -643,8 +648,9 @@ impl<S: ClientStream> Conn<S> {
                 Some(self.send_error(500).await)
             }
         };
-        state.set_disconnected();
-        backend.bridge.post(Event::Disconnect(state));
+        if state.set_disconnected() {
+            backend.bridge.post_deferred(Event::Disconnect(state));
+        }
         drop(permit);
         shared.request_finished(
             sent.as_ref().map(|s| s.record(&head.method, started, request_bytes)),
@@ -680,7 +686,7 @@ impl<S: ClientStream> Conn<S> {
         let ws_shared = Arc::new(WsShared::default());
         let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
-        backend.bridge.post(Event::WebSocket(WebSocketSession::new(
+        backend.bridge.post_deferred(Event::WebSocket(WebSocketSession::new(
             head.clone(),
             Arc::new(decoded_path),
             endpoints,
@@ -754,12 +760,13 @@ impl<S: ClientStream> Conn<S> {
                         self.rbuf.drain(..used);
                         let Some(message) = message else { break };
                         match message {
-                            Message::Text(text) => backend
-                                .bridge
-                                .post(Event::WsIncoming(ws_shared.clone(), WsIn::Text(text))),
-                            Message::Binary(bytes) => backend
-                                .bridge
-                                .post(Event::WsIncoming(ws_shared.clone(), WsIn::Binary(bytes))),
+                            Message::Text(text) => backend.bridge.post_deferred(Event::WsIncoming(
+                                ws_shared.clone(),
+                                WsIn::Text(text),
+                            )),
+                            Message::Binary(bytes) => backend.bridge.post_deferred(
+                                Event::WsIncoming(ws_shared.clone(), WsIn::Binary(bytes)),
+                            ),
                             Message::Ping(payload) => {
                                 encode_pong(&mut self.wbuf, &payload);
                                 if !self.flush().await {
@@ -831,7 +838,9 @@ impl<S: ClientStream> Conn<S> {
             }
         }
         ws_shared.mark_closed();
-        backend.bridge.post(Event::WsIncoming(ws_shared, WsIn::Disconnect(disconnect_code)));
+        backend
+            .bridge
+            .post_deferred(Event::WsIncoming(ws_shared, WsIn::Disconnect(disconnect_code)));
         drop(permit);
         Ok(false)
     }

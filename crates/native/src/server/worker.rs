@@ -50,7 +50,7 @@ pub enum Executor {
     /// On this (event-loop) thread: the sync class.
     Inline,
     /// On a pool of Python threads: gthread.
-    Pool(PythonPool),
+    Pool(Arc<PythonPool>),
     /// On the asyncio loop of the main thread: the ASGI class.
     Asgi(AsgiBackend),
     /// In greenlets on the gevent hub of the main thread: the gevent class.
@@ -298,18 +298,31 @@ pub fn run(
     runtime_info: WorkerRuntime,
     loop_side: Option<LoopSide>,
 ) -> std::io::Result<StopReason> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let local = tokio::task::LocalSet::new();
-    let statsd_target = opts.statsd.clone();
-    let concurrency = opts.concurrency();
     let executor = match (opts.worker_class, loop_side) {
         (_, Some(LoopSide::Asgi(backend))) => Executor::Asgi(backend),
         (_, Some(LoopSide::Hub(bridge))) => Executor::Hub(bridge),
         (crate::options::WorkerClass::Gthread { threads }, None) => {
-            Executor::Pool(PythonPool::start(threads)?)
+            Executor::Pool(Arc::new(PythonPool::start(threads)?))
         }
         _ => Executor::Inline,
     };
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    // Requests are handed over with deferred wake-ups; one goes out before the thread sleeps.
+    match &executor {
+        Executor::Pool(pool) => {
+            let pool = pool.clone();
+            builder.on_thread_park(move || pool.flush());
+        }
+        Executor::Asgi(AsgiBackend { bridge, .. }) | Executor::Hub(bridge) => {
+            let bridge = bridge.clone();
+            builder.on_thread_park(move || bridge.flush());
+        }
+        Executor::Inline => {}
+    }
+    let runtime = builder.enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    let statsd_target = opts.statsd.clone();
+    let concurrency = opts.concurrency();
     local.block_on(&runtime, async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful_timeout = opts.graceful_timeout;
