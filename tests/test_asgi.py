@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -308,6 +309,51 @@ def test_exception_before_response_is_500_and_the_worker_keeps_serving(server):
     assert requests.get(srv.url + "/", timeout=10).text == "Hello, World!"
     srv.wait_log(r"RuntimeError: boom in an ASGI task")
     assert "Traceback" in srv.stderr_text()
+
+
+def test_exception_after_start_but_before_any_body_is_a_500(server):
+    # http.response.start alone puts nothing on the wire, so the client still gets a clean 500.
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    r = requests.get(srv.url + "/boom-started", timeout=10)
+    assert r.status_code == 500
+    assert requests.get(srv.url + "/", timeout=10).text == "Hello, World!"
+    srv.wait_log(r"RuntimeError: boom after start in an ASGI task")
+
+
+def test_start_without_a_body_message_ends_an_empty_response(server):
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    with requests.Session() as session:
+        r = session.get(srv.url + "/start-only", timeout=10)
+        assert (r.status_code, r.headers.get("x-started"), r.content) == (201, "yes", b"")
+        # the connection is still usable
+        assert session.get(srv.url + "/", timeout=10).text == "Hello, World!"
+
+
+def test_large_streamed_response_to_a_slow_reader_arrives_whole_and_in_order(server):
+    # 8 MiB in 64 KiB messages: far more than the connection buffers, so the app is made to
+    # wait (backpressure) while the client reads slowly; every byte must arrive, in order.
+    n, size = 128, 65536
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    with Conn(srv.port, timeout=30) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.send(request_bytes("GET", f"/big?n={n}&size={size}"))
+        c.read_until(b"\r\n\r\n", timeout=10)
+        head, _, body = c.buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        received = bytearray(body)
+        deadline = time.monotonic() + 60
+        while len(received) < n * size and time.monotonic() < deadline:
+            chunk = c.sock.recv(32768)
+            if not chunk:
+                break
+            received += chunk
+            if len(received) < 1 << 20:
+                time.sleep(0.002)  # slow at first, so the app's buffer fills
+    assert len(received) == n * size
+    pattern = bytes(i % 251 for i in range(251))
+    expected = (pattern * (n * size // 251 + 1))[: n * size]
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert requests.get(srv.url + "/", timeout=10).text == "Hello, World!"
 
 
 def test_exception_after_response_start_aborts_that_response_only(server):

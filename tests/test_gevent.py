@@ -206,3 +206,15 @@ def test_preload_app_still_gets_patched_blocking_calls(server):
     assert all(r.status_code == 200 for r in responses)
     max_seen, _now, _pid = requests.get(srv.url + "/max", timeout=10).text.split()
     assert int(max_seen) == 30
+
+
+@needs_gevent
+def test_context_variables_do_not_leak_between_requests_on_reused_greenlets(server):
+    # Greenlets are reused across requests (and across connections): each request must still
+    # start with fresh context variables, as it would in a fresh greenlet.
+    srv = gevent_srv(server, "-w", "1")
+    with requests.Session() as session:
+        seen = [session.get(f"{srv.url}/context?id=a{i}", timeout=10).text for i in range(20)]
+    seen += [requests.get(f"{srv.url}/context?id=b{i}", timeout=10).text for i in range(20)]
+    seen += [r.text for r in _hammer(srv.url + "/context?id=c", 30)]
+    assert seen == ["unset"] * len(seen)

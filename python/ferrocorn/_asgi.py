@@ -43,24 +43,24 @@ async def _main(app, bridge, start_io, lifespan_mode):
         return 3
     state = lifespan.state if lifespan.used else None
     stopped = loop.create_future()
-    tasks = set()
+
+    create_task = loop.create_task
+    # Strong references to the running requests' tasks (the loop keeps only weak ones), keyed
+    # by the request object; each request removes itself when it ends.
+    running = {}
 
     def on_ready():
         for kind, item in bridge.drain():
             if kind == "http":
-                task = loop.create_task(_http(app, item, state))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                running[item] = create_task(_http(app, item, state, running))
             elif kind == "websocket":
-                task = loop.create_task(_websocket(app, item, state))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                running[item] = create_task(_websocket(app, item, state, running))
             elif kind == "ws":
                 queue, message = item
                 queue.put_nowait(message)
             elif kind == "disconnect":
                 if not item.done():
-                    item.set_result(None)
+                    item.set_result({"type": "http.disconnect"})
             elif kind == "stop" and not stopped.done():
                 stopped.set_result(item)
 
@@ -68,6 +68,7 @@ async def _main(app, bridge, start_io, lifespan_mode):
     start_io()
     graceful = await stopped
     loop.remove_reader(bridge.fd)
+    tasks = set(running.values())
     if tasks:
         # The I/O thread has closed every connection; what still runs has no client.
         await asyncio.wait(tasks, timeout=5)
@@ -84,39 +85,20 @@ async def _push(call, *args):
         await asyncio.sleep(0.001)
 
 
-async def _http(app, req, state):
-    scope = req.scope(state)
-    body_delivered = False
-
-    async def receive():
-        nonlocal body_delivered
-        if not body_delivered:
-            body_delivered = True
-            return {"type": "http.request", "body": req.take_body(), "more_body": False}
-        # The future is created only when an app waits for the disconnect; the request
-        # object checks the flag and registers it under one lock, so none is missed.
-        disconnect = asyncio.get_running_loop().create_future()
-        if req.wait_disconnect(disconnect):
-            await disconnect
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        kind = message["type"]
-        if kind == "http.response.start":
-            req.start_response(message["status"], message.get("headers", ()))
-        elif kind == "http.response.body":
-            await _push(req.send_body, message.get("body", b""), message.get("more_body", False))
-
+async def _http(app, req, state, running):
+    # receive/send are native: they return complete awaitables unless something has to wait
+    # (http.disconnect, a full response buffer), so most awaits never suspend the task.
     try:
-        await app(scope, receive, send)
+        await app(req.scope(state), req.receive, req.send)
     except Exception:
         _native.log("error", "Exception in ASGI application\n" + traceback.format_exc().rstrip())
         req.fail()
     finally:
         req.finish()
+        running.pop(req, None)
 
 
-async def _websocket(app, ws, state):
+async def _websocket(app, ws, state, running):
     scope = ws.scope(state)
     queue = asyncio.Queue()
     for message in ws.attach_queue(queue):
@@ -150,6 +132,7 @@ async def _websocket(app, ws, state):
         ws.fail()
     finally:
         ws.finish()
+        running.pop(ws, None)
 
 
 class _LifespanFailed(Exception):

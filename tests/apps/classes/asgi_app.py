@@ -18,6 +18,10 @@ Routes:
   /loop           module.class of the running event loop
   /boom           raises before sending anything
   /boom-late      sends the start, then raises
+  /boom-started   sends only http.response.start, then raises (nothing went out: a 500)
+  /start-only     sends http.response.start (201) and returns without a body message
+  /big?n&size     n body messages of ``size`` bytes each (byte i of the body is i % 251), then
+                  an empty last one: more than the connection buffers, for backpressure
   /after-body     sends the whole body, then awaits receive(): records that http.disconnect came
 """
 
@@ -193,6 +197,26 @@ async def app(scope, receive, send):
 
     if path == "/boom":
         raise RuntimeError("boom in an ASGI task")
+
+    if path == "/boom-started":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        raise RuntimeError("boom after start in an ASGI task")
+
+    if path == "/start-only":
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"x-started", b"yes")]})
+        return
+
+    if path == "/big":
+        n, size = int(q.get("n", "64")), int(q.get("size", "65536"))
+        pattern = bytes(i % 251 for i in range(251 * (size // 251 + 2)))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream"),
+                                (b"content-length", str(n * size).encode())]})
+        for i in range(n):
+            offset = (i * size) % 251
+            await send({"type": "http.response.body", "body": pattern[offset:offset + size], "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
 
     if path == "/boom-late":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

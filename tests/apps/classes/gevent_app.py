@@ -7,8 +7,11 @@ Routes:
                the upstream body
   /fetchmax    "max now pid" of /fetch
   /patched     JSON: which modules gevent had patched when this module was imported, and now
+  /context     the value a context variable had when the request started (then sets it to this
+               request's ``id`` query value): must be "unset" for every request
 """
 
+import contextvars
 import json
 import os
 import socket
@@ -35,6 +38,7 @@ AT_IMPORT = _patched()
 _lock = threading.Lock()
 _sleep = {"now": 0, "max": 0}
 _fetch = {"now": 0, "max": 0}
+_request_var = contextvars.ContextVar("request_var", default="unset")
 
 
 def _enter(c):
@@ -86,4 +90,8 @@ def app(environ, start_response):
         out = {"at_import": AT_IMPORT, "now": _patched(), "multithread": environ.get("wsgi.multithread"),
                "multiprocess": environ.get("wsgi.multiprocess")}
         return _reply(start_response, json.dumps(out), ctype="application/json")
+    if path == "/context":
+        seen = _request_var.get()
+        _request_var.set(q.get("id", "?"))
+        return _reply(start_response, seen)
     return _reply(start_response, "not found", status="404 Not Found")

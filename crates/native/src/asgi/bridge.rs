@@ -12,6 +12,9 @@ use pyo3::prelude::*;
 
 use super::request::{AsgiRequest, RequestShared};
 
+/// Deferred events after which the loop is woken anyway.
+const DEFER_AT_MOST: usize = 32;
+
 /// Something the loop thread must act on.
 pub enum Event {
     /// A complete HTTP request to run (ASGI class).
@@ -71,9 +74,18 @@ impl Bridge {
     /// Queue an event from the I/O thread and leave the wake-up to [`Bridge::flush`], which
     /// the I/O thread calls before it sleeps: one wake-up for everything one pass of its loop
     /// read, instead of an eventfd write (and a loop wake-up) per request.
+    /// A long pass (many busy connections) still wakes the loop every [`DEFER_AT_MOST`]
+    /// events, so the app does not idle while the I/O thread reads.
     pub fn post_deferred(&self, event: Event) {
-        if self.push(event) {
+        let queued = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push_back(event);
+            queue.len()
+        };
+        if queued == 1 {
             self.wake_wanted.store(true, Ordering::Release);
+        } else if queued % DEFER_AT_MOST == 0 {
+            self.wake();
         }
     }
 

@@ -3,6 +3,7 @@
 //! loop; [`request`] is the per-request object the loop glue (`ferrocorn/_asgi.py`) drives;
 //! [`IoStarter`] starts the I/O thread once lifespan startup has completed.
 
+pub mod awaitable;
 pub mod bridge;
 pub mod request;
 pub mod websocket;

@@ -9,8 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use ferrocorn_http::RequestHead;
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::awaitable;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::server::ChunkMsg;
@@ -121,6 +125,27 @@ impl AsgiRequest {
     }
 }
 
+/// `message[key]`, or None when absent (dicts directly, other mappings through `get`).
+fn field<'py>(
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match message.cast::<PyDict>() {
+        Ok(dict) => dict.get_item(key),
+        Err(_) => {
+            let value = message.call_method1(intern!(message.py(), "get"), (key,))?;
+            Ok((!value.is_none()).then_some(value))
+        }
+    }
+}
+
+/// `{"type": "http.disconnect"}`.
+fn disconnect_message(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let message = PyDict::new(py);
+    message.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+    Ok(message)
+}
+
 /// An ASGI `http` or `websocket` scope from a parsed head.
 pub fn build_scope<'py>(
     py: Python<'py>,
@@ -202,10 +227,70 @@ impl AsgiRequest {
         build_scope(py, "http", &self.head, &self.decoded_path, &self.endpoints, state)
     }
 
-    /// The request body (all of it; empty after the first call).
-    fn take_body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let body = self.body.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
-        PyBytes::new(py, &body)
+    /// ASGI `receive()`: the body as one `http.request` first, then `http.disconnect` once
+    /// the client is gone or the response is complete (a future the loop resolves).
+    fn receive(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(body) = self.body.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let message = PyDict::new(py);
+            message.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+            message.set_item(intern!(py, "body"), PyBytes::new(py, &body))?;
+            message.set_item(intern!(py, "more_body"), false)?;
+            return awaitable::ready(py, message.into_any().unbind());
+        }
+        static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let future = GET_RUNNING_LOOP
+            .import(py, "asyncio", "get_running_loop")?
+            .call0()?
+            .call_method0(intern!(py, "create_future"))?;
+        if self.wait_disconnect(future.clone().unbind()) {
+            return Ok(future.unbind());
+        }
+        awaitable::ready(py, disconnect_message(py)?.into_any().unbind())
+    }
+
+    /// ASGI `send(message)` for `http.response.start` and `http.response.body` (other types
+    /// are ignored). Complete at once unless the connection's buffer is full: then the
+    /// awaitable waits for room.
+    fn send(slf: Bound<'_, Self>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let kind = field(message, intern!(py, "type"))?
+            .ok_or_else(|| PyRuntimeError::new_err("ASGI message without a 'type'"))?;
+        let kind = kind.cast_into::<PyString>()?;
+        match kind.to_str()? {
+            "http.response.start" => {
+                let status: u16 = field(message, intern!(py, "status"))?
+                    .ok_or_else(|| PyRuntimeError::new_err("http.response.start without a status"))?
+                    .extract()?;
+                match field(message, intern!(py, "headers"))? {
+                    Some(headers) => this.start_response(status, &headers)?,
+                    None => this.start_response(status, &PyTuple::empty(py))?,
+                }
+            }
+            "http.response.body" => {
+                let body = field(message, intern!(py, "body"))?;
+                let more_body = match field(message, intern!(py, "more_body"))? {
+                    Some(more) => more.is_truthy()?,
+                    None => false,
+                };
+                let data: &[u8] = match &body {
+                    Some(body) => body.extract()?,
+                    None => b"",
+                };
+                if !this.send_body(data, more_body)? {
+                    // The buffer is full: the loop glue retries until the connection drains.
+                    static PUSH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                    let body = body.unwrap_or_else(|| PyBytes::new(py, b"").into_any());
+                    let retry = slf.getattr(intern!(py, "send_body"))?;
+                    return Ok(PUSH
+                        .import(py, "ferrocorn._asgi", "_push")?
+                        .call1((retry, body, more_body))?
+                        .unbind());
+                }
+            }
+            _ => {}
+        }
+        awaitable::ready_none(py)
     }
 
     /// `http.response.start`: kept until the first `http.response.body` (or the app's return).
