@@ -307,14 +307,27 @@ fn id_setting(config: &Config, name: &str) -> Option<String> {
     }
 }
 
+/// Requests a gthread worker admits in all, running or queued for a thread.
+pub const GTHREAD_QUEUED: usize = 32;
+
 impl ServerOptions {
     /// Requests one worker may run at once: 1 for sync, `threads` for gthread,
-    /// `worker_connections` for gevent and asgi.
+    /// `worker_connections` for gevent and asgi. A worker running this many stops accepting.
     pub fn concurrency(&self) -> usize {
         match self.worker_class {
             WorkerClass::Sync => 1,
             WorkerClass::Gthread { threads } => threads,
             WorkerClass::Gevent | WorkerClass::Asgi { .. } => self.worker_connections,
+        }
+    }
+
+    /// Requests one worker admits at once: its concurrency, except that a gthread worker
+    /// admits up to [`GTHREAD_QUEUED`] (running, or queued in Rust for the next free thread),
+    /// so a thread takes them back to back instead of sleeping between requests.
+    pub fn admitted(&self) -> usize {
+        match self.worker_class {
+            WorkerClass::Gthread { threads } => threads.max(GTHREAD_QUEUED),
+            _ => self.concurrency(),
         }
     }
 

@@ -115,7 +115,10 @@ pub enum Reply {
     /// The app failed after `write()` sent the head: close.
     Aborted,
     /// The app did not answer within the per-request deadline (`timeout`): 504.
-    TimedOut,
+    TimedOut {
+        /// Whether the app had started (false: the request waited for a thread all along).
+        started: bool,
+    },
     /// Everything known.
     Complete {
         /// Status and headers.

@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ferrocorn_http::{
@@ -348,7 +349,7 @@ impl<S: ClientStream> Conn<S> {
             pre_hook,
             post_hook,
         };
-        let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
+        let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
         shared.request_started();
         let called = match &shared.executor {
             Executor::Inline | Executor::Asgi(_) => {
@@ -367,7 +368,13 @@ impl<S: ClientStream> Conn<S> {
                 } else {
                     PumpMode::Blocking
                 };
+                let began = Arc::new(AtomicBool::new(false));
+                let job_began = began.clone();
                 let job = Box::new(move |py: Python<'_>| {
+                    if tx.is_closed() {
+                        return; // answered 504 while queued for a thread: never started
+                    }
+                    job_began.store(true, Ordering::Release);
                     let remote = remote_strings(py, peer);
                     let mut called = app_call::call(py, &ctx, call_request, &remote);
                     let pump = app_call::detach_stream(&mut called, mode);
@@ -388,7 +395,7 @@ impl<S: ClientStream> Conn<S> {
                 match (submitted, self.within_deadline(rx, &head).await) {
                     (true, Some(Ok(called))) => called,
                     (true, None) => Called {
-                        reply: Reply::TimedOut,
+                        reply: Reply::TimedOut { started: began.load(Ordering::Acquire) },
                         input: None,
                         environ: None,
                         hook_request: None,
@@ -452,10 +459,13 @@ impl<S: ClientStream> Conn<S> {
                 keep_alive = false;
                 None
             }
-            Reply::TimedOut => {
+            Reply::TimedOut { started } => {
                 drop(permit);
                 keep_alive = false;
-                shared.retire_after_deadline();
+                if started {
+                    // The app still holds a thread (or greenlet) it cannot be made to give up.
+                    shared.retire_after_deadline();
+                }
                 Some(self.send_error(504).await)
             }
             Reply::File { head: rhead, prefix, fd, offset, length, result } => {
@@ -608,7 +618,7 @@ impl<S: ClientStream> Conn<S> {
         let (chunk_tx, chunk_rx) = mpsc::channel(32);
         let state = Arc::new(RequestShared::default());
         let endpoints = self.asgi_endpoints(backend, https);
-        let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
+        let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
         shared.request_started();
         backend.bridge.post_deferred(Event::Http(AsgiRequest::new(
             head.clone(),
@@ -685,7 +695,7 @@ impl<S: ClientStream> Conn<S> {
         let (out_tx, mut out_rx) = mpsc::channel::<WsOut>(64);
         let ws_shared = Arc::new(WsShared::default());
         let endpoints = self.asgi_endpoints(backend, https);
-        let permit = shared.app_slot.acquire().await.map_err(|_| ConnError::Closed)?;
+        let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
         backend.bridge.post_deferred(Event::WebSocket(WebSocketSession::new(
             head.clone(),
             Arc::new(decoded_path),

@@ -1,12 +1,12 @@
-//! The gthread class's Python threads. Connections waiting for a thread wait in Rust (the
-//! worker's app slot has one permit per thread), never in a Python thread.
+//! The gthread class's Python threads. Requests waiting for a thread wait in Rust (this
+//! queue, or the worker's admission), never in a Python thread.
 //!
 //! Threads are woken lazily, because every extra runnable Python thread costs a GIL hand-off
 //! (a futex and a context switch) per request. A thread that finishes a job takes the next
 //! queued one without releasing the GIL; a sleeping thread is woken only when no thread is
-//! awake, or when the oldest queued job has waited [`STALE_AFTER`] — i.e. the awake threads are
-//! blocked (a sleep, a socket) or busy with long requests. A quick app thus runs on one thread
-//! with sync-class costs, while an I/O-bound app still gets all `--threads` at once.
+//! awake, or when a job has waited [`STALE_AFTER`] while no job started — i.e. the awake
+//! threads are blocked (a sleep, a socket) or busy with long requests. A quick app thus runs
+//! on one thread at near sync-class cost, while a blocking app still gets all `--threads`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,8 @@ struct State {
     wakes_pending: usize,
     /// The monitor waits with no deadline (nothing to watch).
     monitor_parked: bool,
+    /// Jobs taken by a thread so far (the monitor's sign of progress).
+    started: u64,
     closed: bool,
 }
 
@@ -60,7 +62,9 @@ impl Shared {
     }
 
     fn pop(&self, st: &mut State) -> Option<Queued> {
-        st.queue.pop_front()
+        let queued = st.queue.pop_front();
+        st.started += u64::from(queued.is_some());
+        queued
     }
 
     fn wake_one(&self, st: &mut State) {
@@ -111,12 +115,15 @@ impl Shared {
         }
     }
 
-    /// Wake a sleeping thread for any job that waited too long. While jobs flow the monitor
-    /// ticks every [`STALE_AFTER`]; after a tick with an empty queue it parks until a submit
-    /// finds it parked (so a busy pool does not pay a wake-up per request).
+    /// Wake a sleeping thread when a job has waited [`STALE_AFTER`] and no job started
+    /// during the last tick: the awake threads are blocked or busy with long requests (a thread
+    /// working through quick jobs starts one every few microseconds, and more threads would
+    /// only contend for the GIL). While jobs flow the monitor ticks every [`STALE_AFTER`];
+    /// after a tick with an empty queue it parks until a submit finds it parked.
     fn run_monitor(&self) {
         let mut st = self.lock();
         let mut quiet_ticks = 0;
+        let mut seen_started = st.started;
         loop {
             if st.closed {
                 return;
@@ -127,19 +134,17 @@ impl Shared {
                 st = self.monitor.wait(st).unwrap_or_else(|e| e.into_inner());
                 st.monitor_parked = false;
                 quiet_ticks = 0;
+                seen_started = st.started;
                 continue;
             }
             quiet_ticks = if waited.is_none() { quiet_ticks + 1 } else { 0 };
+            let progressed = st.started != seen_started;
+            seen_started = st.started;
             let can_wake = st.sleeping > st.wakes_pending && st.wakes_pending == 0;
-            let mut tick = STALE_AFTER;
-            if let Some(waited) = waited.filter(|_| can_wake) {
-                if waited >= STALE_AFTER {
-                    self.wake_one(&mut st);
-                } else {
-                    tick = STALE_AFTER - waited;
-                }
+            if can_wake && !progressed && waited.is_some_and(|w| w >= STALE_AFTER) {
+                self.wake_one(&mut st);
             }
-            st = self.monitor.wait_timeout(st, tick).unwrap_or_else(|e| e.into_inner()).0;
+            st = self.monitor.wait_timeout(st, STALE_AFTER).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }

@@ -30,8 +30,13 @@ pub struct Shared {
     pub app: Arc<AppContext>,
     /// Where the app runs.
     pub executor: Executor,
-    /// One permit per request the worker may run at once (1 for sync).
-    pub app_slot: Semaphore,
+    /// One permit per request the worker admits at once (`ServerOptions::admitted`); take it
+    /// with [`Shared::enter_app`].
+    app_slot: Semaphore,
+    /// Admitted requests (held tickets); the worker stops accepting at `concurrency()`.
+    admitted: Cell<usize>,
+    /// Signalled when a ticket is returned.
+    ticket_returned: Notify,
     /// The access log, when enabled.
     pub access_log: Option<AccessLog>,
     /// Becomes true when a graceful stop begins.
@@ -91,6 +96,14 @@ impl Shared {
     }
 
     /// A request is about to run.
+    /// Wait for admission to the app (requests beyond it wait here, in Rust); None when the
+    /// worker is shutting down its slot.
+    pub async fn enter_app(&self) -> Option<AppTicket<'_>> {
+        let permit = self.app_slot.acquire().await.ok()?;
+        self.admitted.set(self.admitted.get() + 1);
+        Some(AppTicket { _permit: permit, shared: self })
+    }
+
     pub fn request_started(&self) {
         let slot = self.slot();
         slot.request_started();
@@ -165,13 +178,25 @@ enum AnyListener {
     Unix(UnixListener),
 }
 
-/// Wait until the worker could start a request (the app slot is free), so a busy sync worker
-/// leaves new connections in the shared accept queue for an idle sibling.
+/// Wait until the worker could start a request (fewer requests admitted than it runs at once),
+/// so a busy worker leaves new connections in the shared accept queue for an idle sibling.
 async fn wait_until_idle(shared: &Shared) {
-    if shared.app_slot.available_permits() == 0
-        && let Ok(permit) = shared.app_slot.acquire().await
-    {
-        drop(permit);
+    // Single-threaded: nothing runs between the check and the registration of `notified`.
+    while shared.admitted.get() >= shared.opts.concurrency() {
+        shared.ticket_returned.notified().await;
+    }
+}
+
+/// A request's admission to the app (see [`Shared::enter_app`]); returned on drop.
+pub struct AppTicket<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    shared: &'a Shared,
+}
+
+impl Drop for AppTicket<'_> {
+    fn drop(&mut self) {
+        self.shared.admitted.set(self.shared.admitted.get() - 1);
+        self.shared.ticket_returned.notify_waiters();
     }
 }
 
@@ -322,7 +347,7 @@ pub fn run(
     let runtime = builder.enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     let statsd_target = opts.statsd.clone();
-    let concurrency = opts.concurrency();
+    let admitted = opts.admitted();
     local.block_on(&runtime, async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful_timeout = opts.graceful_timeout;
@@ -330,7 +355,9 @@ pub fn run(
             opts,
             app: Arc::new(app),
             executor,
-            app_slot: Semaphore::new(concurrency),
+            app_slot: Semaphore::new(admitted),
+            admitted: Cell::new(0),
+            ticket_returned: Notify::new(),
             access_log,
             shutdown: stop_rx.clone(),
             stop: stop_tx,
