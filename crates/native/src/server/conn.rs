@@ -387,7 +387,10 @@ impl<S: ClientStream> Conn<S> {
                 let submitted = match &shared.executor {
                     Executor::Pool(pool) => pool.submit_deferred(job),
                     Executor::Hub(bridge) => {
-                        bridge.post_deferred(Event::Wsgi(HubJob::new(job)));
+                        // Posted at once, not deferred to the I/O thread's park: gevent apps wait on I/O
+                        // and the hub is usually asleep, so a deferred wake-up only made the hub
+                        // sleep more often (measured: 56 -> 42 us CPU per request, 20 ms app).
+                        bridge.post(Event::Wsgi(HubJob::new(job)));
                         true
                     }
                     _ => false,

@@ -338,11 +338,11 @@ pub fn run(
             let pool = pool.clone();
             builder.on_thread_park(move || pool.flush());
         }
-        Executor::Asgi(AsgiBackend { bridge, .. }) | Executor::Hub(bridge) => {
+        Executor::Asgi(AsgiBackend { bridge, .. }) => {
             let bridge = bridge.clone();
             builder.on_thread_park(move || bridge.flush());
         }
-        Executor::Inline => {}
+        Executor::Hub(_) | Executor::Inline => {}
     }
     let runtime = builder.enable_all().build()?;
     let local = tokio::task::LocalSet::new();
