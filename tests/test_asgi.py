@@ -276,6 +276,33 @@ def test_http_disconnect_is_delivered_after_the_response_completes(server, state
         assert text is not None and "after-body http.disconnect" in text, text
 
 
+def test_an_app_still_running_after_its_client_left_is_cancelled_after_the_grace_period(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}",
+               "--asgi-disconnect-grace-period", "1")
+    c = Conn(srv.port, timeout=10)
+    c.send(request_bytes("GET", "/linger"))
+    c.read_until(b"lingering\n", timeout=5)
+    left = time.time()
+    c.close()
+    text = wait_for_file(state_dir / "linger", timeout=10, predicate=lambda t: "cancelled" in t)
+    assert text is not None and "cancelled" in text, text
+    # not before the grace period (a lower bound only: the cancel is what is checked)
+    assert float(text.split()[-1]) - left >= 0.9
+    srv.wait_log(r"Cancelling an ASGI request 1s after its connection ended")
+    assert requests.get(srv.url + "/", timeout=5).text == "Hello, World!"
+
+
+def test_work_after_a_complete_response_is_not_cancelled(server, state_dir):
+    # The response was complete when the client left: the app's remaining work is its own.
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}",
+               "--asgi-disconnect-grace-period", "0")
+    with Conn(srv.port, timeout=10) as c:
+        c.send(request_bytes("GET", "/after-response-work"))
+        assert c.read_response().body == b"done early"
+    text = wait_for_file(state_dir / "linger", timeout=10, predicate=lambda t: "finished" in t or "cancelled" in t)
+    assert text is not None and "finished" in text and "cancelled" not in text, text
+
+
 # -- concurrency --------------------------------------------------------------------------------
 
 

@@ -11,12 +11,12 @@ import traceback
 from ferrocorn import _native
 
 
-def serve(app, bridge, start_io, loop_kind, lifespan_mode):
+def serve(app, bridge, start_io, loop_kind, lifespan_mode, disconnect_grace=3):
     """Run the loop until the I/O thread stops; returns the worker's exit status."""
     loop = _new_loop(loop_kind)
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_main(app, bridge, start_io, lifespan_mode))
+        return loop.run_until_complete(_main(app, bridge, start_io, lifespan_mode, disconnect_grace))
     finally:
         loop.close()
 
@@ -33,7 +33,7 @@ def _new_loop(kind):
     return asyncio.new_event_loop()
 
 
-async def _main(app, bridge, start_io, lifespan_mode):
+async def _main(app, bridge, start_io, lifespan_mode, disconnect_grace):
     loop = asyncio.get_running_loop()
     lifespan = _Lifespan(app, lifespan_mode)
     try:
@@ -46,15 +46,20 @@ async def _main(app, bridge, start_io, lifespan_mode):
 
     create_task = loop.create_task
     # Strong references to the running requests' tasks (the loop keeps only weak ones), keyed
-    # by the request object; each request removes itself when it ends.
+    # by the request object (HTTP: its id); each request removes itself when it ends.
     running = {}
 
     def on_ready():
         for kind, item in bridge.drain():
             if kind == "http":
-                running[item] = create_task(_http(app, item, state, running))
+                running[item.id] = create_task(_http(app, item, state, running))
             elif kind == "websocket":
                 running[item] = create_task(_websocket(app, item, state, running))
+            elif kind == "abandoned":
+                # The connection ended before the response was complete; the app still runs.
+                task = running.get(item)
+                if task is not None:
+                    loop.call_later(disconnect_grace, _cancel_abandoned, task, disconnect_grace)
             elif kind == "ws":
                 queue, message = item
                 queue.put_nowait(message)
@@ -79,6 +84,13 @@ async def _main(app, bridge, start_io, lifespan_mode):
     return 0
 
 
+def _cancel_abandoned(task, grace):
+    if not task.done():
+        _native.log("info", f"Cancelling an ASGI request {grace}s after its connection ended "
+                    "(asgi_disconnect_grace_period)")
+        task.cancel()
+
+
 async def _push(call, *args):
     """Hand a message to the connection; a False return means its buffer is full: let it drain."""
     while not call(*args):
@@ -95,7 +107,7 @@ async def _http(app, req, state, running):
         req.fail()
     finally:
         req.finish()
-        running.pop(req, None)
+        running.pop(req.id, None)
 
 
 async def _websocket(app, ws, state, running):

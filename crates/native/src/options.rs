@@ -156,6 +156,8 @@ pub enum WorkerClass {
         event_loop: AsgiLoop,
         /// `asgi_lifespan`: auto, on or off.
         lifespan: AsgiLifespan,
+        /// `asgi_disconnect_grace_period`, seconds.
+        disconnect_grace: u32,
     },
 }
 
@@ -236,6 +238,7 @@ fn worker_class(config: &Config) -> Result<WorkerClass, OptionsError> {
                 "off" => AsgiLifespan::Off,
                 _ => AsgiLifespan::Auto,
             },
+            disconnect_grace: config.int("asgi_disconnect_grace_period").try_into().unwrap_or(0),
         }),
         "eventlet" | "eventletworker" => Err(OptionsError(
             "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use -k gevent"

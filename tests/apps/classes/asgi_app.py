@@ -23,6 +23,9 @@ Routes:
   /big?n&size     n body messages of ``size`` bytes each (byte i of the body is i % 251), then
                   an empty last one: more than the connection buffers, for backpressure
   /after-body     sends the whole body, then awaits receive(): records that http.disconnect came
+  /linger         start + "lingering\n" (more_body), then sleeps forever; records "cancelled" in
+                  ``$STATE_DIR/linger`` when its task is cancelled
+  /after-response-work  the whole body, then 0.5 s more work; records "finished" (or "cancelled")
 """
 
 import asyncio
@@ -197,6 +200,26 @@ async def app(scope, receive, send):
 
     if path == "/boom":
         raise RuntimeError("boom in an ASGI task")
+
+    if path == "/linger":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"lingering\n", "more_body": True})
+        try:
+            while True:
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            record("linger", "cancelled")
+            raise
+
+    if path == "/after-response-work":
+        await send_text(send, b"done early")
+        try:
+            await asyncio.sleep(0.5)
+            record("linger", "finished")
+        except asyncio.CancelledError:
+            record("linger", "cancelled")
+            raise
+        return
 
     if path == "/boom-started":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

@@ -69,8 +69,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         .help("ASGI lifespan events: `auto` detects support, `on` requires it, `off` skips them."),
     Setting::pos_int("asgi_disconnect_grace_period", S, 3)
         .cli(&["--asgi-disconnect-grace-period"])
-        .planned()
-        .help("Seconds an ASGI app may keep running after the client disconnected before its task is cancelled."),
+        .help("Seconds an ASGI request's task may keep running after its connection ended before the response was complete (the client left, or the request timed out) before it is cancelled; 0 cancels at once."),
     Setting::choice("http_parser", S, &["auto", "fast", "python"], "auto")
         .cli(&["--http-parser"])
         .meta("STRING")

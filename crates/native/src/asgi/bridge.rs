@@ -27,6 +27,9 @@ pub enum Event {
     WsIncoming(Arc<super::WsShared>, super::WsIn),
     /// The client of a request went away, or its response is complete (`http.disconnect`).
     Disconnect(Arc<RequestShared>),
+    /// The connection of a request (by id) ended before its response was complete while the
+    /// app still runs: cancel its task after `asgi_disconnect_grace_period`.
+    Abandoned(u64),
     /// The I/O thread has stopped; `graceful` tells whether to run lifespan shutdown.
     Stop {
         /// A graceful stop (TERM, max_requests), not a quick one.
@@ -160,8 +163,8 @@ impl LoopBridge {
     }
 
     /// Take the pending events: a list of `("http", request)`, `("wsgi", job)`,
-    /// `("websocket", session)`, `("ws", (queue, message))`, `("disconnect", future)` and
-    /// `("stop", graceful)` tuples.
+    /// `("websocket", session)`, `("ws", (queue, message))`, `("disconnect", future)`,
+    /// `("abandoned", request_id)` and `("stop", graceful)` tuples.
     fn drain(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let mut out = Vec::new();
         for event in self.inner.take() {
@@ -188,6 +191,7 @@ impl LoopBridge {
                     Some(future) => ("disconnect", future).into_pyobject(py)?.into_any().unbind(),
                     None => continue,
                 },
+                Event::Abandoned(id) => ("abandoned", id).into_pyobject(py)?.into_any().unbind(),
                 Event::Stop { graceful } => {
                     ("stop", graceful).into_pyobject(py)?.into_any().unbind()
                 }

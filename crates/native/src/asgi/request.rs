@@ -34,8 +34,9 @@ pub struct ResponseStart {
 }
 
 /// State shared between the connection task and the Python request object.
-#[derive(Default)]
 pub struct RequestShared {
+    /// Names the request to the loop glue (its task), e.g. in `Event::Abandoned`.
+    pub id: u64,
     disconnect: Mutex<Disconnect>,
 }
 
@@ -44,6 +45,16 @@ struct Disconnect {
     happened: bool,
     /// What `receive()` waits on for `http.disconnect` (only when the app asked).
     future: Option<Py<PyAny>>,
+    /// The app returned (or raised).
+    app_done: bool,
+}
+
+/// What the connection learns when its part of a request ends.
+pub struct Ended {
+    /// The app waits for `http.disconnect`: post `Event::Disconnect`.
+    pub wake_receive: bool,
+    /// The app is still running.
+    pub app_running: bool,
 }
 
 impl RequestShared {
@@ -51,13 +62,17 @@ impl RequestShared {
         self.disconnect.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Mark the client gone (or the response complete). Returns true when the app waits for
-    /// `http.disconnect` and must be told (post `Event::Disconnect`); the common request that
-    /// never asks costs the loop no wake-up.
-    pub fn set_disconnected(&self) -> bool {
+    /// A request's shared state; `id` is unique within the worker.
+    pub fn new(id: u64) -> Self {
+        RequestShared { id, disconnect: Mutex::new(Disconnect::default()) }
+    }
+
+    /// Mark the client gone (or the response complete). The common request, whose app never
+    /// waits for `http.disconnect` and has returned, costs the loop no wake-up.
+    pub fn set_disconnected(&self) -> Ended {
         let mut state = self.lock();
         state.happened = true;
-        state.future.is_some()
+        Ended { wake_receive: state.future.is_some(), app_running: !state.app_done }
     }
 
     /// The future `receive()` waits on for `http.disconnect`, taken once.
@@ -332,7 +347,7 @@ impl AsgiRequest {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => return Ok(false),
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.shared.set_disconnected();
+                    self.shared.lock().happened = true;
                     *guard = None;
                     return Ok(true);
                 }
@@ -357,6 +372,7 @@ impl AsgiRequest {
     /// The app returned: end the response (a started one with no body message ends empty;
     /// an unstarted one becomes a 500).
     fn finish(&self) {
+        self.shared.lock().app_done = true;
         self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take();
         let pending = self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.send_start(pending.ok_or(()));
@@ -371,6 +387,12 @@ impl AsgiRequest {
         }
         state.future = Some(future);
         true
+    }
+
+    /// The request's id within the worker (the loop glue keys its task by it).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.shared.id
     }
 
     /// Whether the client is gone (or the response is complete).

@@ -107,6 +107,8 @@ enum LoopServe<'a> {
         event_loop: &'a str,
         /// `asgi_lifespan`.
         lifespan: &'a str,
+        /// `asgi_disconnect_grace_period`, seconds.
+        disconnect_grace: u32,
     },
     /// `ferrocorn._gevent.serve(bridge, start_io)`.
     Gevent,
@@ -154,9 +156,12 @@ fn run_on_loop(
     let starter = Py::new(py, IoStarter::new(main, handle.clone()))?;
     let loop_bridge = Py::new(py, LoopBridge { inner: bridge })?;
     let served = match serve {
-        LoopServe::Asgi { app, event_loop, lifespan } => {
+        LoopServe::Asgi { app, event_loop, lifespan, disconnect_grace } => {
             py.import("ferrocorn._asgi").and_then(|m| {
-                m.call_method1("serve", (app, loop_bridge, starter, event_loop, lifespan))
+                m.call_method1(
+                    "serve",
+                    (app, loop_bridge, starter, event_loop, lifespan, disconnect_grace),
+                )
             })
         }
         LoopServe::Gevent => py
@@ -262,40 +267,16 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     };
     board.slot(slot_index).set_state(SlotState::Idle);
     let hooks = master.hooks.clone_ref(py);
-    let result = if let WorkerClass::Asgi { event_loop, lifespan, .. } = opts.worker_class {
-        let ctx = AppContext::new(None, hooks, worker.clone_ref(py));
-        let serve =
-            LoopServe::Asgi { app, event_loop: event_loop.name(), lifespan: lifespan.name() };
-        match run_on_loop(py, master, opts, ctx, access_log, runtime, serve) {
-            Ok(code) if code != 0 => {
-                let _ = master.hooks.call(py, "worker_exit", (server, worker));
-                return code;
-            }
-            Ok(_) => Ok(StopReason::Graceful),
-            Err(e) => Err(e),
-        }
-    } else {
-        let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
-        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
-        let wsgi = match WsgiApp::new(
-            py,
-            app,
-            &envs,
-            &script_name,
-            opts.workers > 1,
-            opts.worker_class != WorkerClass::Sync,
-            opts.sendfile,
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                error!("cannot prepare the WSGI bridge: {e}");
-                return EXIT_BOOT;
-            }
-        };
-        let app = AppContext::new(Some(wsgi), hooks, worker.clone_ref(py));
-        let listeners = &master.listeners;
-        if matches!(opts.worker_class, WorkerClass::Gevent) {
-            match run_on_loop(py, master, opts, app, access_log, runtime, LoopServe::Gevent) {
+    let result =
+        if let WorkerClass::Asgi { event_loop, lifespan, disconnect_grace } = opts.worker_class {
+            let ctx = AppContext::new(None, hooks, worker.clone_ref(py));
+            let serve = LoopServe::Asgi {
+                app,
+                event_loop: event_loop.name(),
+                lifespan: lifespan.name(),
+                disconnect_grace,
+            };
+            match run_on_loop(py, master, opts, ctx, access_log, runtime, serve) {
                 Ok(code) if code != 0 => {
                     let _ = master.hooks.call(py, "worker_exit", (server, worker));
                     return code;
@@ -304,9 +285,38 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
                 Err(e) => Err(e),
             }
         } else {
-            py.detach(|| worker::run(opts, app, listeners, access_log, runtime, None))
-        }
-    };
+            let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
+            let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+            let wsgi = match WsgiApp::new(
+                py,
+                app,
+                &envs,
+                &script_name,
+                opts.workers > 1,
+                opts.worker_class != WorkerClass::Sync,
+                opts.sendfile,
+            ) {
+                Ok(w) => w,
+                Err(e) => {
+                    error!("cannot prepare the WSGI bridge: {e}");
+                    return EXIT_BOOT;
+                }
+            };
+            let app = AppContext::new(Some(wsgi), hooks, worker.clone_ref(py));
+            let listeners = &master.listeners;
+            if matches!(opts.worker_class, WorkerClass::Gevent) {
+                match run_on_loop(py, master, opts, app, access_log, runtime, LoopServe::Gevent) {
+                    Ok(code) if code != 0 => {
+                        let _ = master.hooks.call(py, "worker_exit", (server, worker));
+                        return code;
+                    }
+                    Ok(_) => Ok(StopReason::Graceful),
+                    Err(e) => Err(e),
+                }
+            } else {
+                py.detach(|| worker::run(opts, app, listeners, access_log, runtime, None))
+            }
+        };
     worker.bind(py).get().set_dead();
     let code = match result {
         Ok(StopReason::Quick) => {

@@ -619,7 +619,7 @@ impl<S: ClientStream> Conn<S> {
         let request_bytes = body.len() as u64;
         let (start_tx, start_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(32);
-        let state = Arc::new(RequestShared::default());
+        let state = Arc::new(RequestShared::new(shared.next_request_id()));
         let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
         shared.request_started();
@@ -634,8 +634,10 @@ impl<S: ClientStream> Conn<S> {
         )));
         let mut keep_alive = head.keep_alive && !self.shared.opts.keepalive.is_zero();
         let mut app_failed = false;
+        let mut timed_out = false;
         let sent = match self.within_deadline(start_rx, &head).await {
             None => {
+                timed_out = true;
                 keep_alive = false;
                 shared.retire_after_deadline();
                 Some(self.send_error(504).await)
@@ -661,7 +663,13 @@ impl<S: ClientStream> Conn<S> {
                 Some(self.send_error(500).await)
             }
         };
-        if state.set_disconnected() {
+        let complete = sent.is_some() && !timed_out;
+        let ended = state.set_disconnected();
+        if ended.app_running && !complete {
+            // The client left (or the request timed out) while the app still runs.
+            backend.bridge.post_deferred(Event::Abandoned(state.id));
+        }
+        if ended.wake_receive {
             backend.bridge.post_deferred(Event::Disconnect(state));
         }
         drop(permit);

@@ -37,6 +37,8 @@ pub struct Shared {
     admitted: Cell<usize>,
     /// Signalled when a ticket is returned.
     ticket_returned: Notify,
+    /// The last request id handed out ([`Shared::next_request_id`]).
+    request_ids: Cell<u64>,
     /// The access log, when enabled.
     pub access_log: Option<AccessLog>,
     /// Becomes true when a graceful stop begins.
@@ -96,6 +98,13 @@ impl Shared {
     }
 
     /// A request is about to run.
+    /// A fresh id for a request of this worker (names its task to the loop glue).
+    pub fn next_request_id(&self) -> u64 {
+        let id = self.request_ids.get() + 1;
+        self.request_ids.set(id);
+        id
+    }
+
     /// Wait for admission to the app (requests beyond it wait here, in Rust); None when the
     /// worker is shutting down its slot.
     pub async fn enter_app(&self) -> Option<AppTicket<'_>> {
@@ -358,6 +367,7 @@ pub fn run(
             app_slot: Semaphore::new(admitted),
             admitted: Cell::new(0),
             ticket_returned: Notify::new(),
+            request_ids: Cell::new(0),
             access_log,
             shutdown: stop_rx.clone(),
             stop: stop_tx,
