@@ -237,6 +237,27 @@ def test_chunked_request_body_is_echoed(server):
     assert r.content == b"".join(parts)
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_expect_100_continue_gets_100_then_the_body_reaches_the_app(server, chunked):
+    # curl sends `Expect: 100-continue` for bodies over 1 KiB and waits for the 100 first.
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    body = bytes(range(256)) * 20
+    wire_body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    framing = [("Transfer-Encoding", "chunked")] if chunked else [("Content-Length", str(len(body)))]
+    with Conn(srv.port, timeout=10) as c:
+        c.send(request_bytes("POST", "/echo", headers=[("Expect", "100-continue"), *framing]))
+        interim = c.read_response(interim=True)
+        assert interim.status == 100
+        c.send(wire_body)
+        resp = c.read_response()
+        assert resp.status == 200
+        assert resp.body == body
+        assert resp.header("x-body-sha256") == hashlib.sha256(body).hexdigest()
+        # the body did not leak into the next request on this connection
+        c.send(request_bytes("GET", "/"))
+        assert c.read_response().body == b"Hello, World!"
+
+
 def test_request_body_sent_slowly_in_pieces(server):
     srv = asgi(server)
     body = b"x" * 5000 + b"END"

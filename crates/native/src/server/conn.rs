@@ -291,11 +291,21 @@ impl<S: ClientStream> Conn<S> {
         } else {
             false
         };
-        let deferred = head.expect_continue && head.framing != BodyFraming::Empty;
+        let wants_continue = head.expect_continue && head.framing != BodyFraming::Empty;
+        let asgi = matches!(self.shared.executor, Executor::Asgi(_));
+        // WSGI defers the body to the app's first read (which sends `100 Continue`); the ASGI
+        // class reads it before the app runs, so it answers `100 Continue` now.
+        let deferred = wants_continue && !asgi;
+        if wants_continue && asgi {
+            self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if !self.flush().await {
+                return Err(ConnError::Closed);
+            }
+        }
         let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
         let request_bytes = body.len() as u64;
         let decoded_path = percent_decode(&head.path);
-        if matches!(self.shared.executor, Executor::Asgi(_)) {
+        if asgi {
             return match ferrocorn_http::websocket_request(&head) {
                 None => self.handle_asgi(head, body, decoded_path, https, started).await,
                 Some(Ok(request)) => {
