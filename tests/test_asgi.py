@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from conftest import APPS_DIR, wait_for_file
+from procs import children, wait_until
 from wire import Conn, request_bytes
 
 CLASSES = APPS_DIR / "classes"
@@ -256,6 +257,67 @@ def test_expect_100_continue_gets_100_then_the_body_reaches_the_app(server, chun
         # the body did not leak into the next request on this connection
         c.send(request_bytes("GET", "/"))
         assert c.read_response().body == b"Hello, World!"
+
+
+def test_request_body_reaches_the_app_while_the_client_is_still_sending(server, state_dir):
+    # ASGI streams request bodies: the app gets the first part (more_body True) before the
+    # client has sent the rest, here only after the app reported having received it.
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
+    first, second = b"a" * 3000, b"b" * 5000
+    for chunked in (False, True):
+        (state_dir / "pieces").unlink(missing_ok=True)
+        if chunked:
+            head = request_bytes("POST", "/pieces", headers=[("Transfer-Encoding", "chunked")])
+            part1, part2 = b"%x\r\n%s\r\n" % (len(first), first), b"%x\r\n%s\r\n0\r\n\r\n" % (len(second), second)
+        else:
+            head = request_bytes("POST", "/pieces", headers=[("Content-Length", str(len(first) + len(second)))])
+            part1, part2 = first, second
+        with Conn(srv.port, timeout=10) as c:
+            c.send(head + part1)
+            text = wait_for_file(state_dir / "pieces", timeout=10, predicate=lambda t: "piece" in t)
+            assert text is not None and "piece 3000 1" in text, text
+            c.send(part2)
+            resp = c.read_response()
+        total, digest = resp.body.decode().split()
+        assert int(total) == len(first) + len(second)
+        assert digest == hashlib.sha256(first + second).hexdigest()
+
+
+def test_client_leaving_mid_body_is_an_http_disconnect(server, state_dir):
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
+    c = Conn(srv.port, timeout=10)
+    c.send(request_bytes("POST", "/pieces", headers=[("Content-Length", "100000")]) + b"x" * 1000)
+    assert wait_for_file(state_dir / "pieces", timeout=10, predicate=lambda t: "piece" in t) is not None
+    c.close()
+    text = wait_for_file(state_dir / "pieces", timeout=10, predicate=lambda t: "disconnect" in t)
+    assert text is not None and "disconnect" in text, text
+    assert requests.get(srv.url + "/", timeout=5).text == "Hello, World!"
+
+
+def test_large_upload_to_a_slow_app_is_not_buffered_whole(server):
+    # 64 MiB to an app that takes its time: the worker queues at most a bounded amount (the
+    # socket buffers plus a few hundred KiB), so its peak memory grows far less than the body.
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    worker = wait_until(lambda: children(srv.proc.pid), msg="a worker")[0]
+    assert requests.get(srv.url + "/", timeout=5).status_code == 200
+
+    def peak_kib():
+        for line in open(f"/proc/{worker}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM")
+
+    before = peak_kib()
+    size = 64 * 1024 * 1024
+    block = bytes(range(256)) * 4096  # 1 MiB
+    with Conn(srv.port, timeout=120) as c:
+        c.send(request_bytes("POST", "/slow-sink?ms=0.2", headers=[("Content-Length", str(size))]))
+        for _ in range(size // len(block)):
+            c.send(block)
+        resp = c.read_response(timeout=120)
+    assert resp.status == 200 and resp.body == str(size).encode()
+    grown = peak_kib() - before
+    assert grown < 24 * 1024, f"worker peak memory grew by {grown} KiB for a 64 MiB upload"
 
 
 def test_request_body_sent_slowly_in_pieces(server):

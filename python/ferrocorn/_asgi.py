@@ -64,8 +64,9 @@ async def _main(app, bridge, start_io, lifespan_mode, disconnect_grace):
                 queue, message = item
                 queue.put_nowait(message)
             elif kind == "disconnect":
+                # A waiting receive(): body arrived or the client is gone; it looks again.
                 if not item.done():
-                    item.set_result({"type": "http.disconnect"})
+                    item.set_result(None)
             elif kind == "stop" and not stopped.done():
                 stopped.set_result(item)
 
@@ -82,6 +83,18 @@ async def _main(app, bridge, start_io, lifespan_mode, disconnect_grace):
     if graceful:
         await lifespan.shutdown()
     return 0
+
+
+async def _receive_wait(req):
+    """receive() when nothing is ready: sleep until the connection has body or the client is
+    gone (the loop resolves the future with None), then look again."""
+    loop = asyncio.get_running_loop()
+    while True:
+        woken = loop.create_future()
+        message = req.poll_receive(woken)
+        if message is not None:
+            return message
+        await woken
 
 
 def _cancel_abandoned(task, grace):

@@ -19,6 +19,9 @@ Routes:
   /boom           raises before sending anything
   /boom-late      sends the start, then raises
   /boom-started   sends only http.response.start, then raises (nothing went out: a 500)
+  /pieces         records each http.request as "piece LEN MORE" in ``$STATE_DIR/pieces`` as it
+                  arrives; answers with the total length and sha256 (or records "disconnect")
+  /slow-sink?ms   receives the body, sleeping ``ms`` between messages; answers its length
   /start-only     sends http.response.start (201) and returns without a body message
   /big?n&size     n body messages of ``size`` bytes each (byte i of the body is i % 251), then
                   an empty last one: more than the connection buffers, for backpressure
@@ -220,6 +223,32 @@ async def app(scope, receive, send):
             record("linger", "cancelled")
             raise
         return
+
+    if path == "/pieces":
+        total, digest = 0, hashlib.sha256()
+        while True:
+            m = await receive()
+            if m["type"] == "http.disconnect":
+                record("pieces", "disconnect")
+                return
+            body = m.get("body", b"")
+            total += len(body)
+            digest.update(body)
+            record("pieces", f"piece {len(body)} {int(m.get('more_body', False))}")
+            if not m.get("more_body", False):
+                break
+        return await send_text(send, f"{total} {digest.hexdigest()}")
+
+    if path == "/slow-sink":
+        pause = float(q.get("ms", "1")) / 1000
+        total = 0
+        while True:
+            m = await receive()
+            total += len(m.get("body", b""))
+            if not m.get("more_body", False):
+                break
+            await asyncio.sleep(pause)
+        return await send_text(send, str(total))
 
     if path == "/boom-started":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

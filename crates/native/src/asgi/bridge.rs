@@ -25,7 +25,8 @@ pub enum Event {
     WebSocket(super::WebSocketSession),
     /// A message (or the close) from a WebSocket client.
     WsIncoming(Arc<super::WsShared>, super::WsIn),
-    /// The client of a request went away, or its response is complete (`http.disconnect`).
+    /// Wake a request's waiting `receive()`: request body arrived, the client went away, or
+    /// the response is complete.
     Disconnect(Arc<RequestShared>),
     /// The connection of a request (by id) ended before its response was complete while the
     /// app still runs: cancel its task after `asgi_disconnect_grace_period`.

@@ -1,9 +1,11 @@
 //! One ASGI HTTP request as the loop thread sees it: the scope (built in Rust from the parsed
-//! head), the body (read in full by the I/O thread, delivered as one `http.request`), and the
-//! channels back to the connection: the response start, body chunks (bounded; a full channel
-//! asks the app to wait, so a slow client slows the app instead of filling memory), and the
-//! disconnect future.
+//! head), the request body (a queue the connection fills as the client sends it, bounded so a
+//! slow app slows the client; delivered as `http.request` messages), and the channels back to
+//! the connection: the response start, body chunks (bounded; a full channel asks the app to
+//! wait, so a slow client slows the app instead of filling memory), and the wake-up of a
+//! waiting `receive()`.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -37,47 +39,101 @@ pub struct ResponseStart {
 pub struct RequestShared {
     /// Names the request to the loop glue (its task), e.g. in `Event::Abandoned`.
     pub id: u64,
-    disconnect: Mutex<Disconnect>,
+    exchange: Mutex<Exchange>,
+    /// Signalled when the app takes request body from the queue (the connection reads more).
+    pub body_taken: tokio::sync::Notify,
 }
 
 #[derive(Default)]
-struct Disconnect {
+struct Exchange {
+    /// The client is gone, or the response is complete.
     happened: bool,
-    /// What `receive()` waits on for `http.disconnect` (only when the app asked).
-    future: Option<Py<PyAny>>,
+    /// The future a waiting `receive()` sleeps on (resolved with None: "look again").
+    waiter: Option<Py<PyAny>>,
     /// The app returned (or raised).
     app_done: bool,
+    /// Request body not yet received by the app.
+    body: VecDeque<Vec<u8>>,
+    body_bytes: usize,
+    /// The connection has queued the whole body.
+    body_complete: bool,
+    /// The app received the last `http.request` (`more_body` False).
+    body_delivered: bool,
+}
+
+/// What `receive()` returns next.
+enum Next {
+    Body(Vec<u8>, bool),
+    Disconnect,
+    Wait,
+}
+
+impl Exchange {
+    fn next(&mut self) -> Next {
+        if let Some(chunk) = self.body.pop_front() {
+            self.body_bytes -= chunk.len();
+            let more = !(self.body_complete && self.body.is_empty());
+            self.body_delivered = !more;
+            return Next::Body(chunk, more);
+        }
+        if self.body_complete && !self.body_delivered {
+            self.body_delivered = true;
+            return Next::Body(Vec::new(), false);
+        }
+        if self.happened { Next::Disconnect } else { Next::Wait }
+    }
 }
 
 /// What the connection learns when its part of a request ends.
 pub struct Ended {
-    /// The app waits for `http.disconnect`: post `Event::Disconnect`.
+    /// A `receive()` is waiting: post `Event::Disconnect` to wake it.
     pub wake_receive: bool,
     /// The app is still running.
     pub app_running: bool,
 }
 
 impl RequestShared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Disconnect> {
-        self.disconnect.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Exchange> {
+        self.exchange.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A request's shared state; `id` is unique within the worker.
     pub fn new(id: u64) -> Self {
-        RequestShared { id, disconnect: Mutex::new(Disconnect::default()) }
+        RequestShared {
+            id,
+            exchange: Mutex::new(Exchange::default()),
+            body_taken: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queue request body for the app (`complete`: nothing follows). Returns true when a
+    /// `receive()` is waiting: post `Event::Disconnect` to wake it.
+    pub fn push_body(&self, chunk: Vec<u8>, complete: bool) -> bool {
+        let mut state = self.lock();
+        if !chunk.is_empty() {
+            state.body_bytes += chunk.len();
+            state.body.push_back(chunk);
+        }
+        state.body_complete |= complete;
+        state.waiter.is_some()
+    }
+
+    /// Request body bytes queued and not yet received by the app.
+    pub fn queued_body_bytes(&self) -> usize {
+        self.lock().body_bytes
     }
 
     /// Mark the client gone (or the response complete). The common request, whose app never
-    /// waits for `http.disconnect` and has returned, costs the loop no wake-up.
+    /// waits in `receive()` and has returned, costs the loop no wake-up.
     pub fn set_disconnected(&self) -> Ended {
         let mut state = self.lock();
         state.happened = true;
-        Ended { wake_receive: state.future.is_some(), app_running: !state.app_done }
+        Ended { wake_receive: state.waiter.is_some(), app_running: !state.app_done }
     }
 
-    /// The future `receive()` waits on for `http.disconnect`, taken once.
+    /// The future a waiting `receive()` sleeps on, taken once.
     pub fn take_disconnect_future(&self) -> Option<Py<PyAny>> {
-        self.lock().future.take()
+        self.lock().waiter.take()
     }
 }
 
@@ -99,7 +155,6 @@ pub struct AsgiRequest {
     head: Arc<RequestHead>,
     decoded_path: Arc<Vec<u8>>,
     endpoints: Endpoints,
-    body: Mutex<Option<Vec<u8>>>,
     start: Mutex<Option<oneshot::Sender<StartMsg>>>,
     /// `http.response.start` held until the first body message, so both leave in one message.
     pending_start: Mutex<Option<ResponseStart>>,
@@ -113,7 +168,6 @@ impl AsgiRequest {
         head: Arc<RequestHead>,
         decoded_path: Arc<Vec<u8>>,
         endpoints: Endpoints,
-        body: Vec<u8>,
         start: oneshot::Sender<StartMsg>,
         chunks: mpsc::Sender<ChunkMsg>,
         shared: Arc<RequestShared>,
@@ -122,7 +176,6 @@ impl AsgiRequest {
             head,
             decoded_path,
             endpoints,
-            body: Mutex::new(Some(body)),
             start: Mutex::new(Some(start)),
             pending_start: Mutex::new(None),
             chunks: Mutex::new(Some(chunks)),
@@ -132,6 +185,15 @@ impl AsgiRequest {
 }
 
 impl AsgiRequest {
+    /// The next message without waiting (the connection reads more when body is taken).
+    fn take_next(&self) -> Next {
+        let next = self.shared.lock().next();
+        if matches!(next, Next::Body(..)) {
+            self.shared.body_taken.notify_one();
+        }
+        next
+    }
+
     /// Hand the response start to the connection (once; later calls do nothing).
     fn send_start(&self, start: StartMsg) {
         if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -154,10 +216,19 @@ fn field<'py>(
     }
 }
 
-/// `{"type": "http.disconnect"}`.
-fn disconnect_message(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+/// The `receive()` message for `next` (not `Next::Wait`).
+fn message(py: Python<'_>, next: Next) -> PyResult<Bound<'_, PyDict>> {
     let message = PyDict::new(py);
-    message.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+    match next {
+        Next::Body(body, more) => {
+            message.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+            message.set_item(intern!(py, "body"), PyBytes::new(py, &body))?;
+            message.set_item(intern!(py, "more_body"), more)?;
+        }
+        Next::Disconnect | Next::Wait => {
+            message.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+        }
+    }
     Ok(message)
 }
 
@@ -242,25 +313,41 @@ impl AsgiRequest {
         build_scope(py, "http", &self.head, &self.decoded_path, &self.endpoints, state)
     }
 
-    /// ASGI `receive()`: the body as one `http.request` first, then `http.disconnect` once
-    /// the client is gone or the response is complete (a future the loop resolves).
-    fn receive(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(body) = self.body.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let message = PyDict::new(py);
-            message.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
-            message.set_item(intern!(py, "body"), PyBytes::new(py, &body))?;
-            message.set_item(intern!(py, "more_body"), false)?;
-            return awaitable::ready(py, message.into_any().unbind());
+    /// ASGI `receive()`: the request body as `http.request` messages (as the client sends
+    /// it), then `http.disconnect` once the client is gone or the response is complete.
+    /// Complete at once when a message is ready; else the loop glue's waiting coroutine.
+    fn receive(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match slf.get().take_next() {
+            Next::Wait => {
+                static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                Ok(WAIT.import(py, "ferrocorn._asgi", "_receive_wait")?.call1((slf,))?.unbind())
+            }
+            next => awaitable::ready(py, message(py, next)?.into_any().unbind()),
         }
-        static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let future = GET_RUNNING_LOOP
-            .import(py, "asyncio", "get_running_loop")?
-            .call0()?
-            .call_method0(intern!(py, "create_future"))?;
-        if self.wait_disconnect(future.clone().unbind()) {
-            return Ok(future.unbind());
+    }
+
+    /// The next `receive()` message, or None after registering `future`, which the loop
+    /// resolves (with None) when there is something to receive.
+    fn poll_receive<'py>(
+        &self,
+        py: Python<'py>,
+        future: Py<PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let next = {
+            let mut state = self.shared.lock();
+            match state.next() {
+                Next::Wait => {
+                    state.waiter = Some(future);
+                    return Ok(None);
+                }
+                next => next,
+            }
+        };
+        if matches!(next, Next::Body(..)) {
+            self.shared.body_taken.notify_one();
         }
-        awaitable::ready(py, disconnect_message(py)?.into_any().unbind())
+        message(py, next).map(Some)
     }
 
     /// ASGI `send(message)` for `http.response.start` and `http.response.body` (other types
@@ -376,17 +463,6 @@ impl AsgiRequest {
         self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take();
         let pending = self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.send_start(pending.ok_or(()));
-    }
-
-    /// Wait for `http.disconnect` with `future` (the loop resolves it) unless the client is
-    /// already gone: returns False then, and the app needs not wait.
-    fn wait_disconnect(&self, future: Py<PyAny>) -> bool {
-        let mut state = self.shared.lock();
-        if state.happened {
-            return false;
-        }
-        state.future = Some(future);
-        true
     }
 
     /// The request's id within the worker (the loop glue keys its task by it).

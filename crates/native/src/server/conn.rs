@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use tokio::sync::{mpsc, oneshot};
 
 use super::app_call::{self, CallRequest, Called, Chunks, InputSource, PumpMode, Reply};
+use super::asgi_body::{BODY_QUEUE_LIMIT, BodyPump};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
@@ -292,23 +293,23 @@ impl<S: ClientStream> Conn<S> {
             false
         };
         let wants_continue = head.expect_continue && head.framing != BodyFraming::Empty;
-        let asgi = matches!(self.shared.executor, Executor::Asgi(_));
-        // WSGI defers the body to the app's first read (which sends `100 Continue`); the ASGI
-        // class reads it before the app runs, so it answers `100 Continue` now.
-        let deferred = wants_continue && !asgi;
-        if wants_continue && asgi {
-            self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if !self.flush().await {
-                return Err(ConnError::Closed);
+        if matches!(self.shared.executor, Executor::Asgi(_)) {
+            // The ASGI app receives the body as the client sends it, so `100 Continue` goes
+            // out now (WSGI defers it to the app's first read).
+            if wants_continue {
+                self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                if !self.flush().await {
+                    return Err(ConnError::Closed);
+                }
             }
-        }
-        let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
-        let request_bytes = body.len() as u64;
-        let decoded_path = percent_decode(&head.path);
-        if asgi {
+            let decoded_path = percent_decode(&head.path);
             return match ferrocorn_http::websocket_request(&head) {
-                None => self.handle_asgi(head, body, decoded_path, https, started).await,
+                None => {
+                    let pump = BodyPump::new(head.framing, self.shared.opts.limits.clone());
+                    self.handle_asgi(head, pump, decoded_path, https, started).await
+                }
                 Some(Ok(request)) => {
+                    self.read_body(head.framing).await?;
                     self.handle_websocket(head, request.subprotocols, decoded_path, https).await
                 }
                 Some(Err(e)) => {
@@ -319,6 +320,10 @@ impl<S: ClientStream> Conn<S> {
                 }
             };
         }
+        let deferred = wants_continue;
+        let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
+        let request_bytes = body.len() as u64;
+        let decoded_path = percent_decode(&head.path);
         let (pre_hook, post_hook) = (self.shared.app.pre_request, self.shared.app.post_request);
         let keep_environ =
             post_hook || self.shared.access_log.as_ref().is_some_and(|l| l.needs_environ());
@@ -531,29 +536,40 @@ impl<S: ClientStream> Conn<S> {
         Ok(sent.is_some() && keep_alive)
     }
 
-    /// Wait for the app's answer, at most `timeout` seconds (the per-request deadline; 0 waits
-    /// forever). None when the deadline passed; it is logged with the request's path.
+    /// Wait for the app's answer within the per-request deadline ([`answer_within`]).
     async fn within_deadline<T>(
         &self,
         answer: impl std::future::Future<Output = T>,
         head: &RequestHead,
     ) -> Option<T> {
-        let limit = self.shared.opts.timeout;
-        if limit.is_zero() {
-            return Some(answer.await);
+        answer_within(self.shared.opts.timeout, answer, head).await
+    }
+
+    /// Read more of a streamed ASGI request body and queue it for the app (waiting while
+    /// [`BODY_QUEUE_LIMIT`] bytes are queued). Returns the bytes queued and whether the body
+    /// is complete; Err when the client left, stalled past the I/O timeout or sent a
+    /// malformed body.
+    async fn feed_body(
+        &mut self,
+        body: &mut BodyPump,
+        state: &Arc<RequestShared>,
+        bridge: &crate::asgi::Bridge,
+    ) -> Result<(u64, bool), ConnError> {
+        while state.queued_body_bytes() >= BODY_QUEUE_LIMIT {
+            state.body_taken.notified().await;
         }
-        match timeout(limit, answer).await {
-            Ok(value) => Some(value),
-            Err(_) => {
-                error!(
-                    "Request timed out after {:.1}s: {} {} (answered 504)",
-                    limit.as_secs_f64(),
-                    head.method,
-                    String::from_utf8_lossy(&head.target)
-                );
-                None
+        if self.rbuf.is_empty() {
+            let deadline = tokio::time::Instant::now() + self.shared.opts.io_timeout;
+            if self.fill_until(deadline).await? == 0 {
+                return Err(ConnError::Closed);
             }
         }
+        let (chunk, complete) = body.take(&mut self.rbuf)?;
+        let bytes = chunk.len() as u64;
+        if state.push_body(chunk, complete) {
+            bridge.post_deferred(Event::Disconnect(state.clone()));
+        }
+        Ok((bytes, complete))
     }
 
     /// One access-log line (when the access log is on).
@@ -612,12 +628,13 @@ impl<S: ClientStream> Conn<S> {
         }
     }
 
-    /// Serve one request with the ASGI class: hand it to the loop thread, then stream what
-    /// the app sends back.
+    /// Serve one request with the ASGI class: hand it to the loop thread with the body bytes
+    /// already read, feed it the rest of the body while it runs, then stream what the app
+    /// sends back.
     async fn handle_asgi(
         &mut self,
         head: RequestHead,
-        body: Vec<u8>,
+        mut pump: Option<BodyPump>,
         decoded_path: Vec<u8>,
         https: bool,
         started: Instant,
@@ -626,10 +643,23 @@ impl<S: ClientStream> Conn<S> {
         let Executor::Asgi(backend) = &shared.executor else { return Err(ConnError::Closed) };
         let head = Arc::new(head);
         let decoded_path = Arc::new(decoded_path);
-        let request_bytes = body.len() as u64;
         let (start_tx, start_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(32);
         let state = Arc::new(RequestShared::new(shared.next_request_id()));
+        let mut request_bytes = 0u64;
+        match pump.as_mut() {
+            Some(body) => {
+                let (chunk, complete) = body.take(&mut self.rbuf)?;
+                request_bytes += chunk.len() as u64;
+                state.push_body(chunk, complete);
+                if complete {
+                    pump = None;
+                }
+            }
+            None => {
+                state.push_body(Vec::new(), true);
+            }
+        }
         let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
         shared.request_started();
@@ -637,22 +667,40 @@ impl<S: ClientStream> Conn<S> {
             head.clone(),
             decoded_path.clone(),
             endpoints,
-            body,
             start_tx,
             chunk_tx,
             state.clone(),
         )));
+        // Wait for the response start; meanwhile read the rest of the body for `receive()`.
+        let answer = answer_within(self.shared.opts.timeout, start_rx, &head);
+        tokio::pin!(answer);
+        let answered = loop {
+            let Some(body) = pump.as_mut() else { break Some((&mut answer).await) };
+            tokio::select! {
+                answered = &mut answer => break Some(answered),
+                fed = self.feed_body(body, &state, &backend.bridge) => match fed {
+                    Ok((bytes, complete)) => {
+                        request_bytes += bytes;
+                        if complete {
+                            pump = None;
+                        }
+                    }
+                    Err(_) => break None, // the client left (or sent a malformed body)
+                },
+            }
+        };
         let mut keep_alive = head.keep_alive && !self.shared.opts.keepalive.is_zero();
         let mut app_failed = false;
         let mut timed_out = false;
-        let sent = match self.within_deadline(start_rx, &head).await {
-            None => {
+        let sent = match answered {
+            None => None,
+            Some(None) => {
                 timed_out = true;
                 keep_alive = false;
                 shared.retire_after_deadline();
                 Some(self.send_error(504).await)
             }
-            Some(Ok(Ok(start))) => {
+            Some(Some(Ok(Ok(start)))) => {
                 match ResponseHead::new(&start.status.to_string(), start.headers) {
                     Ok(rhead) => {
                         let mut chunks = Chunks::Channel(chunk_rx);
@@ -673,6 +721,9 @@ impl<S: ClientStream> Conn<S> {
                 Some(self.send_error(500).await)
             }
         };
+        if pump.is_some() {
+            keep_alive = false; // the rest of the body is still on the socket
+        }
         let complete = sent.is_some() && !timed_out;
         let ended = state.set_disconnected();
         if ended.app_running && !complete {
@@ -1126,6 +1177,30 @@ fn remote_strings(py: Python<'_>, peer: Peer) -> (Py<PyString>, Option<Py<PyStri
         PyString::new(py, &addr).unbind(),
         peer.port.map(|p| PyString::new(py, &p.to_string()).unbind()),
     )
+}
+
+/// Wait for the app's answer, at most `limit` (the per-request deadline; zero waits forever).
+/// None when the deadline passed; it is logged with the request's path.
+async fn answer_within<T>(
+    limit: std::time::Duration,
+    answer: impl std::future::Future<Output = T>,
+    head: &RequestHead,
+) -> Option<T> {
+    if limit.is_zero() {
+        return Some(answer.await);
+    }
+    match timeout(limit, answer).await {
+        Ok(value) => Some(value),
+        Err(_) => {
+            error!(
+                "Request timed out after {:.1}s: {} {} (answered 504)",
+                limit.as_secs_f64(),
+                head.method,
+                String::from_utf8_lossy(&head.target)
+            );
+            None
+        }
+    }
 }
 
 /// Close the app's result (sync class) and release the Python objects of a finished stream.

@@ -1,8 +1,9 @@
 //! Serving: the worker event loop ([`worker`]), the per-connection HTTP/1.1 driver ([`conn`])
-//! and the socket operations they share ([`io`]).
+//! and the socket operations they share ([`io`]); [`asgi_body`] streams an ASGI request body.
 
 pub mod abort;
 mod app_call;
+mod asgi_body;
 mod conn;
 mod io;
 mod pool;
