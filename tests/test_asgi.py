@@ -283,6 +283,23 @@ def test_request_body_reaches_the_app_while_the_client_is_still_sending(server, 
         assert digest == hashlib.sha256(first + second).hexdigest()
 
 
+def test_full_duplex_app_echoes_body_pieces_while_its_response_streams(server):
+    # The response has started before the body is complete: the connection keeps feeding the
+    # body to receive() while it streams the response.
+    srv = asgi(server, "asgi_app:app", "-w", "1")
+    with Conn(srv.port, timeout=10) as c:
+        c.send(request_bytes("POST", "/duplex", headers=[("Content-Length", "10")]))
+        c.read_until(b"ready\n", timeout=5)
+        c.send(b"hello")
+        c.read_until(b"got:hello\n", timeout=5)
+        c.send(b"world")
+        c.read_until(b"got:world\n", timeout=5)
+        c.read_until(b"0\r\n\r\n", timeout=5)  # the response ends with the body
+        c.buf = b""
+        c.send(request_bytes("GET", "/"))  # and the connection is still usable
+        assert c.read_response().body == b"Hello, World!"
+
+
 def test_client_leaving_mid_body_is_an_http_disconnect(server, state_dir):
     srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
     c = Conn(srv.port, timeout=10)

@@ -22,6 +22,8 @@ Routes:
   /pieces         records each http.request as "piece LEN MORE" in ``$STATE_DIR/pieces`` as it
                   arrives; answers with the total length and sha256 (or records "disconnect")
   /slow-sink?ms   receives the body, sleeping ``ms`` between messages; answers its length
+  /duplex         full duplex: starts a chunked response ("ready\n"), then echoes each piece
+                  of the request body as it arrives as "got:<piece>\n"
   /start-only     sends http.response.start (201) and returns without a body message
   /big?n&size     n body messages of ``size`` bytes each (byte i of the body is i % 251), then
                   an empty last one: more than the connection buffers, for backpressure
@@ -238,6 +240,20 @@ async def app(scope, receive, send):
             if not m.get("more_body", False):
                 break
         return await send_text(send, f"{total} {digest.hexdigest()}")
+
+    if path == "/duplex":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ready\n", "more_body": True})
+        while True:
+            m = await receive()
+            if m["type"] != "http.request":
+                return
+            if m.get("body"):
+                await send({"type": "http.response.body", "body": b"got:" + m["body"] + b"\n", "more_body": True})
+            if not m.get("more_body", False):
+                break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
 
     if path == "/slow-sink":
         pause = float(q.get("ms", "1")) / 1000

@@ -55,6 +55,8 @@ struct Exchange {
     /// Request body not yet received by the app.
     body: VecDeque<Vec<u8>>,
     body_bytes: usize,
+    /// Body bytes queued so far, in all.
+    body_received: u64,
     /// The connection has queued the whole body.
     body_complete: bool,
     /// The app received the last `http.request` (`more_body` False).
@@ -112,10 +114,16 @@ impl RequestShared {
         let mut state = self.lock();
         if !chunk.is_empty() {
             state.body_bytes += chunk.len();
+            state.body_received += chunk.len() as u64;
             state.body.push_back(chunk);
         }
         state.body_complete |= complete;
         state.waiter.is_some()
+    }
+
+    /// Request body bytes the connection has read, in all.
+    pub fn body_received(&self) -> u64 {
+        self.lock().body_received
     }
 
     /// Request body bytes queued and not yet received by the app.

@@ -94,6 +94,15 @@ struct Conn<S: ClientStream> {
     wbuf: Vec<u8>,
     proxy: Option<ProxyInfo>,
     remote: Option<(Py<PyString>, Option<Py<PyString>>)>,
+    /// The ASGI request body still being read while the app runs.
+    body_feed: Option<BodyFeed>,
+}
+
+/// An ASGI request body being fed to the app while it runs.
+struct BodyFeed {
+    pump: BodyPump,
+    state: Arc<RequestShared>,
+    bridge: Arc<crate::asgi::Bridge>,
 }
 
 /// Serve one connection until it closes.
@@ -109,6 +118,7 @@ pub async fn serve<S: ClientStream>(shared: Rc<Shared>, stream: S, peer: Peer, l
         wbuf: Vec::with_capacity(READ_CHUNK),
         proxy: None,
         remote: None,
+        body_feed: None,
     };
     conn.run().await;
     // Not attaching here: pyo3 defers the decref to the next time a Python thread attaches, so
@@ -545,16 +555,11 @@ impl<S: ClientStream> Conn<S> {
         answer_within(self.shared.opts.timeout, answer, head).await
     }
 
-    /// Read more of a streamed ASGI request body and queue it for the app (waiting while
-    /// [`BODY_QUEUE_LIMIT`] bytes are queued). Returns the bytes queued and whether the body
-    /// is complete; Err when the client left, stalled past the I/O timeout or sent a
-    /// malformed body.
-    async fn feed_body(
-        &mut self,
-        body: &mut BodyPump,
-        state: &Arc<RequestShared>,
-        bridge: &crate::asgi::Bridge,
-    ) -> Result<(u64, bool), ConnError> {
+    /// Read more of the streamed ASGI request body and queue it for the app, waiting while
+    /// [`BODY_QUEUE_LIMIT`] bytes are queued. Err when the client left, stalled past the I/O
+    /// timeout or sent a malformed body.
+    async fn feed_body(&mut self) -> Result<(), ConnError> {
+        let Some(state) = self.body_feed.as_ref().map(|f| f.state.clone()) else { return Ok(()) };
         while state.queued_body_bytes() >= BODY_QUEUE_LIMIT {
             state.body_taken.notified().await;
         }
@@ -564,12 +569,26 @@ impl<S: ClientStream> Conn<S> {
                 return Err(ConnError::Closed);
             }
         }
-        let (chunk, complete) = body.take(&mut self.rbuf)?;
-        let bytes = chunk.len() as u64;
-        if state.push_body(chunk, complete) {
-            bridge.post_deferred(Event::Disconnect(state.clone()));
+        self.feed_buffered()
+    }
+
+    /// Queue the body bytes in the read buffer for the app (the feed ends with the body).
+    fn feed_buffered(&mut self) -> Result<(), ConnError> {
+        let Some(feed) = self.body_feed.as_mut() else { return Ok(()) };
+        let (chunk, complete) = feed.pump.take(&mut self.rbuf)?;
+        if feed.state.push_body(chunk, complete) {
+            feed.bridge.post_deferred(Event::Disconnect(feed.state.clone()));
         }
-        Ok((bytes, complete))
+        if complete {
+            self.body_feed = None;
+        }
+        Ok(())
+    }
+
+    /// Whether the response phase may read the socket: not while the app has a full body
+    /// queue (it reads on once the app takes some).
+    fn body_has_room(&self) -> bool {
+        self.body_feed.as_ref().is_none_or(|f| f.state.queued_body_bytes() < BODY_QUEUE_LIMIT)
     }
 
     /// One access-log line (when the access log is on).
@@ -634,7 +653,7 @@ impl<S: ClientStream> Conn<S> {
     async fn handle_asgi(
         &mut self,
         head: RequestHead,
-        mut pump: Option<BodyPump>,
+        pump: Option<BodyPump>,
         decoded_path: Vec<u8>,
         https: bool,
         started: Instant,
@@ -646,15 +665,11 @@ impl<S: ClientStream> Conn<S> {
         let (start_tx, start_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(32);
         let state = Arc::new(RequestShared::new(shared.next_request_id()));
-        let mut request_bytes = 0u64;
-        match pump.as_mut() {
-            Some(body) => {
-                let (chunk, complete) = body.take(&mut self.rbuf)?;
-                request_bytes += chunk.len() as u64;
-                state.push_body(chunk, complete);
-                if complete {
-                    pump = None;
-                }
+        match pump {
+            Some(pump) => {
+                let (state, bridge) = (state.clone(), backend.bridge.clone());
+                self.body_feed = Some(BodyFeed { pump, state, bridge });
+                self.feed_buffered()?;
             }
             None => {
                 state.push_body(Vec::new(), true);
@@ -675,17 +690,13 @@ impl<S: ClientStream> Conn<S> {
         let answer = answer_within(self.shared.opts.timeout, start_rx, &head);
         tokio::pin!(answer);
         let answered = loop {
-            let Some(body) = pump.as_mut() else { break Some((&mut answer).await) };
+            if self.body_feed.is_none() {
+                break Some((&mut answer).await);
+            }
             tokio::select! {
                 answered = &mut answer => break Some(answered),
-                fed = self.feed_body(body, &state, &backend.bridge) => match fed {
-                    Ok((bytes, complete)) => {
-                        request_bytes += bytes;
-                        if complete {
-                            pump = None;
-                        }
-                    }
-                    Err(_) => break None, // the client left (or sent a malformed body)
+                fed = self.feed_body() => if fed.is_err() {
+                    break None; // the client left (or sent a malformed body)
                 },
             }
         };
@@ -721,9 +732,10 @@ impl<S: ClientStream> Conn<S> {
                 Some(self.send_error(500).await)
             }
         };
-        if pump.is_some() {
+        if self.body_feed.take().is_some() {
             keep_alive = false; // the rest of the body is still on the socket
         }
+        let request_bytes = state.body_received();
         let complete = sent.is_some() && !timed_out;
         let ended = state.set_disconnected();
         if ended.app_running && !complete {
@@ -1041,13 +1053,22 @@ impl<S: ClientStream> Conn<S> {
                 // While the app (on another thread or loop) prepares the next chunk, watch the
                 // client: a close ends the response now, so the app learns of the disconnect
                 // (`http.disconnect`, a failed send) instead of producing for nobody.
+                // An ASGI request body still coming is fed to the app meanwhile (full duplex).
                 loop {
+                    let feeding = self.body_feed.as_ref().map(|f| f.state.clone());
+                    let room = self.body_has_room();
                     tokio::select! {
                         more = chunks.next(&mut chunk) => break more,
-                        read = self.fill() => match read {
-                            Ok(n) if n > 0 => continue, // pipelined bytes: kept for later
+                        read = self.fill(), if room => match read {
+                            Ok(n) if n > 0 => {
+                                // body bytes go to the app; pipelined ones wait in the buffer
+                                if self.feed_buffered().is_err() {
+                                    return None;
+                                }
+                            }
                             _ => return None,
                         },
+                        () = body_taken(feeding), if !room => {}
                     }
                 }
             } else {
@@ -1177,6 +1198,13 @@ fn remote_strings(py: Python<'_>, peer: Peer) -> (Py<PyString>, Option<Py<PyStri
         PyString::new(py, &addr).unbind(),
         peer.port.map(|p| PyString::new(py, &p.to_string()).unbind()),
     )
+}
+
+/// Resolves when the app takes request body from `state`'s full queue.
+async fn body_taken(state: Option<Arc<RequestShared>>) {
+    if let Some(state) = state {
+        state.body_taken.notified().await;
+    }
 }
 
 /// Wait for the app's answer, at most `limit` (the per-request deadline; zero waits forever).
