@@ -300,6 +300,21 @@ def test_full_duplex_app_echoes_body_pieces_while_its_response_streams(server):
         assert c.read_response().body == b"Hello, World!"
 
 
+def test_a_slow_upload_does_not_count_against_the_request_deadline(server, state_dir):
+    # --timeout 1: the client sends its body in 5 pieces 0.4 s apart (each gap within the I/O
+    # timeout, 1.6 s in all); the deadline starts when the body is complete, so the app still
+    # answers (no 504, no recycled worker).
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-t", "1", "-e", f"STATE_DIR={state_dir}")
+    with Conn(srv.port, timeout=10) as c:
+        c.send(request_bytes("POST", "/pieces", headers=[("Content-Length", "5000")]) + b"x" * 1000)
+        for _ in range(4):
+            time.sleep(0.4)
+            c.send(b"y" * 1000)
+        resp = c.read_response()
+    assert resp.status == 200 and resp.body.split()[0] == b"5000"
+    assert "timed out" not in srv.stderr_text()
+
+
 def test_client_leaving_mid_body_is_an_http_disconnect(server, state_dir):
     srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
     c = Conn(srv.port, timeout=10)

@@ -662,7 +662,7 @@ impl<S: ClientStream> Conn<S> {
         let Executor::Asgi(backend) = &shared.executor else { return Err(ConnError::Closed) };
         let head = Arc::new(head);
         let decoded_path = Arc::new(decoded_path);
-        let (start_tx, start_rx) = oneshot::channel();
+        let (start_tx, mut start_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(32);
         let state = Arc::new(RequestShared::new(shared.next_request_id()));
         match pump {
@@ -687,14 +687,15 @@ impl<S: ClientStream> Conn<S> {
             state.clone(),
         )));
         // Wait for the response start; meanwhile read the rest of the body for `receive()`.
-        let answer = answer_within(self.shared.opts.timeout, start_rx, &head);
-        tokio::pin!(answer);
+        // The per-request deadline runs from the end of the body: a slow upload is the
+        // client's time, not the app's.
         let answered = loop {
             if self.body_feed.is_none() {
-                break Some((&mut answer).await);
+                let limit = self.shared.opts.timeout;
+                break Some(answer_within(limit, &mut start_rx, &head).await);
             }
             tokio::select! {
-                answered = &mut answer => break Some(answered),
+                answered = &mut start_rx => break Some(Some(answered)),
                 fed = self.feed_body() => if fed.is_err() {
                     break None; // the client left (or sent a malformed body)
                 },
