@@ -28,7 +28,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -313,20 +312,8 @@ def main():
             raise SystemExit(f"unknown server {n!r} (known: {', '.join(SERVERS)})")
     variants = [compare.server_variants(n)[0] for n in names]
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-
-    tmp = tempfile.mkdtemp(prefix="ferrocorn-balance-")
-    runtime_dir = os.path.join(tmp, "xdg")
-    logdir = os.path.join(tmp, "logs")
-    os.makedirs(runtime_dir, mode=0o700)
-    os.makedirs(logdir)
-    env = dict(os.environ)
-    env["XDG_RUNTIME_DIR"] = runtime_dir
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("PYTHONPATH", None)
+    ws = compare.Workspace("ferrocorn-balance-")
+    env, logdir = ws.env, ws.logdir
 
     head = header(args)
     log(head)
@@ -347,10 +334,7 @@ def main():
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")
     finally:
-        if args.keep_logs:
-            log(f"server logs kept in {logdir}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        ws.close(args.keep_logs)
 
     slow_dur = args.slow_lead + args.duration + 1
     parts = [head, "", "### fast requests while slow requests occupy workers", ""]
@@ -359,10 +343,7 @@ def main():
     parts.append(NOTES.format(slow_dur=slow_dur, slow_conns=args.slow_connections,
                               slow_ms=SLOW_S * 1000))
     report = "\n".join(parts)
-    print(report)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(report + "\n")
+    compare.emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -448,6 +448,40 @@ def measure(variant, app, module, args, env, logdir, seq, workers=None, wrk_time
         srv.stop()
 
 
+class Workspace:
+    """A bench run's scratch directory: the servers' XDG runtime dir (their control sockets
+    never touch the user's), their logs, and the environment to start them with. Creating it
+    also turns SIGTERM into KeyboardInterrupt, so the scripts' ``finally`` blocks stop the
+    server that is running."""
+
+    def __init__(self, prefix, **extra_env):
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, on_term)
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.logdir = os.path.join(self.tmp, "logs")
+        runtime_dir = os.path.join(self.tmp, "xdg")
+        os.makedirs(runtime_dir, mode=0o700)
+        os.makedirs(self.logdir)
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=runtime_dir, PYTHONDONTWRITEBYTECODE="1",
+                        PYTHONUNBUFFERED="1", **extra_env)
+        self.env.pop("PYTHONPATH", None)
+
+    def close(self, keep_logs=False):
+        if keep_logs:
+            log(f"server logs kept in {self.logdir}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def emit(report, out):
+    """Print the report and append it to ``out`` (a path) when given."""
+    print(report)
+    if out:
+        with open(out, "a") as f:
+            f.write(report + "\n")
+
+
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -634,21 +668,8 @@ def main():
         if s.strip():
             variants.extend(server_variants(s.strip()))
 
-    # SIGTERM to this script -> clean up the running server via finally blocks.
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-
-    tmp = tempfile.mkdtemp(prefix="ferrocorn-bench-")
-    runtime_dir = os.path.join(tmp, "xdg")
-    logdir = os.path.join(tmp, "logs")
-    os.makedirs(runtime_dir, mode=0o700)
-    os.makedirs(logdir)
-    env = dict(os.environ)
-    env["XDG_RUNTIME_DIR"] = runtime_dir
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("PYTHONPATH", None)
+    ws = Workspace("ferrocorn-bench-")
+    env, logdir = ws.env, ws.logdir
 
     head = header(args)
     log(head)
@@ -687,10 +708,7 @@ def main():
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")
     finally:
-        if args.keep_logs:
-            log(f"server logs kept in {logdir}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        ws.close(args.keep_logs)
 
     parts = [head, ""]
     summaries = []
@@ -703,10 +721,7 @@ def main():
     if summaries:
         parts += ["Summary:", ""] + summaries + [""]
     report = "\n".join(parts)
-    print(report)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(report + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

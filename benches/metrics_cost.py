@@ -22,10 +22,8 @@ Linux only; needs wrk on PATH.
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -168,16 +166,8 @@ def main():
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found on PATH")
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    tmp = tempfile.mkdtemp(prefix="ferrocorn-metrics-cost-")
-    logdir = os.path.join(tmp, "logs")
-    os.makedirs(logdir)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-    env.pop("PYTHONPATH", None)
-    env["XDG_RUNTIME_DIR"] = tmp  # never touch the user's default control socket
+    ws = compare.Workspace("ferrocorn-metrics-cost-")
+    env, logdir = ws.env, ws.logdir
 
     rows = []
     seq = 0
@@ -208,7 +198,7 @@ def main():
     except KeyboardInterrupt:
         compare.log("interrupted; reporting what was measured")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        ws.close()
 
     lines = [
         f"## metrics cost: hello, -w {args.workers}, wrk -t{args.threads} -c{args.connections} "
@@ -251,10 +241,7 @@ def main():
     else:
         lines.append("No complete on/off pair measured.")
     report = "\n".join(lines)
-    print(report)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(report + "\n")
+    compare.emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,8 @@ import copy
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -382,25 +380,13 @@ def main():
         if n not in all_scen:
             raise SystemExit(f"unknown scenario {n!r} (known: {', '.join(all_scen)})")
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-
-    tmp = tempfile.mkdtemp(prefix="ferrocorn-wc-bench-")
-    apps_dir = os.path.join(tmp, "apps")
-    runtime_dir = os.path.join(tmp, "xdg")
-    logdir = os.path.join(tmp, "logs")
-    for d in (apps_dir, logdir):
-        os.makedirs(d)
-    os.makedirs(runtime_dir, mode=0o700)
+    cpu_iters = calibrate_cpu_iters()
+    ws = compare.Workspace("ferrocorn-wc-bench-", WC_CPU_ITERS=str(cpu_iters))
+    env, logdir = ws.env, ws.logdir
+    apps_dir = os.path.join(ws.tmp, "apps")
+    os.makedirs(apps_dir)
     write_apps(apps_dir)
     compare.APPS_DIR = apps_dir  # compare.Server starts every server with this cwd
-    cpu_iters = calibrate_cpu_iters()
-
-    env = dict(os.environ)
-    env.update(XDG_RUNTIME_DIR=runtime_dir, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1",
-               WC_CPU_ITERS=str(cpu_iters))
-    env.pop("PYTHONPATH", None)
 
     head = header(args, tools, cpu_iters)
     log(head)
@@ -424,10 +410,7 @@ def main():
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")
     finally:
-        if args.keep_logs:
-            log(f"server logs kept in {logdir}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        ws.close(args.keep_logs)
 
     parts = [head, ""]
     summ = []
@@ -441,10 +424,7 @@ def main():
     if summ:
         parts += ["Targets:", ""] + summ + [""]
     report = "\n".join(parts)
-    print(report)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(report + "\n")
+    compare.emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ import argparse
 import copy
 import os
 import shutil
-import signal
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -201,20 +199,8 @@ def main():
             raise SystemExit(f"unknown app {a!r} (known: {', '.join(APPS)})")
     variants = [compare.server_variants(s)[0] for s in SERVERS]
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-
-    tmp = tempfile.mkdtemp(prefix="ferrocorn-sweep-")
-    runtime_dir = os.path.join(tmp, "xdg")
-    logdir = os.path.join(tmp, "logs")
-    os.makedirs(runtime_dir, mode=0o700)
-    os.makedirs(logdir)
-    env = dict(os.environ)
-    env["XDG_RUNTIME_DIR"] = runtime_dir
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("PYTHONPATH", None)
+    ws = compare.Workspace("ferrocorn-sweep-")
+    env, logdir = ws.env, ws.logdir
 
     head = header(args, workers)
     log(head)
@@ -239,10 +225,7 @@ def main():
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")
     finally:
-        if args.keep_logs:
-            log(f"server logs kept in {logdir}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        ws.close(args.keep_logs)
 
     cells = {k: compare.merge_rounds(v) for k, v in runs.items()}
     parts = [head, ""]
@@ -251,10 +234,7 @@ def main():
             parts += [table(app, APPS[app][1], workers, cells, args), ""]
     parts.append(NOTES.format(t=args.threads, c=args.connections, ncpu=os.cpu_count()))
     report = "\n".join(parts)
-    print(report)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(report + "\n")
+    compare.emit(report, args.out)
 
 
 if __name__ == "__main__":
