@@ -63,7 +63,7 @@ async def _main(app, bridge, start_io, lifespan_mode, disconnect_grace):
             elif kind == "ws":
                 queue, message = item
                 queue.put_nowait(message)
-            elif kind == "disconnect":
+            elif kind == "wake":
                 # A waiting receive(): body arrived or the client is gone; it looks again.
                 if not item.done():
                     item.set_result(None)

@@ -61,7 +61,7 @@ class LoopBridge:
         ...
     def drain(self) -> "list[tuple[str, object]]":
         """Take the queued events: ``("http", AsgiRequest)``, ``("websocket", WebSocketSession)``,
-        ``("wsgi", HubJob)``, ``("ws", (queue, message))``, ``("disconnect", future)``,
+        ``("wsgi", HubJob)``, ``("ws", (queue, message))``, ``("wake", future)``,
         ``("abandoned", request_id)`` and ``("stop", graceful)``."""
         ...
 

@@ -27,7 +27,7 @@ pub enum Event {
     WsIncoming(Arc<super::WsShared>, super::WsIn),
     /// Wake a request's waiting `receive()`: request body arrived, the client went away, or
     /// the response is complete.
-    Disconnect(Arc<RequestShared>),
+    WakeReceive(Arc<RequestShared>),
     /// The connection of a request (by id) ended before its response was complete while the
     /// app still runs: cancel its task after `asgi_disconnect_grace_period`.
     Abandoned(u64),
@@ -70,7 +70,7 @@ impl Bridge {
 
     /// Queue an event and wake the loop (from any thread).
     pub fn post(&self, event: Event) {
-        if self.push(event) {
+        if self.push(event) == 1 {
             self.wake();
         }
     }
@@ -81,14 +81,10 @@ impl Bridge {
     /// A long pass (many busy connections) still wakes the loop every [`DEFER_AT_MOST`]
     /// events, so the app does not idle while the I/O thread reads.
     pub fn post_deferred(&self, event: Event) {
-        let queued = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.push_back(event);
-            queue.len()
-        };
+        let queued = self.push(event);
         if queued == 1 {
             self.wake_wanted.store(true, Ordering::Release);
-        } else if queued % DEFER_AT_MOST == 0 {
+        } else if queued.is_multiple_of(DEFER_AT_MOST) {
             self.wake();
         }
     }
@@ -100,11 +96,11 @@ impl Bridge {
         }
     }
 
-    /// Queue `event`; true when the queue was empty (the loop may be asleep).
-    fn push(&self, event: Event) -> bool {
+    /// Queue `event`; returns the queue's length (1: it was empty, the loop may be asleep).
+    fn push(&self, event: Event) -> usize {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         queue.push_back(event);
-        queue.len() == 1
+        queue.len()
     }
 
     fn wake(&self) {
@@ -164,7 +160,7 @@ impl LoopBridge {
     }
 
     /// Take the pending events: a list of `("http", request)`, `("wsgi", job)`,
-    /// `("websocket", session)`, `("ws", (queue, message))`, `("disconnect", future)`,
+    /// `("websocket", session)`, `("ws", (queue, message))`, `("wake", future)`,
     /// `("abandoned", request_id)` and `("stop", graceful)` tuples.
     fn drain(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let mut out = Vec::new();
@@ -188,8 +184,8 @@ impl LoopBridge {
                     }
                     None => continue,
                 },
-                Event::Disconnect(shared) => match shared.take_disconnect_future() {
-                    Some(future) => ("disconnect", future).into_pyobject(py)?.into_any().unbind(),
+                Event::WakeReceive(shared) => match shared.take_waiter() {
+                    Some(future) => ("wake", future).into_pyobject(py)?.into_any().unbind(),
                     None => continue,
                 },
                 Event::Abandoned(id) => ("abandoned", id).into_pyobject(py)?.into_any().unbind(),

@@ -88,7 +88,7 @@ impl Exchange {
 
 /// What the connection learns when its part of a request ends.
 pub struct Ended {
-    /// A `receive()` is waiting: post `Event::Disconnect` to wake it.
+    /// A `receive()` is waiting: post `Event::WakeReceive` to wake it.
     pub wake_receive: bool,
     /// The app is still running.
     pub app_running: bool,
@@ -109,7 +109,7 @@ impl RequestShared {
     }
 
     /// Queue request body for the app (`complete`: nothing follows). Returns true when a
-    /// `receive()` is waiting: post `Event::Disconnect` to wake it.
+    /// `receive()` is waiting: post `Event::WakeReceive` to wake it.
     pub fn push_body(&self, chunk: Vec<u8>, complete: bool) -> bool {
         let mut state = self.lock();
         if !chunk.is_empty() {
@@ -140,8 +140,25 @@ impl RequestShared {
     }
 
     /// The future a waiting `receive()` sleeps on, taken once.
-    pub fn take_disconnect_future(&self) -> Option<Py<PyAny>> {
+    pub fn take_waiter(&self) -> Option<Py<PyAny>> {
         self.lock().waiter.take()
+    }
+
+    /// The next `receive()` message; on `Next::Wait`, `waiter` (if any) is registered to be
+    /// woken. Taking body lets the connection read more.
+    fn take_next(&self, waiter: Option<Py<PyAny>>) -> Next {
+        let next = {
+            let mut state = self.lock();
+            let next = state.next();
+            if matches!(next, Next::Wait) && waiter.is_some() {
+                state.waiter = waiter;
+            }
+            next
+        };
+        if matches!(next, Next::Body(..)) {
+            self.body_taken.notify_one();
+        }
+        next
     }
 }
 
@@ -194,14 +211,6 @@ impl AsgiRequest {
 
 impl AsgiRequest {
     /// The next message without waiting (the connection reads more when body is taken).
-    fn take_next(&self) -> Next {
-        let next = self.shared.lock().next();
-        if matches!(next, Next::Body(..)) {
-            self.shared.body_taken.notify_one();
-        }
-        next
-    }
-
     /// Hand the response start to the connection (once; later calls do nothing).
     fn send_start(&self, start: StartMsg) {
         if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -326,7 +335,7 @@ impl AsgiRequest {
     /// Complete at once when a message is ready; else the loop glue's waiting coroutine.
     fn receive(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        match slf.get().take_next() {
+        match slf.get().shared.take_next(None) {
             Next::Wait => {
                 static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
                 Ok(WAIT.import(py, "ferrocorn._asgi", "_receive_wait")?.call1((slf,))?.unbind())
@@ -342,20 +351,10 @@ impl AsgiRequest {
         py: Python<'py>,
         future: Py<PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let next = {
-            let mut state = self.shared.lock();
-            match state.next() {
-                Next::Wait => {
-                    state.waiter = Some(future);
-                    return Ok(None);
-                }
-                next => next,
-            }
-        };
-        if matches!(next, Next::Body(..)) {
-            self.shared.body_taken.notify_one();
+        match self.shared.take_next(Some(future)) {
+            Next::Wait => Ok(None),
+            next => message(py, next).map(Some),
         }
-        message(py, next).map(Some)
     }
 
     /// ASGI `send(message)` for `http.response.start` and `http.response.body` (other types

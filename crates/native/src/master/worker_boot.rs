@@ -267,56 +267,52 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     };
     board.slot(slot_index).set_state(SlotState::Idle);
     let hooks = master.hooks.clone_ref(py);
-    let result =
-        if let WorkerClass::Asgi { event_loop, lifespan, disconnect_grace } = opts.worker_class {
-            let ctx = AppContext::new(None, hooks, worker.clone_ref(py));
-            let serve = LoopServe::Asgi {
-                app,
-                event_loop: event_loop.name(),
-                lifespan: lifespan.name(),
-                disconnect_grace,
-            };
-            match run_on_loop(py, master, opts, ctx, access_log, runtime, serve) {
-                Ok(code) if code != 0 => {
-                    let _ = master.hooks.call(py, "worker_exit", (server, worker));
-                    return code;
-                }
-                Ok(_) => Ok(StopReason::Graceful),
-                Err(e) => Err(e),
-            }
-        } else {
-            let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
-            let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
-            let wsgi = match WsgiApp::new(
-                py,
-                app,
-                &envs,
-                &script_name,
-                opts.workers > 1,
-                opts.worker_class != WorkerClass::Sync,
-                opts.sendfile,
-            ) {
-                Ok(w) => w,
-                Err(e) => {
-                    error!("cannot prepare the WSGI bridge: {e}");
-                    return EXIT_BOOT;
-                }
-            };
-            let app = AppContext::new(Some(wsgi), hooks, worker.clone_ref(py));
-            let listeners = &master.listeners;
-            if matches!(opts.worker_class, WorkerClass::Gevent) {
-                match run_on_loop(py, master, opts, app, access_log, runtime, LoopServe::Gevent) {
-                    Ok(code) if code != 0 => {
-                        let _ = master.hooks.call(py, "worker_exit", (server, worker));
-                        return code;
-                    }
-                    Ok(_) => Ok(StopReason::Graceful),
-                    Err(e) => Err(e),
-                }
-            } else {
-                py.detach(|| worker::run(opts, app, listeners, access_log, runtime, None))
+    // The app context, and the Python loop it runs on (asgi, gevent) if not the worker's own.
+    let (ctx, serve) = if let WorkerClass::Asgi { event_loop, lifespan, disconnect_grace } =
+        opts.worker_class
+    {
+        let serve = LoopServe::Asgi {
+            app,
+            event_loop: event_loop.name(),
+            lifespan: lifespan.name(),
+            disconnect_grace,
+        };
+        (AppContext::new(None, hooks, worker.clone_ref(py)), Some(serve))
+    } else {
+        let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        let wsgi = match WsgiApp::new(
+            py,
+            app,
+            &envs,
+            &script_name,
+            opts.workers > 1,
+            opts.worker_class != WorkerClass::Sync,
+            opts.sendfile,
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                error!("cannot prepare the WSGI bridge: {e}");
+                return EXIT_BOOT;
             }
         };
+        let serve = matches!(opts.worker_class, WorkerClass::Gevent).then_some(LoopServe::Gevent);
+        (AppContext::new(Some(wsgi), hooks, worker.clone_ref(py)), serve)
+    };
+    let result = match serve {
+        Some(serve) => match run_on_loop(py, master, opts, ctx, access_log, runtime, serve) {
+            Ok(code) if code != 0 => {
+                let _ = master.hooks.call(py, "worker_exit", (server, worker));
+                return code;
+            }
+            Ok(_) => Ok(StopReason::Graceful),
+            Err(e) => Err(e),
+        },
+        None => {
+            let listeners = &master.listeners;
+            py.detach(|| worker::run(opts, ctx, listeners, access_log, runtime, None))
+        }
+    };
     worker.bind(py).get().set_dead();
     let code = match result {
         Ok(StopReason::Quick) => {

@@ -420,7 +420,7 @@ impl<S: ClientStream> Conn<S> {
                     }
                     _ => false,
                 };
-                match (submitted, self.within_deadline(rx, &head).await) {
+                match (submitted, answer_within(self.shared.opts.timeout, rx, &head).await) {
                     (true, Some(Ok(called))) => called,
                     (true, None) => Called {
                         reply: Reply::TimedOut { started: began.load(Ordering::Acquire) },
@@ -546,15 +546,6 @@ impl<S: ClientStream> Conn<S> {
         Ok(sent.is_some() && keep_alive)
     }
 
-    /// Wait for the app's answer within the per-request deadline ([`answer_within`]).
-    async fn within_deadline<T>(
-        &self,
-        answer: impl std::future::Future<Output = T>,
-        head: &RequestHead,
-    ) -> Option<T> {
-        answer_within(self.shared.opts.timeout, answer, head).await
-    }
-
     /// Read more of the streamed ASGI request body and queue it for the app, waiting while
     /// [`BODY_QUEUE_LIMIT`] bytes are queued. Err when the client left, stalled past the I/O
     /// timeout or sent a malformed body.
@@ -577,7 +568,7 @@ impl<S: ClientStream> Conn<S> {
         let Some(feed) = self.body_feed.as_mut() else { return Ok(()) };
         let (chunk, complete) = feed.pump.take(&mut self.rbuf)?;
         if feed.state.push_body(chunk, complete) {
-            feed.bridge.post_deferred(Event::Disconnect(feed.state.clone()));
+            feed.bridge.post_deferred(Event::WakeReceive(feed.state.clone()));
         }
         if complete {
             self.body_feed = None;
@@ -744,7 +735,7 @@ impl<S: ClientStream> Conn<S> {
             backend.bridge.post_deferred(Event::Abandoned(state.id));
         }
         if ended.wake_receive {
-            backend.bridge.post_deferred(Event::Disconnect(state));
+            backend.bridge.post_deferred(Event::WakeReceive(state));
         }
         drop(permit);
         shared.request_finished(

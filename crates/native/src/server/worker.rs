@@ -33,8 +33,6 @@ pub struct Shared {
     /// One permit per request the worker admits at once (`ServerOptions::admitted`); take it
     /// with [`Shared::enter_app`].
     app_slot: Semaphore,
-    /// Admitted requests (held tickets); the worker stops accepting at `concurrency()`.
-    admitted: Cell<usize>,
     /// Signalled when a ticket is returned.
     ticket_returned: Notify,
     /// The last request id handed out ([`Shared::next_request_id`]).
@@ -109,8 +107,12 @@ impl Shared {
     /// worker is shutting down its slot.
     pub async fn enter_app(&self) -> Option<AppTicket<'_>> {
         let permit = self.app_slot.acquire().await.ok()?;
-        self.admitted.set(self.admitted.get() + 1);
         Some(AppTicket { _permit: permit, shared: self })
+    }
+
+    /// Requests admitted now (tickets held).
+    fn admitted(&self) -> usize {
+        self.opts.admitted() - self.app_slot.available_permits()
     }
 
     pub fn request_started(&self) {
@@ -191,7 +193,7 @@ enum AnyListener {
 /// so a busy worker leaves new connections in the shared accept queue for an idle sibling.
 async fn wait_until_idle(shared: &Shared) {
     // Single-threaded: nothing runs between the check and the registration of `notified`.
-    while shared.admitted.get() >= shared.opts.concurrency() {
+    while shared.admitted() >= shared.opts.concurrency() {
         shared.ticket_returned.notified().await;
     }
 }
@@ -204,7 +206,7 @@ pub struct AppTicket<'a> {
 
 impl Drop for AppTicket<'_> {
     fn drop(&mut self) {
-        self.shared.admitted.set(self.shared.admitted.get() - 1);
+        // The permit goes back to the semaphore right after this (field drop order).
         self.shared.ticket_returned.notify_waiters();
     }
 }
@@ -365,7 +367,6 @@ pub fn run(
             app: Arc::new(app),
             executor,
             app_slot: Semaphore::new(admitted),
-            admitted: Cell::new(0),
             ticket_returned: Notify::new(),
             request_ids: Cell::new(0),
             access_log,
