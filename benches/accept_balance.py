@@ -292,20 +292,10 @@ def main():
                     help="seconds the slow load runs before the fast load starts (1)")
     ap.add_argument("--servers", default=",".join(SERVERS),
                     help="ferrocorn,gunicorn-sync (both, in this order)")
-    ap.add_argument("--noisy-threshold", type=float, default=50.0,
-                    help="other CPU, %% of one core, above which a run is noisy (50)")
-    ap.add_argument("--idle-threshold", type=float, default=10.0,
-                    help="machine busy %% (all CPUs) counted as idle (10)")
-    ap.add_argument("--idle-timeout", type=float, default=60.0,
-                    help="max seconds to wait for idle before going on (60)")
-    ap.add_argument("--start-timeout", type=float, default=15.0,
-                    help="max seconds to wait for HTTP 200 (15)")
-    ap.add_argument("--out", help="append the markdown report to this file")
-    ap.add_argument("--keep-logs", action="store_true", help="keep server stdout/stderr")
+    compare.add_run_args(ap)
     args = ap.parse_args()
 
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk not found on PATH")
+    compare.require_wrk()
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     for n in names:
         if n not in SERVERS:

@@ -448,6 +448,27 @@ def measure(variant, app, module, args, env, logdir, seq, workers=None, wrk_time
         srv.stop()
 
 
+def add_run_args(ap, idle_timeout=60.0, keep_logs=True):
+    """The options every bench script shares: the noise and idle checks, the start timeout,
+    ``--out`` and (unless ``keep_logs`` is False) ``--keep-logs``."""
+    ap.add_argument("--noisy-threshold", type=float, default=50.0,
+                    help="other CPU, %% of one core, above which a run is noisy (50)")
+    ap.add_argument("--idle-threshold", type=float, default=10.0,
+                    help="machine busy %% (all CPUs) counted as idle (10)")
+    ap.add_argument("--idle-timeout", type=float, default=idle_timeout,
+                    help=f"max seconds to wait for idle before going on ({idle_timeout:g})")
+    ap.add_argument("--start-timeout", type=float, default=15.0,
+                    help="max seconds to wait for HTTP 200 (15)")
+    ap.add_argument("--out", help="append the markdown report to this file")
+    if keep_logs:
+        ap.add_argument("--keep-logs", action="store_true", help="keep server stdout/stderr")
+
+
+def require_wrk():
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found on PATH")
+
+
 class Workspace:
     """A bench run's scratch directory: the servers' XDG runtime dir (their control sockets
     never touch the user's), their logs, and the environment to start them with. Creating it
@@ -645,20 +666,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="rounds; median per row")
     ap.add_argument("--retry-noisy", action="store_true",
                     help="rerun a row once if other CPU > --noisy-threshold")
-    ap.add_argument("--noisy-threshold", type=float, default=50.0,
-                    help="other CPU, %% of one core, above which a row is noisy (50)")
-    ap.add_argument("--idle-threshold", type=float, default=10.0,
-                    help="machine busy %% (all CPUs) counted as idle (10)")
-    ap.add_argument("--idle-timeout", type=float, default=60.0,
-                    help="max seconds to wait for idle before going on (60)")
-    ap.add_argument("--start-timeout", type=float, default=15.0,
-                    help="max seconds to wait for HTTP 200 (15)")
-    ap.add_argument("--out", help="append the markdown report to this file")
-    ap.add_argument("--keep-logs", action="store_true", help="keep server stdout/stderr")
+    add_run_args(ap)
     args = ap.parse_args()
 
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk not found on PATH")
+    require_wrk()
     apps = [a.strip() for a in args.apps.split(",") if a.strip()]
     for a in apps:
         if a not in APPS:

@@ -154,17 +154,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     ap.add_argument("--scrape-interval", type=float, default=1.0, help="seconds between scrapes (1)")
-    ap.add_argument("--idle-threshold", type=float, default=10.0)
-    ap.add_argument("--idle-timeout", type=float, default=30.0)
-    ap.add_argument("--noisy-threshold", type=float, default=50.0,
-                    help="other CPU, %% of one core, above which a run is noisy (50)")
+    compare.add_run_args(ap, idle_timeout=30.0, keep_logs=False)
     ap.add_argument("--no-retry-noisy", dest="retry_noisy", action="store_false",
                     help="do not rerun a noisy run once (default: rerun, keep the cleaner one)")
-    ap.add_argument("--start-timeout", type=float, default=15.0)
-    ap.add_argument("--out", help="append the markdown report to this file")
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk not found on PATH")
+    compare.require_wrk()
 
     ws = compare.Workspace("ferrocorn-metrics-cost-")
     env, logdir = ws.env, ws.logdir

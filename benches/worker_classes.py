@@ -31,7 +31,6 @@ import argparse
 import copy
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -363,16 +362,10 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="workers per server (2)")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     ap.add_argument("--scenarios", default="io,asgi,cpu,gthread")
-    ap.add_argument("--noisy-threshold", type=float, default=50.0)
-    ap.add_argument("--idle-threshold", type=float, default=10.0)
-    ap.add_argument("--idle-timeout", type=float, default=60.0)
-    ap.add_argument("--start-timeout", type=float, default=15.0)
-    ap.add_argument("--out", help="append the markdown report to this file")
-    ap.add_argument("--keep-logs", action="store_true")
+    compare.add_run_args(ap)
     args = ap.parse_args()
 
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk not found on PATH")
+    compare.require_wrk()
     tools = {"httptools": has_module("httptools"), "uvicorn_worker": has_module("uvicorn.workers")}
     all_scen = scenarios(tools)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]

@@ -24,7 +24,6 @@ parsing) is ``compare.py``'s, imported as a module. Standard library; Linux only
 import argparse
 import copy
 import os
-import shutil
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -178,20 +177,10 @@ def main():
     ap.add_argument("--connections", type=int, default=64, help="wrk -c (64)")
     ap.add_argument("--threads", type=int, default=2, help="wrk -t (2)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds; median per cell (1)")
-    ap.add_argument("--noisy-threshold", type=float, default=50.0,
-                    help="other CPU, %% of one core, above which a run is noisy (50)")
-    ap.add_argument("--idle-threshold", type=float, default=10.0,
-                    help="machine busy %% (all CPUs) counted as idle (10)")
-    ap.add_argument("--idle-timeout", type=float, default=60.0,
-                    help="max seconds to wait for idle before going on (60)")
-    ap.add_argument("--start-timeout", type=float, default=15.0,
-                    help="max seconds to wait for HTTP 200 (15)")
-    ap.add_argument("--out", help="append the markdown report to this file")
-    ap.add_argument("--keep-logs", action="store_true", help="keep server stdout/stderr")
+    compare.add_run_args(ap)
     args = ap.parse_args()
 
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk not found on PATH")
+    compare.require_wrk()
     workers = parse_workers(args.workers)
     apps = [a.strip() for a in args.apps.split(",") if a.strip()]
     for a in apps:
