@@ -26,6 +26,15 @@ def feat(module_server, tmp_path_factory):
     return srv
 
 
+@pytest.fixture(scope="module")
+def feat_spooled(module_server, tmp_path_factory):
+    """features:app with every request body spooled to a temporary file."""
+    state = tmp_path_factory.mktemp("wsgi-state-spooled")
+    srv = module_server("features:app", "--body-buffer-size", "0", env={"STATE_DIR": str(state)})
+    srv.state = state
+    return srv
+
+
 def echo_env(srv, raw):
     data, _ = exchange(srv.port, raw)
     resps, _ = parse_responses(data)
@@ -179,9 +188,12 @@ INPUT_EXPECT = {
 }
 
 
+@pytest.mark.parametrize("store", ["memory", "spooled"])
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 @pytest.mark.parametrize("mode", sorted(INPUT_EXPECT))
-def test_wsgi_input_methods(feat, mode, framing):
+def test_wsgi_input_methods(request, store, mode, framing):
+    # The same reads give the same pieces whether the body is in memory or in a spool file.
+    feat = request.getfixturevalue("feat" if store == "memory" else "feat_spooled")
     if framing == "length":
         raw = request_bytes("POST", f"/input?mode={mode}", body=BODY)
     else:

@@ -301,6 +301,35 @@ def read_partial(environ, start_response):
     return _text(start_response, first)
 
 
+def digest(environ, start_response):
+    """Reads the body in 64 KiB pieces; reports its length, sha256, and how many of the worker's
+    open files are in the temp directory while the body is open (a spooled body is one)."""
+    import hashlib
+    import tempfile
+
+    inp = environ["wsgi.input"]
+    first = inp.read(65536)
+    tmp = os.path.realpath(tempfile.gettempdir())
+    spool_files = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(tmp + "/"):
+                spool_files += 1
+        except OSError:
+            pass
+    h = hashlib.sha256(first)
+    n = len(first)
+    while True:
+        piece = inp.read(65536)
+        if not piece:
+            break
+        h.update(piece)
+        n += len(piece)
+    body = json.dumps({"len": n, "sha256": h.hexdigest(), "spool_files": spool_files}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 # --- 100-continue ----------------------------------------------------------------------------
 def noread(environ, start_response):
     _mark("noread")
@@ -438,6 +467,7 @@ ROUTES = {
     "/crash_after_headers": crash_after_headers,
     "/crash_after_headers_cl": crash_after_headers_cl,
     "/input": input_methods,
+    "/digest": digest,
     "/read_partial": read_partial,
     "/noread": noread,
     "/readbody": readbody,

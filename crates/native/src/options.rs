@@ -29,6 +29,8 @@ pub struct ServerOptions {
     pub header_timeout: Duration,
     /// Longest wait for the client while reading a body or writing a response.
     pub io_timeout: Duration,
+    /// WSGI body bytes kept in memory; longer bodies are spooled to a temporary file.
+    pub body_buffer_size: usize,
     /// How long in-flight requests may run after a graceful stop signal.
     pub graceful_timeout: Duration,
     /// Peers whose proxy headers (scheme, forwarder headers) are trusted.
@@ -380,6 +382,7 @@ impl ServerOptions {
             keepalive: seconds(config.float("keepalive")),
             header_timeout: seconds(config.float("header_timeout")),
             io_timeout: if timeout > 0.0 { seconds(timeout) } else { Duration::from_secs(30) },
+            body_buffer_size: usize::try_from(config.int("body_buffer_size")).unwrap_or(usize::MAX),
             graceful_timeout: seconds(config.float("graceful_timeout")),
             forwarded_allow: AllowList::parse(
                 config.list("forwarded_allow_ips"),

@@ -19,6 +19,21 @@ pub(super) const SETTINGS: &[Setting] = &[
             "Seconds a worker may take to boot (fork to app loaded) before the master replaces \
              it; separate from --timeout so slow imports are not killed. 0 disables the limit.",
         ),
+    Setting::new(
+        "body_buffer_size",
+        S,
+        Kind::Int,
+        Validator::PosInt,
+        DefaultValue::Int(1024 * 1024),
+    )
+    .cli(&["--body-buffer-size"])
+    .meta("BYTES")
+    .help(
+        "Bytes of a WSGI request body kept in memory; a longer body is written to an unnamed \
+         temporary file in the system temp directory (TMPDIR) before the app runs, so large \
+         uploads cost disk, not worker memory. The app reads it from wsgi.input either way. \
+         0 spools every body.",
+    ),
     Setting::opt_string("metrics_bind", S).cli(&["--metrics-bind"]).meta("ADDRESS").help(
         "Serve Prometheus metrics of the whole instance (all workers) at http://ADDRESS/metrics, \
              e.g. 127.0.0.1:9100. Off by default.",

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::hooks::{Hooks, Request, WorkerHandle};
 use crate::wsgi::{
-    self, AppResponse, Committed, DeferredBody, DirectWriter, Input, RequestFacts, WsgiApp,
+    self, AppResponse, Committed, DeferredBody, DirectWriter, Input, RequestBody, RequestFacts,
+    WsgiApp,
 };
 
 /// What the app needs, shared by the event loop and the pool threads.
@@ -41,8 +42,8 @@ impl AppContext {
 
 /// Where `wsgi.input` gets the body from.
 pub enum InputSource {
-    /// Already read.
-    Buffered(Vec<u8>),
+    /// Already read (in memory or spooled to a temporary file).
+    Buffered(RequestBody),
     /// Read on first use, after `100 Continue`.
     Deferred(DeferredBody),
 }

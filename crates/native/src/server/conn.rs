@@ -35,7 +35,9 @@ use super::asgi_body::{BODY_QUEUE_LIMIT, BodyPump};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
-use crate::wsgi::{self, DeferredBody, DirectWriter, frame_chunk};
+use crate::wsgi::{
+    self, BodySink, DeferredBody, DirectWriter, RequestBody, SpoolError, frame_chunk,
+};
 
 const SERVER: &[u8] = b"ferrocorn";
 const READ_CHUNK: usize = 16 * 1024;
@@ -51,7 +53,15 @@ pub struct Peer {
 
 enum ConnError {
     Parse(ParseError),
+    /// A WSGI body could not be spooled to its temporary file (answered 500).
+    Spool(SpoolError),
     Closed,
+}
+
+impl From<SpoolError> for ConnError {
+    fn from(e: SpoolError) -> Self {
+        ConnError::Spool(e)
+    }
 }
 
 impl From<ParseError> for ConnError {
@@ -136,6 +146,7 @@ impl<S: ClientStream> Conn<S> {
             match self.read_proxy_header().await {
                 Ok(()) => {}
                 Err(ConnError::Parse(e)) => return self.reject(e).await,
+                Err(ConnError::Spool(e)) => return self.fail_spool(e).await,
                 Err(ConnError::Closed) => return,
             }
         }
@@ -145,6 +156,7 @@ impl<S: ClientStream> Conn<S> {
                 Ok(Some(h)) => h,
                 Ok(None) => return,
                 Err(ConnError::Parse(e)) => return self.reject(e).await,
+                Err(ConnError::Spool(e)) => return self.fail_spool(e).await,
                 Err(ConnError::Closed) => return,
             };
             first = false;
@@ -153,6 +165,7 @@ impl<S: ClientStream> Conn<S> {
                 Ok(true) => continue,
                 Ok(false) => return self.close_gracefully().await,
                 Err(ConnError::Parse(e)) => return self.reject(e).await,
+                Err(ConnError::Spool(e)) => return self.fail_spool(e).await,
                 Err(ConnError::Closed) => return,
             }
         }
@@ -254,31 +267,36 @@ impl<S: ClientStream> Conn<S> {
         }
     }
 
-    async fn read_body(&mut self, framing: BodyFraming) -> Result<Vec<u8>, ConnError> {
+    /// Read a whole request body: kept in memory up to `--body-buffer-size` bytes, spooled to
+    /// a temporary file beyond that (see [`BodySink`]).
+    async fn read_body(&mut self, framing: BodyFraming) -> Result<RequestBody, ConnError> {
         let io_timeout = self.shared.opts.io_timeout;
+        let mut sink = BodySink::new(self.shared.opts.body_buffer_size);
         match framing {
-            BodyFraming::Empty => Ok(Vec::new()),
-            BodyFraming::Length(n) => {
-                let n = usize::try_from(n).map_err(|_| {
-                    ParseError::new(ErrorKind::InvalidHeader, "Content-Length too large")
-                })?;
-                while self.rbuf.len() < n {
-                    let deadline = tokio::time::Instant::now() + io_timeout;
-                    if self.fill_until(deadline).await? == 0 {
-                        return Err(ConnError::Closed);
-                    }
+            BodyFraming::Empty => {}
+            BodyFraming::Length(mut left) => loop {
+                let take = self.rbuf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                sink.push(&self.rbuf[..take])?;
+                self.rbuf.drain(..take);
+                left -= take as u64;
+                if left == 0 {
+                    break;
                 }
-                let rest = self.rbuf.split_off(n);
-                Ok(std::mem::replace(&mut self.rbuf, rest))
-            }
+                let deadline = tokio::time::Instant::now() + io_timeout;
+                if self.fill_until(deadline).await? == 0 {
+                    return Err(ConnError::Closed);
+                }
+            },
             BodyFraming::Chunked => {
                 let mut decoder = ChunkedDecoder::new(self.shared.opts.limits.clone());
-                let mut body = Vec::new();
+                let mut decoded = Vec::new();
                 loop {
-                    let used = decoder.decode(&self.rbuf, &mut body)?;
+                    let used = decoder.decode(&self.rbuf, &mut decoded)?;
                     self.rbuf.drain(..used);
+                    sink.push(&decoded)?;
+                    decoded.clear();
                     if decoder.is_done() {
-                        return Ok(body);
+                        break;
                     }
                     let deadline = tokio::time::Instant::now() + io_timeout;
                     if self.fill_until(deadline).await? == 0 {
@@ -291,6 +309,7 @@ impl<S: ClientStream> Conn<S> {
                 }
             }
         }
+        Ok(sink.finish())
     }
 
     /// Serve one request. `Ok(true)`: the connection may carry another request.
@@ -331,8 +350,9 @@ impl<S: ClientStream> Conn<S> {
             };
         }
         let deferred = wants_continue;
-        let body = if deferred { Vec::new() } else { self.read_body(head.framing).await? };
-        let request_bytes = body.len() as u64;
+        let body =
+            if deferred { RequestBody::default() } else { self.read_body(head.framing).await? };
+        let request_bytes = body.len();
         let decoded_path = percent_decode(&head.path);
         let (pre_hook, post_hook) = (self.shared.app.pre_request, self.shared.app.post_request);
         let keep_environ =
@@ -352,6 +372,7 @@ impl<S: ClientStream> Conn<S> {
                 buffered: std::mem::take(&mut self.rbuf),
                 limits: self.shared.opts.limits.clone(),
                 timeout: self.shared.opts.io_timeout,
+                buffer_size: self.shared.opts.body_buffer_size,
             })
         } else {
             InputSource::Buffered(body)
@@ -1159,6 +1180,19 @@ impl<S: ClientStream> Conn<S> {
                 }
             }
             None => debug!("client went away: {err}"),
+        }
+    }
+
+    /// A body that could not be spooled: log why (naming the fix) and answer 500.
+    async fn fail_spool(&mut self, err: SpoolError) {
+        error!("{err}");
+        let wbuf = &mut self.wbuf;
+        let status = err.status();
+        with_http_date(|date| {
+            write_error_response(wbuf, status, "could not store the request body", date, SERVER)
+        });
+        if self.flush().await {
+            self.close_gracefully().await;
         }
     }
 

@@ -1,15 +1,17 @@
 //! `wsgi.input`: the request body as a file-like object (`read`, `read(n)`, `readline`,
 //! `readline(n)`, `readlines`, iteration). Normally the body was read in full by the connection
-//! driver before the app was called, so no Python thread ever waits on a slow client. For
+//! driver before the app was called (a large one into a temporary file, see [`super::body`]), so
+//! no Python thread ever waits on a slow client. For
 //! `Expect: 100-continue` the body is deferred: the first read sends `100 Continue` and then
 //! reads the body from the socket (blocking, with a timeout), so a client is only asked for its
 //! body when the app really wants it.
 
 use std::os::fd::RawFd;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use super::blocking_io::{read_some, write_all_fd};
+use super::body::{BodySink, RequestBody};
 
 use ferrocorn_http::{BodyFraming, ChunkedDecoder, ErrorKind, Limits, ParseError};
 use pyo3::exceptions::{PyIOError, PyValueError};
@@ -29,6 +31,8 @@ pub struct DeferredBody {
     pub limits: Limits,
     /// Longest wait for the client between reads.
     pub timeout: Duration,
+    /// Body bytes kept in memory before the rest is spooled to a temporary file.
+    pub buffer_size: usize,
 }
 
 /// What became of a deferred body, for the connection driver.
@@ -44,8 +48,8 @@ pub struct DeferredOutcome {
 
 #[derive(Debug)]
 struct InputState {
-    body: Vec<u8>,
-    position: usize,
+    body: RequestBody,
+    position: u64,
     deferred: Option<DeferredBody>,
     outcome: DeferredOutcome,
 }
@@ -58,7 +62,7 @@ pub struct Input {
 
 impl Input {
     /// An input over a body already read.
-    pub fn buffered(body: Vec<u8>) -> Self {
+    pub fn buffered(body: RequestBody) -> Self {
         Input {
             state: Mutex::new(InputState {
                 body,
@@ -73,7 +77,7 @@ impl Input {
     pub fn deferred(body: DeferredBody) -> Self {
         Input {
             state: Mutex::new(InputState {
-                body: Vec::new(),
+                body: RequestBody::default(),
                 position: 0,
                 deferred: Some(body),
                 outcome: DeferredOutcome::default(),
@@ -92,12 +96,19 @@ impl Input {
         if outcome.consumed || outcome.failed { Some(outcome) } else { None }
     }
 
-    fn with_body<R>(&self, py: Python<'_>, f: impl FnOnce(&mut InputState) -> R) -> PyResult<R> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    /// The state, with a deferred body fetched first (without the GIL: the socket read
+    /// blocks). A thread finding the state locked by another waits without the GIL, so the
+    /// holder can take it back.
+    fn state(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, InputState>> {
+        let mut state = loop {
+            match self.state.try_lock() {
+                Ok(guard) => break guard,
+                Err(TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(TryLockError::WouldBlock) => py.detach(std::thread::yield_now),
+            }
+        };
         if let Some(deferred) = state.deferred.take() {
-            // The socket read blocks; let other Python threads run meanwhile.
-            let result = py.detach(|| fetch_deferred(deferred));
-            match result {
+            match py.detach(|| fetch_deferred(deferred)) {
                 Ok((body, remainder)) => {
                     state.body = body;
                     state.outcome = DeferredOutcome { consumed: true, remainder, failed: false };
@@ -108,37 +119,64 @@ impl Input {
                 }
             }
         }
-        Ok(f(&mut state))
+        Ok(state)
+    }
+
+    /// The next line of the body, at most `limit` bytes; empty at the end.
+    fn next_line(&self, py: Python<'_>, limit: usize) -> PyResult<Vec<u8>> {
+        let mut state = self.state(py)?;
+        let (body, position) = (&state.body, state.position);
+        let line = if body.is_spooled() {
+            py.detach(|| body.line_at(position, limit))
+        } else {
+            body.line_at(position, limit)
+        }
+        .map_err(spool_read_error)?;
+        state.position += line.len() as u64;
+        Ok(line)
     }
 }
 
+fn spool_read_error(e: std::io::Error) -> PyErr {
+    PyIOError::new_err(format!("error reading the spooled request body: {e}"))
+}
+
 /// Send 100 Continue, then read the whole body. Returns the body and any bytes past it.
-fn fetch_deferred(deferred: DeferredBody) -> Result<(Vec<u8>, Vec<u8>), ParseError> {
+fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), ParseError> {
     let io_err = |e: std::io::Error| ParseError::new(ErrorKind::NoMoreData, e.to_string());
+    let spool_err =
+        |e: super::body::SpoolError| ParseError::new(ErrorKind::NoMoreData, e.to_string());
     write_all_fd(deferred.fd, b"HTTP/1.1 100 Continue\r\n\r\n", deferred.timeout)
         .map_err(io_err)?;
     let mut pending = deferred.buffered;
+    let mut sink = BodySink::new(deferred.buffer_size);
     match deferred.framing {
-        BodyFraming::Empty => Ok((Vec::new(), pending)),
+        BodyFraming::Empty => Ok((RequestBody::default(), pending)),
         BodyFraming::Length(n) => {
-            let n =
-                usize::try_from(n).map_err(|_| io_err(std::io::ErrorKind::OutOfMemory.into()))?;
-            while pending.len() < n {
+            let mut left = n;
+            loop {
+                let take = pending.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                sink.push(&pending[..take]).map_err(spool_err)?;
+                pending.drain(..take);
+                left -= take as u64;
+                if left == 0 {
+                    return Ok((sink.finish(), pending));
+                }
                 if read_some(deferred.fd, &mut pending, deferred.timeout).map_err(io_err)? == 0 {
                     return Err(ParseError::new(ErrorKind::NoMoreData, "client closed mid-body"));
                 }
             }
-            let remainder = pending.split_off(n);
-            Ok((pending, remainder))
         }
         BodyFraming::Chunked => {
             let mut decoder = ChunkedDecoder::new(deferred.limits);
-            let mut body = Vec::new();
+            let mut decoded = Vec::new();
             loop {
-                let used = decoder.decode(&pending, &mut body)?;
+                let used = decoder.decode(&pending, &mut decoded)?;
                 pending.drain(..used);
+                sink.push(&decoded).map_err(spool_err)?;
+                decoded.clear();
                 if decoder.is_done() {
-                    return Ok((body, pending));
+                    return Ok((sink.finish(), pending));
                 }
                 if read_some(deferred.fd, &mut pending, deferred.timeout).map_err(io_err)? == 0 {
                     return Err(ParseError::new(
@@ -155,38 +193,33 @@ fn size_arg(size: Option<isize>) -> Option<usize> {
     size.and_then(|s| usize::try_from(s).ok())
 }
 
-fn take_line(state: &mut InputState, limit: Option<usize>) -> (usize, usize) {
-    let rest = &state.body[state.position..];
-    let window = limit.map_or(rest.len(), |l| l.min(rest.len()));
-    let end = memchr::memchr(b'\n', &rest[..window]).map_or(window, |i| i + 1);
-    let start = state.position;
-    state.position += end;
-    (start, start + end)
-}
-
 #[pymethods]
 impl Input {
     /// Read up to `size` bytes (all remaining when omitted, None or negative).
     #[pyo3(signature = (size = None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let (start, end, bytes) = self.with_body(py, |state| {
-            let left = state.body.len() - state.position;
-            let n = size_arg(size).map_or(left, |s| s.min(left));
-            let start = state.position;
-            state.position += n;
-            (start, start + n, PyBytes::new(py, &state.body[start..start + n]))
-        })?;
-        let _ = (start, end);
+        let mut state = self.state(py)?;
+        let (body, position) = (&state.body, state.position);
+        let left = body.len() - position;
+        let n = size_arg(size).map_or(left, |s| (s as u64).min(left)) as usize;
+        let bytes = match body {
+            RequestBody::Memory(all) => {
+                PyBytes::new(py, &all[position as usize..position as usize + n])
+            }
+            spooled => {
+                let data = py.detach(|| spooled.read_at(position, n)).map_err(spool_read_error)?;
+                PyBytes::new(py, &data)
+            }
+        };
+        state.position += n as u64;
         Ok(bytes)
     }
 
     /// Read one line (up to and including `\n`), at most `size` bytes.
     #[pyo3(signature = (size = None))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.with_body(py, |state| {
-            let (start, end) = take_line(state, size_arg(size));
-            PyBytes::new(py, &state.body[start..end])
-        })
+        let line = self.next_line(py, size_arg(size).unwrap_or(usize::MAX))?;
+        Ok(PyBytes::new(py, &line))
     }
 
     /// Read all remaining lines (stopping once `hint` bytes were collected, when given).
@@ -194,22 +227,17 @@ impl Input {
     fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
         let lines = PyList::empty(py);
         let hint = size_arg(hint).filter(|h| *h > 0);
-        let chunks: Vec<(usize, usize)> = self.with_body(py, |state| {
-            let mut out = Vec::new();
-            let mut total = 0;
-            while state.position < state.body.len() {
-                let (s, e) = take_line(state, None);
-                total += e - s;
-                out.push((s, e));
-                if hint.is_some_and(|h| total >= h) {
-                    break;
-                }
+        let mut total = 0;
+        loop {
+            let line = self.next_line(py, usize::MAX)?;
+            if line.is_empty() {
+                break;
             }
-            out
-        })?;
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for (s, e) in chunks {
-            lines.append(PyBytes::new(py, &state.body[s..e]))?;
+            total += line.len();
+            lines.append(PyBytes::new(py, &line))?;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
         }
         Ok(lines)
     }

@@ -4,6 +4,7 @@
 //! except the deferred `100-continue` body read in [`input`].
 
 mod blocking_io;
+mod body;
 mod call;
 mod environ;
 mod errors_stream;
@@ -11,6 +12,7 @@ mod file_wrapper;
 mod input;
 mod start_response;
 
+pub use body::{BodySink, RequestBody, SpoolError};
 pub use call::{AppResponse, close_result, log_exception, next_chunk};
 pub use environ::{EnvironBuilder, EnvironError, ListenerEnv, RequestFacts};
 pub use file_wrapper::FileWrapper;
