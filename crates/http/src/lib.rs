@@ -8,6 +8,7 @@
 //! bodies with trailers, and PROXY protocol v1/v2. Every failure is a [`ParseError`] that knows
 //! the HTTP status it is answered with (or that the connection is just closed).
 
+mod body;
 mod chunked;
 mod error;
 mod fields;
@@ -20,6 +21,7 @@ mod scheme;
 mod token;
 mod websocket;
 
+pub use body::BodyPump;
 pub use chunked::ChunkedDecoder;
 pub use error::{ErrorKind, ParseError};
 pub use limits::{HeaderMapPolicy, Limits};

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ferrocorn_http::{
-    BodyFraming, ChunkedDecoder, ErrorKind, ParseError, ProxyInfo, ProxyMode, ProxyParse,
-    RequestHead, ResponseFraming, ResponseHead, parse_proxy_header, parse_request_head,
-    percent_decode, url_scheme_from_headers, write_error_response,
+    BodyFraming, BodyPump, ErrorKind, ParseError, ProxyInfo, ProxyMode, ProxyParse, RequestHead,
+    ResponseFraming, ResponseHead, parse_proxy_header, parse_request_head, percent_decode,
+    url_scheme_from_headers, write_error_response,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -31,7 +31,6 @@ use std::net::SocketAddr;
 use tokio::sync::{mpsc, oneshot};
 
 use super::app_call::{self, CallRequest, Called, Chunks, InputSource, PumpMode, Reply};
-use super::asgi_body::{BODY_QUEUE_LIMIT, BodyPump};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
@@ -41,6 +40,8 @@ use crate::wsgi::{
 
 const SERVER: &[u8] = b"ferrocorn";
 const READ_CHUNK: usize = 16 * 1024;
+/// Request body bytes queued for an ASGI app before the connection stops reading the socket.
+const BODY_QUEUE_LIMIT: usize = 256 * 1024;
 
 /// The client's address as seen on the socket.
 #[derive(Debug, Clone, Copy)]
@@ -270,46 +271,21 @@ impl<S: ClientStream> Conn<S> {
     /// Read a whole request body: kept in memory up to `--body-buffer-size` bytes, spooled to
     /// a temporary file beyond that (see [`BodySink`]).
     async fn read_body(&mut self, framing: BodyFraming) -> Result<RequestBody, ConnError> {
-        let io_timeout = self.shared.opts.io_timeout;
         let mut sink = BodySink::new(self.shared.opts.body_buffer_size);
-        match framing {
-            BodyFraming::Empty => {}
-            BodyFraming::Length(mut left) => loop {
-                let take = self.rbuf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                sink.push(&self.rbuf[..take])?;
-                self.rbuf.drain(..take);
-                left -= take as u64;
-                if left == 0 {
-                    break;
-                }
-                let deadline = tokio::time::Instant::now() + io_timeout;
-                if self.fill_until(deadline).await? == 0 {
-                    return Err(ConnError::Closed);
-                }
-            },
-            BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::new(self.shared.opts.limits.clone());
-                let mut decoded = Vec::new();
-                loop {
-                    let used = decoder.decode(&self.rbuf, &mut decoded)?;
-                    self.rbuf.drain(..used);
-                    sink.push(&decoded)?;
-                    decoded.clear();
-                    if decoder.is_done() {
-                        break;
-                    }
-                    let deadline = tokio::time::Instant::now() + io_timeout;
-                    if self.fill_until(deadline).await? == 0 {
-                        return Err(ParseError::new(
-                            ErrorKind::ChunkMissingTerminator,
-                            "client closed inside a chunked body",
-                        )
-                        .into());
-                    }
-                }
+        let Some(mut pump) = BodyPump::new(framing, self.shared.opts.limits.clone()) else {
+            return Ok(sink.finish());
+        };
+        loop {
+            let (chunk, complete) = pump.take(&mut self.rbuf)?;
+            sink.push(&chunk)?;
+            if complete {
+                return Ok(sink.finish());
+            }
+            let deadline = tokio::time::Instant::now() + self.shared.opts.io_timeout;
+            if self.fill_until(deadline).await? == 0 {
+                return Err(pump.ended_early().into());
             }
         }
-        Ok(sink.finish())
     }
 
     /// Serve one request. `Ok(true)`: the connection may carry another request.

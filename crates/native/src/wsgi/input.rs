@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::blocking_io::{read_some, write_all_fd};
 use super::body::{BodySink, RequestBody};
 
-use ferrocorn_http::{BodyFraming, ChunkedDecoder, ErrorKind, Limits, ParseError};
+use ferrocorn_http::{BodyFraming, BodyPump, ErrorKind, Limits, ParseError};
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -144,47 +144,21 @@ fn spool_read_error(e: std::io::Error) -> PyErr {
 /// Send 100 Continue, then read the whole body. Returns the body and any bytes past it.
 fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), ParseError> {
     let io_err = |e: std::io::Error| ParseError::new(ErrorKind::NoMoreData, e.to_string());
-    let spool_err =
-        |e: super::body::SpoolError| ParseError::new(ErrorKind::NoMoreData, e.to_string());
     write_all_fd(deferred.fd, b"HTTP/1.1 100 Continue\r\n\r\n", deferred.timeout)
         .map_err(io_err)?;
     let mut pending = deferred.buffered;
     let mut sink = BodySink::new(deferred.buffer_size);
-    match deferred.framing {
-        BodyFraming::Empty => Ok((RequestBody::default(), pending)),
-        BodyFraming::Length(n) => {
-            let mut left = n;
-            loop {
-                let take = pending.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                sink.push(&pending[..take]).map_err(spool_err)?;
-                pending.drain(..take);
-                left -= take as u64;
-                if left == 0 {
-                    return Ok((sink.finish(), pending));
-                }
-                if read_some(deferred.fd, &mut pending, deferred.timeout).map_err(io_err)? == 0 {
-                    return Err(ParseError::new(ErrorKind::NoMoreData, "client closed mid-body"));
-                }
-            }
+    let Some(mut pump) = BodyPump::new(deferred.framing, deferred.limits) else {
+        return Ok((sink.finish(), pending));
+    };
+    loop {
+        let (chunk, complete) = pump.take(&mut pending)?;
+        sink.push(&chunk).map_err(|e| ParseError::new(ErrorKind::NoMoreData, e.to_string()))?;
+        if complete {
+            return Ok((sink.finish(), pending));
         }
-        BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::new(deferred.limits);
-            let mut decoded = Vec::new();
-            loop {
-                let used = decoder.decode(&pending, &mut decoded)?;
-                pending.drain(..used);
-                sink.push(&decoded).map_err(spool_err)?;
-                decoded.clear();
-                if decoder.is_done() {
-                    return Ok((sink.finish(), pending));
-                }
-                if read_some(deferred.fd, &mut pending, deferred.timeout).map_err(io_err)? == 0 {
-                    return Err(ParseError::new(
-                        ErrorKind::ChunkMissingTerminator,
-                        "client closed mid-body",
-                    ));
-                }
-            }
+        if read_some(deferred.fd, &mut pending, deferred.timeout).map_err(io_err)? == 0 {
+            return Err(pump.ended_early());
         }
     }
 }

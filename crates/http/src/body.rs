@@ -1,12 +1,8 @@
-//! The part of an ASGI request body that is still on the socket when the app starts: how much
-//! is left and how to cut it out of the read buffer (Content-Length or chunked). The connection
-//! reads and queues it for `receive()` while the app runs, [`BODY_QUEUE_LIMIT`] bytes ahead of
-//! the app at most.
+//! Cutting a request body out of a connection's read buffer as it arrives (Content-Length or
+//! chunked), leaving the bytes past it (a pipelined request) in place. The connection driver
+//! uses it to stream an ASGI body to the app and to collect a WSGI body before the app runs.
 
-use ferrocorn_http::{BodyFraming, ChunkedDecoder, Limits, ParseError};
-
-/// Request body bytes queued for the app before the connection stops reading the socket.
-pub const BODY_QUEUE_LIMIT: usize = 256 * 1024;
+use crate::{BodyFraming, ChunkedDecoder, ErrorKind, Limits, ParseError};
 
 /// What remains of a request body.
 pub enum BodyPump {
@@ -43,6 +39,21 @@ impl BodyPump {
                 rbuf.drain(..used);
                 Ok((chunk, decoder.is_done()))
             }
+        }
+    }
+}
+
+impl BodyPump {
+    /// The error for a client that closed the connection before the body was complete: a
+    /// chunked body without its last chunk is malformed (400), a short Content-Length body just
+    /// ends the connection.
+    pub fn ended_early(&self) -> ParseError {
+        match self {
+            BodyPump::Length(_) => ParseError::new(ErrorKind::NoMoreData, "client closed mid-body"),
+            BodyPump::Chunked(_) => ParseError::new(
+                ErrorKind::ChunkMissingTerminator,
+                "client closed inside a chunked body",
+            ),
         }
     }
 }
