@@ -4,7 +4,6 @@
 //! [`pump_stream`] keeps pulling a streaming response on the pool thread and hands the chunks
 //! over a channel, so a slow generator never blocks the event loop.
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use ferrocorn_http::{ProxyInfo, RequestHead, ResponseHead};
@@ -14,8 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::hooks::{Hooks, Request, WorkerHandle};
 use crate::wsgi::{
-    self, AppResponse, Committed, DeferredBody, DirectWriter, Input, RequestBody, RequestFacts,
-    WsgiApp,
+    self, AppResponse, Committed, DeferredBody, DirectWriter, FileResponse, Input, RequestBody,
+    RequestFacts, WsgiApp,
 };
 
 /// What the app needs, shared by the event loop and the pool threads.
@@ -148,20 +147,7 @@ pub enum Reply {
         result: Option<Py<PyAny>>,
     },
     /// A file to send with sendfile.
-    File {
-        /// Status and headers.
-        head: ResponseHead,
-        /// Bytes from `write()` first.
-        prefix: Vec<u8>,
-        /// File descriptor.
-        fd: RawFd,
-        /// Start offset.
-        offset: u64,
-        /// Bytes to send.
-        length: u64,
-        /// The FileWrapper to `close()` afterwards.
-        result: Py<PyAny>,
-    },
+    File(FileResponse),
 }
 
 /// The outcome of one app call.
@@ -252,9 +238,7 @@ pub fn call(
         AppResponse::Continue { committed, iterator, result } => {
             Reply::Continue { committed, chunks: Chunks::Inline(iterator), result: Some(result) }
         }
-        AppResponse::File { head, prefix, fd, offset, length, result } => {
-            Reply::File { head, prefix, fd, offset, length, result }
-        }
+        AppResponse::File(file) => Reply::File(file),
     };
     Called {
         reply,

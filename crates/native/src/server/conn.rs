@@ -35,7 +35,7 @@ use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
 use crate::wsgi::{
-    self, BodySink, DeferredBody, DirectWriter, RequestBody, SpoolError, frame_chunk,
+    self, BodySink, DeferredBody, DirectWriter, FileResponse, RequestBody, SpoolError, frame_chunk,
 };
 
 const SERVER: &[u8] = b"ferrocorn";
@@ -493,13 +493,11 @@ impl<S: ClientStream> Conn<S> {
                 }
                 Some(self.send_error(504).await)
             }
-            Reply::File { head: rhead, prefix, fd, offset, length, result } => {
-                let sent = self
-                    .send_file_response(&head, &rhead, &prefix, fd, offset, length, &mut keep_alive)
-                    .await;
+            Reply::File(file) => {
+                let sent = self.send_file_response(&head, &file, &mut keep_alive).await;
                 Python::attach(|py| {
-                    wsgi::close_result(py, result.bind(py));
-                    drop(result);
+                    wsgi::close_result(py, file.result.bind(py));
+                    drop(file);
                 });
                 drop(permit);
                 sent
@@ -1087,13 +1085,11 @@ impl<S: ClientStream> Conn<S> {
     async fn send_file_response(
         &mut self,
         req: &RequestHead,
-        rhead: &ResponseHead,
-        prefix: &[u8],
-        fd: std::os::fd::RawFd,
-        offset: u64,
-        length: u64,
+        file: &FileResponse,
         keep_alive: &mut bool,
     ) -> Option<Sent> {
+        let FileResponse { head: rhead, prefix, fd, offset, length, .. } = file;
+        let (fd, offset, length) = (*fd, *offset, *length);
         let body_allowed = rhead.body_allowed(req.is_head());
         let total = prefix.len() as u64 + length;
         let framing = match rhead.content_length() {

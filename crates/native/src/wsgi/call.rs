@@ -34,20 +34,7 @@ pub enum AppResponse {
         result: Py<PyAny>,
     },
     /// A `wsgi.file_wrapper` over a real file: send with sendfile.
-    File {
-        /// Validated status and headers.
-        head: ResponseHead,
-        /// Bytes passed to write() before the file.
-        prefix: Vec<u8>,
-        /// The file's descriptor (kept open by `result` until close()).
-        fd: RawFd,
-        /// Where to start.
-        offset: u64,
-        /// How many bytes to send.
-        length: u64,
-        /// The FileWrapper (close() closes the file).
-        result: Py<PyAny>,
-    },
+    File(FileResponse),
     /// `write()` already sent the head (and maybe body bytes); continue with the iterable.
     Continue {
         /// What was sent.
@@ -61,6 +48,22 @@ pub enum AppResponse {
     Failed,
     /// The app failed after `write()` sent the head: the connection must be closed.
     Aborted,
+}
+
+/// A `wsgi.file_wrapper` response over a real file, to send with sendfile.
+pub struct FileResponse {
+    /// Validated status and headers.
+    pub head: ResponseHead,
+    /// Bytes passed to write() before the file.
+    pub prefix: Vec<u8>,
+    /// The file's descriptor (kept open by `result` until close()).
+    pub fd: RawFd,
+    /// Where to start.
+    pub offset: u64,
+    /// How many bytes to send.
+    pub length: u64,
+    /// The FileWrapper (close() closes the file).
+    pub result: Py<PyAny>,
 }
 
 /// Call `close()` on an app result if it has one; errors are logged.
@@ -160,14 +163,14 @@ pub fn call_app(
             Ok(head) => {
                 starter.mark_sent();
                 let length = head.content_length().map_or(size, |cl| cl.min(size));
-                AppResponse::File {
+                AppResponse::File(FileResponse {
                     head,
                     prefix: starter.take_written(),
                     fd,
                     offset,
                     length,
                     result: result.clone().unbind(),
-                }
+                })
             }
             Err(msg) => {
                 crate::logging::error!("Error handling request: {msg}");
