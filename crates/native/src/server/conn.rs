@@ -40,6 +40,8 @@ use crate::wsgi::{
 
 const SERVER: &[u8] = b"ferrocorn";
 const READ_CHUNK: usize = 16 * 1024;
+/// Read size while a request body is coming (larger reads, fewer syscalls).
+const BODY_READ_CHUNK: usize = 64 * 1024;
 /// Request body bytes queued for an ASGI app before the connection stops reading the socket.
 const BODY_QUEUE_LIMIT: usize = 256 * 1024;
 
@@ -273,14 +275,15 @@ impl<S: ClientStream> Conn<S> {
     async fn read_body(&mut self, framing: BodyFraming) -> Result<RequestBody, ConnError> {
         let mut sink = BodySink::new(self.shared.opts.body_buffer_size);
         let Some(mut pump) = BodyPump::new(framing, self.shared.opts.limits.clone()) else {
-            return Ok(sink.finish());
+            return Ok(sink.finish()?);
         };
         loop {
             let (chunk, complete) = pump.take(&mut self.rbuf)?;
             sink.push(&chunk)?;
             if complete {
-                return Ok(sink.finish());
+                return Ok(sink.finish()?);
             }
+            self.rbuf.reserve(BODY_READ_CHUNK);
             let deadline = tokio::time::Instant::now() + self.shared.opts.io_timeout;
             if self.fill_until(deadline).await? == 0 {
                 return Err(pump.ended_early().into());

@@ -112,9 +112,21 @@ impl RequestBody {
 #[derive(Debug)]
 pub struct BodySink {
     buffer_size: usize,
+    /// The body while it fits the buffer; once spooled, bytes not yet written to the file.
     memory: Vec<u8>,
-    spool: Option<(File, u64)>,
+    spool: Option<Spool>,
 }
+
+#[derive(Debug)]
+struct Spool {
+    file: File,
+    dir: PathBuf,
+    written: u64,
+}
+
+/// Spooled bytes are written to the file in blocks of this size (few large writes instead of
+/// one per socket read).
+const SPOOL_WRITE_BLOCK: usize = 256 * 1024;
 
 /// Bodies spooled by this process, for the fallback file names.
 static SPOOLED: AtomicU64 = AtomicU64::new(0);
@@ -127,33 +139,38 @@ impl BodySink {
 
     /// Append body bytes.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        if bytes.is_empty() {
-            return Ok(());
+        if self.spool.is_none() && self.memory.len() + bytes.len() > self.buffer_size {
+            let dir = std::env::temp_dir();
+            match open_spool_file(&dir) {
+                Ok(file) => self.spool = Some(Spool { file, dir, written: 0 }),
+                Err(source) => return Err(SpoolError { dir, source }),
+            }
         }
-        if self.spool.is_none() && self.memory.len() + bytes.len() <= self.buffer_size {
-            self.memory.extend_from_slice(bytes);
-            return Ok(());
+        self.memory.extend_from_slice(bytes);
+        if self.spool.is_some() && self.memory.len() >= SPOOL_WRITE_BLOCK {
+            self.write_out()?;
         }
-        let dir = std::env::temp_dir();
-        let failed = |source| SpoolError { dir: dir.clone(), source };
-        if self.spool.is_none() {
-            let mut file = open_spool_file(&dir).map_err(failed)?;
-            file.write_all(&self.memory).map_err(failed)?;
-            self.spool = Some((file, self.memory.len() as u64));
-            self.memory = Vec::new();
+        Ok(())
+    }
+
+    /// Write the staged bytes to the spool file.
+    fn write_out(&mut self) -> Result<(), SpoolError> {
+        let Some(spool) = self.spool.as_mut() else { return Ok(()) };
+        if let Err(source) = spool.file.write_all(&self.memory) {
+            return Err(SpoolError { dir: spool.dir.clone(), source });
         }
-        let Some((file, len)) = self.spool.as_mut() else { unreachable!("spool opened above") };
-        file.write_all(bytes).map_err(failed)?;
-        *len += bytes.len() as u64;
+        spool.written += self.memory.len() as u64;
+        self.memory.clear();
         Ok(())
     }
 
     /// The collected body.
-    pub fn finish(self) -> RequestBody {
-        match self.spool {
-            Some((file, len)) => RequestBody::Spooled { file, len },
+    pub fn finish(mut self) -> Result<RequestBody, SpoolError> {
+        self.write_out()?;
+        Ok(match self.spool {
+            Some(spool) => RequestBody::Spooled { file: spool.file, len: spool.written },
             None => RequestBody::Memory(self.memory),
-        }
+        })
     }
 }
 
@@ -194,7 +211,7 @@ mod tests {
         for piece in pieces {
             sink.push(piece).expect("spool");
         }
-        sink.finish()
+        sink.finish().expect("spool")
     }
 
     #[test]
@@ -212,6 +229,14 @@ mod tests {
         assert_eq!(body.read_at(0, 100).unwrap(), b"first\nsecond\nthird");
         assert_eq!(body.read_at(6, 3).unwrap(), b"sec");
         assert_eq!(body.read_at(18, 3).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_body_larger_than_the_write_block_is_whole_in_the_file() {
+        let piece: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+        let body = collect(1000, &[&piece, &piece, &piece, &piece]);
+        assert_eq!(body.len(), 400_000);
+        assert_eq!(body.read_at(0, usize::MAX).unwrap(), piece.repeat(4));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use super::blocking_io::{read_some, write_all_fd};
-use super::body::{BodySink, RequestBody};
+use super::body::{BodySink, RequestBody, SpoolError};
 
 use ferrocorn_http::{BodyFraming, BodyPump, ErrorKind, Limits, ParseError};
 use pyo3::exceptions::{PyIOError, PyValueError};
@@ -148,14 +148,15 @@ fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), Pars
         .map_err(io_err)?;
     let mut pending = deferred.buffered;
     let mut sink = BodySink::new(deferred.buffer_size);
+    let spool_err = |e: SpoolError| ParseError::new(ErrorKind::NoMoreData, e.to_string());
     let Some(mut pump) = BodyPump::new(deferred.framing, deferred.limits) else {
-        return Ok((sink.finish(), pending));
+        return Ok((sink.finish().map_err(spool_err)?, pending));
     };
     loop {
         let (chunk, complete) = pump.take(&mut pending)?;
-        sink.push(&chunk).map_err(|e| ParseError::new(ErrorKind::NoMoreData, e.to_string()))?;
+        sink.push(&chunk).map_err(spool_err)?;
         if complete {
-            return Ok((sink.finish(), pending));
+            return Ok((sink.finish().map_err(spool_err)?, pending));
         }
         if read_some(deferred.fd, &mut pending, deferred.timeout).map_err(io_err)? == 0 {
             return Err(pump.ended_early());
