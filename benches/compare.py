@@ -340,12 +340,15 @@ def parse_wrk(out):
     return res
 
 
-def run_wrk(url, threads, conns, duration, latency, timeout_s=None):
+def run_wrk(url, threads, conns, duration, latency, timeout_s=None, script=None):
     """Run wrk, return (stdout, cpu seconds used by wrk, returncode). ``timeout_s`` sets wrk's
-    per-request ``--timeout`` (its default of 2 s is too short for apps that queue)."""
+    per-request ``--timeout`` (its default of 2 s is too short for apps that queue);
+    ``script`` is a wrk Lua script (``-s``), e.g. one that POSTs a body."""
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s"]
     if timeout_s:
         argv.append(f"--timeout={timeout_s}s")
+    if script:
+        argv += ["-s", script]
     if latency:
         argv.append("--latency")
     argv.append(url)
@@ -369,11 +372,26 @@ def run_wrk(url, threads, conns, duration, latency, timeout_s=None):
 # --------------------------------------------------------------------------
 
 
+def peak_rss_kib(pids):
+    """The largest peak resident set (VmHWM) among ``pids``, in KiB (None if none is readable)."""
+    peaks = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                peaks += [int(line.split()[1]) for line in f if line.startswith("VmHWM:")]
+        except OSError:
+            pass
+    return max(peaks, default=None)
+
+
 def measure(variant, app, module, args, env, logdir, seq, workers=None, wrk_timeout=None,
-            drain_s=0.0):
+            drain_s=0.0, wrk_script=None, check=None):
     """One row. ``workers`` overrides ``args.workers``; ``wrk_timeout`` is wrk's --timeout;
     ``drain_s`` is waited after the warm-up so requests it left queued are not served inside
-    the measured window."""
+    the measured window; ``wrk_script`` is passed to wrk as ``-s``; ``check(url)`` runs before
+    the load and returns an error text when the server answers wrongly (the row is then
+    "wrong answer", so a broken server cannot look fast). The row's ``peak_rss_mib`` is the
+    largest peak memory of any process of the server after the run."""
     workers = workers or args.workers
     row = {"key": variant.key, "server": variant.server,
            "config": variant.config.format(w=workers), "status": "ok", "notes": []}
@@ -407,19 +425,26 @@ def measure(variant, app, module, args, env, logdir, seq, workers=None, wrk_time
             row["error"] = f"{err}; stderr: {detail}" if detail else err
             return row
         url = f"http://127.0.0.1:{port}/"
+        wrong = check(url) if check else None
+        if wrong:
+            row["status"] = "wrong answer"
+            row["error"] = wrong
+            return row
         if args.warmup > 0:
-            run_wrk(url, args.threads, args.connections, args.warmup, False, wrk_timeout)
+            run_wrk(url, args.threads, args.connections, args.warmup, False, wrk_timeout,
+                    wrk_script)
             time.sleep(drain_s)
 
         before = srv.snapshot()
         sb0, st0 = sys_cpu()
         t0 = time.monotonic()
         out, wrk_cpu, rc = run_wrk(url, args.threads, args.connections, args.duration, True,
-                                   wrk_timeout)
+                                   wrk_timeout, wrk_script)
         wall = time.monotonic() - t0
         sb1, st1 = sys_cpu()
         after = srv.snapshot()
         alive = srv.proc.poll() is None
+        peak = peak_rss_kib(after)
 
         res = parse_wrk(out)
         if rc != 0 or res["rps"] is None:
@@ -438,6 +463,7 @@ def measure(variant, app, module, args, env, logdir, seq, workers=None, wrk_time
             wrk_cpu_pct=100.0 * wrk_cpu / wall,
             other_pct=100.0 * other / wall,
             procs=len(after),
+            peak_rss_mib=peak / 1024 if peak is not None else None,
         )
         if not alive:
             row["notes"].append("server exited during run")
@@ -578,7 +604,8 @@ def merge_rounds(rows):
     if not ok:
         return base
     base = dict(ok[0])
-    for k in ("rps", "p50", "p99", "srv_cpu_pct", "us_per_req", "wrk_cpu_pct", "other_pct"):
+    for k in ("rps", "p50", "p99", "srv_cpu_pct", "us_per_req", "wrk_cpu_pct", "other_pct",
+              "peak_rss_mib"):
         vals = [r[k] for r in ok if r.get(k) is not None]
         base[k] = statistics.median(vals) if vals else None
     base["errors"] = sum(r["errors"] for r in ok)

@@ -78,6 +78,18 @@ impl RequestBody {
         }
     }
 
+    /// Fill `buf` with the bytes at `offset` (the caller keeps `buf` within the body).
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            RequestBody::Memory(bytes) => {
+                let start = offset as usize;
+                buf.copy_from_slice(&bytes[start..start + buf.len()]);
+                Ok(())
+            }
+            RequestBody::Spooled { file, .. } => file.read_exact_at(buf, offset),
+        }
+    }
+
     /// The bytes from `offset` up to and including the next `\n`, at most `max` of them.
     pub fn line_at(&self, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
         const BLOCK: usize = 8192;
@@ -146,6 +158,9 @@ impl BodySink {
                 Err(source) => return Err(SpoolError { dir, source }),
             }
         }
+        if self.spool.is_some() && self.memory.is_empty() && bytes.len() >= SPOOL_WRITE_BLOCK / 4 {
+            return self.write_to_spool(bytes); // large enough to write as it is, no staging copy
+        }
         self.memory.extend_from_slice(bytes);
         if self.spool.is_some() && self.memory.len() >= SPOOL_WRITE_BLOCK {
             self.write_out()?;
@@ -155,12 +170,22 @@ impl BodySink {
 
     /// Write the staged bytes to the spool file.
     fn write_out(&mut self) -> Result<(), SpoolError> {
+        if self.spool.is_none() {
+            return Ok(()); // the body is in memory: nothing is staged
+        }
+        let staged = std::mem::take(&mut self.memory);
+        self.write_to_spool(&staged)?;
+        self.memory = staged;
+        self.memory.clear();
+        Ok(())
+    }
+
+    fn write_to_spool(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         let Some(spool) = self.spool.as_mut() else { return Ok(()) };
-        if let Err(source) = spool.file.write_all(&self.memory) {
+        if let Err(source) = spool.file.write_all(bytes) {
             return Err(SpoolError { dir: spool.dir.clone(), source });
         }
-        spool.written += self.memory.len() as u64;
-        self.memory.clear();
+        spool.written += bytes.len() as u64;
         Ok(())
     }
 

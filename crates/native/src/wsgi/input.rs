@@ -137,6 +137,10 @@ impl Input {
     }
 }
 
+/// Reads from a spooled body up to this size fill the `bytes` object directly, holding the GIL
+/// (a page-cache copy of at most this many bytes).
+const DIRECT_READ_MAX: usize = 256 * 1024;
+
 fn spool_read_error(e: std::io::Error) -> PyErr {
     PyIOError::new_err(format!("error reading the spooled request body: {e}"))
 }
@@ -181,6 +185,11 @@ impl Input {
             RequestBody::Memory(all) => {
                 PyBytes::new(py, &all[position as usize..position as usize + n])
             }
+            // A piece of the usual size is read straight into the bytes object (one copy
+            // less); a large read runs without the GIL.
+            spooled if n <= DIRECT_READ_MAX => PyBytes::new_with(py, n, |buf| {
+                spooled.read_into(position, buf).map_err(spool_read_error)
+            })?,
             spooled => {
                 let data = py.detach(|| spooled.read_at(position, n)).map_err(spool_read_error)?;
                 PyBytes::new(py, &data)
