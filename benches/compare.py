@@ -533,6 +533,22 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def log_row(row):
+    """The progress line for one measured row: its numbers, or why it has none."""
+    if row["status"] == "ok":
+        log(f"  {row['rps']:,.0f} RPS, p50 {fmt(row['p50'], '.2f')} ms, p99 {fmt(row['p99'], '.2f')} ms, "
+            f"{fmt(row['us_per_req'], '.1f')} µs/req, other {row['other_pct']:.0f}% "
+            f"{' '.join(row['notes'])}".rstrip())
+    else:
+        log(f"  {row['status']}: {row.get('error', '')}")
+
+
+def round_order(variants, rnd):
+    """The rows in the order of round ``rnd``: reversed on odd rounds, so no server is always
+    measured first (or last) on a machine whose speed drifts."""
+    return list(variants) if rnd % 2 == 0 else list(reversed(variants))
+
+
 # --------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------
@@ -715,7 +731,7 @@ def main():
     seq = 0
     try:
         for rnd in range(args.repeat):
-            order = variants if rnd % 2 == 0 else list(reversed(variants))
+            order = round_order(variants, rnd)
             for app in apps:
                 for v in order:
                     seq += 1
@@ -736,12 +752,7 @@ def main():
                             other = (f"{retry['other_pct']:.0f}% other" if retry["status"] == "ok"
                                      else retry["status"])
                             row["notes"].append(f"retry no cleaner ({other})")
-                    if row["status"] == "ok":
-                        log(f"  {row['rps']:,.0f} RPS, p99 {fmt(row['p99'], '.2f')} ms, "
-                            f"{fmt(row['us_per_req'], '.1f')} µs/req, "
-                            f"other {row['other_pct']:.0f}% {' '.join(row['notes'])}")
-                    else:
-                        log(f"  {row['status']}: {row.get('error', '')}")
+                    log_row(row)
                     results[app][v.key].append(row)
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")

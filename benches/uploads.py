@@ -115,20 +115,13 @@ def main():
     seq = 0
     try:
         for rnd in range(args.rounds):
-            order = variants(body_bytes)
-            if rnd % 2:
-                order.reverse()
-            for v in order:
+            for v in compare.round_order(variants(body_bytes), rnd):
                 seq += 1
                 log(f"[round {rnd + 1}/{args.rounds}] {v.key}")
                 row = compare.measure(v, "upload", MODULE, args, ws.env, ws.logdir, seq,
                                       wrk_timeout=30, wrk_script=script,
                                       check=answer_check(body_bytes))
-                if row["status"] == "ok":
-                    log(f"  {row['rps']:,.0f} RPS, {fmt(row['us_per_req'], '.0f')} µs/req, "
-                        f"peak {fmt(row.get('peak_rss_mib'), '.0f')} MiB")
-                else:
-                    log(f"  {row['status']}: {row.get('error', '')}")
+                compare.log_row(row)
                 rows_by_key.setdefault(v.key, []).append(row)
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")

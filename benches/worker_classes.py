@@ -389,16 +389,12 @@ def main():
         for rnd in range(args.rounds):
             for n in names:
                 scen = all_scen[n]
-                order = scen["variants"] if rnd % 2 == 0 else list(reversed(scen["variants"]))
+                order = compare.round_order(scen["variants"], rnd)
                 for v in order:
                     seq += 1
                     log(f"[round {rnd + 1}/{args.rounds}] {n} / {v.key}")
                     row = measure(v, n, scen, args, env, logdir, seq)
-                    if row["status"] == "ok":
-                        log(f"  {row['rps']:,.0f} RPS, p50 {fmt(row['p50'], '.2f')} ms, p99 {fmt(row['p99'], '.2f')} ms, "
-                            f"{fmt(row['us_per_req'], '.1f')} µs/req, other {row['other_pct']:.0f}%")
-                    else:
-                        log(f"  {row['status']}: {row.get('error', '')}")
+                    compare.log_row(row)
                     results[n][v.key].append(row)
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")

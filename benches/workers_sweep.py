@@ -197,19 +197,14 @@ def main():
     seq = 0
     try:
         for rnd in range(args.repeat):
-            order = variants if rnd % 2 == 0 else list(reversed(variants))
+            order = compare.round_order(variants, rnd)
             for app in apps:
                 for w in workers:
                     for v in order:
                         seq += 1
                         log(f"[round {rnd + 1}/{args.repeat}] {app} / -w {w} / {v.key}")
                         row = measure(v, app, w, args, env, logdir, seq)
-                        if row["status"] == "ok":
-                            log(f"  {row['rps']:,.0f} RPS, p99 {fmt(row['p99'], '.2f')} ms, "
-                                f"{fmt(row['us_per_req'], '.1f')} µs/req, "
-                                f"other {row['other_pct']:.0f}% {' '.join(row['notes'])}")
-                        else:
-                            log(f"  {row['status']}: {row.get('error', '')}")
+                        compare.log_row(row)
                         runs.setdefault((app, w, v.key), []).append(row)
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")
