@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from conftest import APPS_DIR, ServerFactory
+from wire import Conn, request_bytes
 
 CLASSES = APPS_DIR / "classes"
 
@@ -218,3 +219,39 @@ def test_context_variables_do_not_leak_between_requests_on_reused_greenlets(serv
     seen += [requests.get(f"{srv.url}/context?id=b{i}", timeout=10).text for i in range(20)]
     seen += [r.text for r in _hammer(srv.url + "/context?id=c", 30)]
     assert seen == ["unset"] * len(seen)
+
+
+@needs_gevent
+def test_a_client_slow_to_send_its_100_continue_body_does_not_stall_the_hub(server):
+    # The app's first wsgi.input read sends "100 Continue" and waits for the body: that wait
+    # must let the hub run other greenlets (as a patched socket read does under gunicorn), not
+    # freeze the worker until the client sends or the I/O timeout fires.
+    srv = gevent_srv(server, "-w", "1")
+    with Conn(srv.port, timeout=30) as slow:
+        slow.send(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+        assert slow.read_until(b"\r\n\r\n", timeout=5).startswith(b"HTTP/1.1 100 Continue")
+        started = time.monotonic()
+        other = requests.get(srv.url + "/context?id=x", timeout=20)
+        waited = time.monotonic() - started
+        assert other.status_code == 200
+        assert waited < 3, f"a request waited {waited:.1f} s behind a stalled 100-continue body"
+        slow.send(b"0123456789")
+        resp = slow.read_response(timeout=10)
+    assert resp.status == 200 and resp.body == b"10"
+
+
+@needs_gevent
+def test_a_client_slow_to_read_a_write_response_does_not_stall_the_hub(server):
+    # write() into a client that reads nothing fills the socket buffers; the greenlet must then
+    # wait cooperatively while other requests are served.
+    srv = gevent_srv(server, "-w", "1")
+    with Conn(srv.port, timeout=60) as slow:
+        slow.send(request_bytes("GET", "/write?mib=32"))
+        time.sleep(0.5)  # the app is blocked on a full socket by now
+        started = time.monotonic()
+        other = requests.get(srv.url + "/context?id=y", timeout=20)
+        waited = time.monotonic() - started
+        assert other.status_code == 200
+        assert waited < 3, f"a request waited {waited:.1f} s behind a write() to a slow reader"
+        resp = slow.read_response(timeout=60)
+    assert resp.status == 200 and len(resp.body) == 32 * 1024 * 1024

@@ -9,6 +9,9 @@ Routes:
   /patched     JSON: which modules gevent had patched when this module was imported, and now
   /context     the value a context variable had when the request started (then sets it to this
                request's ``id`` query value): must be "unset" for every request
+  /body        reads wsgi.input whole, answers its length (with Expect: 100-continue the read is
+               what sends "100 Continue" and pulls the body from the client)
+  /write?mib   sends mib (default 32) MiB through the write() callable of start_response
 """
 
 import contextvars
@@ -94,4 +97,14 @@ def app(environ, start_response):
         seen = _request_var.get()
         _request_var.set(q.get("id", "?"))
         return _reply(start_response, seen)
+    if path == "/body":
+        return _reply(start_response, str(len(environ["wsgi.input"].read())))
+    if path == "/write":
+        mib = int(q.get("mib", "32"))
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                          ("Content-Length", str(mib * 1024 * 1024))])
+        block = b"w" * (1024 * 1024)
+        for _ in range(mib):
+            write(block)
+        return []
     return _reply(start_response, "not found", status="404 Not Found")

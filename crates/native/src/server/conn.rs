@@ -35,7 +35,8 @@ use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
 use crate::wsgi::{
-    self, BodySink, DeferredBody, DirectWriter, FileResponse, RequestBody, SpoolError, frame_chunk,
+    self, BodySink, DeferredBody, DirectWriter, FileResponse, RequestBody, SocketWait, SpoolError,
+    frame_chunk,
 };
 
 const SERVER: &[u8] = b"ferrocorn";
@@ -344,6 +345,12 @@ impl<S: ClientStream> Conn<S> {
             && !self.shutting_down();
         let head = Arc::new(head);
         let decoded_path = Arc::new(decoded_path);
+        // A gevent app's own socket waits (a 100-continue body, write()) yield to the hub.
+        let wait = if matches!(shared.executor, Executor::Hub(_)) {
+            SocketWait::Greenlet
+        } else {
+            SocketWait::Thread
+        };
         let input = if deferred {
             InputSource::Deferred(DeferredBody {
                 fd: self.stream.as_raw_fd(),
@@ -352,6 +359,7 @@ impl<S: ClientStream> Conn<S> {
                 limits: self.shared.opts.limits.clone(),
                 timeout: self.shared.opts.io_timeout,
                 buffer_size: self.shared.opts.body_buffer_size,
+                wait,
             })
         } else {
             InputSource::Buffered(body)
@@ -370,6 +378,7 @@ impl<S: ClientStream> Conn<S> {
                 is_head: head.is_head(),
                 keep_alive: keep_alive_wanted,
                 timeout: self.shared.opts.io_timeout,
+                wait,
             },
             pre_hook,
             post_hook,

@@ -1,11 +1,68 @@
 //! Blocking reads and writes on a client socket that tokio owns, for the few places where the
 //! app itself drives I/O from inside its call (a deferred `100-continue` body, the PEP 3333
-//! `write()` callable). The socket stays non-blocking; these loops wait with `poll(2)` and give
-//! up after a timeout. Tokio's edge-triggered readiness is unaffected: it re-arms on the next
-//! `EAGAIN`.
+//! `write()` callable). The socket stays non-blocking; when it is not ready these loops wait —
+//! a thread in `poll(2)`, a gevent greenlet in the hub (so the worker's other greenlets run) —
+//! and give up after a timeout. Tokio's edge-triggered readiness is unaffected: it re-arms on
+//! the next `EAGAIN`.
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyTimeoutError;
+use pyo3::prelude::*;
+
+/// How an app-driven socket operation waits for a socket that is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketWait {
+    /// Park the thread in `poll(2)`, without the GIL (sync and gthread classes).
+    Thread,
+    /// Yield to the gevent hub until the socket is ready, with the GIL (gevent class): parking
+    /// the hub's thread would stop every greenlet of the worker.
+    Greenlet,
+}
+
+impl SocketWait {
+    /// Run `io` (socket operations that may wait) as this kind of wait needs: a thread lets the
+    /// GIL go for the whole operation, a greenlet keeps it (the hub needs it to switch).
+    pub fn run<T: Send>(self, py: Python<'_>, io: impl FnOnce() -> T + Send) -> T {
+        match self {
+            SocketWait::Thread => py.detach(io),
+            SocketWait::Greenlet => io(),
+        }
+    }
+
+    fn wait(self, fd: RawFd, events: libc::c_short, deadline: Instant) -> std::io::Result<()> {
+        match self {
+            SocketWait::Thread => poll_fd(fd, events, deadline),
+            SocketWait::Greenlet => Python::attach(|py| wait_in_hub(py, fd, events, deadline)),
+        }
+    }
+}
+
+/// `gevent.socket.wait_read`/`wait_write`: the current greenlet sleeps until `fd` is ready
+/// while the hub runs the others.
+fn wait_in_hub(
+    py: Python<'_>,
+    fd: RawFd,
+    events: libc::c_short,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client too slow"));
+    }
+    let wait = if events == libc::POLLIN { "wait_read" } else { "wait_write" };
+    py.import("gevent.socket")
+        .and_then(|m| m.call_method1(wait, (fd, left.as_secs_f64())))
+        .map(|_| ())
+        .map_err(|e| {
+            if e.is_instance_of::<PyTimeoutError>(py) {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "client too slow")
+            } else {
+                std::io::Error::other(e.to_string())
+            }
+        })
+}
 
 fn poll_fd(fd: RawFd, events: libc::c_short, deadline: Instant) -> std::io::Result<()> {
     loop {
@@ -30,7 +87,12 @@ fn poll_fd(fd: RawFd, events: libc::c_short, deadline: Instant) -> std::io::Resu
 }
 
 /// Write all of `data` to the non-blocking socket `fd`, waiting (poll) up to `timeout` overall.
-pub fn write_all_fd(fd: RawFd, mut data: &[u8], timeout: Duration) -> std::io::Result<()> {
+pub fn write_all_fd(
+    fd: RawFd,
+    mut data: &[u8],
+    timeout: Duration,
+    how: SocketWait,
+) -> std::io::Result<()> {
     let deadline = Instant::now() + timeout;
     while !data.is_empty() {
         // SAFETY: `data` is a valid readable buffer of `data.len()` bytes; `fd` is the open
@@ -42,7 +104,7 @@ pub fn write_all_fd(fd: RawFd, mut data: &[u8], timeout: Duration) -> std::io::R
         }
         let err = std::io::Error::last_os_error();
         match err.kind() {
-            std::io::ErrorKind::WouldBlock => poll_fd(fd, libc::POLLOUT, deadline)?,
+            std::io::ErrorKind::WouldBlock => how.wait(fd, libc::POLLOUT, deadline)?,
             std::io::ErrorKind::Interrupted => {}
             _ => return Err(err),
         }
@@ -52,7 +114,12 @@ pub fn write_all_fd(fd: RawFd, mut data: &[u8], timeout: Duration) -> std::io::R
 
 /// Read what is available from the non-blocking socket `fd` into `buf` (waiting up to
 /// `timeout`); `Ok(0)` at end of stream.
-pub fn read_some(fd: RawFd, buf: &mut Vec<u8>, timeout: Duration) -> std::io::Result<usize> {
+pub fn read_some(
+    fd: RawFd,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+    how: SocketWait,
+) -> std::io::Result<usize> {
     let deadline = Instant::now() + timeout;
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -68,7 +135,7 @@ pub fn read_some(fd: RawFd, buf: &mut Vec<u8>, timeout: Duration) -> std::io::Re
         }
         let err = std::io::Error::last_os_error();
         match err.kind() {
-            std::io::ErrorKind::WouldBlock => poll_fd(fd, libc::POLLIN, deadline)?,
+            std::io::ErrorKind::WouldBlock => how.wait(fd, libc::POLLIN, deadline)?,
             std::io::ErrorKind::Interrupted => {}
             _ => return Err(err),
         }

@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-use super::blocking_io::{read_some, write_all_fd};
+use super::blocking_io::{SocketWait, read_some, write_all_fd};
 use super::body::{BodySink, RequestBody, SpoolError};
 
 use ferrocorn_http::{BodyFraming, BodyPump, ErrorKind, Limits, ParseError};
@@ -33,6 +33,8 @@ pub struct DeferredBody {
     pub timeout: Duration,
     /// Body bytes kept in memory before the rest is spooled to a temporary file.
     pub buffer_size: usize,
+    /// How a read waits for a client that has not sent the body yet.
+    pub wait: SocketWait,
 }
 
 /// What became of a deferred body, for the connection driver.
@@ -108,7 +110,8 @@ impl Input {
             }
         };
         if let Some(deferred) = state.deferred.take() {
-            match py.detach(|| fetch_deferred(deferred)) {
+            let how = deferred.wait;
+            match how.run(py, || fetch_deferred(deferred)) {
                 Ok((body, remainder)) => {
                     state.body = body;
                     state.outcome = DeferredOutcome { consumed: true, remainder, failed: false };
@@ -148,7 +151,7 @@ fn spool_read_error(e: std::io::Error) -> PyErr {
 /// Send 100 Continue, then read the whole body. Returns the body and any bytes past it.
 fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), ParseError> {
     let io_err = |e: std::io::Error| ParseError::new(ErrorKind::NoMoreData, e.to_string());
-    write_all_fd(deferred.fd, b"HTTP/1.1 100 Continue\r\n\r\n", deferred.timeout)
+    write_all_fd(deferred.fd, b"HTTP/1.1 100 Continue\r\n\r\n", deferred.timeout, deferred.wait)
         .map_err(io_err)?;
     let mut pending = deferred.buffered;
     let mut sink = BodySink::new(deferred.buffer_size);
@@ -162,7 +165,9 @@ fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), Pars
         if complete {
             return Ok((sink.finish().map_err(spool_err)?, pending));
         }
-        if read_some(deferred.fd, &mut pending, deferred.timeout).map_err(io_err)? == 0 {
+        if read_some(deferred.fd, &mut pending, deferred.timeout, deferred.wait).map_err(io_err)?
+            == 0
+        {
             return Err(pump.ended_early());
         }
     }

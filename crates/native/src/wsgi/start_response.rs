@@ -12,6 +12,8 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
+use super::blocking_io::SocketWait;
+
 /// Where `write()` sends bytes: the client socket and how to frame the response.
 #[derive(Debug, Clone, Copy)]
 pub struct DirectWriter {
@@ -25,6 +27,8 @@ pub struct DirectWriter {
     pub keep_alive: bool,
     /// Longest wait for a slow client.
     pub timeout: Duration,
+    /// How a write waits for a client that is not reading.
+    pub wait: SocketWait,
 }
 
 /// A response whose head `write()` already sent.
@@ -214,7 +218,8 @@ impl StartResponse {
         frame_chunk(&mut out, committed.framing, &bytes[..take]);
         committed.sent += take as u64;
         drop(state);
-        py.detach(|| super::blocking_io::write_all_fd(writer.fd, &out, writer.timeout))
+        let (fd, timeout, how) = (writer.fd, writer.timeout, writer.wait);
+        how.run(py, || super::blocking_io::write_all_fd(fd, &out, timeout, how))
             .map_err(|e| PyOSError::new_err(format!("client connection lost during write(): {e}")))
     }
 }
