@@ -208,6 +208,12 @@ impl PythonPool {
         let mut st = self.shared.lock();
         if !st.queue.is_empty() && self.shared.awake(&st) == 0 {
             self.shared.wake_one(&mut st);
+            // The submits of this pass all saw no thread awake, so none told a parked monitor:
+            // tell it now, or a burst of blocking jobs would run one after another on the one
+            // thread just woken.
+            if st.monitor_parked {
+                self.shared.monitor.notify_one();
+            }
         }
     }
 }
@@ -248,10 +254,27 @@ mod tests {
         })
     }
 
+    /// Wait until every thread sleeps and the monitor is parked (a pool idle for a while).
+    fn wait_until_idle(pool: &PythonPool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = pool.shared.lock();
+            if st.sleeping == pool.shared.size && st.monitor_parked {
+                return;
+            }
+            drop(st);
+            assert!(Instant::now() < deadline, "the pool never went idle");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn blocked_jobs_get_every_thread() {
         Python::initialize();
         let pool = PythonPool::start(4).unwrap();
+        // A burst into an idle pool: all queued before the one deferred wake-up (the I/O thread
+        // read them in one pass). The monitor must still find the blocked jobs.
+        wait_until_idle(&pool);
         let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (tx, rx) = mpsc::channel();
         for _ in 0..8 {
