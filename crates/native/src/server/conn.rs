@@ -448,9 +448,7 @@ impl<S: ClientStream> Conn<S> {
         };
         let Called { reply, input, environ, hook_request } = called;
 
-        let mut keep_alive = head.keep_alive
-            && !self.shared.opts.keepalive.is_zero()
-            && !self.shared.should_shed_connection();
+        let mut keep_alive = head.keep_alive && !self.shared.opts.keepalive.is_zero();
         if deferred {
             let outcome =
                 Python::attach(|_py| input.as_ref().and_then(|i| i.get().take_deferred_outcome()));

@@ -1,10 +1,8 @@
-//! Serving: the worker event loop ([`worker`]), the per-connection HTTP/1.1 driver ([`conn`]),
-//! keep-alive balance between sync workers ([`balance`])
+//! Serving: the worker event loop ([`worker`]), the per-connection HTTP/1.1 driver ([`conn`])
 //! and the socket operations they share ([`io`]).
 
 pub mod abort;
 mod app_call;
-mod balance;
 mod conn;
 mod io;
 mod pool;

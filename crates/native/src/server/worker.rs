@@ -48,8 +48,6 @@ pub struct Shared {
     statsd: Option<super::statsd::Statsd>,
     connections: Cell<usize>,
     all_closed: Notify,
-    /// This worker's share of the instance's connections (sync class keep-alive balance).
-    connection_share: super::balance::ConnectionShare,
 }
 
 /// Where a worker runs its app.
@@ -97,6 +95,7 @@ impl Shared {
         self.runtime.board.slot(self.runtime.slot)
     }
 
+    /// A request is about to run.
     /// A fresh id for a request of this worker (names its task to the loop glue).
     pub fn next_request_id(&self) -> u64 {
         let id = self.request_ids.get() + 1;
@@ -116,18 +115,6 @@ impl Shared {
         self.opts.admitted() - self.app_slot.available_permits()
     }
 
-    /// Whether a response should close its keep-alive connection to even out the connections
-    /// held by the workers (sync class only, see [`super::balance`]).
-    pub fn should_shed_connection(&self) -> bool {
-        matches!(self.executor, Executor::Inline)
-            && self.connection_share.exceeded(
-                &self.runtime.board,
-                self.runtime.slot,
-                self.opts.workers,
-            )
-    }
-
-    /// A request is about to run.
     pub fn request_started(&self) {
         let slot = self.slot();
         slot.request_started();
@@ -224,6 +211,25 @@ impl Drop for AppTicket<'_> {
     }
 }
 
+/// Whether this worker holds no more than its fair share of the instance's open connections
+/// (average over serving workers, plus one). Keep-alive connections stay with the worker that
+/// accepted them, so without this a worker that happens to wake first when a client opens many
+/// connections at once would take most of them and serve them one at a time.
+fn within_fair_share(shared: &Shared) -> bool {
+    let mine = shared.slot().open_connections();
+    if mine == 0 {
+        return true;
+    }
+    let (mut total, mut serving) = (0u64, 0u64);
+    for (_, slot) in shared.runtime.board.slots() {
+        if slot.pid() > 0 && matches!(slot.state(), SlotState::Idle | SlotState::Busy) {
+            total += slot.open_connections();
+            serving += 1;
+        }
+    }
+    serving <= 1 || mine * serving <= total + serving
+}
+
 /// Whether this worker may hold one more connection under `worker_connections` (gthread and
 /// gevent only, as in Gunicorn).
 fn below_connection_cap(shared: &Shared) -> bool {
@@ -240,13 +246,7 @@ fn below_connection_cap(shared: &Shared) -> bool {
 async fn wait_until_ready_to_accept(shared: &Shared) {
     loop {
         wait_until_idle(shared).await;
-        let fair = super::balance::may_accept(
-            &shared.runtime.board,
-            shared.runtime.slot,
-            shared.opts.workers,
-            matches!(shared.executor, Executor::Inline),
-        );
-        if fair && below_connection_cap(shared) {
+        if within_fair_share(shared) && below_connection_cap(shared) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -376,7 +376,6 @@ pub fn run(
             statsd: statsd_target.and_then(super::statsd::Statsd::connect),
             connections: Cell::new(0),
             all_closed: Notify::new(),
-            connection_share: Default::default(),
         });
         for (index, listener) in listeners.iter().enumerate() {
             let tokio_listener = to_tokio(listener)?;
