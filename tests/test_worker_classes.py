@@ -2,8 +2,11 @@
 environ's wsgi.multithread, streaming and errors on pool threads."""
 
 import concurrent.futures
+import time
 
 import requests
+
+from wire import Conn, request_bytes
 
 
 def _hammer(url, clients):
@@ -48,3 +51,26 @@ def test_unknown_worker_class_names_what_is_available(server):
     srv = server("concurrency_app:app", "-k", "tornado", expect_fail=True)
     assert srv.proc.wait(timeout=10) != 0
     assert "tornado" in srv.stderr_text() and "gthread" in srv.stderr_text()
+
+
+def test_an_idle_sync_worker_serves_new_connections_while_its_sibling_is_in_a_long_request(server):
+    # Worker B runs a 1.5 s request. 8 new keep-alive connections arrive: the idle worker A
+    # answers all of them at once, although it then holds more than its share of connections
+    # (a busy sync worker cannot serve them; leaving some to B made them wait until its request
+    # ended).
+    srv = server("concurrency_app:app", "-w", "2")
+    with Conn(srv.port, timeout=10) as busy:
+        busy.send(request_bytes("GET", "/sleep?1.5"))
+        time.sleep(0.3)
+        conns = [Conn(srv.port, timeout=10) for _ in range(8)]
+        started = time.monotonic()
+        pids = []
+        for c in conns:
+            c.send(request_bytes("GET", "/max"))
+            pids.append(c.read_response().body.split()[2])
+        waited = time.monotonic() - started
+        assert busy.read_response(timeout=10).status == 200
+    for c in conns:
+        c.close()
+    assert waited < 0.8, f"8 quick requests took {waited:.2f} s: some waited for the busy worker"
+    assert len(set(pids)) == 1, f"the idle worker should have answered every connection: {pids}"

@@ -211,23 +211,37 @@ impl Drop for AppTicket<'_> {
     }
 }
 
+/// A sync sibling whose current request has run this long (its heartbeat stops while its app
+/// runs) is taken to be busy for a while yet.
+const LONG_REQUEST_MS: u64 = 50;
+
 /// Whether this worker holds no more than its fair share of the instance's open connections
 /// (average over serving workers, plus one). Keep-alive connections stay with the worker that
 /// accepted them, so without this a worker that happens to wake first when a client opens many
-/// connections at once would take most of them and serve them one at a time.
+/// connections at once would take most of them and serve them one at a time. A sync worker
+/// still accepts beyond its share when every sibling is in the middle of a long request
+/// ([`LONG_REQUEST_MS`]): the connection would otherwise wait in the kernel queue for a worker
+/// that cannot serve it, while this one could at once (siblings busy for only an instant, as
+/// under a stream of quick requests, do not count).
 fn within_fair_share(shared: &Shared) -> bool {
     let mine = shared.slot().open_connections();
     if mine == 0 {
         return true;
     }
-    let (mut total, mut serving) = (0u64, 0u64);
-    for (_, slot) in shared.runtime.board.slots() {
-        if slot.pid() > 0 && matches!(slot.state(), SlotState::Idle | SlotState::Busy) {
+    let now = ferrocorn_arbiter::monotonic_ms();
+    let (mut total, mut serving, mut siblings_free_soon) = (0u64, 0u64, 0u64);
+    for (index, slot) in shared.runtime.board.slots() {
+        let state = slot.state();
+        if slot.pid() > 0 && matches!(state, SlotState::Idle | SlotState::Busy) {
             total += slot.open_connections();
             serving += 1;
+            let in_long_request = state == SlotState::Busy
+                && now.saturating_sub(slot.last_heartbeat_ms()) >= LONG_REQUEST_MS;
+            siblings_free_soon += u64::from(index != shared.runtime.slot && !in_long_request);
         }
     }
-    serving <= 1 || mine * serving <= total + serving
+    let sync = matches!(shared.executor, Executor::Inline);
+    serving <= 1 || (sync && siblings_free_soon == 0) || mine * serving <= total + serving
 }
 
 /// Whether this worker may hold one more connection under `worker_connections` (gthread and
