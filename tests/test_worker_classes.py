@@ -4,6 +4,7 @@ environ's wsgi.multithread, streaming and errors on pool threads."""
 import concurrent.futures
 import time
 
+import pytest
 import requests
 
 from wire import Conn, request_bytes
@@ -74,3 +75,37 @@ def test_an_idle_sync_worker_serves_new_connections_while_its_sibling_is_in_a_lo
         c.close()
     assert waited < 0.8, f"8 quick requests took {waited:.2f} s: some waited for the busy worker"
     assert len(set(pids)) == 1, f"the idle worker should have answered every connection: {pids}"
+
+
+@pytest.mark.parametrize("cls", ["gthread", "gevent"])
+def test_post_request_runs_where_the_app_runs_not_on_the_io_thread(server, tmp_path, cls):
+    # The hook runs on a pool thread (gthread) or on the hub's thread (gevent), like the app; on
+    # the I/O thread (the worker's main thread for gthread, a separate one for gevent) it had to
+    # wait for the GIL the app holds.
+    (tmp_path / "tid_app.py").write_text(
+        "import threading\n"
+        "def app(environ, start_response):\n"
+        "    body = str(threading.get_native_id()).encode()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n")
+    log = tmp_path / "hook.log"
+    (tmp_path / "conf.py").write_text(
+        "import threading\n"
+        "def post_request(worker, req, environ, resp):\n"
+        f"    with open({str(log)!r}, 'a') as f:\n"
+        "        main = threading.current_thread() is threading.main_thread()\n"
+        "        f.write(f'{threading.get_native_id()} {main} {resp.status_code} {req.path}\\n')\n")
+    args = ["-k", "gthread", "--threads", "2"] if cls == "gthread" else ["-k", "gevent"]
+    srv = server("tid_app:app", "-w", "1", "-c", str(tmp_path / "conf.py"), *args, cwd=tmp_path)
+    app_threads = {requests.get(srv.url + "/x", timeout=10).text for _ in range(20)}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 20):
+        time.sleep(0.05)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert len(lines) == 20 and all(rest == ["200", "/x"] for _, _, *rest in lines), lines
+    hook_threads = {tid for tid, _, *_ in lines}
+    if cls == "gthread":
+        # a pool thread (not necessarily the one that ran the request), never the main thread
+        assert all(main == "False" for _, main, *_ in lines), lines
+    else:
+        assert hook_threads == app_threads, f"post_request ran on {hook_threads}, the hub on {app_threads}"

@@ -519,38 +519,57 @@ impl<S: ClientStream> Conn<S> {
             sent.as_ref().map(|s| s.record(&head.method, started, request_bytes)),
             app_failed,
         );
-        if let (true, Some(req)) = (post_hook, hook_request) {
-            let rt = &self.shared.app;
-            Python::attach(|py| {
-                let resp = sent.as_ref().map(|s| crate::hooks::Response {
-                    status: format!("{} {}", s.status, ferrocorn_http::reason_phrase(s.status)),
-                    status_code: s.status,
-                    headers: s.headers.clone(),
-                    sent: s.body_bytes,
-                });
-                let environ = environ
-                    .as_ref()
-                    .map(|e| e.clone_ref(py).into_any())
-                    .unwrap_or_else(|| py.None());
-                let resp = match resp {
-                    Some(r) => Py::new(py, r).map(|r| r.into_any()).unwrap_or_else(|_| py.None()),
-                    None => py.None(),
-                };
-                let _ = rt.hooks.call(
-                    py,
-                    "post_request",
-                    (rt.worker.clone_ref(py), req, environ, resp),
-                );
-            });
-        }
         if let Some(sent) = &sent {
             self.write_access_log(&head, &decoded_path, sent, started, environ.as_ref());
         }
+        let environ = match (post_hook, hook_request) {
+            (true, Some(req)) => {
+                self.run_post_request(req, environ, sent.as_ref());
+                None
+            }
+            _ => environ,
+        };
         // Dropped without attaching (pyo3 defers the decref to the app's threads): with
         // gthread, gevent and asgi the GIL is usually held by Python, and waiting for it here
         // would stall every connection of this I/O thread.
         drop((environ, input));
         Ok(sent.is_some() && keep_alive)
+    }
+
+    /// Run the `post_request` hook where the app runs: on the sync worker's own thread, or as a
+    /// job of the gthread pool or the gevent hub — never on their I/O thread, which would have
+    /// to wait for the GIL the app's threads hold (a no-op hook cut gthread hello from 68k to
+    /// 21k RPS). It runs after the response was sent and may overlap the connection's next
+    /// request.
+    fn run_post_request(
+        &self,
+        req: Py<crate::hooks::Request>,
+        environ: Option<Py<PyDict>>,
+        sent: Option<&Sent>,
+    ) {
+        let response = sent.map(|s| crate::hooks::Response {
+            status: format!("{} {}", s.status, ferrocorn_http::reason_phrase(s.status)),
+            status_code: s.status,
+            headers: s.headers.clone(),
+            sent: s.body_bytes,
+        });
+        let ctx = self.shared.app.clone();
+        let hook = move |py: Python<'_>| {
+            let environ = environ.map(|e| e.into_any()).unwrap_or_else(|| py.None());
+            let response = match response {
+                Some(r) => Py::new(py, r).map(|r| r.into_any()).unwrap_or_else(|_| py.None()),
+                None => py.None(),
+            };
+            let worker = ctx.worker.clone_ref(py);
+            let _ = ctx.hooks.call(py, "post_request", (worker, req, environ, response));
+        };
+        match &self.shared.executor {
+            Executor::Pool(pool) => {
+                pool.submit_deferred(Box::new(hook));
+            }
+            Executor::Hub(bridge) => bridge.post(Event::Wsgi(HubJob::new(Box::new(hook)))),
+            Executor::Inline | Executor::Asgi(_) => Python::attach(hook),
+        }
     }
 
     /// Read more of the streamed ASGI request body and queue it for the app, waiting while
