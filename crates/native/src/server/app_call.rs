@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::hooks::{Hooks, Request, WorkerHandle};
 use crate::wsgi::{
-    self, AppResponse, Committed, DeferredBody, DirectWriter, FileResponse, Input, RequestBody,
-    RequestFacts, WsgiApp,
+    self, AppResponse, AppWait, Committed, DeferredBody, DirectWriter, FileResponse, Input,
+    RequestBody, RequestFacts, WsgiApp,
 };
 
 /// What the app needs, shared by the event loop and the pool threads.
@@ -252,7 +252,7 @@ pub fn call(
 /// arrive over a channel, and a closure that pumps the iterator (then closes the result).
 pub fn detach_stream(
     called: &mut Called,
-    mode: PumpMode,
+    mode: AppWait,
 ) -> Option<impl FnOnce(Python<'_>) + use<>> {
     let reply = std::mem::replace(&mut called.reply, Reply::Aborted);
     let (tx, rx) = mpsc::channel::<ChunkMsg>(4);
@@ -276,24 +276,16 @@ pub fn detach_stream(
     Some(move |py: Python<'_>| pump_stream(py, iterator, result, tx, mode))
 }
 
-/// How a pump hands a chunk over: blocking (pool threads) or yielding to the gevent hub.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum PumpMode {
-    /// Block this thread (releasing the GIL) while the channel is full.
-    Blocking,
-    /// `gevent.sleep` while the channel is full, so other greenlets run.
-    Cooperative,
-}
-
 fn hand_over(
     py: Python<'_>,
     tx: &mpsc::Sender<ChunkMsg>,
     message: ChunkMsg,
-    mode: PumpMode,
+    mode: AppWait,
 ) -> bool {
     match mode {
-        PumpMode::Blocking => py.detach(|| tx.blocking_send(message)).is_ok(),
-        PumpMode::Cooperative => {
+        // A full channel: a thread blocks (without the GIL); a greenlet sleeps in the hub.
+        AppWait::Thread => py.detach(|| tx.blocking_send(message)).is_ok(),
+        AppWait::Greenlet => {
             let mut message = message;
             loop {
                 match tx.try_send(message) {
@@ -319,7 +311,7 @@ fn pump_stream(
     iterator: Py<PyAny>,
     result: Option<Py<PyAny>>,
     tx: mpsc::Sender<ChunkMsg>,
-    mode: PumpMode,
+    mode: AppWait,
 ) {
     loop {
         let mut chunk = Vec::new();

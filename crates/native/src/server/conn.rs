@@ -23,20 +23,20 @@ use tokio::time::{Duration, timeout, timeout_at};
 use super::io::{ClientStream, send_file};
 use super::worker::{Executor, Shared};
 use crate::asgi::{
-    AsgiRequest, Endpoints, Event, HubJob, RequestShared, WebSocketSession, WsIn, WsOut, WsShared,
+    AsgiRequest, Endpoints, Event, RequestShared, WebSocketSession, WsIn, WsOut, WsShared,
 };
 use ferrocorn_arbiter::RequestRecord;
 use pyo3::types::PyDict;
 use std::net::SocketAddr;
 use tokio::sync::{mpsc, oneshot};
 
-use super::app_call::{self, CallRequest, Called, Chunks, InputSource, PumpMode, Reply};
+use super::app_call::{self, CallRequest, Called, Chunks, InputSource, Reply};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
 use crate::wsgi::{
-    self, BodySink, DeferredBody, DirectWriter, FileResponse, RequestBody, SocketWait, SpoolError,
-    frame_chunk,
+    self, BodySink, ClientSocket, DeferredBody, DirectWriter, FileResponse, RequestBody,
+    SpoolError, frame_chunk,
 };
 
 const SERVER: &[u8] = b"ferrocorn";
@@ -345,21 +345,19 @@ impl<S: ClientStream> Conn<S> {
             && !self.shutting_down();
         let head = Arc::new(head);
         let decoded_path = Arc::new(decoded_path);
-        // A gevent app's own socket waits (a 100-continue body, write()) yield to the hub.
-        let wait = if matches!(shared.executor, Executor::Hub(_)) {
-            SocketWait::Greenlet
-        } else {
-            SocketWait::Thread
+        let wait = shared.executor.app_wait();
+        let socket = ClientSocket {
+            fd: self.stream.as_raw_fd(),
+            timeout: self.shared.opts.io_timeout,
+            wait,
         };
         let input = if deferred {
             InputSource::Deferred(DeferredBody {
-                fd: self.stream.as_raw_fd(),
+                socket,
                 framing: head.framing,
                 buffered: std::mem::take(&mut self.rbuf),
                 limits: self.shared.opts.limits.clone(),
-                timeout: self.shared.opts.io_timeout,
                 buffer_size: self.shared.opts.body_buffer_size,
-                wait,
             })
         } else {
             InputSource::Buffered(body)
@@ -373,12 +371,10 @@ impl<S: ClientStream> Conn<S> {
             input,
             keep_environ,
             writer: DirectWriter {
-                fd: self.stream.as_raw_fd(),
+                socket,
                 version: head.version,
                 is_head: head.is_head(),
                 keep_alive: keep_alive_wanted,
-                timeout: self.shared.opts.io_timeout,
-                wait,
             },
             pre_hook,
             post_hook,
@@ -397,11 +393,6 @@ impl<S: ClientStream> Conn<S> {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let ctx = shared.app.clone();
                 let peer = self.peer;
-                let mode = if matches!(shared.executor, Executor::Hub(_)) {
-                    PumpMode::Cooperative
-                } else {
-                    PumpMode::Blocking
-                };
                 let began = Arc::new(AtomicBool::new(false));
                 let job_began = began.clone();
                 let job = Box::new(move |py: Python<'_>| {
@@ -411,24 +402,14 @@ impl<S: ClientStream> Conn<S> {
                     job_began.store(true, Ordering::Release);
                     let remote = remote_strings(py, peer);
                     let mut called = app_call::call(py, &ctx, call_request, &remote);
-                    let pump = app_call::detach_stream(&mut called, mode);
+                    let pump = app_call::detach_stream(&mut called, wait);
                     if tx.send(called).is_ok()
                         && let Some(pump) = pump
                     {
                         pump(py);
                     }
                 });
-                let submitted = match &shared.executor {
-                    Executor::Pool(pool) => pool.submit_deferred(job),
-                    Executor::Hub(bridge) => {
-                        // Posted at once, not deferred to the I/O thread's park: gevent apps wait on I/O
-                        // and the hub is usually asleep, so a deferred wake-up only made the hub
-                        // sleep more often (measured: 56 -> 42 us CPU per request, 20 ms app).
-                        bridge.post(Event::Wsgi(HubJob::new(job)));
-                        true
-                    }
-                    _ => false,
-                };
+                let submitted = shared.executor.submit(job).unwrap_or(false);
                 match (submitted, answer_within(self.shared.opts.timeout, rx, &head).await) {
                     (true, Some(Ok(called))) => called,
                     (true, None) => Called {
@@ -563,12 +544,8 @@ impl<S: ClientStream> Conn<S> {
             let worker = ctx.worker.clone_ref(py);
             let _ = ctx.hooks.call(py, "post_request", (worker, req, environ, response));
         };
-        match &self.shared.executor {
-            Executor::Pool(pool) => {
-                pool.submit_deferred(Box::new(hook));
-            }
-            Executor::Hub(bridge) => bridge.post(Event::Wsgi(HubJob::new(Box::new(hook)))),
-            Executor::Inline | Executor::Asgi(_) => Python::attach(hook),
+        if let Err(hook) = self.shared.executor.submit(Box::new(hook)) {
+            Python::attach(hook);
         }
     }
 

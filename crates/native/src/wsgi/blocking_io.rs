@@ -11,32 +11,45 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
 
-/// How an app-driven socket operation waits for a socket that is not ready.
+/// How code on the app's side waits for the server (a client socket, a full response
+/// channel): a thread parks, a gevent greenlet yields to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketWait {
-    /// Park the thread in `poll(2)`, without the GIL (sync and gthread classes).
+pub enum AppWait {
+    /// Park the thread (`poll(2)`, a blocking send) without the GIL: sync and gthread.
     Thread,
-    /// Yield to the gevent hub until the socket is ready, with the GIL (gevent class): parking
-    /// the hub's thread would stop every greenlet of the worker.
+    /// Yield to the gevent hub, keeping the GIL: gevent, where parking the hub's thread would
+    /// stop every greenlet of the worker.
     Greenlet,
 }
 
-impl SocketWait {
+impl AppWait {
     /// Run `io` (socket operations that may wait) as this kind of wait needs: a thread lets the
     /// GIL go for the whole operation, a greenlet keeps it (the hub needs it to switch).
     pub fn run<T: Send>(self, py: Python<'_>, io: impl FnOnce() -> T + Send) -> T {
         match self {
-            SocketWait::Thread => py.detach(io),
-            SocketWait::Greenlet => io(),
+            AppWait::Thread => py.detach(io),
+            AppWait::Greenlet => io(),
         }
     }
 
     fn wait(self, fd: RawFd, events: libc::c_short, deadline: Instant) -> std::io::Result<()> {
         match self {
-            SocketWait::Thread => poll_fd(fd, events, deadline),
-            SocketWait::Greenlet => Python::attach(|py| wait_in_hub(py, fd, events, deadline)),
+            AppWait::Thread => poll_fd(fd, events, deadline),
+            AppWait::Greenlet => Python::attach(|py| wait_in_hub(py, fd, events, deadline)),
         }
     }
+}
+
+/// The client's socket as the app side uses it: owned by the connection driver (open while
+/// the app runs), non-blocking, with the longest wait for the client and how to wait.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket {
+    /// The socket descriptor.
+    pub fd: RawFd,
+    /// Longest wait for a slow client.
+    pub timeout: Duration,
+    /// How to wait for it.
+    pub wait: AppWait,
 }
 
 /// `gevent.socket.wait_read`/`wait_write`: the current greenlet sleeps until `fd` is ready
@@ -86,58 +99,51 @@ fn poll_fd(fd: RawFd, events: libc::c_short, deadline: Instant) -> std::io::Resu
     }
 }
 
-/// Write all of `data` to the non-blocking socket `fd`, waiting (poll) up to `timeout` overall.
-pub fn write_all_fd(
-    fd: RawFd,
-    mut data: &[u8],
-    timeout: Duration,
-    how: SocketWait,
-) -> std::io::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !data.is_empty() {
-        // SAFETY: `data` is a valid readable buffer of `data.len()` bytes; `fd` is the open
-        // connection socket owned by the driver, which outlives this call.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n >= 0 {
-            data = &data[n as usize..];
-            continue;
+impl ClientSocket {
+    /// Write all of `data`, waiting up to the timeout overall.
+    pub fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        let (fd, how) = (self.fd, self.wait);
+        let deadline = Instant::now() + self.timeout;
+        while !data.is_empty() {
+            // SAFETY: `data` is a valid readable buffer of `data.len()` bytes; `fd` is the open
+            // connection socket owned by the driver, which outlives this call.
+            let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+            if n >= 0 {
+                data = &data[n as usize..];
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::WouldBlock => how.wait(fd, libc::POLLOUT, deadline)?,
+                std::io::ErrorKind::Interrupted => {}
+                _ => return Err(err),
+            }
         }
-        let err = std::io::Error::last_os_error();
-        match err.kind() {
-            std::io::ErrorKind::WouldBlock => how.wait(fd, libc::POLLOUT, deadline)?,
-            std::io::ErrorKind::Interrupted => {}
-            _ => return Err(err),
-        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Read what is available from the non-blocking socket `fd` into `buf` (waiting up to
-/// `timeout`); `Ok(0)` at end of stream.
-pub fn read_some(
-    fd: RawFd,
-    buf: &mut Vec<u8>,
-    timeout: Duration,
-    how: SocketWait,
-) -> std::io::Result<usize> {
-    let deadline = Instant::now() + timeout;
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        // SAFETY: `chunk` is a valid writable buffer of its length; `fd` is the open
-        // connection socket owned by the driver, which outlives this call.
-        let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
-        if n > 0 {
-            buf.extend_from_slice(&chunk[..n as usize]);
-            return Ok(n as usize);
-        }
-        if n == 0 {
-            return Ok(0);
-        }
-        let err = std::io::Error::last_os_error();
-        match err.kind() {
-            std::io::ErrorKind::WouldBlock => how.wait(fd, libc::POLLIN, deadline)?,
-            std::io::ErrorKind::Interrupted => {}
-            _ => return Err(err),
+    /// Read what is available into `buf` (waiting up to the timeout); `Ok(0)` at end of stream.
+    pub fn read_some(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        let (fd, how) = (self.fd, self.wait);
+        let deadline = Instant::now() + self.timeout;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            // SAFETY: `chunk` is a valid writable buffer of its length; `fd` is the open
+            // connection socket owned by the driver, which outlives this call.
+            let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n > 0 {
+                buf.extend_from_slice(&chunk[..n as usize]);
+                return Ok(n as usize);
+            }
+            if n == 0 {
+                return Ok(0);
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::WouldBlock => how.wait(fd, libc::POLLIN, deadline)?,
+                std::io::ErrorKind::Interrupted => {}
+                _ => return Err(err),
+            }
         }
     }
 }

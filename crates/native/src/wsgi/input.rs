@@ -6,11 +6,9 @@
 //! reads the body from the socket (blocking, with a timeout), so a client is only asked for its
 //! body when the app really wants it.
 
-use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard, TryLockError};
-use std::time::Duration;
 
-use super::blocking_io::{SocketWait, read_some, write_all_fd};
+use super::blocking_io::ClientSocket;
 use super::body::{BodySink, RequestBody, SpoolError};
 
 use ferrocorn_http::{BodyFraming, BodyPump, ErrorKind, Limits, ParseError};
@@ -21,20 +19,16 @@ use pyo3::types::{PyBytes, PyList};
 /// A body not read yet: the socket it will come from and what is already buffered.
 #[derive(Debug)]
 pub struct DeferredBody {
-    /// The connection's socket descriptor (owned by the connection driver, valid while the app runs).
-    pub fd: RawFd,
+    /// The client's socket.
+    pub socket: ClientSocket,
     /// How the body is framed.
     pub framing: BodyFraming,
     /// Bytes already read after the request head.
     pub buffered: Vec<u8>,
     /// Parser limits (for chunked trailers).
     pub limits: Limits,
-    /// Longest wait for the client between reads.
-    pub timeout: Duration,
     /// Body bytes kept in memory before the rest is spooled to a temporary file.
     pub buffer_size: usize,
-    /// How a read waits for a client that has not sent the body yet.
-    pub wait: SocketWait,
 }
 
 /// What became of a deferred body, for the connection driver.
@@ -110,7 +104,7 @@ impl Input {
             }
         };
         if let Some(deferred) = state.deferred.take() {
-            let how = deferred.wait;
+            let how = deferred.socket.wait;
             match how.run(py, || fetch_deferred(deferred)) {
                 Ok((body, remainder)) => {
                     state.body = body;
@@ -151,8 +145,8 @@ fn spool_read_error(e: std::io::Error) -> PyErr {
 /// Send 100 Continue, then read the whole body. Returns the body and any bytes past it.
 fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), ParseError> {
     let io_err = |e: std::io::Error| ParseError::new(ErrorKind::NoMoreData, e.to_string());
-    write_all_fd(deferred.fd, b"HTTP/1.1 100 Continue\r\n\r\n", deferred.timeout, deferred.wait)
-        .map_err(io_err)?;
+    let socket = deferred.socket;
+    socket.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(io_err)?;
     let mut pending = deferred.buffered;
     let mut sink = BodySink::new(deferred.buffer_size);
     let spool_err = |e: SpoolError| ParseError::new(ErrorKind::NoMoreData, e.to_string());
@@ -165,9 +159,7 @@ fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), Pars
         if complete {
             return Ok((sink.finish().map_err(spool_err)?, pending));
         }
-        if read_some(deferred.fd, &mut pending, deferred.timeout, deferred.wait).map_err(io_err)?
-            == 0
-        {
+        if socket.read_some(&mut pending).map_err(io_err)? == 0 {
             return Err(pump.ended_early());
         }
     }

@@ -12,7 +12,7 @@ mod file_wrapper;
 mod input;
 mod start_response;
 
-pub use blocking_io::SocketWait;
+pub use blocking_io::{AppWait, ClientSocket};
 pub use body::{BodySink, RequestBody, SpoolError};
 pub use call::{AppResponse, FileResponse, close_result, log_exception, next_chunk};
 pub use environ::{EnvironBuilder, EnvironError, ListenerEnv, RequestFacts};

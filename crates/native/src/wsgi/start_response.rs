@@ -3,32 +3,26 @@
 //! nothing was sent, and re-raises the app's exception once headers are on the wire. `write()`
 //! sends at once (PEP 3333 requires it): the first call commits the status line and headers.
 
-use std::os::fd::RawFd;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use ferrocorn_http::{ResponseFraming, ResponseHead};
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use super::blocking_io::SocketWait;
+use super::blocking_io::ClientSocket;
 
 /// Where `write()` sends bytes: the client socket and how to frame the response.
 #[derive(Debug, Clone, Copy)]
 pub struct DirectWriter {
-    /// The client socket (owned by the connection driver, open while the app runs).
-    pub fd: RawFd,
+    /// The client's socket.
+    pub socket: ClientSocket,
     /// The request's HTTP version (the response uses it).
     pub version: (u8, u8),
     /// HEAD request: headers only.
     pub is_head: bool,
     /// The connection may stay open after this response.
     pub keep_alive: bool,
-    /// Longest wait for a slow client.
-    pub timeout: Duration,
-    /// How a write waits for a client that is not reading.
-    pub wait: SocketWait,
 }
 
 /// A response whose head `write()` already sent.
@@ -218,8 +212,10 @@ impl StartResponse {
         frame_chunk(&mut out, committed.framing, &bytes[..take]);
         committed.sent += take as u64;
         drop(state);
-        let (fd, timeout, how) = (writer.fd, writer.timeout, writer.wait);
-        how.run(py, || super::blocking_io::write_all_fd(fd, &out, timeout, how))
+        let socket = writer.socket;
+        socket
+            .wait
+            .run(py, || socket.write_all(&out))
             .map_err(|e| PyOSError::new_err(format!("client connection lost during write(): {e}")))
     }
 }
