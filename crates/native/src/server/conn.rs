@@ -35,8 +35,8 @@ use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
 use crate::wsgi::{
-    self, BodySink, ClientSocket, DeferredBody, DirectWriter, FileResponse, RequestBody,
-    SpoolError, frame_chunk,
+    self, BodyCollector, ClientSocket, CollectError, DeferredBody, DirectWriter, FileResponse,
+    RequestBody, SpoolError, frame_chunk,
 };
 
 const SERVER: &[u8] = b"ferrocorn";
@@ -60,6 +60,15 @@ enum ConnError {
     /// A WSGI body could not be spooled to its temporary file (answered 500).
     Spool(SpoolError),
     Closed,
+}
+
+impl From<CollectError> for ConnError {
+    fn from(e: CollectError) -> Self {
+        match e {
+            CollectError::Parse(e) => ConnError::Parse(e),
+            CollectError::Spool(e) => ConnError::Spool(e),
+        }
+    }
 }
 
 impl From<SpoolError> for ConnError {
@@ -272,24 +281,18 @@ impl<S: ClientStream> Conn<S> {
     }
 
     /// Read a whole request body: kept in memory up to `--body-buffer-size` bytes, spooled to
-    /// a temporary file beyond that (see [`BodySink`]).
+    /// a temporary file beyond that (see [`BodyCollector`]).
     async fn read_body(&mut self, framing: BodyFraming) -> Result<RequestBody, ConnError> {
-        let mut sink = BodySink::new(self.shared.opts.body_buffer_size);
-        let Some(mut pump) = BodyPump::new(framing, self.shared.opts.limits.clone()) else {
-            return Ok(sink.finish()?);
-        };
-        loop {
-            let (chunk, complete) = pump.take(&mut self.rbuf)?;
-            sink.push(&chunk)?;
-            if complete {
-                return Ok(sink.finish()?);
-            }
+        let opts = &self.shared.opts;
+        let mut body = BodyCollector::new(framing, opts.limits.clone(), opts.body_buffer_size);
+        while !body.take_from(&mut self.rbuf)? {
             self.rbuf.reserve(BODY_READ_CHUNK);
             let deadline = tokio::time::Instant::now() + self.shared.opts.io_timeout;
             if self.fill_until(deadline).await? == 0 {
-                return Err(pump.ended_early().into());
+                return Err(body.ended_early().into());
             }
         }
+        Ok(body.finish()?)
     }
 
     /// Serve one request. `Ok(true)`: the connection may carry another request.

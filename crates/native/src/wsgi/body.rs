@@ -10,6 +10,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ferrocorn_http::{BodyFraming, BodyPump, ErrorKind, Limits, ParseError};
+
 /// A body could not be written to its temporary file; the request is answered 500.
 #[derive(Debug)]
 pub struct SpoolError {
@@ -196,6 +198,52 @@ impl BodySink {
             Some(spool) => RequestBody::Spooled { file: spool.file, len: spool.written },
             None => RequestBody::Memory(self.memory),
         })
+    }
+}
+
+/// A body being collected from a connection's read buffer: the framing cuts it out
+/// ([`BodyPump`]), the sink keeps it. Both body readers (the connection driver, and
+/// `wsgi.input` for a 100-continue body) feed it what they read until it is complete.
+pub struct BodyCollector {
+    pump: Option<BodyPump>,
+    sink: BodySink,
+}
+
+/// Why collecting a body failed.
+#[derive(Debug)]
+pub enum CollectError {
+    /// The body is malformed (chunked framing).
+    Parse(ParseError),
+    /// It could not be spooled.
+    Spool(SpoolError),
+}
+
+impl BodyCollector {
+    /// A collector for a body framed as `framing`.
+    pub fn new(framing: BodyFraming, limits: Limits, buffer_size: usize) -> Self {
+        BodyCollector { pump: BodyPump::new(framing, limits), sink: BodySink::new(buffer_size) }
+    }
+
+    /// Take the body bytes at the front of `buf` (leaving what follows the body); true once
+    /// the body is complete.
+    pub fn take_from(&mut self, buf: &mut Vec<u8>) -> Result<bool, CollectError> {
+        let Some(pump) = self.pump.as_mut() else { return Ok(true) };
+        let (chunk, complete) = pump.take(buf).map_err(CollectError::Parse)?;
+        self.sink.push(&chunk).map_err(CollectError::Spool)?;
+        Ok(complete)
+    }
+
+    /// The error for a client that closed the connection before the body was complete.
+    pub fn ended_early(&self) -> ParseError {
+        match &self.pump {
+            Some(pump) => pump.ended_early(),
+            None => ParseError::new(ErrorKind::NoMoreData, "client closed mid-body"),
+        }
+    }
+
+    /// The collected body.
+    pub fn finish(self) -> Result<RequestBody, SpoolError> {
+        self.sink.finish()
     }
 }
 

@@ -9,9 +9,9 @@
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use super::blocking_io::ClientSocket;
-use super::body::{BodySink, RequestBody, SpoolError};
+use super::body::{BodyCollector, CollectError, RequestBody};
 
-use ferrocorn_http::{BodyFraming, BodyPump, ErrorKind, Limits, ParseError};
+use ferrocorn_http::{BodyFraming, ErrorKind, Limits, ParseError};
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -144,25 +144,23 @@ fn spool_read_error(e: std::io::Error) -> PyErr {
 
 /// Send 100 Continue, then read the whole body. Returns the body and any bytes past it.
 fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), ParseError> {
-    let io_err = |e: std::io::Error| ParseError::new(ErrorKind::NoMoreData, e.to_string());
+    let failed = |detail: String| ParseError::new(ErrorKind::NoMoreData, detail);
     let socket = deferred.socket;
-    socket.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(io_err)?;
+    socket.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|e| failed(e.to_string()))?;
     let mut pending = deferred.buffered;
-    let mut sink = BodySink::new(deferred.buffer_size);
-    let spool_err = |e: SpoolError| ParseError::new(ErrorKind::NoMoreData, e.to_string());
-    let Some(mut pump) = BodyPump::new(deferred.framing, deferred.limits) else {
-        return Ok((sink.finish().map_err(spool_err)?, pending));
-    };
+    let mut body = BodyCollector::new(deferred.framing, deferred.limits, deferred.buffer_size);
     loop {
-        let (chunk, complete) = pump.take(&mut pending)?;
-        sink.push(&chunk).map_err(spool_err)?;
-        if complete {
-            return Ok((sink.finish().map_err(spool_err)?, pending));
+        match body.take_from(&mut pending) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(CollectError::Parse(e)) => return Err(e),
+            Err(CollectError::Spool(e)) => return Err(failed(e.to_string())),
         }
-        if socket.read_some(&mut pending).map_err(io_err)? == 0 {
-            return Err(pump.ended_early());
+        if socket.read_some(&mut pending).map_err(|e| failed(e.to_string()))? == 0 {
+            return Err(body.ended_early());
         }
     }
+    Ok((body.finish().map_err(|e| failed(e.to_string()))?, pending))
 }
 
 fn size_arg(size: Option<isize>) -> Option<usize> {

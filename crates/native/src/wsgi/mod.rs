@@ -13,7 +13,7 @@ mod input;
 mod start_response;
 
 pub use blocking_io::{AppWait, ClientSocket};
-pub use body::{BodySink, RequestBody, SpoolError};
+pub use body::{BodyCollector, CollectError, RequestBody, SpoolError};
 pub use call::{AppResponse, FileResponse, close_result, log_exception, next_chunk};
 pub use environ::{EnvironBuilder, EnvironError, ListenerEnv, RequestFacts};
 pub use file_wrapper::FileWrapper;
