@@ -155,31 +155,24 @@ impl<S: ClientStream> Conn<S> {
     }
 
     async fn run(&mut self) {
-        if self.shared.opts.proxy_mode != ProxyMode::Off {
-            match self.read_proxy_header().await {
-                Ok(()) => {}
-                Err(ConnError::Parse(e)) => return self.reject(e).await,
-                Err(ConnError::Spool(e)) => return self.fail_spool(e).await,
-                Err(ConnError::Closed) => return,
-            }
+        if self.shared.opts.proxy_mode != ProxyMode::Off
+            && let Err(e) = self.read_proxy_header().await
+        {
+            return self.end_with(e).await;
         }
         let mut first = true;
         loop {
             let (head, consumed) = match self.read_head(first).await {
                 Ok(Some(h)) => h,
                 Ok(None) => return,
-                Err(ConnError::Parse(e)) => return self.reject(e).await,
-                Err(ConnError::Spool(e)) => return self.fail_spool(e).await,
-                Err(ConnError::Closed) => return,
+                Err(e) => return self.end_with(e).await,
             };
             first = false;
             self.rbuf.drain(..consumed);
             match self.handle(head).await {
                 Ok(true) => continue,
                 Ok(false) => return self.close_gracefully().await,
-                Err(ConnError::Parse(e)) => return self.reject(e).await,
-                Err(ConnError::Spool(e)) => return self.fail_spool(e).await,
-                Err(ConnError::Closed) => return,
+                Err(e) => return self.end_with(e).await,
             }
         }
     }
@@ -1147,33 +1140,32 @@ impl<S: ClientStream> Conn<S> {
         Sent { status, body_bytes: 0, headers: Vec::new() }
     }
 
-    /// Answer a bad request (or just close, for a client that went away) and close.
-    async fn reject(&mut self, err: ParseError) {
-        match err.status() {
-            Some(status) => {
-                warning!(
-                    "Invalid request from ip={}: {err}",
-                    self.peer.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "unix".into())
-                );
-                let wbuf = &mut self.wbuf;
-                let detail = err.detail().to_owned();
-                with_http_date(|date| write_error_response(wbuf, status, &detail, date, SERVER));
-                if self.flush().await {
-                    self.close_gracefully().await;
+    /// End the connection after an error: a malformed request is answered with its status, a
+    /// body that could not be spooled with 500 (logged with the fix), a closed one silently.
+    async fn end_with(&mut self, err: ConnError) {
+        match err {
+            ConnError::Parse(e) => match e.status() {
+                Some(status) => {
+                    warning!(
+                        "Invalid request from ip={}: {e}",
+                        self.peer.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "unix".into())
+                    );
+                    self.answer_and_close(status, e.detail()).await;
                 }
+                None => debug!("client went away: {e}"),
+            },
+            ConnError::Spool(e) => {
+                error!("{e}");
+                self.answer_and_close(e.status(), "could not store the request body").await;
             }
-            None => debug!("client went away: {err}"),
+            ConnError::Closed => {}
         }
     }
 
-    /// A body that could not be spooled: log why (naming the fix) and answer 500.
-    async fn fail_spool(&mut self, err: SpoolError) {
-        error!("{err}");
+    /// Send a small error page, then close the connection gracefully.
+    async fn answer_and_close(&mut self, status: u16, detail: &str) {
         let wbuf = &mut self.wbuf;
-        let status = err.status();
-        with_http_date(|date| {
-            write_error_response(wbuf, status, "could not store the request body", date, SERVER)
-        });
+        with_http_date(|date| write_error_response(wbuf, status, detail, date, SERVER));
         if self.flush().await {
             self.close_gracefully().await;
         }
