@@ -183,37 +183,38 @@ impl PythonPool {
         Ok(PythonPool { shared, threads })
     }
 
-    /// Queue a job (false when the pool is shut down), but leave a needed wake-up to [`PythonPool::flush`]: the I/O thread queues
-    /// everything one pass of its loop read and wakes a thread once, when it is about to
-    /// sleep, instead of once per request.
+    /// Queue a job (false when the pool is shut down). The wake-ups it needs — a thread when
+    /// none is awake, the monitor when it is parked — are left to [`PythonPool::flush`]: the
+    /// I/O thread queues everything one pass of its loop read and wakes once, when it is about
+    /// to sleep, instead of once per request.
     pub fn submit_deferred(&self, job: Job) -> bool {
         let mut st = self.shared.lock();
         if st.closed {
             return false;
         }
         st.queue.push_back(Queued { job, since: Instant::now() });
-        if self.shared.awake(&st) == 0 {
+        if self.shared.awake(&st) == 0 || st.monitor_parked {
             self.shared.wake_wanted.store(true, Ordering::Release);
-        } else if st.monitor_parked {
-            self.shared.monitor.notify_one();
         }
         true
     }
 
-    /// Send the wake-up [`PythonPool::submit_deferred`] left pending, if any.
+    /// Send the wake-ups [`PythonPool::submit_deferred`] left pending: a thread if none is
+    /// awake, and the monitor if it is parked (so that a burst of blocking jobs does not run
+    /// one after another on the one awake thread).
     pub fn flush(&self) {
         if !self.shared.wake_wanted.swap(false, Ordering::AcqRel) {
             return;
         }
         let mut st = self.shared.lock();
-        if !st.queue.is_empty() && self.shared.awake(&st) == 0 {
+        if st.queue.is_empty() {
+            return;
+        }
+        if self.shared.awake(&st) == 0 {
             self.shared.wake_one(&mut st);
-            // The submits of this pass all saw no thread awake, so none told a parked monitor:
-            // tell it now, or a burst of blocking jobs would run one after another on the one
-            // thread just woken.
-            if st.monitor_parked {
-                self.shared.monitor.notify_one();
-            }
+        }
+        if st.monitor_parked {
+            self.shared.monitor.notify_one();
         }
     }
 }
