@@ -4,7 +4,7 @@
 //! SIGKILLed worker could leave held.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ferrocorn_metrics::{N_BUCKETS, N_METHODS, N_STATUS, Totals};
@@ -199,6 +199,8 @@ pub struct MasterArea {
     /// Counters folded from reaped workers, so totals never go backwards.
     pub retired: Counters,
     restarts: [AtomicU64; 6],
+    /// One past the highest slot index ever claimed: slots beyond it have never held a worker.
+    claimed_end: AtomicUsize,
 }
 
 impl MasterArea {
@@ -399,16 +401,20 @@ impl Scoreboard {
         unsafe { &*self.base.add(index) }
     }
 
-    /// Iterate over all slots with their index.
+    /// Iterate over the slots that ever held a worker, with their index (the others are all
+    /// free, so a worker reading its siblings on its accept path scans a few slots, not all).
     pub fn slots(&self) -> impl Iterator<Item = (usize, &Slot)> {
-        (0..self.len).map(move |i| (i, self.slot(i)))
+        let end = self.master().claimed_end.load(Ordering::Acquire).min(self.len);
+        (0..end).map(move |i| (i, self.slot(i)))
     }
 
     /// Claim a free slot for a new worker (the master does this just before forking).
     pub fn claim(&self, generation: u64, age: u32) -> Option<usize> {
-        let index = self.slots().find(|(_, s)| s.state() == SlotState::Free && s.pid() == 0)?.0;
+        let index = (0..self.len)
+            .find(|&i| self.slot(i).state() == SlotState::Free && self.slot(i).pid() == 0)?;
         // The pid is filled in by the master after fork; mark it taken with a placeholder.
         self.slot(index).claim(-1, generation, age);
+        self.master().claimed_end.fetch_max(index + 1, Ordering::AcqRel);
         Some(index)
     }
 
@@ -460,6 +466,20 @@ mod tests {
         assert_eq!(slot.generation(), 7);
         board.release(index);
         assert_eq!(board.slot(index).state(), SlotState::Free);
+    }
+
+    #[test]
+    fn slots_covers_every_slot_ever_claimed_and_no_more() {
+        let board = Scoreboard::new(8).unwrap();
+        assert_eq!(board.slots().count(), 0);
+        let a = board.claim(0, 1).unwrap();
+        let b = board.claim(0, 2).unwrap();
+        assert_eq!(board.slots().map(|(i, _)| i).collect::<Vec<_>>(), vec![a, b]);
+        board.release(b);
+        assert_eq!(board.slots().count(), 2, "a released slot may be reclaimed: still scanned");
+        board.release(a);
+        assert_eq!(board.claim(0, 3), Some(a));
+        assert_eq!(board.slots().count(), 2);
     }
 
     #[test]
