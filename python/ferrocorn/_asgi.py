@@ -104,6 +104,17 @@ def _cancel_abandoned(task, grace):
         task.cancel()
 
 
+async def _send_when_room(req, body, more_body):
+    """send() of a body chunk when the connection's queue is full: wait until the connection
+    takes a chunk (the I/O thread resolves the future through the bridge), then send again."""
+    loop = asyncio.get_running_loop()
+    while True:
+        room = loop.create_future()
+        if req.send_body(body, more_body, room):
+            return
+        await room
+
+
 async def _push(call, *args):
     """Hand a message to the connection; a False return means its buffer is full: let it drain."""
     while not call(*args):

@@ -48,6 +48,9 @@ def serve(bridge, start_io):
                     run_callback(parked.pop().switch, item)
                 else:
                     gevent.spawn(runner, item)
+            elif kind == "wake":
+                # A greenlet waiting for room in a full response queue (a gevent Event).
+                item.set()
             elif kind == "stop" and not stopped.ready():
                 stopped.set(item)
 

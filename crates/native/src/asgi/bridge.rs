@@ -28,6 +28,9 @@ pub enum Event {
     /// Wake a request's waiting `receive()`: request body arrived, the client went away, or
     /// the response is complete.
     WakeReceive(Arc<RequestShared>),
+    /// Room appeared in a full response-body queue (or its connection went away): wake the
+    /// producer waiting on this object (an asyncio future or a gevent `Event`).
+    WakeWaiter(Py<PyAny>),
     /// The connection of a request (by id) ended before its response was complete while the
     /// app still runs: cancel its task after `asgi_disconnect_grace_period`.
     Abandoned(u64),
@@ -160,7 +163,7 @@ impl LoopBridge {
     }
 
     /// Take the pending events: a list of `("http", request)`, `("wsgi", job)`,
-    /// `("websocket", session)`, `("ws", (queue, message))`, `("wake", future)`,
+    /// `("websocket", session)`, `("ws", (queue, message))`, `("wake", future or event)`,
     /// `("abandoned", request_id)` and `("stop", graceful)` tuples.
     fn drain(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let mut out = Vec::new();
@@ -188,6 +191,9 @@ impl LoopBridge {
                     Some(future) => ("wake", future).into_pyobject(py)?.into_any().unbind(),
                     None => continue,
                 },
+                Event::WakeWaiter(waiter) => {
+                    ("wake", waiter).into_pyobject(py)?.into_any().unbind()
+                }
                 Event::Abandoned(id) => ("abandoned", id).into_pyobject(py)?.into_any().unbind(),
                 Event::Stop { graceful } => {
                     ("stop", graceful).into_pyobject(py)?.into_any().unbind()

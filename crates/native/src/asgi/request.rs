@@ -17,9 +17,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::awaitable;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::server::ChunkMsg;
+use crate::server::chunk_channel::{ChunkSender, Offer, Waiter};
 
 /// How the app started its response: status, headers and the first body chunk (sent with
 /// the head in one write; the chunk channel carries the rest). Err means "answer 500".
@@ -183,7 +183,7 @@ pub struct AsgiRequest {
     start: Mutex<Option<oneshot::Sender<StartMsg>>>,
     /// `http.response.start` held until the first body message, so both leave in one message.
     pending_start: Mutex<Option<ResponseStart>>,
-    chunks: Mutex<Option<mpsc::Sender<ChunkMsg>>>,
+    chunks: Mutex<Option<ChunkSender>>,
     shared: Arc<RequestShared>,
 }
 
@@ -194,7 +194,7 @@ impl AsgiRequest {
         decoded_path: Arc<Vec<u8>>,
         endpoints: Endpoints,
         start: oneshot::Sender<StartMsg>,
-        chunks: mpsc::Sender<ChunkMsg>,
+        chunks: ChunkSender,
         shared: Arc<RequestShared>,
     ) -> Self {
         AsgiRequest {
@@ -386,14 +386,13 @@ impl AsgiRequest {
                     Some(body) => body.extract()?,
                     None => b"",
                 };
-                if !this.send_body(data, more_body)? {
-                    // The buffer is full: the loop glue retries until the connection drains.
-                    static PUSH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                if !this.send_body(data, more_body, None)? {
+                    // The queue is full: the loop glue waits for room and sends again.
+                    static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
                     let body = body.unwrap_or_else(|| PyBytes::new(py, b"").into_any());
-                    let retry = slf.getattr(intern!(py, "send_body"))?;
-                    return Ok(PUSH
-                        .import(py, "ferrocorn._asgi", "_push")?
-                        .call1((retry, body, more_body))?
+                    return Ok(WAIT
+                        .import(py, "ferrocorn._asgi", "_send_when_room")?
+                        .call1((slf, body, more_body))?
                         .unbind());
                 }
             }
@@ -420,8 +419,10 @@ impl AsgiRequest {
     }
 
     /// `http.response.body`: queue `data`; returns False (nothing queued) when the connection's
-    /// buffer is full — wait briefly and send again. With `more_body` False the response ends.
-    fn send_body(&self, data: &[u8], more_body: bool) -> PyResult<bool> {
+    /// queue is full, after registering `room` (an asyncio future, if given) to be resolved
+    /// when there is room again. With `more_body` False the response ends.
+    #[pyo3(signature = (data, more_body, room=None))]
+    fn send_body(&self, data: &[u8], more_body: bool, room: Option<Py<PyAny>>) -> PyResult<bool> {
         if let Some(mut start) = self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take()
         {
             if !more_body {
@@ -437,10 +438,10 @@ impl AsgiRequest {
         let mut guard = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = guard.as_ref() else { return Ok(true) };
         if !data.is_empty() {
-            match tx.try_send(Ok(data.to_vec())) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => return Ok(false),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+            match tx.offer(Ok(data.to_vec()), room.map(Waiter::Loop)) {
+                Offer::Queued => {}
+                Offer::Full(_) => return Ok(false),
+                Offer::Closed => {
                     self.shared.lock().happened = true;
                     *guard = None;
                     return Ok(true);
@@ -459,7 +460,7 @@ impl AsgiRequest {
         if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.send(Err(()));
         } else if let Some(tx) = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = tx.try_send(Err(()));
+            tx.fail();
         }
     }
 

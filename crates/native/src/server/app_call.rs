@@ -9,8 +9,9 @@ use std::sync::Arc;
 use ferrocorn_http::{ProxyInfo, RequestHead, ResponseHead};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use tokio::sync::mpsc;
 
+use super::chunk_channel::{ChunkReceiver, ChunkSender, Offer, Waiter, chunk_channel};
+use crate::asgi::Bridge;
 use crate::hooks::{Hooks, Request, WorkerHandle};
 use crate::wsgi::{
     self, AppResponse, AppWait, Committed, DeferredBody, DirectWriter, FileResponse, Input,
@@ -78,8 +79,9 @@ pub type ChunkMsg = Result<Vec<u8>, ()>;
 pub enum Chunks {
     /// Pull from the app's iterator here, under the GIL (sync class).
     Inline(Py<PyAny>),
-    /// Receive from the pool thread that pulls the iterator (gthread).
-    Channel(mpsc::Receiver<ChunkMsg>),
+    /// Receive from the app's side: the pool thread or greenlet that pulls the iterator
+    /// (gthread, gevent) or the ASGI task that sends `more_body` messages.
+    Channel(ChunkReceiver),
 }
 
 impl Chunks {
@@ -104,6 +106,19 @@ impl Chunks {
                 Some(Err(())) => Err(()),
                 None => Ok(false),
             },
+        }
+    }
+
+    /// A chunk the app's side already queued, appended to `out` without waiting (None:
+    /// nothing queued now, or the iterator is pulled here).
+    pub fn try_next(&mut self, out: &mut Vec<u8>) -> Option<Result<bool, ()>> {
+        let Chunks::Channel(rx) = self else { return None };
+        match rx.try_recv()? {
+            Ok(bytes) => {
+                out.extend_from_slice(&bytes);
+                Some(Ok(true))
+            }
+            Err(()) => Some(Err(())),
         }
     }
 }
@@ -253,9 +268,10 @@ pub fn call(
 pub fn detach_stream(
     called: &mut Called,
     mode: AppWait,
+    bridge: Option<Arc<Bridge>>,
 ) -> Option<impl FnOnce(Python<'_>) + use<>> {
     let reply = std::mem::replace(&mut called.reply, Reply::Aborted);
-    let (tx, rx) = mpsc::channel::<ChunkMsg>(4);
+    let (tx, rx) = chunk_channel(bridge);
     let (iterator, result, reply) = match reply {
         Reply::Stream { head, first, chunks: Chunks::Inline(iterator), result } => (
             iterator,
@@ -276,28 +292,32 @@ pub fn detach_stream(
     Some(move |py: Python<'_>| pump_stream(py, iterator, result, tx, mode))
 }
 
-fn hand_over(
-    py: Python<'_>,
-    tx: &mpsc::Sender<ChunkMsg>,
-    message: ChunkMsg,
-    mode: AppWait,
-) -> bool {
+fn hand_over(py: Python<'_>, tx: &ChunkSender, chunk: Vec<u8>, mode: AppWait) -> bool {
     match mode {
-        // A full channel: a thread blocks (without the GIL); a greenlet sleeps in the hub.
-        AppWait::Thread => py.detach(|| tx.blocking_send(message)).is_ok(),
+        AppWait::Thread => tx.send_blocking(py, Ok(chunk)),
         AppWait::Greenlet => {
-            let mut message = message;
+            // A full queue: this greenlet waits on a gevent Event the hub sets when the
+            // connection takes a chunk, while the hub runs the others.
+            let mut message = Ok(chunk);
+            let mut waiter: Option<Bound<'_, PyAny>> = None;
             loop {
-                match tx.try_send(message) {
-                    Ok(()) => return true,
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                    Err(mpsc::error::TrySendError::Full(back)) => {
-                        message = back;
-                        let slept =
-                            py.import("gevent").and_then(|g| g.call_method1("sleep", (0.001,)));
-                        if slept.is_err() {
+                let registered = waiter.as_ref().map(|w| Waiter::Loop(w.clone().unbind()));
+                match tx.offer(message, registered) {
+                    Offer::Queued => return true,
+                    Offer::Closed => return false,
+                    Offer::Full(back) => message = back,
+                }
+                match &waiter {
+                    // The first time round no waiter was registered: make one and offer again.
+                    None => match py.import("gevent.event").and_then(|m| m.call_method0("Event")) {
+                        Ok(event) => waiter = Some(event),
+                        Err(_) => return false,
+                    },
+                    Some(event) => {
+                        if event.call_method0("wait").is_err() {
                             return false;
                         }
+                        event.call_method0("clear").ok();
                     }
                 }
             }
@@ -310,22 +330,23 @@ fn pump_stream(
     py: Python<'_>,
     iterator: Py<PyAny>,
     result: Option<Py<PyAny>>,
-    tx: mpsc::Sender<ChunkMsg>,
+    tx: ChunkSender,
     mode: AppWait,
 ) {
     loop {
         let mut chunk = Vec::new();
-        let message = match wsgi::next_chunk(py, &iterator, &mut chunk) {
-            Ok(true) => Ok(chunk),
+        match wsgi::next_chunk(py, &iterator, &mut chunk) {
+            Ok(true) => {
+                if !hand_over(py, &tx, chunk, mode) {
+                    break; // the client went away
+                }
+            }
             Ok(false) => break,
             Err(e) => {
                 wsgi::log_exception(py, "Error handling request (response already started)", &e);
-                Err(())
+                tx.fail();
+                break;
             }
-        };
-        let failed = message.is_err();
-        if !hand_over(py, &tx, message, mode) || failed {
-            break; // the client went away, or the app failed
         }
     }
     if let Some(result) = result {

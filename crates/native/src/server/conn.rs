@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use tokio::sync::{mpsc, oneshot};
 
 use super::app_call::{self, CallRequest, Called, Chunks, InputSource, Reply};
+use super::chunk_channel::chunk_channel;
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
@@ -45,6 +46,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const BODY_READ_CHUNK: usize = 64 * 1024;
 /// Request body bytes queued for an ASGI app before the connection stops reading the socket.
 const BODY_QUEUE_LIMIT: usize = 256 * 1024;
+/// A streamed response's chunks already queued by the app go out in one write up to this size.
+const COALESCE_BYTES: usize = 64 * 1024;
 
 /// The client's address as seen on the socket.
 #[derive(Debug, Clone, Copy)]
@@ -391,6 +394,7 @@ impl<S: ClientStream> Conn<S> {
                 let peer = self.peer;
                 let began = Arc::new(AtomicBool::new(false));
                 let job_began = began.clone();
+                let hub = shared.executor.hub_bridge();
                 let job = Box::new(move |py: Python<'_>| {
                     if tx.is_closed() {
                         return; // answered 504 while queued for a thread: never started
@@ -398,7 +402,7 @@ impl<S: ClientStream> Conn<S> {
                     job_began.store(true, Ordering::Release);
                     let remote = remote_strings(py, peer);
                     let mut called = app_call::call(py, &ctx, call_request, &remote);
-                    let pump = app_call::detach_stream(&mut called, wait);
+                    let pump = app_call::detach_stream(&mut called, wait, hub);
                     if tx.send(called).is_ok()
                         && let Some(pump) = pump
                     {
@@ -653,7 +657,7 @@ impl<S: ClientStream> Conn<S> {
         let head = Arc::new(head);
         let decoded_path = Arc::new(decoded_path);
         let (start_tx, mut start_rx) = oneshot::channel();
-        let (chunk_tx, chunk_rx) = mpsc::channel(32);
+        let (chunk_tx, chunk_rx) = chunk_channel(Some(backend.bridge.clone()));
         let state = Arc::new(RequestShared::new(shared.next_request_id()));
         match pump {
             Some(pump) => {
@@ -1033,13 +1037,23 @@ impl<S: ClientStream> Conn<S> {
             let take = (chunk.len() as u64).min(limit.saturating_sub(sent)) as usize;
             frame_chunk(&mut self.wbuf, framing, &chunk[..take]);
             sent += take as u64;
-            if !self.wbuf.is_empty() && !self.flush().await {
-                return None;
-            }
             if sent >= limit {
                 break;
             }
             chunk.clear();
+            // Chunks the app's side already queued go out in the same write as this one.
+            if self.wbuf.len() < COALESCE_BYTES
+                && let Some(more) = chunks.try_next(&mut chunk)
+            {
+                match more {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(()) => return None, // truncated: close without a terminator
+                }
+            }
+            if !self.wbuf.is_empty() && !self.flush().await {
+                return None;
+            }
             let more = if matches!(chunks, Chunks::Channel(_)) {
                 // While the app (on another thread or loop) prepares the next chunk, watch the
                 // client: a close ends the response now, so the app learns of the disconnect
@@ -1073,9 +1087,9 @@ impl<S: ClientStream> Conn<S> {
         }
         if framing == ResponseFraming::Chunked {
             self.wbuf.extend_from_slice(b"0\r\n\r\n");
-            if !self.flush().await {
-                return None;
-            }
+        }
+        if !self.wbuf.is_empty() && !self.flush().await {
+            return None;
         }
         if framing == ResponseFraming::CloseDelimited
             || rhead.content_length().is_some_and(|cl| sent < cl)

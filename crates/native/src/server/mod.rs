@@ -3,6 +3,7 @@
 
 pub mod abort;
 mod app_call;
+pub mod chunk_channel;
 mod conn;
 mod io;
 mod pool;

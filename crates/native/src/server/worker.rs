@@ -73,6 +73,14 @@ impl Executor {
         }
     }
 
+    /// The gevent hub's bridge (wakes greenlets waiting for the server), for that class.
+    pub fn hub_bridge(&self) -> Option<Arc<crate::asgi::Bridge>> {
+        match self {
+            Executor::Hub(bridge) => Some(bridge.clone()),
+            _ => None,
+        }
+    }
+
     /// Hand `job` to the Python side that runs apps off the I/O thread: the gthread pool or
     /// the gevent hub. `Ok(false)`: the pool is shut down (the job is dropped); `Err(job)`:
     /// this class runs the app on the calling thread (sync) or through its own loop glue
