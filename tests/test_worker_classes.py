@@ -2,11 +2,13 @@
 environ's wsgi.multithread, streaming and errors on pool threads."""
 
 import concurrent.futures
+import threading
 import time
 
 import pytest
 import requests
 
+from procs import wait_until
 from wire import Conn, request_bytes
 
 
@@ -75,6 +77,64 @@ def test_an_idle_sync_worker_serves_new_connections_while_its_sibling_is_in_a_lo
         c.close()
     assert waited < 0.8, f"8 quick requests took {waited:.2f} s: some waited for the busy worker"
     assert len(set(pids)) == 1, f"the idle worker should have answered every connection: {pids}"
+
+
+def test_sync_workers_take_one_new_connection_each_while_a_sibling_holds_none(server):
+    # A sync worker serves one request at a time: two connections opened together must not
+    # both go to one worker while another holds none (their requests would queue needlessly).
+    srv = server("concurrency_app:app", "-w", "3")
+    for _ in range(3):
+        conns = [Conn(srv.port, timeout=10) for _ in range(3)]
+        try:
+            time.sleep(0.2)  # all three accepted before any request
+            pids = []
+            for c in conns:
+                c.send(request_bytes("GET", "/max"))
+                pids.append(c.read_response(timeout=10).body.split()[2])
+        finally:
+            for c in conns:
+                c.close()
+        assert len(set(pids)) == 3, f"three connections, three idle workers: {pids}"
+        time.sleep(0.2)  # the closes reach the workers' counts
+
+
+def test_a_sync_worker_busy_with_slow_requests_leaves_new_connections_to_quick_siblings(server):
+    # One keep-alive client sends 0.4 s requests with a pause between them, in which its worker
+    # is idle and holds fewer connections than the others. New connections opened meanwhile
+    # must go to the two quick workers (which share them), never to the slow one, where their
+    # requests would wait behind the slow ones.
+    srv = server("concurrency_app:app", "-w", "3")
+    stop = threading.Event()
+    slow_done = []
+
+    def slow_client(conn):
+        while not stop.is_set():
+            conn.send(request_bytes("GET", "/sleep?0.4"))
+            assert conn.read_response(timeout=10).status == 200
+            slow_done.append(1)
+            time.sleep(0.05)
+
+    with Conn(srv.port, timeout=10) as slow:
+        thread = threading.Thread(target=slow_client, args=(slow,))
+        thread.start()
+        try:
+            wait_until(lambda: len(slow_done) >= 2, timeout=10, msg="two slow requests")
+            fast, pids = [], []
+            for _ in range(12):
+                conn = Conn(srv.port, timeout=10)
+                fast.append(conn)
+                conn.send(request_bytes("GET", "/max"))
+                pids.append(conn.read_response(timeout=10).body.split()[2])
+                time.sleep(0.04)  # spread over the slow worker's idle pauses
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+        slow.send(request_bytes("GET", "/max"))
+        slow_pid = slow.read_response(timeout=10).body.split()[2]
+    for conn in fast:
+        conn.close()
+    assert slow_pid not in pids, f"a new connection went to the slow worker {slow_pid}: {pids}"
+    assert len(set(pids)) == 2, f"the two quick workers should share the connections: {pids}"
 
 
 @pytest.mark.parametrize("cls", ["gthread", "gevent"])

@@ -62,6 +62,8 @@ pub struct Slot {
     in_flight: AtomicU32,
     age: AtomicU32,
     open_connections: AtomicU64,
+    /// Moving average of this worker's request durations (µs), written by the worker only.
+    recent_request_micros: AtomicU64,
     counters: Counters,
 }
 
@@ -267,6 +269,11 @@ impl Slot {
     }
     /// Record one finished request in the counters.
     pub fn record(&self, r: RequestRecord) {
+        // Single writer (the worker), so a load and a store make the average: each request
+        // weighs a quarter, enough to follow a change of load within a few requests.
+        let recent = self.recent_request_micros.load(Ordering::Relaxed);
+        let updated = recent - recent / 4 + r.micros / 4;
+        self.recent_request_micros.store(updated, Ordering::Relaxed);
         let c = &self.counters;
         c.by_method_status[r.method.min(N_METHODS - 1)][r.status.min(N_STATUS - 1)]
             .fetch_add(1, Ordering::Relaxed);
@@ -288,6 +295,10 @@ impl Slot {
     /// A connection closed.
     pub fn connection_closed(&self) {
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Moving average of the worker's recent request durations, in microseconds.
+    pub fn recent_request_micros(&self) -> u64 {
+        self.recent_request_micros.load(Ordering::Relaxed)
     }
     /// Open client connections.
     pub fn open_connections(&self) -> u64 {
@@ -315,6 +326,7 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
         self.open_connections.store(0, Ordering::Relaxed);
+        self.recent_request_micros.store(0, Ordering::Relaxed);
         self.counters.reset();
         self.generation.store(generation, Ordering::Release);
         self.age.store(age, Ordering::Release);

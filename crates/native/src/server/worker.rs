@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use ferrocorn_arbiter::{RequestRecord, Scoreboard, Slot, SlotState};
 
-use tokio::net::{TcpListener, UnixListener};
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -222,18 +224,58 @@ impl Drop for ConnectionGuard {
     }
 }
 
-enum AnyListener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
+/// A listening socket shared with the sibling workers. It is watched for readiness, not
+/// accepted on blindly: the worker decides whether to take a waiting connection when one is
+/// there, from the siblings' state of that moment. (A sync worker that passed the check, then
+/// ran a long request while parked in `accept`, used to take the connection that arrived
+/// meanwhile, and its requests waited behind the long ones.)
+struct SharedListener {
+    socket: AsyncFd<Socket>,
+    unix: bool,
+}
+
+impl SharedListener {
+    fn new(listener: &Listener) -> std::io::Result<Self> {
+        let socket = listener.socket.try_clone()?;
+        socket.set_nonblocking(true)?;
+        let unix = matches!(listener.addr, crate::listen::BoundAddr::Unix(_));
+        // SAFETY: `socket` is an open descriptor (a fresh dup of the listener) that the AsyncFd
+        // owns from here on; `Socket::as_raw_fd` always returns that same descriptor.
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+        Ok(SharedListener { socket, unix })
+    }
+
+    /// Take a waiting connection, if there still is one (`Ok(None)`: a sibling was quicker).
+    fn try_accept(
+        &self,
+        ready: &mut AsyncFdReadyGuard<'_, Socket>,
+    ) -> std::io::Result<Option<Accepted>> {
+        let (socket, addr) = match ready.try_io(|fd| fd.get_ref().accept()) {
+            Ok(accepted) => accepted?,
+            Err(_would_block) => return Ok(None),
+        };
+        socket.set_nonblocking(true)?;
+        if self.unix {
+            let stream = std::os::unix::net::UnixStream::from(socket);
+            return Ok(Some(Accepted::Unix(tokio::net::UnixStream::from_std(stream)?)));
+        }
+        let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))?;
+        Ok(Some(Accepted::Tcp(stream, addr.as_socket())))
+    }
 }
 
 /// Wait until the worker could start a request (fewer requests admitted than it runs at once),
 /// so a busy worker leaves new connections in the shared accept queue for an idle sibling.
 async fn wait_until_idle(shared: &Shared) {
     // Single-threaded: nothing runs between the check and the registration of `notified`.
-    while shared.admitted() >= shared.opts.concurrency() {
+    while !could_start_a_request(shared) {
         shared.ticket_returned.notified().await;
     }
+}
+
+/// Whether fewer requests are admitted than the worker runs at once.
+fn could_start_a_request(shared: &Shared) -> bool {
+    shared.admitted() < shared.opts.concurrency()
 }
 
 /// A request's admission to the app (see [`Shared::enter_app`]); returned on drop.
@@ -249,37 +291,91 @@ impl Drop for AppTicket<'_> {
     }
 }
 
-/// A sync sibling whose current request has run this long (its heartbeat stops while its app
-/// runs) is taken to be busy for a while yet.
+/// A sync worker whose current request has run this long (its heartbeat stops while its app
+/// runs), or whose recent requests took this long on average, is a slow place for a new
+/// connection: one accepted there waits behind those requests.
 const LONG_REQUEST_MS: u64 = 50;
 
 /// Whether this worker holds no more than its fair share of the instance's open connections
 /// (average over serving workers, plus one). Keep-alive connections stay with the worker that
 /// accepted them, so without this a worker that happens to wake first when a client opens many
-/// connections at once would take most of them and serve them one at a time. A sync worker
-/// still accepts beyond its share when every sibling is in the middle of a long request
-/// ([`LONG_REQUEST_MS`]): the connection would otherwise wait in the kernel queue for a worker
-/// that cannot serve it, while this one could at once (siblings busy for only an instant, as
-/// under a stream of quick requests, do not count).
+/// connections at once would take most of them and serve them one at a time.
+///
+/// Sync workers serve one request at a time, so their share has no slack (a second connection
+/// on one while a sibling holds none would wait for nothing), and they weigh how long their
+/// requests take:
+/// - a worker whose recent requests are long ([`LONG_REQUEST_MS`]) leaves new connections to
+///   its quick siblings, which share them among themselves, so a fast client does not land
+///   behind a slow endpoint's requests while a quick worker could serve it. A quick worker
+///   takes at most twice the overall share, so a burst of connections still spreads when
+///   most workers are slow;
+/// - a worker accepts beyond its share when every sibling is in the middle of a long request:
+///   the connection would otherwise wait in the kernel queue for a worker that cannot serve it
+///   (siblings busy for only an instant, as under a stream of quick requests, do not count).
 fn within_fair_share(shared: &Shared) -> bool {
     let mine = shared.slot().open_connections();
     if mine == 0 {
         return true;
     }
+    let sync = matches!(shared.executor, Executor::Inline);
     let now = ferrocorn_arbiter::monotonic_ms();
-    let (mut total, mut serving, mut siblings_free_soon) = (0u64, 0u64, 0u64);
+    let long_micros = LONG_REQUEST_MS * 1000;
+    let (mut all, mut quick) = (Share::default(), Share::default());
+    let (mut siblings_free_soon, mut i_am_slow, mut quick_fewest) = (0u64, false, u64::MAX);
     for (index, slot) in shared.runtime.board.slots() {
         let state = slot.state();
-        if slot.pid() > 0 && matches!(state, SlotState::Idle | SlotState::Busy) {
-            total += slot.open_connections();
-            serving += 1;
-            let in_long_request = state == SlotState::Busy
-                && now.saturating_sub(slot.last_heartbeat_ms()) >= LONG_REQUEST_MS;
-            siblings_free_soon += u64::from(index != shared.runtime.slot && !in_long_request);
+        if slot.pid() == 0 || !matches!(state, SlotState::Idle | SlotState::Busy) {
+            continue;
+        }
+        let connections = slot.open_connections();
+        all.add(connections);
+        let in_long_request = state == SlotState::Busy
+            && now.saturating_sub(slot.last_heartbeat_ms()) >= LONG_REQUEST_MS;
+        let slow = in_long_request || slot.recent_request_micros() >= long_micros;
+        if !slow {
+            quick.add(connections);
+            quick_fewest = quick_fewest.min(connections);
+        }
+        if index == shared.runtime.slot {
+            i_am_slow = slow;
+        } else {
+            siblings_free_soon += u64::from(!in_long_request);
         }
     }
-    let sync = matches!(shared.executor, Executor::Inline);
-    serving <= 1 || (sync && siblings_free_soon == 0) || mine * serving <= total + serving
+    if all.workers <= 1 {
+        return true;
+    }
+    if sync {
+        if siblings_free_soon == 0 {
+            return true;
+        }
+        let quick_cap = 2 * (all.connections / all.workers + 1);
+        if quick.workers > 0 && quick.workers < all.workers && quick_fewest < quick_cap {
+            return !i_am_slow && quick.admits(mine, 0) && mine < quick_cap;
+        }
+        return all.admits(mine, 0);
+    }
+    all.admits(mine, 1)
+}
+
+/// Open connections over a group of serving workers.
+#[derive(Default)]
+struct Share {
+    connections: u64,
+    workers: u64,
+}
+
+impl Share {
+    fn add(&mut self, connections: u64) {
+        self.connections += connections;
+        self.workers += 1;
+    }
+
+    /// Whether a worker holding `mine` of these connections is within its share: at most the
+    /// group's average plus `slack` (the worker with the fewest always is).
+    fn admits(&self, mine: u64, slack: u64) -> bool {
+        mine * self.workers <= self.connections + slack * self.workers
+    }
 }
 
 /// Whether this worker may hold one more connection under `worker_connections` (gthread and
@@ -293,34 +389,55 @@ fn below_connection_cap(shared: &Shared) -> bool {
     }
 }
 
+/// Whether this worker may take one more connection: within its fair share and under its
+/// connection cap (the app slot is checked separately).
+fn may_take_a_connection(shared: &Shared) -> bool {
+    within_fair_share(shared) && below_connection_cap(shared)
+}
+
 /// Wait until this worker may accept: the app slot is free, it is within its fair share and
 /// under its connection cap.
 async fn wait_until_ready_to_accept(shared: &Shared) {
     loop {
         wait_until_idle(shared).await;
-        if within_fair_share(shared) && below_connection_cap(shared) {
+        if may_take_a_connection(shared) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
 
-async fn accept_loop(shared: Rc<Shared>, listener: AnyListener, index: usize) {
+async fn accept_loop(shared: Rc<Shared>, listener: SharedListener, index: usize) {
     let mut shutdown = shared.shutdown.clone();
     loop {
         tokio::select! {
             _ = wait_until_ready_to_accept(&shared) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let accepted = tokio::select! {
-            a = accept(&listener) => a,
+        let ready = tokio::select! {
+            ready = listener.socket.readable() => ready,
             _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let accepted = match ready {
+            // Time may have passed since the check (a sync worker's app ran meanwhile): decide
+            // again now; a connection left waiting keeps the socket readable for the next pass.
+            Ok(mut ready) => {
+                if !(could_start_a_request(&shared) && may_take_a_connection(&shared)) {
+                    continue;
+                }
+                match listener.try_accept(&mut ready) {
+                    Ok(None) => continue,
+                    Ok(Some(accepted)) => Ok(accepted),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         };
         match accepted {
             Ok(Accepted::Tcp(stream, addr)) => {
                 let _ = stream.set_nodelay(true);
                 let guard = ConnectionGuard::new(&shared);
-                let peer = Peer { ip: Some(addr.ip()), port: Some(addr.port()) };
+                let peer = Peer { ip: addr.map(|a| a.ip()), port: addr.map(|a| a.port()) };
                 tokio::task::spawn_local(async move {
                     serve(guard.0.clone(), stream, peer, index).await;
                     drop(guard);
@@ -344,28 +461,9 @@ async fn accept_loop(shared: Rc<Shared>, listener: AnyListener, index: usize) {
 }
 
 enum Accepted {
-    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    /// A TCP connection and the peer's address.
+    Tcp(tokio::net::TcpStream, Option<std::net::SocketAddr>),
     Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &AnyListener) -> std::io::Result<Accepted> {
-    match listener {
-        AnyListener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
-        AnyListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
-    }
-}
-
-fn to_tokio(listener: &Listener) -> std::io::Result<AnyListener> {
-    let socket = listener.socket.try_clone()?;
-    socket.set_nonblocking(true)?;
-    match listener.addr {
-        crate::listen::BoundAddr::Tcp(_) => {
-            Ok(AnyListener::Tcp(TcpListener::from_std(std::net::TcpListener::from(socket))?))
-        }
-        crate::listen::BoundAddr::Unix(_) => Ok(AnyListener::Unix(UnixListener::from_std(
-            std::os::unix::net::UnixListener::from(socket),
-        )?)),
-    }
 }
 
 /// How the worker's loop ended.
@@ -430,8 +528,8 @@ pub fn run(
             all_closed: Notify::new(),
         });
         for (index, listener) in listeners.iter().enumerate() {
-            let tokio_listener = to_tokio(listener)?;
-            tokio::task::spawn_local(accept_loop(shared.clone(), tokio_listener, index));
+            let watched = SharedListener::new(listener)?;
+            tokio::task::spawn_local(accept_loop(shared.clone(), watched, index));
         }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
