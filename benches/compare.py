@@ -18,6 +18,7 @@ Pure standard library; Linux only (/proc).
 """
 
 import argparse
+import copy
 import datetime
 import os
 import platform
@@ -549,6 +550,54 @@ def round_order(variants, rnd):
     return list(variants) if rnd % 2 == 0 else list(reversed(variants))
 
 
+def add_load_args(ap, connections, duration=6, warmup=1, rounds=2):
+    """The load options of a bench script with one row per server: wrk connections and
+    threads, measured and warm-up seconds, rounds, workers per server."""
+    ap.add_argument("--connections", type=int, default=connections,
+                    help=f"wrk connections ({connections})")
+    ap.add_argument("--duration", type=int, default=duration, help=f"measured wrk seconds ({duration})")
+    ap.add_argument("--warmup", type=int, default=warmup, help=f"discarded warm-up seconds ({warmup})")
+    ap.add_argument("--rounds", type=int, default=rounds, help=f"rounds; median per row ({rounds})")
+    ap.add_argument("--workers", type=int, default=2, help="workers per server (2)")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+
+
+def run_rounds(variants, rounds, measure_one, ws, keep_logs):
+    """Measure every variant once per round (order alternating), logging each row, then close
+    the workspace; returns the median row per variant, in the variants' order. ``measure_one(
+    variant, seq)`` returns a row. An interrupt (Ctrl-C, TERM) reports what was measured."""
+    rows_by_key = {}
+    seq = 0
+    try:
+        for rnd in range(rounds):
+            for v in round_order(variants, rnd):
+                seq += 1
+                log(f"[round {rnd + 1}/{rounds}] {v.key}")
+                row = measure_one(v, seq)
+                log_row(row)
+                rows_by_key.setdefault(v.key, []).append(row)
+    except KeyboardInterrupt:
+        log("interrupted; reporting what was measured")
+    finally:
+        ws.close(keep_logs)
+    return [merge_rounds(rows_by_key[v.key]) for v in variants if v.key in rows_by_key]
+
+
+def failed_row(row, blank_cells):
+    """The markdown table row of a server that has no numbers: its status in bold, then
+    ``blank_cells`` empty cells, then the error."""
+    note = (row.get("error") or "").replace("|", "/").replace("\n", " ")
+    return (f"| {row['server']} | {row['config']} | **{row['status']}** |"
+            + " |" * blank_cells + f" {note[:400]} |")
+
+
+def titled_header(args, title):
+    """The run header of a script with ``--rounds``, titled ``## ferrocorn TITLE benchmark``."""
+    hargs = copy.copy(args)
+    hargs.repeat = args.rounds
+    return header(hargs).replace("## ferrocorn benchmark", f"## ferrocorn {title} benchmark")
+
+
 # --------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------
@@ -649,9 +698,7 @@ def table(app, rows):
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if r["status"] != "ok":
-            note = r.get("error", "").replace("|", "/")
-            out.append(f"| {r['server']} | {r['config']} | **{r['status']}** "
-                       f"| | | | | | | | | | {note[:400]} |")
+            out.append(failed_row(r, 9))
             continue
         rg = r["rps"] / ref_granian["rps"] if ref_granian else None
         rs = r["rps"] / ref_sync["rps"] if ref_sync else None

@@ -17,7 +17,6 @@ accounting and wrk parsing come from ``compare.py``. Standard library; Linux onl
 """
 
 import argparse
-import copy
 import os
 import sys
 import urllib.request
@@ -91,8 +90,7 @@ def table(rows, mib_per_response):
            "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if r["status"] != "ok":
-            note = (r.get("error") or "").replace("|", "/")
-            out.append(f"| {r['server']} | {r['config']} | **{r['status']}** | | | | | {note[:300]} |")
+            out.append(compare.failed_row(r, 4))
             continue
         out.append(
             f"| {r['server']} | {r['config']} | {r['rps']:,.0f} | {r['rps'] * mib_per_response:,.0f} "
@@ -117,13 +115,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chunks", type=int, default=1024, help="chunks per response (1024)")
     ap.add_argument("--chunk-bytes", type=int, default=1024, help="bytes per chunk (1024)")
-    ap.add_argument("--connections", type=int, default=8, help="wrk connections (8)")
-    ap.add_argument("--duration", type=int, default=6, help="measured wrk seconds (6)")
-    ap.add_argument("--warmup", type=int, default=1, help="discarded warm-up seconds (1)")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds; median per row (2)")
-    ap.add_argument("--workers", type=int, default=2, help="workers per server (2)")
-    ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     ap.add_argument("--only", default="", help="comma-separated row keys to run (all)")
+    compare.add_load_args(ap, connections=8)
     compare.add_run_args(ap)
     args = ap.parse_args()
     compare.require_wrk()
@@ -132,28 +125,15 @@ def main():
     response_bytes = args.chunks * args.chunk_bytes
     ws = compare.Workspace("ferrocorn-stream-bench-", STREAM_CHUNKS=str(args.chunks),
                            STREAM_CHUNK_BYTES=str(args.chunk_bytes))
-    rows_by_key = {}
-    seq = 0
-    try:
-        for rnd in range(args.rounds):
-            for v in compare.round_order(chosen, rnd):
-                seq += 1
-                log(f"[round {rnd + 1}/{args.rounds}] {v.key}")
-                row = compare.measure(v, "stream", MODULE, args, ws.env, ws.logdir, seq,
-                                      wrk_timeout=30, check=whole_response_check(response_bytes))
-                compare.log_row(row)
-                rows_by_key.setdefault(v.key, []).append(row)
-    except KeyboardInterrupt:
-        log("interrupted; reporting what was measured")
-    finally:
-        ws.close(args.keep_logs)
 
-    hargs = copy.copy(args)
-    hargs.repeat = args.rounds
-    head = compare.header(hargs).replace("## ferrocorn benchmark", "## ferrocorn streaming benchmark")
-    rows = [compare.merge_rounds(rows_by_key[v.key]) for v in chosen if v.key in rows_by_key]
+    def measure_one(v, seq):
+        return compare.measure(v, "stream", MODULE, args, ws.env, ws.logdir, seq, wrk_timeout=30,
+                               check=whole_response_check(response_bytes))
+
+    rows = compare.run_rounds(chosen, args.rounds, measure_one, ws, args.keep_logs)
     mib = response_bytes / (1 << 20)
     title = f"### {args.chunks} chunks × {args.chunk_bytes} bytes per response ({mib:g} MiB)"
+    head = compare.titled_header(args, "streaming")
     compare.emit("\n".join([head, "", title, "", table(rows, mib), "", summary(rows), ""]), args.out)
 
 

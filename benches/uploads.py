@@ -18,7 +18,6 @@ Standard library; Linux only.
 """
 
 import argparse
-import copy
 import os
 import sys
 import urllib.request
@@ -84,8 +83,7 @@ def table(rows, size_mib):
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if r["status"] != "ok":
-            note = (r.get("error") or "").replace("|", "/")
-            out.append(f"| {r['server']} | {r['config']} | **{r['status']}** | | | | | | | {note[:300]} |")
+            out.append(compare.failed_row(r, 6))
             continue
         ratio = "—" if r["key"] == "ferrocorn" or ours is None else fmt(ours["rps"] / r["rps"], ".2f", "×")
         out.append(
@@ -98,12 +96,7 @@ def table(rows, size_mib):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=float, default=4.0, help="body size per request (4)")
-    ap.add_argument("--connections", type=int, default=4, help="wrk connections (4)")
-    ap.add_argument("--duration", type=int, default=6, help="measured wrk seconds (6)")
-    ap.add_argument("--warmup", type=int, default=1, help="discarded warm-up seconds (1)")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds; median per row (2)")
-    ap.add_argument("--workers", type=int, default=2, help="workers per server (2)")
-    ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    compare.add_load_args(ap, connections=4)
     compare.add_run_args(ap)
     args = ap.parse_args()
     compare.require_wrk()
@@ -111,27 +104,13 @@ def main():
     body_bytes = int(args.size_mib * 1024 * 1024)
     ws = compare.Workspace("ferrocorn-upload-bench-")
     script = write_post_script(ws.tmp, body_bytes)
-    rows_by_key = {}
-    seq = 0
-    try:
-        for rnd in range(args.rounds):
-            for v in compare.round_order(variants(body_bytes), rnd):
-                seq += 1
-                log(f"[round {rnd + 1}/{args.rounds}] {v.key}")
-                row = compare.measure(v, "upload", MODULE, args, ws.env, ws.logdir, seq,
-                                      wrk_timeout=30, wrk_script=script,
-                                      check=answer_check(body_bytes))
-                compare.log_row(row)
-                rows_by_key.setdefault(v.key, []).append(row)
-    except KeyboardInterrupt:
-        log("interrupted; reporting what was measured")
-    finally:
-        ws.close(args.keep_logs)
 
-    hargs = copy.copy(args)
-    hargs.repeat = args.rounds
-    head = compare.header(hargs).replace("## ferrocorn benchmark", "## ferrocorn upload benchmark")
-    rows = [compare.merge_rounds(rows_by_key[v.key]) for v in variants(body_bytes) if v.key in rows_by_key]
+    def measure_one(v, seq):
+        return compare.measure(v, "upload", MODULE, args, ws.env, ws.logdir, seq, wrk_timeout=30,
+                               wrk_script=script, check=answer_check(body_bytes))
+
+    rows = compare.run_rounds(variants(body_bytes), args.rounds, measure_one, ws, args.keep_logs)
+    head = compare.titled_header(args, "upload")
     compare.emit("\n".join([head, "", table(rows, args.size_mib), ""]), args.out)
 
 

@@ -262,8 +262,7 @@ def table(name, scen, rows):
     gu = find(rows, "gunicorn")
     for r in rows:
         if r["status"] != "ok":
-            note = (r.get("error") or "").replace("|", "/")
-            out.append(f"| {r['server']} | {r['config']} | **{r['status']}** | | | | | | | | {note[:300]} |")
+            out.append(compare.failed_row(r, 7))
             continue
         if name == "io":
             x = fmt(r["rps"] / IDEAL_IO_RPS * 100, ".0f", "%")

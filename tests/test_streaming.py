@@ -51,31 +51,44 @@ def dechunk(data):
         pos = end + 2 + length + 2
 
 
-def read_head(conn):
+def open_stream(srv, path, receive_buffer, timeout):
+    """A connection that asked for ``path`` with a small receive buffer (so the server's side
+    fills up soon) and read the response head; returns it and the body bytes read so far."""
+    conn = Conn(srv.port, timeout=timeout)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    conn.send(request_bytes("GET", path))
     conn.read_until(b"\r\n\r\n", timeout=10)
     head, _, rest = conn.buf.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     assert b"transfer-encoding: chunked" in head.lower()
-    return rest
+    return conn, bytearray(rest)
+
+
+def read_rest(conn, data, timeout, slow_until=0):
+    """Read until the terminating chunk, the end of the connection or ``timeout``; pause 2 ms
+    between reads while fewer than ``slow_until`` bytes have come (a slow reader)."""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"0\r\n\r\n") and time.monotonic() < deadline:
+        try:
+            got = conn.sock.recv(1 << 16)
+        except ConnectionResetError:
+            got = b""
+        if not got:
+            break
+        data += got
+        if len(data) < slow_until:
+            time.sleep(0.002)
+    return dechunk(bytes(data))
 
 
 @pytest.mark.parametrize("kind", list(CLASSES))
 def test_many_small_chunks_reach_a_slow_then_fast_reader_whole_and_in_order(server, kind):
     n, size = 20000, 1024
     srv = start(server, kind)
-    with Conn(srv.port, timeout=60) as c:
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
-        c.send(request_bytes("GET", f"/stream?n={n}&size={size}"))
-        data = bytearray(read_head(c))
-        deadline = time.monotonic() + 60
-        while not data.endswith(b"0\r\n\r\n") and time.monotonic() < deadline:
-            got = c.sock.recv(65536)
-            if not got:
-                break
-            data += got
-            if len(data) < 1 << 20:
-                time.sleep(0.002)  # slow at first: the app's queue fills and it must wait
-    body, complete = dechunk(bytes(data))
+    c, data = open_stream(srv, f"/stream?n={n}&size={size}", 32768, 60)
+    with c:
+        # slow for the first MiB: the app's queue fills and it must wait, then be woken
+        body, complete = read_rest(c, data, 60, slow_until=1 << 20)
     assert complete, f"no terminating chunk after {len(body)} of {n * size} bytes"
     assert body == expected_body(n, size)
     assert requests.get(srv.url + "/stream?n=3&size=10", timeout=10).content == expected_body(3, 10)
@@ -86,10 +99,8 @@ def test_a_client_that_stops_reading_holds_the_app_back(server, state_dir, kind)
     n, size = 65536, 1024  # 64 MiB
     srv = start(server, kind, state_dir)
     produced_file = state_dir / "produced"
-    with Conn(srv.port, timeout=60) as c:
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        c.send(request_bytes("GET", f"/stream?n={n}&size={size}"))
-        data = bytearray(read_head(c))
+    c, data = open_stream(srv, f"/stream?n={n}&size={size}", 65536, 60)
+    with c:
         assert wait_for_file(produced_file, timeout=10) is not None
         time.sleep(1.0)  # the client reads nothing: the app must stop producing
         stalled = int(produced_file.read_text())
@@ -97,13 +108,7 @@ def test_a_client_that_stops_reading_holds_the_app_back(server, state_dir, kind)
         assert int(produced_file.read_text()) == stalled, "the app kept producing for nobody"
         # the server's queue plus the socket buffers, not the 64 MiB stream
         assert stalled < 16 << 20, f"{stalled} bytes produced while the client read nothing"
-        deadline = time.monotonic() + 60
-        while not data.endswith(b"0\r\n\r\n") and time.monotonic() < deadline:
-            got = c.sock.recv(1 << 20)
-            if not got:
-                break
-            data += got
-    body, complete = dechunk(bytes(data))
+        body, complete = read_rest(c, data, 60)
     assert complete and len(body) == n * size
     assert body[-size:] == expected_body(n, size)[-size:]
     assert int(produced_file.read_text()) == n * size
@@ -113,21 +118,10 @@ def test_a_client_that_stops_reading_holds_the_app_back(server, state_dir, kind)
 def test_an_app_failing_mid_stream_with_chunks_queued_cuts_the_response_short(server, kind):
     n, size = 2000, 1024
     srv = start(server, kind)
-    with Conn(srv.port, timeout=30) as c:
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
-        c.send(request_bytes("GET", f"/fail?n={n}&size={size}"))
-        data = bytearray(read_head(c))
+    c, data = open_stream(srv, f"/fail?n={n}&size={size}", 32768, 30)
+    with c:
         time.sleep(0.5)  # the app fills the queue and fails while its chunks still wait
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                got = c.sock.recv(65536)
-            except ConnectionResetError:
-                got = b""
-            if not got:
-                break
-            data += got
-    body, complete = dechunk(bytes(data))
+        body, complete = read_rest(c, data, 30)
     assert not complete, "a failed stream must not end with the terminating chunk"
     assert body == expected_body(n, size)[: len(body)]
     srv.wait_log(r"stream failed on purpose")
