@@ -194,3 +194,22 @@ def test_many_concurrent_websockets_in_one_worker(ws_srv):
         for i, ws in enumerate(conns):
             ws.send(f"c{i}")
         assert [ws.recv(timeout=10) for ws in conns] == [f"c{i}" for i in range(50)]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_burst_to_a_reader_that_pauses_arrives_whole_then_closes_with_the_apps_ending(ws_srv, ws_state, fail):
+    # The app sends far more than the connection's queue holds while the client reads nothing,
+    # so it must wait for room and be woken; then it returns (or raises) with the queue full.
+    # Every message must arrive in order, then the close: 1000 for a normal return (not 1011,
+    # which a lost close message turned it into), 1011 when the app raised.
+    n, size = 6000, 2048  # 12 MiB: more than the socket buffers and the server's queue hold
+    path = f"/burst?n={n}&size={size}" + ("&fail=1" if fail else "")
+    with ws_connect(ws_srv, path, max_queue=4, compression=None) as ws:
+        time.sleep(1.0)  # the client's own queue fills and it stops reading the socket
+        got = [ws.recv(timeout=10) for _ in range(n)]
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert got == [f"{i:08d}".ljust(size, ".") for i in range(n)]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == (1011 if fail else 1000)
+    if fail:
+        ws_srv.wait_log(r"burst failed on purpose")

@@ -115,10 +115,13 @@ async def _send_when_room(req, body, more_body):
         await room
 
 
-async def _push(call, *args):
-    """Hand a message to the connection; a False return means its buffer is full: let it drain."""
+async def _push(ws, call, *args):
+    """Hand a message to the connection; a False return means its queue is full: wait until the
+    connection takes a message (the I/O thread resolves the future through the bridge)."""
     while not call(*args):
-        await asyncio.sleep(0.001)
+        room = asyncio.get_running_loop().create_future()
+        if ws.wait_room(room):
+            await room
 
 
 async def _http(app, req, state, running):
@@ -151,15 +154,15 @@ async def _websocket(app, ws, state, running):
     async def send(message):
         kind = message["type"]
         if kind == "websocket.accept":
-            await _push(ws.accept, message.get("subprotocol"), message.get("headers", ()))
+            await _push(ws, ws.accept, message.get("subprotocol"), message.get("headers", ()))
         elif kind == "websocket.send":
-            await _push(ws.send, message.get("text"), message.get("bytes"))
+            await _push(ws, ws.send, message.get("text"), message.get("bytes"))
         elif kind == "websocket.close":
-            await _push(ws.close, message.get("code", 1000), message.get("reason") or "")
+            await _push(ws, ws.close, message.get("code", 1000), message.get("reason") or "")
         elif kind == "websocket.http.response.start":
-            await _push(ws.deny_start, message["status"], message.get("headers", ()))
+            await _push(ws, ws.deny_start, message["status"], message.get("headers", ()))
         elif kind == "websocket.http.response.body":
-            await _push(ws.deny_body, message.get("body", b""), message.get("more_body", False))
+            await _push(ws, ws.deny_body, message.get("body", b""), message.get("more_body", False))
 
     try:
         await app(scope, receive, send)

@@ -7,6 +7,8 @@ Paths (scope["path"]):
   /deny-response  websocket.http.response.start/body (denial-response extension) -> 401 + body
   /subproto     accept choosing "chat.v2" if offered (else none), with an extra header
   /scope        accept, send the scope (JSON text), close
+  /burst?n&size accept, send ``n`` text messages of ``size`` bytes as fast as the connection
+                takes them, then return without closing (``&fail=1``: raise instead)
 """
 
 import json
@@ -79,5 +81,13 @@ async def app(scope, receive, send):
         out["subprotocols"] = scope.get("subprotocols")
         await send({"type": "websocket.send", "text": json.dumps(out)})
         await send({"type": "websocket.close", "code": 1000})
+    elif path == "/burst":
+        await send({"type": "websocket.accept"})
+        size = int(query.get("size", "1024"))
+        for i in range(int(query.get("n", "1000"))):
+            await send({"type": "websocket.send", "text": f"{i:08d}".ljust(size, ".")})
+        record("burst-sent")
+        if query.get("fail"):
+            raise RuntimeError("burst failed on purpose")
     else:
         await send({"type": "websocket.close", "code": 1003})

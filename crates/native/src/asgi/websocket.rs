@@ -10,9 +10,9 @@ use ferrocorn_http::RequestHead;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use tokio::sync::mpsc;
 
 use super::request::{Endpoints, build_scope, latin1};
+use crate::server::chunk_channel::{ChunkSender, End, Offer, Queued, Waiter};
 
 /// From the app to the connection.
 #[derive(Debug)]
@@ -51,6 +51,16 @@ pub enum WsOut {
     },
     /// The app raised.
     Failed,
+}
+
+impl Queued for WsOut {
+    fn queued_bytes(&self) -> usize {
+        match self {
+            WsOut::Text(text) => text.len(),
+            WsOut::Binary(bytes) | WsOut::DenyBody { body: bytes, .. } => bytes.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// From the connection to the app.
@@ -118,7 +128,7 @@ pub struct WebSocketSession {
     decoded_path: Arc<Vec<u8>>,
     endpoints: Endpoints,
     subprotocols: Vec<String>,
-    out: mpsc::Sender<WsOut>,
+    out: ChunkSender<WsOut>,
     shared: Arc<WsShared>,
     finished: AtomicBool,
 }
@@ -130,7 +140,7 @@ impl WebSocketSession {
         decoded_path: Arc<Vec<u8>>,
         endpoints: Endpoints,
         subprotocols: Vec<String>,
-        out: mpsc::Sender<WsOut>,
+        out: ChunkSender<WsOut>,
         shared: Arc<WsShared>,
     ) -> Self {
         WebSocketSession {
@@ -145,12 +155,10 @@ impl WebSocketSession {
     }
 
     fn push(&self, message: WsOut) -> PyResult<bool> {
-        match self.out.try_send(message) {
-            Ok(()) => Ok(true),
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(PyOSError::new_err("the WebSocket connection is closed"))
-            }
+        match self.out.offer(message, None) {
+            Offer::Queued => Ok(true),
+            Offer::Full(_) => Ok(false),
+            Offer::Closed => Err(PyOSError::new_err("the WebSocket connection is closed")),
         }
     }
 }
@@ -237,15 +245,25 @@ impl WebSocketSession {
         self.push(WsOut::DenyBody { body, more: more_body })
     }
 
-    /// The app raised.
-    fn fail(&self) {
-        let _ = self.out.try_send(WsOut::Failed);
+    /// After a False from a send: register `room` (an asyncio future) to be resolved when the
+    /// connection takes a message. False: there is room already (send again at once).
+    fn wait_room(&self, room: Py<PyAny>) -> bool {
+        self.out.wait_for_room(Waiter::Loop(room))
     }
 
-    /// The app returned: a session it left open is closed normally (1000).
+    /// The app raised: the session ends with 1011 after what was queued (also when the queue
+    /// is full now).
+    fn fail(&self) {
+        self.out.mark_end(End::Failed);
+        let _ = self.out.offer(WsOut::Failed, None);
+    }
+
+    /// The app returned: a session it left open is closed normally (1000) after what was
+    /// queued (also when the queue is full now).
     fn finish(&self) {
         self.finished.store(true, Ordering::Release);
-        let _ = self.out.try_send(WsOut::Close { code: 1000, reason: String::new() });
+        self.out.mark_end(End::Finished);
+        let _ = self.out.offer(WsOut::Close { code: 1000, reason: String::new() }, None);
     }
 
     /// Whether the client side is gone.

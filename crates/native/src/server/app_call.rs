@@ -10,7 +10,7 @@ use ferrocorn_http::{ProxyInfo, RequestHead, ResponseHead};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::chunk_channel::{ChunkReceiver, ChunkSender, Offer, Waiter, chunk_channel};
+use super::chunk_channel::{ChunkReceiver, ChunkSender, End, Offer, Waiter, chunk_channel};
 use crate::asgi::Bridge;
 use crate::hooks::{Hooks, Request, WorkerHandle};
 use crate::wsgi::{
@@ -104,6 +104,7 @@ impl Chunks {
                     Ok(true)
                 }
                 Some(Err(())) => Err(()),
+                None if rx.end() == Some(End::Failed) => Err(()),
                 None => Ok(false),
             },
         }

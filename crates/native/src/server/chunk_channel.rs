@@ -1,12 +1,13 @@
-//! The hand-off of a streamed response body from the app's side (a gthread pool thread, a
-//! gevent greenlet, an ASGI task) to its connection on the I/O thread. The queue is bounded in
-//! chunks and in bytes, so a fast app cannot pile up memory for a slow client. When it is full
-//! the producer waits until the connection takes a chunk (or goes away) and is woken then — a
-//! thread parks, a greenlet or an asyncio task waits on an object the loop's bridge wakes —
-//! never by polling, which capped a fast stream of small chunks at a few chunks per
-//! millisecond.
+//! The hand-off of what the app's side sends to a client — a streamed response body from a
+//! gthread pool thread, a gevent greenlet or an ASGI task; the messages of an ASGI WebSocket —
+//! to its connection on the I/O thread. The queue is bounded in items and in bytes, so a fast
+//! app cannot pile up memory for a slow client. When it is full the producer waits until the
+//! connection takes an item (or goes away) and is woken then — a thread parks, a greenlet or an
+//! asyncio task waits on an object the loop's bridge wakes — never by polling, which capped a
+//! fast stream of small chunks at a few per millisecond and kept a task waking 1000 times a
+//! second for as long as its client did not read.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
@@ -16,11 +17,32 @@ use tokio::sync::mpsc;
 use super::ChunkMsg;
 use crate::asgi::{Bridge, Event};
 
-/// Chunks queued at most (also bounds the per-chunk overhead of tiny chunks).
-const MAX_QUEUED_CHUNKS: usize = 64;
+/// Items queued at most (also bounds the per-item overhead of tiny chunks).
+const MAX_QUEUED_ITEMS: usize = 64;
 
-/// Bytes queued at most before the producer waits (one chunk may overshoot it).
+/// Bytes queued at most before the producer waits (one item may overshoot it).
 const MAX_QUEUED_BYTES: usize = 256 * 1024;
+
+/// What the queue carries: anything that knows its size in bytes.
+pub trait Queued: Send + 'static {
+    /// The bytes this item holds (what the byte bound counts).
+    fn queued_bytes(&self) -> usize;
+}
+
+impl Queued for ChunkMsg {
+    fn queued_bytes(&self) -> usize {
+        self.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// How the producer ended, as the receiver learns once the queue is empty and closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Completely: nothing was lost (an item it could not queue is implied by this).
+    Finished,
+    /// The app failed: cut the response or session short.
+    Failed,
+}
 
 /// Who waits for room, and how it is woken.
 pub enum Waiter {
@@ -31,22 +53,22 @@ pub enum Waiter {
     Loop(Py<PyAny>),
 }
 
-/// What [`ChunkSender::offer`] did with a chunk.
-pub enum Offer {
+/// What [`ChunkSender::offer`] did with an item.
+pub enum Offer<T> {
     /// Queued.
     Queued,
     /// The connection is gone; nothing more will be sent.
     Closed,
-    /// No room: the chunk is handed back, and the waiter (if one was given) will be woken.
-    Full(ChunkMsg),
+    /// No room: the item is handed back, and the waiter (if one was given) will be woken.
+    Full(T),
 }
 
 /// State both ends share besides the queue itself.
 struct Room {
     queued_bytes: AtomicUsize,
     waiter: Mutex<Option<Waiter>>,
-    /// The app failed mid-stream: the end of the queue is a truncation, not the end.
-    failed: AtomicBool,
+    /// How the producer ended (0: not said; else `End as u8 + 1`).
+    end: AtomicU8,
     /// Delivers [`Waiter::Loop`] wake-ups (the gevent hub's or the asyncio loop's bridge).
     bridge: Option<Arc<Bridge>>,
 }
@@ -66,29 +88,34 @@ impl Room {
     }
 }
 
-/// A bounded chunk queue; `bridge` delivers the wake-ups of [`Waiter::Loop`] waiters.
-pub fn chunk_channel(bridge: Option<Arc<Bridge>>) -> (ChunkSender, ChunkReceiver) {
-    let (tx, rx) = mpsc::channel(MAX_QUEUED_CHUNKS);
+/// A bounded queue; `bridge` delivers the wake-ups of [`Waiter::Loop`] waiters.
+pub fn chunk_channel<T: Queued>(bridge: Option<Arc<Bridge>>) -> (ChunkSender<T>, ChunkReceiver<T>) {
+    let (tx, rx) = mpsc::channel(MAX_QUEUED_ITEMS);
     let room = Arc::new(Room {
         queued_bytes: AtomicUsize::new(0),
         waiter: Mutex::new(None),
-        failed: AtomicBool::new(false),
+        end: AtomicU8::new(0),
         bridge,
     });
     (ChunkSender { tx, room: room.clone() }, ChunkReceiver { rx, room })
 }
 
 /// The app's end.
-pub struct ChunkSender {
-    tx: mpsc::Sender<ChunkMsg>,
+pub struct ChunkSender<T = ChunkMsg> {
+    tx: mpsc::Sender<T>,
     room: Arc<Room>,
 }
 
-impl ChunkSender {
+impl<T: Queued> ChunkSender<T> {
+    fn is_full(&self) -> bool {
+        self.room.queued_bytes.load(Ordering::Acquire) >= MAX_QUEUED_BYTES
+            || self.tx.capacity() == 0
+    }
+
     /// Queue `message` if there is room. Otherwise hand it back and, when `waiter` is given,
-    /// register it to be woken as soon as the connection takes a chunk or goes away.
-    pub fn offer(&self, message: ChunkMsg, waiter: Option<Waiter>) -> Offer {
-        let len = message.as_ref().map_or(0, Vec::len);
+    /// register it to be woken as soon as the connection takes an item or goes away.
+    pub fn offer(&self, message: T, waiter: Option<Waiter>) -> Offer<T> {
+        let len = message.queued_bytes();
         // Checked and registered under the waiter lock, which the receiver takes after every
         // chunk it removes: either it sees the waiter, or we see the room it made.
         let mut slot = self.room.waiter.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,9 +141,20 @@ impl ChunkSender {
         Offer::Full(message)
     }
 
+    /// Register `waiter` to be woken when the connection takes an item, if the queue is still
+    /// full (true); false when there is room now (or the connection is gone): offer again.
+    pub fn wait_for_room(&self, waiter: Waiter) -> bool {
+        let mut slot = self.room.waiter.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_full() && !self.tx.is_closed() {
+            *slot = Some(waiter);
+            return true;
+        }
+        false
+    }
+
     /// Queue `message`, parking this thread (without the GIL) while the queue is full.
     /// False: the connection is gone.
-    pub fn send_blocking(&self, py: Python<'_>, message: ChunkMsg) -> bool {
+    pub fn send_blocking(&self, py: Python<'_>, message: T) -> bool {
         let mut message = message;
         let mut waiter = None;
         loop {
@@ -138,52 +176,135 @@ impl ChunkSender {
         }
     }
 
+    /// Say how the producer ended (the first call counts: a failure stays one even if the
+    /// glue then finishes normally); the receiver learns it once it has taken what was queued
+    /// and the sender is gone.
+    pub fn mark_end(&self, end: End) {
+        let said = end as u8 + 1;
+        let _ = self.room.end.compare_exchange(0, said, Ordering::AcqRel, Ordering::Acquire);
+    }
+
     /// The app failed mid-stream: the connection cuts the response short (no chunked
     /// terminator, the connection closes) once it has sent what was queued.
     pub fn fail(self) {
-        self.room.failed.store(true, Ordering::Release);
+        self.mark_end(End::Failed);
     }
 }
 
 /// The connection's end.
-pub struct ChunkReceiver {
-    rx: mpsc::Receiver<ChunkMsg>,
+pub struct ChunkReceiver<T = ChunkMsg> {
+    rx: mpsc::Receiver<T>,
     room: Arc<Room>,
 }
 
-impl ChunkReceiver {
-    /// The next chunk; `Err(())` when the app failed; None at the end (or a gone sender).
-    pub async fn recv(&mut self) -> Option<ChunkMsg> {
-        let message = self.rx.recv().await;
-        self.took(message)
+impl<T: Queued> ChunkReceiver<T> {
+    /// The next item; None once the sender is gone and everything queued was taken (see
+    /// [`ChunkReceiver::end`]).
+    pub async fn recv(&mut self) -> Option<T> {
+        let message = self.rx.recv().await?;
+        self.took(&message);
+        Some(message)
     }
 
-    /// A chunk already queued, without waiting (None: nothing queued now, or the end).
-    pub fn try_recv(&mut self) -> Option<ChunkMsg> {
-        self.rx.try_recv().ok().and_then(|message| self.took(Some(message)))
+    /// An item already queued, without waiting (None: nothing queued now, or the end).
+    pub fn try_recv(&mut self) -> Option<T> {
+        let message = self.rx.try_recv().ok()?;
+        self.took(&message);
+        Some(message)
     }
 
-    /// Account for a removed chunk and wake a producer waiting for room; at the end, report
-    /// a failed stream as `Err`.
-    fn took(&self, message: Option<ChunkMsg>) -> Option<ChunkMsg> {
-        match message {
-            Some(message) => {
-                if let Ok(bytes) = &message {
-                    self.room.queued_bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
-                }
-                self.room.wake();
-                Some(message)
-            }
-            None if self.room.failed.load(Ordering::Acquire) => Some(Err(())),
-            None => None,
+    /// How the producer said it ended (None: it did not say).
+    pub fn end(&self) -> Option<End> {
+        match self.room.end.load(Ordering::Acquire) {
+            1 => Some(End::Finished),
+            2 => Some(End::Failed),
+            _ => None,
         }
+    }
+
+    /// Account for a removed item and wake a producer waiting for room.
+    fn took(&self, message: &T) {
+        self.room.queued_bytes.fetch_sub(message.queued_bytes(), Ordering::AcqRel);
+        self.room.wake();
     }
 }
 
-impl Drop for ChunkReceiver {
+impl<T> Drop for ChunkReceiver<T> {
     fn drop(&mut self) {
         // Closed first, so a producer woken now (or registering later) sees `Closed`.
         self.rx.close();
         self.room.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn chunk(len: usize) -> ChunkMsg {
+        Ok(vec![b'x'; len])
+    }
+
+    fn fill(tx: &ChunkSender) {
+        for _ in 0..MAX_QUEUED_ITEMS {
+            assert!(matches!(tx.offer(chunk(1), None), Offer::Queued));
+        }
+        assert!(matches!(tx.offer(chunk(1), None), Offer::Full(_)));
+    }
+
+    #[test]
+    fn a_producer_parked_on_a_full_queue_is_woken_by_a_take() {
+        Python::initialize();
+        let (tx, mut rx) = chunk_channel::<ChunkMsg>(None);
+        fill(&tx);
+        let producer =
+            std::thread::spawn(move || Python::attach(|py| tx.send_blocking(py, chunk(7))));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!producer.is_finished(), "the producer waits while the queue is full");
+        assert!(rx.try_recv().is_some());
+        assert!(producer.join().unwrap(), "woken, it queued its chunk");
+        let rest: Vec<ChunkMsg> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(rest.len(), MAX_QUEUED_ITEMS);
+        assert_eq!(rest.last().unwrap().as_ref().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn a_dropped_receiver_releases_a_parked_producer() {
+        Python::initialize();
+        let (tx, rx) = chunk_channel::<ChunkMsg>(None);
+        fill(&tx);
+        let producer =
+            std::thread::spawn(move || Python::attach(|py| tx.send_blocking(py, chunk(1))));
+        std::thread::sleep(Duration::from_millis(50));
+        drop(rx);
+        assert!(!producer.join().unwrap(), "the connection is gone: nothing was sent");
+    }
+
+    #[test]
+    fn bytes_bound_the_queue_before_its_item_count_does() {
+        let (tx, mut rx) = chunk_channel::<ChunkMsg>(None);
+        assert!(matches!(tx.offer(chunk(MAX_QUEUED_BYTES), None), Offer::Queued));
+        assert!(matches!(tx.offer(chunk(1), None), Offer::Full(_)));
+        assert!(tx.wait_for_room(Waiter::Thread(std::thread::current())));
+        assert!(rx.try_recv().is_some());
+        assert!(!tx.wait_for_room(Waiter::Thread(std::thread::current())), "room again");
+        assert!(matches!(tx.offer(chunk(1), None), Offer::Queued));
+    }
+
+    #[test]
+    fn the_end_is_reported_after_the_queued_items_and_a_failure_stays_one() {
+        let (tx, mut rx) = chunk_channel::<ChunkMsg>(None);
+        fill(&tx);
+        tx.mark_end(End::Failed);
+        tx.mark_end(End::Finished);
+        drop(tx);
+        assert_eq!(std::iter::from_fn(|| rx.try_recv()).count(), MAX_QUEUED_ITEMS);
+        assert_eq!(rx.end(), Some(End::Failed));
+
+        let (tx, rx) = chunk_channel::<ChunkMsg>(None);
+        drop(tx);
+        assert_eq!(rx.end(), None, "a sender dropped without a word says nothing");
     }
 }

@@ -28,10 +28,10 @@ use crate::asgi::{
 use ferrocorn_arbiter::RequestRecord;
 use pyo3::types::PyDict;
 use std::net::SocketAddr;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::app_call::{self, CallRequest, Called, Chunks, InputSource, Reply};
-use super::chunk_channel::chunk_channel;
+use super::chunk_channel::{End, chunk_channel};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
@@ -771,7 +771,7 @@ impl<S: ClientStream> Conn<S> {
             .header("SEC-WEBSOCKET-KEY")
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
-        let (out_tx, mut out_rx) = mpsc::channel::<WsOut>(64);
+        let (out_tx, mut out_rx) = chunk_channel::<WsOut>(Some(backend.bridge.clone()));
         let ws_shared = Arc::new(WsShared::default());
         let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
@@ -893,7 +893,11 @@ impl<S: ClientStream> Conn<S> {
                     Ok(n) if n > 0 => {}
                     _ => break 'session,
                 },
-                out = out_rx.recv() => match out {
+                // An app that returned while the queue was full closes normally after it.
+                out = out_rx.recv() => match out.or_else(|| {
+                    (out_rx.end() == Some(End::Finished))
+                        .then(|| WsOut::Close { code: 1000, reason: String::new() })
+                }) {
                     Some(WsOut::Text(text)) => encode_text(&mut self.wbuf, &text),
                     Some(WsOut::Binary(bytes)) => encode_binary(&mut self.wbuf, &bytes),
                     Some(WsOut::Close { code, reason }) => {
