@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from apps.obs.obshelpers import ctl
 from procs import wait_until
 from wire import Conn, request_bytes
 
@@ -79,11 +80,31 @@ def test_an_idle_sync_worker_serves_new_connections_while_its_sibling_is_in_a_lo
     assert len(set(pids)) == 1, f"the idle worker should have answered every connection: {pids}"
 
 
-def test_sync_workers_take_one_new_connection_each_while_a_sibling_holds_none(server):
+def start_sync_workers(server, tmp_path, n):
+    """``n`` sync workers of concurrency_app, and a function that waits until every one is
+    serving and holds no connection (a worker still booting takes none, so the accept rule
+    would rightly leave them to the others)."""
+    sock = tmp_path / "c.ctl"
+    srv = server("concurrency_app:app", "-w", str(n), "--control-socket", str(sock))
+
+    def all_idle_and_empty():
+        workers = ctl(sock, "workers", json_out=True).data["workers"]
+        return len(workers) == n and all(
+            w["state"] == "idle" and w["open_connections"] == 0 for w in workers)
+
+    def wait_all_idle():
+        wait_until(all_idle_and_empty, timeout=15, msg=f"{n} idle workers without connections")
+
+    wait_all_idle()
+    return srv, wait_all_idle
+
+
+def test_sync_workers_take_one_new_connection_each_while_a_sibling_holds_none(server, tmp_path):
     # A sync worker serves one request at a time: two connections opened together must not
     # both go to one worker while another holds none (their requests would queue needlessly).
-    srv = server("concurrency_app:app", "-w", "3")
+    srv, wait_all_idle = start_sync_workers(server, tmp_path, 3)
     for _ in range(3):
+        wait_all_idle()
         conns = [Conn(srv.port, timeout=10) for _ in range(3)]
         try:
             time.sleep(0.2)  # all three accepted before any request
@@ -95,15 +116,14 @@ def test_sync_workers_take_one_new_connection_each_while_a_sibling_holds_none(se
             for c in conns:
                 c.close()
         assert len(set(pids)) == 3, f"three connections, three idle workers: {pids}"
-        time.sleep(0.2)  # the closes reach the workers' counts
 
 
-def test_a_sync_worker_busy_with_slow_requests_leaves_new_connections_to_quick_siblings(server):
+def test_a_sync_worker_busy_with_slow_requests_leaves_new_connections_to_quick_siblings(server, tmp_path):
     # One keep-alive client sends 0.4 s requests with a pause between them, in which its worker
     # is idle and holds fewer connections than the others. New connections opened meanwhile
     # must go to the two quick workers (which share them), never to the slow one, where their
     # requests would wait behind the slow ones.
-    srv = server("concurrency_app:app", "-w", "3")
+    srv, _ = start_sync_workers(server, tmp_path, 3)
     stop = threading.Event()
     slow_done = []
 
