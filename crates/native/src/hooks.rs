@@ -64,6 +64,9 @@ fn positional_count(py: Python<'_>, callable: &Bound<'_, PyAny>) -> Option<usize
 #[derive(Default)]
 pub struct Hooks {
     callables: HashMap<&'static str, Py<PyAny>>,
+    /// How many of `(worker, req, environ, resp)` `post_request` takes (Gunicorn adapts it to
+    /// 2, 3 or 4 parameters), worked out once: `inspect.signature` per request cost ~20 µs.
+    post_request_args: usize,
 }
 
 impl Hooks {
@@ -71,6 +74,7 @@ impl Hooks {
     /// parameters is an error naming it.
     pub fn from_globals(py: Python<'_>, globals: &[(String, Py<PyAny>)]) -> Result<Hooks, String> {
         let mut callables = HashMap::new();
+        let mut post_request_args = 4;
         for (name, value) in globals {
             let Some((hook, arities)) = HOOK_ARITY.iter().find(|(n, _)| n == name) else {
                 continue;
@@ -84,7 +88,8 @@ impl Hooks {
                     "invalid value for `{hook}` in the config file: it must be a function"
                 ));
             }
-            if let Some(n) = positional_count(py, value)
+            let positional = positional_count(py, value);
+            if let Some(n) = positional
                 && !arities.contains(&n)
             {
                 let want: Vec<String> = arities.iter().map(|a| a.to_string()).collect();
@@ -93,9 +98,12 @@ impl Hooks {
                     want.join(" or ")
                 ));
             }
+            if *hook == "post_request" {
+                post_request_args = positional.unwrap_or(4).min(4);
+            }
             callables.insert(*hook, value.clone().unbind());
         }
-        Ok(Hooks { callables })
+        Ok(Hooks { callables, post_request_args })
     }
 
     /// Whether the config file defines `name`.
@@ -114,9 +122,7 @@ impl Hooks {
         let args: Bound<'py, PyTuple> = args.into_pyobject(py).map_err(Into::into)?.into_bound();
         let hook = hook.bind(py);
         let result = if name == "post_request" {
-            // Gunicorn adapts post_request to 2, 3 or 4 parameters.
-            let n = positional_count(py, hook).unwrap_or(4).min(args.len());
-            hook.call1(args.get_slice(0, n))
+            hook.call1(args.get_slice(0, self.post_request_args.min(args.len())))
         } else {
             hook.call1(args)
         };
@@ -477,7 +483,10 @@ pub struct Response {
 impl Hooks {
     /// A copy sharing the same callables (for another owner in this process).
     pub fn clone_ref(&self, py: Python<'_>) -> Hooks {
-        Hooks { callables: self.callables.iter().map(|(k, v)| (*k, v.clone_ref(py))).collect() }
+        Hooks {
+            callables: self.callables.iter().map(|(k, v)| (*k, v.clone_ref(py))).collect(),
+            post_request_args: self.post_request_args,
+        }
     }
 
     /// The callable for `name`, if defined.
