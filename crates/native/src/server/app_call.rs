@@ -271,9 +271,16 @@ pub fn detach_stream(
     mode: AppWait,
     bridge: Option<Arc<Bridge>>,
 ) -> Option<impl FnOnce(Python<'_>) + use<>> {
-    let reply = std::mem::replace(&mut called.reply, Reply::Aborted);
+    // Only a streamed reply needs the queue: a complete one (most) goes back as it is.
+    if !matches!(
+        called.reply,
+        Reply::Stream { chunks: Chunks::Inline(_), .. }
+            | Reply::Continue { chunks: Chunks::Inline(_), .. }
+    ) {
+        return None;
+    }
     let (tx, rx) = chunk_channel(bridge);
-    let (iterator, result, reply) = match reply {
+    let (iterator, result, reply) = match std::mem::replace(&mut called.reply, Reply::Aborted) {
         Reply::Stream { head, first, chunks: Chunks::Inline(iterator), result } => (
             iterator,
             result,
