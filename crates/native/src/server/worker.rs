@@ -350,7 +350,8 @@ fn within_fair_share(shared: &Shared) -> bool {
             return true;
         }
         let quick_cap = 2 * (all.connections / all.workers + 1);
-        if quick.workers > 0 && quick.workers < all.workers && quick_fewest < quick_cap {
+        // (When every worker is quick this is the same rule as below: the cap never binds.)
+        if quick.workers > 0 && quick_fewest < quick_cap {
             return !i_am_slow && quick.admits(mine, 0) && mine < quick_cap;
         }
         return all.admits(mine, 0);
@@ -390,9 +391,14 @@ fn below_connection_cap(shared: &Shared) -> bool {
 }
 
 /// Whether this worker may take one more connection: within its fair share and under its
-/// connection cap (the app slot is checked separately).
+/// connection cap.
 fn may_take_a_connection(shared: &Shared) -> bool {
     within_fair_share(shared) && below_connection_cap(shared)
+}
+
+/// Whether this worker may accept now: it could start a request and may take a connection.
+fn ready_to_accept(shared: &Shared) -> bool {
+    could_start_a_request(shared) && may_take_a_connection(shared)
 }
 
 /// Wait until this worker may accept: the app slot is free, it is within its fair share and
@@ -422,7 +428,7 @@ async fn accept_loop(shared: Rc<Shared>, listener: SharedListener, index: usize)
             // Time may have passed since the check (a sync worker's app ran meanwhile): decide
             // again now; a connection left waiting keeps the socket readable for the next pass.
             Ok(mut ready) => {
-                if !(could_start_a_request(&shared) && may_take_a_connection(&shared)) {
+                if !ready_to_accept(&shared) {
                     continue;
                 }
                 match listener.try_accept(&mut ready) {

@@ -100,50 +100,52 @@ fn poll_fd(fd: RawFd, events: libc::c_short, deadline: Instant) -> std::io::Resu
 }
 
 impl ClientSocket {
+    /// Run `op` (one `read`/`write` on the socket) until it does not fail with `EAGAIN` or
+    /// `EINTR`, waiting for `events` meanwhile, until `deadline`.
+    fn retry(
+        &self,
+        events: libc::c_short,
+        deadline: Instant,
+        mut op: impl FnMut() -> isize,
+    ) -> std::io::Result<usize> {
+        loop {
+            let n = op();
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::WouldBlock => self.wait.wait(self.fd, events, deadline)?,
+                std::io::ErrorKind::Interrupted => {}
+                _ => return Err(err),
+            }
+        }
+    }
+
     /// Write all of `data`, waiting up to the timeout overall.
     pub fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
-        let (fd, how) = (self.fd, self.wait);
         let deadline = Instant::now() + self.timeout;
         while !data.is_empty() {
             // SAFETY: `data` is a valid readable buffer of `data.len()` bytes; `fd` is the open
             // connection socket owned by the driver, which outlives this call.
-            let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-            if n >= 0 {
-                data = &data[n as usize..];
-                continue;
-            }
-            let err = std::io::Error::last_os_error();
-            match err.kind() {
-                std::io::ErrorKind::WouldBlock => how.wait(fd, libc::POLLOUT, deadline)?,
-                std::io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
+            let n = self.retry(libc::POLLOUT, deadline, || unsafe {
+                libc::write(self.fd, data.as_ptr().cast(), data.len())
+            })?;
+            data = &data[n..];
         }
         Ok(())
     }
 
     /// Read what is available into `buf` (waiting up to the timeout); `Ok(0)` at end of stream.
     pub fn read_some(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        let (fd, how) = (self.fd, self.wait);
         let deadline = Instant::now() + self.timeout;
         let mut chunk = [0u8; 16 * 1024];
-        loop {
-            // SAFETY: `chunk` is a valid writable buffer of its length; `fd` is the open
-            // connection socket owned by the driver, which outlives this call.
-            let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
-            if n > 0 {
-                buf.extend_from_slice(&chunk[..n as usize]);
-                return Ok(n as usize);
-            }
-            if n == 0 {
-                return Ok(0);
-            }
-            let err = std::io::Error::last_os_error();
-            match err.kind() {
-                std::io::ErrorKind::WouldBlock => how.wait(fd, libc::POLLIN, deadline)?,
-                std::io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
-        }
+        // SAFETY: `chunk` is a valid writable buffer of its length; `fd` is the open
+        // connection socket owned by the driver, which outlives this call.
+        let n = self.retry(libc::POLLIN, deadline, || unsafe {
+            libc::read(self.fd, chunk.as_mut_ptr().cast(), chunk.len())
+        })?;
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
     }
 }
