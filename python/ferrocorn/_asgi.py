@@ -104,23 +104,13 @@ def _cancel_abandoned(task, grace):
         task.cancel()
 
 
-async def _send_when_room(req, body, more_body):
-    """send() of a body chunk when the connection's queue is full: wait until the connection
-    takes a chunk (the I/O thread resolves the future through the bridge), then send again."""
-    loop = asyncio.get_running_loop()
-    while True:
-        room = loop.create_future()
-        if req.send_body(body, more_body, room):
-            return
-        await room
-
-
-async def _push(ws, call, *args):
-    """Hand a message to the connection; a False return means its queue is full: wait until the
-    connection takes a message (the I/O thread resolves the future through the bridge)."""
+async def _push(channel, call, *args):
+    """Hand a message to the connection (``call`` is a method of ``channel``, a request or a
+    WebSocket session); a False return means its queue is full: wait until the connection
+    takes a message (the I/O thread resolves the future through the bridge), then call again."""
     while not call(*args):
         room = asyncio.get_running_loop().create_future()
-        if ws.wait_room(room):
+        if channel.wait_room(room):
             await room
 
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
-use super::request::{AsgiRequest, RequestShared};
+use super::request::AsgiRequest;
 
 /// Deferred events after which the loop is woken anyway.
 const DEFER_AT_MOST: usize = 32;
@@ -25,12 +25,10 @@ pub enum Event {
     WebSocket(super::WebSocketSession),
     /// A message (or the close) from a WebSocket client.
     WsIncoming(Arc<super::WsShared>, super::WsIn),
-    /// Wake a request's waiting `receive()`: request body arrived, the client went away, or
-    /// the response is complete.
-    WakeReceive(Arc<RequestShared>),
-    /// Room appeared in a full response-body queue (or its connection went away): wake the
-    /// producer waiting on this object (an asyncio future or a gevent `Event`).
-    WakeWaiter(Py<PyAny>),
+    /// Wake what waits on this object (an asyncio future: resolved; a gevent `Event`: set): a
+    /// `receive()` (body arrived, the client went away, the response is complete), or a
+    /// producer waiting for room in a full queue to its connection.
+    Wake(Py<PyAny>),
     /// The connection of a request (by id) ended before its response was complete while the
     /// app still runs: cancel its task after `asgi_disconnect_grace_period`.
     Abandoned(u64),
@@ -187,13 +185,7 @@ impl LoopBridge {
                     }
                     None => continue,
                 },
-                Event::WakeReceive(shared) => match shared.take_waiter() {
-                    Some(future) => ("wake", future).into_pyobject(py)?.into_any().unbind(),
-                    None => continue,
-                },
-                Event::WakeWaiter(waiter) => {
-                    ("wake", waiter).into_pyobject(py)?.into_any().unbind()
-                }
+                Event::Wake(waiter) => ("wake", waiter).into_pyobject(py)?.into_any().unbind(),
                 Event::Abandoned(id) => ("abandoned", id).into_pyobject(py)?.into_any().unbind(),
                 Event::Stop { graceful } => {
                     ("stop", graceful).into_pyobject(py)?.into_any().unbind()

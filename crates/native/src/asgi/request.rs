@@ -19,7 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use super::awaitable;
 use tokio::sync::oneshot;
 
-use crate::server::chunk_channel::{ChunkSender, Offer, Waiter};
+use crate::server::chunk_channel::{ChunkSender, End, Offer, Waiter};
 
 /// How the app started its response: status, headers and the first body chunk (sent with
 /// the head in one write; the chunk channel carries the rest). Err means "answer 500".
@@ -88,7 +88,7 @@ impl Exchange {
 
 /// What the connection learns when its part of a request ends.
 pub struct Ended {
-    /// A `receive()` is waiting: post `Event::WakeReceive` to wake it.
+    /// A `receive()` is waiting: post its waiter (`Event::Wake`) to wake it.
     pub wake_receive: bool,
     /// The app is still running.
     pub app_running: bool,
@@ -109,7 +109,7 @@ impl RequestShared {
     }
 
     /// Queue request body for the app (`complete`: nothing follows). Returns true when a
-    /// `receive()` is waiting: post `Event::WakeReceive` to wake it.
+    /// `receive()` is waiting: post its waiter (`Event::Wake`) to wake it.
     pub fn push_body(&self, chunk: Vec<u8>, complete: bool) -> bool {
         let mut state = self.lock();
         if !chunk.is_empty() {
@@ -386,13 +386,14 @@ impl AsgiRequest {
                     Some(body) => body.extract()?,
                     None => b"",
                 };
-                if !this.send_body(data, more_body, None)? {
+                if !this.send_body(data, more_body)? {
                     // The queue is full: the loop glue waits for room and sends again.
-                    static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                    static PUSH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
                     let body = body.unwrap_or_else(|| PyBytes::new(py, b"").into_any());
-                    return Ok(WAIT
-                        .import(py, "ferrocorn._asgi", "_send_when_room")?
-                        .call1((slf, body, more_body))?
+                    let retry = slf.getattr(intern!(py, "send_body"))?;
+                    return Ok(PUSH
+                        .import(py, "ferrocorn._asgi", "_push")?
+                        .call1((slf, retry, body, more_body))?
                         .unbind());
                 }
             }
@@ -419,10 +420,8 @@ impl AsgiRequest {
     }
 
     /// `http.response.body`: queue `data`; returns False (nothing queued) when the connection's
-    /// queue is full, after registering `room` (an asyncio future, if given) to be resolved
-    /// when there is room again. With `more_body` False the response ends.
-    #[pyo3(signature = (data, more_body, room=None))]
-    fn send_body(&self, data: &[u8], more_body: bool, room: Option<Py<PyAny>>) -> PyResult<bool> {
+    /// queue is full (see `wait_room`). With `more_body` False the response ends.
+    fn send_body(&self, data: &[u8], more_body: bool) -> PyResult<bool> {
         if let Some(mut start) = self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take()
         {
             if !more_body {
@@ -438,7 +437,7 @@ impl AsgiRequest {
         let mut guard = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = guard.as_ref() else { return Ok(true) };
         if !data.is_empty() {
-            match tx.offer(Ok(data.to_vec()), room.map(Waiter::Loop)) {
+            match tx.offer(data.to_vec()) {
                 Offer::Queued => {}
                 Offer::Full(_) => return Ok(false),
                 Offer::Closed => {
@@ -454,13 +453,20 @@ impl AsgiRequest {
         Ok(true)
     }
 
+    /// After a False from `send_body`: register `room` (an asyncio future) to be resolved when
+    /// the connection takes a chunk. False: there is room already (send again at once).
+    fn wait_room(&self, room: Py<PyAny>) -> bool {
+        let chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+        chunks.as_ref().is_some_and(|tx| tx.wait_for_room(Waiter::Loop(room)))
+    }
+
     /// The app failed: a 500 if nothing was sent, else cut the response short.
     fn fail(&self) {
         self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(tx) = self.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.send(Err(()));
         } else if let Some(tx) = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            tx.fail();
+            tx.end(End::Failed);
         }
     }
 

@@ -49,8 +49,6 @@ pub enum WsOut {
         /// More to come.
         more: bool,
     },
-    /// The app raised.
-    Failed,
 }
 
 impl Queued for WsOut {
@@ -128,9 +126,10 @@ pub struct WebSocketSession {
     decoded_path: Arc<Vec<u8>>,
     endpoints: Endpoints,
     subprotocols: Vec<String>,
-    out: ChunkSender<WsOut>,
+    /// To the connection; taken when the app ends (the connection learns how after the
+    /// messages still queued).
+    out: Mutex<Option<ChunkSender<WsOut>>>,
     shared: Arc<WsShared>,
-    finished: AtomicBool,
 }
 
 impl WebSocketSession {
@@ -148,17 +147,27 @@ impl WebSocketSession {
             decoded_path,
             endpoints,
             subprotocols,
-            out,
+            out: Mutex::new(Some(out)),
             shared,
-            finished: AtomicBool::new(false),
         }
     }
 
     fn push(&self, message: WsOut) -> PyResult<bool> {
-        match self.out.offer(message, None) {
-            Offer::Queued => Ok(true),
-            Offer::Full(_) => Ok(false),
-            Offer::Closed => Err(PyOSError::new_err("the WebSocket connection is closed")),
+        let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        match out.as_ref().map(|tx| tx.offer(message)) {
+            Some(Offer::Queued) => Ok(true),
+            Some(Offer::Full(_)) => Ok(false),
+            Some(Offer::Closed) | None => {
+                Err(PyOSError::new_err("the WebSocket connection is closed"))
+            }
+        }
+    }
+
+    /// The app is done: the connection sends what is queued, then ends the session as `end`
+    /// says. Only the first call counts (the glue's `finish` follows a `fail`).
+    fn end(&self, end: End) {
+        if let Some(tx) = self.out.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            tx.end(end);
         }
     }
 }
@@ -248,22 +257,19 @@ impl WebSocketSession {
     /// After a False from a send: register `room` (an asyncio future) to be resolved when the
     /// connection takes a message. False: there is room already (send again at once).
     fn wait_room(&self, room: Py<PyAny>) -> bool {
-        self.out.wait_for_room(Waiter::Loop(room))
+        let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.as_ref().is_some_and(|tx| tx.wait_for_room(Waiter::Loop(room)))
     }
 
-    /// The app raised: the session ends with 1011 after what was queued (also when the queue
-    /// is full now).
+    /// The app raised: the session ends with 1011 after what was queued.
     fn fail(&self) {
-        self.out.mark_end(End::Failed);
-        let _ = self.out.offer(WsOut::Failed, None);
+        self.end(End::Failed);
     }
 
     /// The app returned: a session it left open is closed normally (1000) after what was
-    /// queued (also when the queue is full now).
+    /// queued.
     fn finish(&self) {
-        self.finished.store(true, Ordering::Release);
-        self.out.mark_end(End::Finished);
-        let _ = self.out.offer(WsOut::Close { code: 1000, reason: String::new() }, None);
+        self.end(End::Finished);
     }
 
     /// Whether the client side is gone.

@@ -10,7 +10,7 @@ use ferrocorn_http::{ProxyInfo, RequestHead, ResponseHead};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::chunk_channel::{ChunkReceiver, ChunkSender, End, Offer, Waiter, chunk_channel};
+use super::chunk_channel::{ChunkReceiver, ChunkSender, End, chunk_channel};
 use crate::asgi::Bridge;
 use crate::hooks::{Hooks, Request, WorkerHandle};
 use crate::wsgi::{
@@ -72,9 +72,6 @@ pub struct CallRequest {
     pub post_hook: bool,
 }
 
-/// The next piece of a streamed body: bytes, or an app failure (the response is cut short).
-pub type ChunkMsg = Result<Vec<u8>, ()>;
-
 /// Where the rest of a streamed body comes from.
 pub enum Chunks {
     /// Pull from the app's iterator here, under the GIL (sync class).
@@ -99,28 +96,21 @@ impl Chunks {
                 })
             }),
             Chunks::Channel(rx) => match rx.recv().await {
-                Some(Ok(bytes)) => {
+                Some(bytes) => {
                     out.extend_from_slice(&bytes);
                     Ok(true)
                 }
-                Some(Err(())) => Err(()),
                 None if rx.end() == Some(End::Failed) => Err(()),
                 None => Ok(false),
             },
         }
     }
 
-    /// A chunk the app's side already queued, appended to `out` without waiting (None:
-    /// nothing queued now, or the iterator is pulled here).
-    pub fn try_next(&mut self, out: &mut Vec<u8>) -> Option<Result<bool, ()>> {
-        let Chunks::Channel(rx) = self else { return None };
-        match rx.try_recv()? {
-            Ok(bytes) => {
-                out.extend_from_slice(&bytes);
-                Some(Ok(true))
-            }
-            Err(()) => Some(Err(())),
-        }
+    /// Append a chunk the app's side already queued to `out`, without waiting; false when
+    /// none is queued now (or the iterator is pulled here).
+    pub fn try_next(&mut self, out: &mut Vec<u8>) -> bool {
+        let Chunks::Channel(rx) = self else { return false };
+        rx.try_recv().map(|bytes| out.extend_from_slice(&bytes)).is_some()
     }
 }
 
@@ -264,73 +254,26 @@ pub fn call(
     }
 }
 
-/// On a pool thread: move an inline stream's iteration here, returning a reply whose chunks
-/// arrive over a channel, and a closure that pumps the iterator (then closes the result).
+/// On a pool thread or in a greenlet: move an inline stream's iteration here, leaving a reply
+/// whose chunks arrive over a queue, and return a closure that pumps the iterator (then closes
+/// the result). None for a reply that does not stream (most).
 pub fn detach_stream(
     called: &mut Called,
     mode: AppWait,
     bridge: Option<Arc<Bridge>>,
 ) -> Option<impl FnOnce(Python<'_>) + use<>> {
-    // Only a streamed reply needs the queue: a complete one (most) goes back as it is.
-    if !matches!(
-        called.reply,
-        Reply::Stream { chunks: Chunks::Inline(_), .. }
-            | Reply::Continue { chunks: Chunks::Inline(_), .. }
-    ) {
+    let (Reply::Stream { chunks, result, .. } | Reply::Continue { chunks, result, .. }) =
+        &mut called.reply
+    else {
         return None;
-    }
-    let (tx, rx) = chunk_channel(bridge);
-    let (iterator, result, reply) = match std::mem::replace(&mut called.reply, Reply::Aborted) {
-        Reply::Stream { head, first, chunks: Chunks::Inline(iterator), result } => (
-            iterator,
-            result,
-            Reply::Stream { head, first, chunks: Chunks::Channel(rx), result: None },
-        ),
-        Reply::Continue { committed, chunks: Chunks::Inline(iterator), result } => (
-            iterator,
-            result,
-            Reply::Continue { committed, chunks: Chunks::Channel(rx), result: None },
-        ),
-        other => {
-            called.reply = other;
-            return None;
-        }
     };
-    called.reply = reply;
+    let Chunks::Inline(_) = chunks else { return None };
+    let (tx, rx) = chunk_channel(bridge);
+    let Chunks::Inline(iterator) = std::mem::replace(chunks, Chunks::Channel(rx)) else {
+        unreachable!("checked above");
+    };
+    let result = result.take();
     Some(move |py: Python<'_>| pump_stream(py, iterator, result, tx, mode))
-}
-
-fn hand_over(py: Python<'_>, tx: &ChunkSender, chunk: Vec<u8>, mode: AppWait) -> bool {
-    match mode {
-        AppWait::Thread => tx.send_blocking(py, Ok(chunk)),
-        AppWait::Greenlet => {
-            // A full queue: this greenlet waits on a gevent Event the hub sets when the
-            // connection takes a chunk, while the hub runs the others.
-            let mut message = Ok(chunk);
-            let mut waiter: Option<Bound<'_, PyAny>> = None;
-            loop {
-                let registered = waiter.as_ref().map(|w| Waiter::Loop(w.clone().unbind()));
-                match tx.offer(message, registered) {
-                    Offer::Queued => return true,
-                    Offer::Closed => return false,
-                    Offer::Full(back) => message = back,
-                }
-                match &waiter {
-                    // The first time round no waiter was registered: make one and offer again.
-                    None => match py.import("gevent.event").and_then(|m| m.call_method0("Event")) {
-                        Ok(event) => waiter = Some(event),
-                        Err(_) => return false,
-                    },
-                    Some(event) => {
-                        if event.call_method0("wait").is_err() {
-                            return false;
-                        }
-                        event.call_method0("clear").ok();
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Pull the iterator to its end (or until the receiver is gone), sending chunks; then close.
@@ -345,14 +288,14 @@ fn pump_stream(
         let mut chunk = Vec::new();
         match wsgi::next_chunk(py, &iterator, &mut chunk) {
             Ok(true) => {
-                if !hand_over(py, &tx, chunk, mode) {
+                if !tx.send(py, chunk, mode) {
                     break; // the client went away
                 }
             }
             Ok(false) => break,
             Err(e) => {
                 wsgi::log_exception(py, "Error handling request (response already started)", &e);
-                tx.fail();
+                tx.end(End::Failed);
                 break;
             }
         }

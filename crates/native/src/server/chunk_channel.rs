@@ -14,8 +14,8 @@ use std::thread::Thread;
 use pyo3::prelude::*;
 use tokio::sync::mpsc;
 
-use super::ChunkMsg;
 use crate::asgi::{Bridge, Event};
+use crate::wsgi::AppWait;
 
 /// Items queued at most (also bounds the per-item overhead of tiny chunks).
 const MAX_QUEUED_ITEMS: usize = 64;
@@ -29,16 +29,16 @@ pub trait Queued: Send + 'static {
     fn queued_bytes(&self) -> usize;
 }
 
-impl Queued for ChunkMsg {
+impl Queued for Vec<u8> {
     fn queued_bytes(&self) -> usize {
-        self.as_ref().map_or(0, Vec::len)
+        self.len()
     }
 }
 
 /// How the producer ended, as the receiver learns once the queue is empty and closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// Completely: nothing was lost (an item it could not queue is implied by this).
+    /// Completely.
     Finished,
     /// The app failed: cut the response or session short.
     Failed,
@@ -59,7 +59,7 @@ pub enum Offer<T> {
     Queued,
     /// The connection is gone; nothing more will be sent.
     Closed,
-    /// No room: the item is handed back, and the waiter (if one was given) will be woken.
+    /// No room: the item is handed back (see [`ChunkSender::wait_for_room`]).
     Full(T),
 }
 
@@ -81,7 +81,7 @@ impl Room {
             Some(Waiter::Thread(thread)) => thread.unpark(),
             Some(Waiter::Loop(object)) => {
                 if let Some(bridge) = &self.bridge {
-                    bridge.post(Event::WakeWaiter(object));
+                    bridge.post(Event::Wake(object));
                 }
             }
         }
@@ -101,98 +101,96 @@ pub fn chunk_channel<T: Queued>(bridge: Option<Arc<Bridge>>) -> (ChunkSender<T>,
 }
 
 /// The app's end.
-pub struct ChunkSender<T = ChunkMsg> {
+pub struct ChunkSender<T = Vec<u8>> {
     tx: mpsc::Sender<T>,
     room: Arc<Room>,
 }
 
 impl<T: Queued> ChunkSender<T> {
-    fn is_full(&self) -> bool {
-        self.room.queued_bytes.load(Ordering::Acquire) >= MAX_QUEUED_BYTES
-            || self.tx.capacity() == 0
-    }
-
-    /// Queue `message` if there is room. Otherwise hand it back and, when `waiter` is given,
-    /// register it to be woken as soon as the connection takes an item or goes away.
-    pub fn offer(&self, message: T, waiter: Option<Waiter>) -> Offer<T> {
+    /// Queue `message` if there is room, else hand it back.
+    pub fn offer(&self, message: T) -> Offer<T> {
+        if self.room.queued_bytes.load(Ordering::Acquire) >= MAX_QUEUED_BYTES {
+            return if self.tx.is_closed() { Offer::Closed } else { Offer::Full(message) };
+        }
         let len = message.queued_bytes();
-        // Checked and registered under the waiter lock, which the receiver takes after every
-        // chunk it removes: either it sees the waiter, or we see the room it made.
-        let mut slot = self.room.waiter.lock().unwrap_or_else(|e| e.into_inner());
-        let mut message = message;
-        if self.room.queued_bytes.load(Ordering::Acquire) < MAX_QUEUED_BYTES {
-            self.room.queued_bytes.fetch_add(len, Ordering::AcqRel);
-            match self.tx.try_send(message) {
-                Ok(()) => return Offer::Queued,
-                Err(error) => {
-                    self.room.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                    match error {
-                        mpsc::error::TrySendError::Closed(_) => return Offer::Closed,
-                        mpsc::error::TrySendError::Full(back) => message = back,
-                    }
+        self.room.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        match self.tx.try_send(message) {
+            Ok(()) => Offer::Queued,
+            Err(error) => {
+                self.room.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                match error {
+                    mpsc::error::TrySendError::Closed(_) => Offer::Closed,
+                    mpsc::error::TrySendError::Full(back) => Offer::Full(back),
                 }
             }
-        } else if self.tx.is_closed() {
-            return Offer::Closed;
         }
-        if waiter.is_some() {
-            *slot = waiter;
-        }
-        Offer::Full(message)
     }
 
-    /// Register `waiter` to be woken when the connection takes an item, if the queue is still
-    /// full (true); false when there is room now (or the connection is gone): offer again.
+    /// After [`Offer::Full`]: register `waiter` to be woken when the connection takes an item
+    /// or goes away, if the queue is still full (true). False: there is room now (or the
+    /// connection is gone): offer again at once.
     pub fn wait_for_room(&self, waiter: Waiter) -> bool {
+        // Checked and registered under the waiter lock, which the receiver takes after every
+        // item it removes: either it sees the waiter, or we see the room it made.
         let mut slot = self.room.waiter.lock().unwrap_or_else(|e| e.into_inner());
-        if self.is_full() && !self.tx.is_closed() {
+        let full = self.room.queued_bytes.load(Ordering::Acquire) >= MAX_QUEUED_BYTES
+            || self.tx.capacity() == 0;
+        if full && !self.tx.is_closed() {
             *slot = Some(waiter);
             return true;
         }
         false
     }
 
-    /// Queue `message`, parking this thread (without the GIL) while the queue is full.
-    /// False: the connection is gone.
-    pub fn send_blocking(&self, py: Python<'_>, message: T) -> bool {
+    /// Queue `message`, waiting while the queue is full as `how` says: a thread parks
+    /// (without the GIL), a greenlet waits on a gevent `Event` the hub sets (the others run
+    /// meanwhile). False: the connection is gone (or the wait failed).
+    pub fn send(&self, py: Python<'_>, message: T, how: AppWait) -> bool {
         let mut message = message;
-        let mut waiter = None;
+        let mut event: Option<Bound<'_, PyAny>> = None;
         loop {
-            match self.offer(message, waiter.take()) {
+            match self.offer(message) {
                 Offer::Queued => return true,
                 Offer::Closed => return false,
-                Offer::Full(back) => {
-                    message = back;
-                    // First a plain retry with a waiter registered (the room may have come
-                    // meanwhile), then park; a stale or early unpark only costs a loop.
-                    match self.offer(message, Some(Waiter::Thread(std::thread::current()))) {
-                        Offer::Queued => return true,
-                        Offer::Closed => return false,
-                        Offer::Full(back) => message = back,
+                Offer::Full(back) => message = back,
+            }
+            match how {
+                AppWait::Thread => {
+                    if self.wait_for_room(Waiter::Thread(std::thread::current())) {
+                        // A stale or early unpark only costs another offer.
+                        py.detach(std::thread::park);
                     }
-                    py.detach(std::thread::park);
+                }
+                AppWait::Greenlet => {
+                    let event = match &event {
+                        Some(event) => event,
+                        None => {
+                            match py.import("gevent.event").and_then(|m| m.call_method0("Event")) {
+                                Ok(made) => event.insert(made),
+                                Err(_) => return false,
+                            }
+                        }
+                    };
+                    if self.wait_for_room(Waiter::Loop(event.clone().unbind())) {
+                        if event.call_method0("wait").is_err() {
+                            return false;
+                        }
+                        event.call_method0("clear").ok();
+                    }
                 }
             }
         }
     }
 
-    /// Say how the producer ended (the first call counts: a failure stays one even if the
-    /// glue then finishes normally); the receiver learns it once it has taken what was queued
-    /// and the sender is gone.
-    pub fn mark_end(&self, end: End) {
-        let said = end as u8 + 1;
-        let _ = self.room.end.compare_exchange(0, said, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    /// The app failed mid-stream: the connection cuts the response short (no chunked
-    /// terminator, the connection closes) once it has sent what was queued.
-    pub fn fail(self) {
-        self.mark_end(End::Failed);
+    /// The producer is done: the receiver takes what was queued, then learns `end` (a failure
+    /// cuts the response or session short).
+    pub fn end(self, end: End) {
+        self.room.end.store(end as u8 + 1, Ordering::Release);
     }
 }
 
 /// The connection's end.
-pub struct ChunkReceiver<T = ChunkMsg> {
+pub struct ChunkReceiver<T = Vec<u8>> {
     rx: mpsc::Receiver<T>,
     room: Arc<Room>,
 }
@@ -213,7 +211,7 @@ impl<T: Queued> ChunkReceiver<T> {
         Some(message)
     }
 
-    /// How the producer said it ended (None: it did not say).
+    /// How the producer said it ended (None: it was dropped without a word).
     pub fn end(&self) -> Option<End> {
         match self.room.end.load(Ordering::Acquire) {
             1 => Some(End::Finished),
@@ -243,40 +241,40 @@ mod tests {
 
     use super::*;
 
-    fn chunk(len: usize) -> ChunkMsg {
-        Ok(vec![b'x'; len])
+    fn chunk(len: usize) -> Vec<u8> {
+        vec![b'x'; len]
     }
 
     fn fill(tx: &ChunkSender) {
         for _ in 0..MAX_QUEUED_ITEMS {
-            assert!(matches!(tx.offer(chunk(1), None), Offer::Queued));
+            assert!(matches!(tx.offer(chunk(1)), Offer::Queued));
         }
-        assert!(matches!(tx.offer(chunk(1), None), Offer::Full(_)));
+        assert!(matches!(tx.offer(chunk(1)), Offer::Full(_)));
     }
 
     #[test]
     fn a_producer_parked_on_a_full_queue_is_woken_by_a_take() {
         Python::initialize();
-        let (tx, mut rx) = chunk_channel::<ChunkMsg>(None);
+        let (tx, mut rx) = chunk_channel::<Vec<u8>>(None);
         fill(&tx);
         let producer =
-            std::thread::spawn(move || Python::attach(|py| tx.send_blocking(py, chunk(7))));
+            std::thread::spawn(move || Python::attach(|py| tx.send(py, chunk(7), AppWait::Thread)));
         std::thread::sleep(Duration::from_millis(100));
         assert!(!producer.is_finished(), "the producer waits while the queue is full");
         assert!(rx.try_recv().is_some());
         assert!(producer.join().unwrap(), "woken, it queued its chunk");
-        let rest: Vec<ChunkMsg> = std::iter::from_fn(|| rx.try_recv()).collect();
+        let rest: Vec<Vec<u8>> = std::iter::from_fn(|| rx.try_recv()).collect();
         assert_eq!(rest.len(), MAX_QUEUED_ITEMS);
-        assert_eq!(rest.last().unwrap().as_ref().unwrap().len(), 7);
+        assert_eq!(rest.last().unwrap().len(), 7);
     }
 
     #[test]
     fn a_dropped_receiver_releases_a_parked_producer() {
         Python::initialize();
-        let (tx, rx) = chunk_channel::<ChunkMsg>(None);
+        let (tx, rx) = chunk_channel::<Vec<u8>>(None);
         fill(&tx);
         let producer =
-            std::thread::spawn(move || Python::attach(|py| tx.send_blocking(py, chunk(1))));
+            std::thread::spawn(move || Python::attach(|py| tx.send(py, chunk(1), AppWait::Thread)));
         std::thread::sleep(Duration::from_millis(50));
         drop(rx);
         assert!(!producer.join().unwrap(), "the connection is gone: nothing was sent");
@@ -284,26 +282,24 @@ mod tests {
 
     #[test]
     fn bytes_bound_the_queue_before_its_item_count_does() {
-        let (tx, mut rx) = chunk_channel::<ChunkMsg>(None);
-        assert!(matches!(tx.offer(chunk(MAX_QUEUED_BYTES), None), Offer::Queued));
-        assert!(matches!(tx.offer(chunk(1), None), Offer::Full(_)));
+        let (tx, mut rx) = chunk_channel::<Vec<u8>>(None);
+        assert!(matches!(tx.offer(chunk(MAX_QUEUED_BYTES)), Offer::Queued));
+        assert!(matches!(tx.offer(chunk(1)), Offer::Full(_)));
         assert!(tx.wait_for_room(Waiter::Thread(std::thread::current())));
         assert!(rx.try_recv().is_some());
         assert!(!tx.wait_for_room(Waiter::Thread(std::thread::current())), "room again");
-        assert!(matches!(tx.offer(chunk(1), None), Offer::Queued));
+        assert!(matches!(tx.offer(chunk(1)), Offer::Queued));
     }
 
     #[test]
-    fn the_end_is_reported_after_the_queued_items_and_a_failure_stays_one() {
-        let (tx, mut rx) = chunk_channel::<ChunkMsg>(None);
+    fn the_end_is_reported_after_the_queued_items() {
+        let (tx, mut rx) = chunk_channel::<Vec<u8>>(None);
         fill(&tx);
-        tx.mark_end(End::Failed);
-        tx.mark_end(End::Finished);
-        drop(tx);
+        tx.end(End::Failed);
         assert_eq!(std::iter::from_fn(|| rx.try_recv()).count(), MAX_QUEUED_ITEMS);
         assert_eq!(rx.end(), Some(End::Failed));
 
-        let (tx, rx) = chunk_channel::<ChunkMsg>(None);
+        let (tx, rx) = chunk_channel::<Vec<u8>>(None);
         drop(tx);
         assert_eq!(rx.end(), None, "a sender dropped without a word says nothing");
     }

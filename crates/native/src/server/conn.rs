@@ -23,7 +23,7 @@ use tokio::time::{Duration, timeout, timeout_at};
 use super::io::{ClientStream, send_file};
 use super::worker::{Executor, Shared};
 use crate::asgi::{
-    AsgiRequest, Endpoints, Event, RequestShared, WebSocketSession, WsIn, WsOut, WsShared,
+    AsgiRequest, Bridge, Endpoints, Event, RequestShared, WebSocketSession, WsIn, WsOut, WsShared,
 };
 use ferrocorn_arbiter::RequestRecord;
 use pyo3::types::PyDict;
@@ -571,7 +571,7 @@ impl<S: ClientStream> Conn<S> {
         let Some(feed) = self.body_feed.as_mut() else { return Ok(()) };
         let (chunk, complete) = feed.pump.take(&mut self.rbuf)?;
         if feed.state.push_body(chunk, complete) {
-            feed.bridge.post_deferred(Event::WakeReceive(feed.state.clone()));
+            wake_receive(&feed.bridge, &feed.state);
         }
         if complete {
             self.body_feed = None;
@@ -738,7 +738,7 @@ impl<S: ClientStream> Conn<S> {
             backend.bridge.post_deferred(Event::Abandoned(state.id));
         }
         if ended.wake_receive {
-            backend.bridge.post_deferred(Event::WakeReceive(state));
+            wake_receive(&backend.bridge, &state);
         }
         drop(permit);
         shared.request_finished(
@@ -822,16 +822,16 @@ impl<S: ClientStream> Conn<S> {
                     drop(permit);
                     return Ok(false);
                 }
+                None if out_rx.end() == Some(End::Failed) => {
+                    self.send_error(500).await;
+                    drop(permit);
+                    return Ok(false);
+                }
                 Some(WsOut::Close { .. }) | None => {
                     // Closed (or gone) before accepting: 403, as ASGI servers answer.
                     let wbuf = &mut self.wbuf;
                     with_http_date(|date| write_error_response(wbuf, 403, "", date, SERVER));
                     self.flush().await;
-                    drop(permit);
-                    return Ok(false);
-                }
-                Some(WsOut::Failed) => {
-                    self.send_error(500).await;
                     drop(permit);
                     return Ok(false);
                 }
@@ -908,7 +908,7 @@ impl<S: ClientStream> Conn<S> {
                             disconnect_code = code;
                         }
                     }
-                    Some(WsOut::Failed) | None => {
+                    None => {
                         if !close_sent {
                             encode_close(&mut self.wbuf, 1011, "");
                             disconnect_code = 1011;
@@ -1046,14 +1046,8 @@ impl<S: ClientStream> Conn<S> {
             }
             chunk.clear();
             // Chunks the app's side already queued go out in the same write as this one.
-            if self.wbuf.len() < COALESCE_BYTES
-                && let Some(more) = chunks.try_next(&mut chunk)
-            {
-                match more {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(()) => return None, // truncated: close without a terminator
-                }
+            if self.wbuf.len() < COALESCE_BYTES && chunks.try_next(&mut chunk) {
+                continue;
             }
             if !self.wbuf.is_empty() && !self.flush().await {
                 return None;
@@ -1247,6 +1241,13 @@ async fn answer_within<T>(
             );
             None
         }
+    }
+}
+
+/// Wake the request's waiting `receive()` (its future goes to the loop through the bridge).
+fn wake_receive(bridge: &Bridge, state: &RequestShared) {
+    if let Some(future) = state.take_waiter() {
+        bridge.post_deferred(Event::Wake(future));
     }
 }
 

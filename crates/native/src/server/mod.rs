@@ -10,4 +10,4 @@ mod pool;
 pub mod statsd;
 pub mod worker;
 
-pub use app_call::{AppContext, ChunkMsg};
+pub use app_call::AppContext;
