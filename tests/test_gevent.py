@@ -210,6 +210,17 @@ def test_preload_app_still_gets_patched_blocking_calls(server):
 
 
 @needs_gevent
+def test_a_short_sleep_wakes_the_hub_when_due_not_at_the_next_millisecond(server):
+    # libev's epoll backend sleeps whole milliseconds (at least one for any pending timer), so
+    # on a plain gevent hub every 0.3 ms sleep lasts over 1 ms; ferrocorn's hub loop wakes at
+    # the timer's deadline. The median of 21 sleeps leaves room for a noisy machine.
+    srv = gevent_srv(server, "-w", "1")
+    info = requests.get(srv.url + "/shortsleeps?n=21&s=0.0003", timeout=10).json()
+    assert info["loop"] == "PreciseTimerLoop", info
+    assert 0.3 <= info["median_ms"] < 0.9, info
+
+
+@needs_gevent
 def test_context_variables_do_not_leak_between_requests_on_reused_greenlets(server):
     # Greenlets are reused across requests (and across connections): each request must still
     # start with fresh context variables, as it would in a fresh greenlet.

@@ -10,16 +10,56 @@ across the worker's threads when it dies); reuse keeps that off the per-request 
 thread of the sync class, a reused greenlet keeps its greenlet-local state (Gunicorn's gevent
 worker also runs all requests of a keep-alive connection in one greenlet); context variables
 start empty for every request.
+
+The hub's loop is libev's with one change (``patch``): every short timer it creates also sets
+a native ``TimerWake`` (a timerfd the loop watches) to its deadline, so the hub wakes when the
+timer is due rather than at the next whole millisecond, where libev's epoll backend rounds up.
 """
 
 import contextvars
 
 import gevent
 import gevent.event
+from gevent import monkey
+
+from ferrocorn._native import TimerWake
 
 # Parked greenlets kept beyond a burst; the rest end (the Rust side caps concurrency at
 # worker_connections, so at most that many exist at once).
 MAX_PARKED = 256
+
+# The loop classes whose epoll sleeps are whole milliseconds (libuv's timers are milliseconds
+# themselves, so a wake-up between them would not help).
+LIBEV_LOOPS = ("gevent.libev.corecext", "gevent.libev.corecffi")
+
+
+def patch():
+    """Monkey-patch as Gunicorn's gevent worker does, with a precise-timer libev loop."""
+    base = gevent.config.loop
+    # (A hub a preloaded app already made keeps its loop.)
+    if base.__module__ in LIBEV_LOOPS:
+        gevent.config.loop = precise_timer_loop(base)
+    monkey.patch_all()
+
+
+def precise_timer_loop(base):
+    """``base`` whose short timers also set a ``TimerWake`` the loop watches."""
+
+    class PreciseTimerLoop(base):
+        _timer_wake = None
+
+        def timer(self, after, repeat=0.0, ref=True, priority=None):
+            wake = self._timer_wake
+            if wake is None:
+                wake = self._timer_wake = TimerWake()
+                # Not a reference: the wake-up alone must not keep the hub running.
+                self._timer_wake_watcher = self.io(wake.fileno(), 1, ref=False)
+                self._timer_wake_watcher.start(wake.fired)
+            if priority is None:
+                wake.arm(after)
+            return base.timer(self, after, repeat, ref, priority)
+
+    return PreciseTimerLoop
 
 
 def serve(bridge, start_io):

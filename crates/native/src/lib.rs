@@ -13,6 +13,7 @@ mod asgi;
 mod cli;
 mod clock;
 mod hooks;
+mod hub_timer_wake;
 mod listen;
 mod logging;
 mod master;
@@ -44,6 +45,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<asgi::AsgiRequest>()?;
     m.add_class::<asgi::IoStarter>()?;
     m.add_class::<asgi::HubJob>()?;
+    m.add_class::<hub_timer_wake::TimerWake>()?;
     m.add_class::<asgi::WebSocketSession>()?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<user_metrics::Metric>()?;

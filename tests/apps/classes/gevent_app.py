@@ -12,6 +12,8 @@ Routes:
   /body        reads wsgi.input whole, answers its length (with Expect: 100-continue the read is
                what sends "100 Continue" and pulls the body from the client)
   /write?mib   sends mib (default 32) MiB through the write() callable of start_response
+  /shortsleeps?n&s  JSON: the median of n (default 21) time.sleep(s) (default 0.0003) in ms,
+               measured here, and the hub's loop class
 """
 
 import contextvars
@@ -107,4 +109,14 @@ def app(environ, start_response):
         for _ in range(mib):
             write(block)
         return []
+    if path == "/shortsleeps":
+        import gevent
+
+        took = []
+        for _ in range(int(q.get("n", "21"))):
+            start = time.perf_counter()
+            time.sleep(float(q.get("s", "0.0003")))
+            took.append((time.perf_counter() - start) * 1000)
+        out = {"median_ms": sorted(took)[len(took) // 2], "loop": type(gevent.get_hub().loop).__name__}
+        return _reply(start_response, json.dumps(out), ctype="application/json")
     return _reply(start_response, "not found", status="404 Not Found")

@@ -215,8 +215,9 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
     if matches!(opts.worker_class, WorkerClass::Gevent) {
         // As Gunicorn's gevent worker: patch before the app is imported (a preloaded app was
-        // imported unpatched in the master, as with Gunicorn).
-        if let Err(e) = py.import("gevent.monkey").and_then(|m| m.call_method0("patch_all")) {
+        // imported unpatched in the master, as with Gunicorn). `patch` also picks the hub's
+        // loop class (precise short timers, `hub_timer_wake.rs`).
+        if let Err(e) = py.import("ferrocorn._gevent").and_then(|m| m.call_method0("patch")) {
             error!("cannot start the gevent worker (is gevent installed?): {e}");
             return EXIT_BOOT;
         }
