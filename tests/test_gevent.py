@@ -221,6 +221,18 @@ def test_a_short_sleep_wakes_the_hub_when_due_not_at_the_next_millisecond(server
 
 
 @needs_gevent
+def test_an_app_that_forks_gets_a_timer_wake_up_of_its_own_in_the_child(server):
+    # A forked child shares its parent's timerfd; setting or draining it there would steal the
+    # parent's wake-ups. The child's loop makes its own, and both keep precise short sleeps.
+    srv = gevent_srv(server, "-w", "1")
+    info = requests.get(srv.url + "/forksleeps", timeout=20).json()
+    assert info["child"]["own_wake"] is True, info
+    assert info["child"]["wake_fd"] != info["parent"]["wake_fd"], info
+    assert info["parent"]["median_ms"] < 0.9 and info["child"]["median_ms"] < 0.9, info
+    assert requests.get(srv.url + "/shortsleeps", timeout=10).json()["median_ms"] < 0.9
+
+
+@needs_gevent
 def test_context_variables_do_not_leak_between_requests_on_reused_greenlets(server):
     # Greenlets are reused across requests (and across connections): each request must still
     # start with fresh context variables, as it would in a fresh greenlet.

@@ -14,6 +14,9 @@ Routes:
   /write?mib   sends mib (default 32) MiB through the write() callable of start_response
   /shortsleeps?n&s  JSON: the median of n (default 21) time.sleep(s) (default 0.0003) in ms,
                measured here, and the hub's loop class
+  /forksleeps  os.fork(); parent and child each time 21 sleeps of 0.3 ms at once. JSON: both
+               medians, the descriptor of each one's timer wake-up, and whether the child's is
+               a new one
 """
 
 import contextvars
@@ -59,6 +62,15 @@ def _leave(c):
 
 def _q(environ):
     return dict(p.split("=", 1) if "=" in p else (p, "") for p in environ.get("QUERY_STRING", "").split("&") if p)
+
+
+def _median_sleep_ms(n, seconds):
+    took = []
+    for _ in range(n):
+        start = time.perf_counter()
+        time.sleep(seconds)
+        took.append((time.perf_counter() - start) * 1000)
+    return sorted(took)[len(took) // 2]
 
 
 def _reply(start_response, body, status="200 OK", ctype="text/plain"):
@@ -112,11 +124,28 @@ def app(environ, start_response):
     if path == "/shortsleeps":
         import gevent
 
-        took = []
-        for _ in range(int(q.get("n", "21"))):
-            start = time.perf_counter()
-            time.sleep(float(q.get("s", "0.0003")))
-            took.append((time.perf_counter() - start) * 1000)
-        out = {"median_ms": sorted(took)[len(took) // 2], "loop": type(gevent.get_hub().loop).__name__}
+        took = _median_sleep_ms(int(q.get("n", "21")), float(q.get("s", "0.0003")))
+        out = {"median_ms": took, "loop": type(gevent.get_hub().loop).__name__}
         return _reply(start_response, json.dumps(out), ctype="application/json")
+    if path == "/forksleeps":
+        import gevent
+
+        time.sleep(0.0003)  # the parent's loop has its timer wake-up before the fork
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                inherited = gevent.get_hub().loop._timer_wake  # (kept open: its own descriptor)
+                child = {"median_ms": _median_sleep_ms(21, 0.0003),
+                         "own_wake": gevent.get_hub().loop._timer_wake is not inherited,
+                         "wake_fd": gevent.get_hub().loop._timer_wake.fileno()}
+                os.write(writer, json.dumps(child).encode())
+            finally:
+                os._exit(0)
+        os.close(writer)
+        parent = {"median_ms": _median_sleep_ms(21, 0.0003), "wake_fd": gevent.get_hub().loop._timer_wake.fileno()}
+        child = json.loads(gevent.os.tp_read(reader, 4096) or b"{}")
+        os.close(reader)
+        os.waitpid(pid, 0)
+        return _reply(start_response, json.dumps({"parent": parent, "child": child}), ctype="application/json")
     return _reply(start_response, "not found", status="404 Not Found")
