@@ -19,10 +19,12 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use super::awaitable;
 use tokio::sync::oneshot;
 
-use crate::server::chunk_channel::{ChunkSender, End, Offer, Waiter};
+use super::Bridge;
+use crate::server::chunk_channel::{ChunkReceiver, ChunkSender, End, Offer, Waiter, chunk_channel};
 
 /// How the app started its response: status, headers and the first body chunk (sent with
-/// the head in one write; the chunk channel carries the rest). Err means "answer 500".
+/// the head in one write), and the queue of the rest when the body continues. Err means
+/// "answer 500".
 pub type StartMsg = Result<ResponseStart, ()>;
 
 /// `http.response.start` plus the body of the first `http.response.body`.
@@ -33,6 +35,9 @@ pub struct ResponseStart {
     pub headers: Vec<(String, String)>,
     /// The first body chunk.
     pub first: Vec<u8>,
+    /// The rest of the body, when the first body message said `more_body` (a response sent
+    /// in one message, the common case, needs no queue).
+    pub rest: Option<ChunkReceiver>,
 }
 
 /// State shared between the connection task and the Python request object.
@@ -183,18 +188,21 @@ pub struct AsgiRequest {
     start: Mutex<Option<oneshot::Sender<StartMsg>>>,
     /// `http.response.start` held until the first body message, so both leave in one message.
     pending_start: Mutex<Option<ResponseStart>>,
+    /// The rest of a streamed body (made by the first body message with `more_body`).
     chunks: Mutex<Option<ChunkSender>>,
+    /// Wakes an app waiting for room in `chunks`.
+    bridge: Arc<Bridge>,
     shared: Arc<RequestShared>,
 }
 
 impl AsgiRequest {
-    /// A request; the receivers of `start` and `chunks` stay with the connection task.
+    /// A request; the receiver of `start` stays with the connection task.
     pub fn new(
         head: Arc<RequestHead>,
         decoded_path: Arc<Vec<u8>>,
         endpoints: Endpoints,
         start: oneshot::Sender<StartMsg>,
-        chunks: ChunkSender,
+        bridge: Arc<Bridge>,
         shared: Arc<RequestShared>,
     ) -> Self {
         AsgiRequest {
@@ -203,7 +211,8 @@ impl AsgiRequest {
             endpoints,
             start: Mutex::new(Some(start)),
             pending_start: Mutex::new(None),
-            chunks: Mutex::new(Some(chunks)),
+            chunks: Mutex::new(None),
+            bridge,
             shared,
         }
     }
@@ -415,7 +424,7 @@ impl AsgiRequest {
         if pending.is_some() || self.start.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Err(PyRuntimeError::new_err("http.response.start sent twice"));
         }
-        *pending = Some(ResponseStart { status, headers: pairs, first: Vec::new() });
+        *pending = Some(ResponseStart { status, headers: pairs, first: Vec::new(), rest: None });
         Ok(())
     }
 
@@ -424,8 +433,10 @@ impl AsgiRequest {
     fn send_body(&self, data: &[u8], more_body: bool) -> PyResult<bool> {
         if let Some(mut start) = self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take()
         {
-            if !more_body {
-                self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if more_body {
+                let (tx, rx) = chunk_channel(Some(self.bridge.clone()));
+                *self.chunks.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+                start.rest = Some(rx);
             }
             start.first = data.to_vec();
             self.send_start(Ok(start));

@@ -79,6 +79,8 @@ pub enum Chunks {
     /// Receive from the app's side: the pool thread or greenlet that pulls the iterator
     /// (gthread, gevent) or the ASGI task that sends `more_body` messages.
     Channel(ChunkReceiver),
+    /// Nothing follows the first chunk (an ASGI response sent in one message).
+    Complete,
 }
 
 impl Chunks {
@@ -103,6 +105,7 @@ impl Chunks {
                 None if rx.end() == Some(End::Failed) => Err(()),
                 None => Ok(false),
             },
+            Chunks::Complete => Ok(false),
         }
     }
 

@@ -657,7 +657,6 @@ impl<S: ClientStream> Conn<S> {
         let head = Arc::new(head);
         let decoded_path = Arc::new(decoded_path);
         let (start_tx, mut start_rx) = oneshot::channel();
-        let (chunk_tx, chunk_rx) = chunk_channel(Some(backend.bridge.clone()));
         let state = Arc::new(RequestShared::new(shared.next_request_id()));
         match pump {
             Some(pump) => {
@@ -677,7 +676,7 @@ impl<S: ClientStream> Conn<S> {
             decoded_path.clone(),
             endpoints,
             start_tx,
-            chunk_tx,
+            backend.bridge.clone(),
             state.clone(),
         )));
         // Wait for the response start; meanwhile read the rest of the body for `receive()`.
@@ -709,7 +708,7 @@ impl<S: ClientStream> Conn<S> {
             Some(Some(Ok(Ok(start)))) => {
                 match ResponseHead::new(&start.status.to_string(), start.headers) {
                     Ok(rhead) => {
-                        let mut chunks = Chunks::Channel(chunk_rx);
+                        let mut chunks = start.rest.map_or(Chunks::Complete, Chunks::Channel);
                         self.send_stream(&head, &rhead, start.first, &mut chunks, &mut keep_alive)
                             .await
                     }
