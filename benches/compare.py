@@ -674,6 +674,7 @@ def merge_rounds(rows):
         vals = [r[k] for r in ok if r.get(k) is not None]
         base[k] = statistics.median(vals) if vals else None
     base["errors"] = sum(r["errors"] for r in ok)
+    base["rps_rounds"] = [r["rps"] for r in ok]
     notes = []
     for r in rows:
         for n in r["notes"]:
