@@ -43,37 +43,41 @@ def patch():
     monkey.patch_all()
 
 
-# Counts the forks this process came out of (os.fork in an app): a child shares its parent's
-# timerfd (one open file) and must not set or drain it, so a loop makes its own after a fork.
-_forks = [0]
-os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+# Forks this process came out of (os.fork in an app): a child shares its parent's timerfd (one
+# open file) and must not set or drain it, so a loop makes its own on its first timer after one.
+_forks = 0
+
+
+def _count_fork():
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
 
 
 def precise_timer_loop(base):
     """``base`` whose short timers also set a ``TimerWake`` the loop watches."""
 
     class PreciseTimerLoop(base):
-        _timer_wake = None
         _timer_wake_watcher = None
-        _timer_wake_forks = -1
+        _timer_wake_forks = -1  # (no wake-up yet)
 
         def timer(self, after, repeat=0.0, ref=True, priority=None):
-            wake = self._timer_wake
-            if self._timer_wake_forks != _forks[0]:
-                wake = self._new_timer_wake()
+            if self._timer_wake_forks != _forks:
+                self._new_timer_wake()
             if priority is None:  # (gevent's Timeouts pass -1: usually cancelled, never armed)
-                wake.arm(after)
+                self._timer_wake.arm(after)
             return base.timer(self, after, repeat, ref, priority)
 
         def _new_timer_wake(self):
             if self._timer_wake_watcher is not None:
                 self._timer_wake_watcher.stop()
-            wake = self._timer_wake = TimerWake()
-            self._timer_wake_forks = _forks[0]
+            self._timer_wake = TimerWake()
+            self._timer_wake_forks = _forks
             # Not a reference: the wake-up alone must not keep the hub running.
-            self._timer_wake_watcher = self.io(wake.fileno(), 1, ref=False)
-            self._timer_wake_watcher.start(wake.fired)
-            return wake
+            self._timer_wake_watcher = self.io(self._timer_wake.fileno(), 1, ref=False)
+            self._timer_wake_watcher.start(self._timer_wake.fired)
 
     return PreciseTimerLoop
 

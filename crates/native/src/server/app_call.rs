@@ -14,8 +14,8 @@ use super::chunk_channel::{ChunkReceiver, ChunkSender, End, chunk_channel};
 use crate::asgi::Bridge;
 use crate::hooks::{Hooks, Request, WorkerHandle};
 use crate::wsgi::{
-    self, AppResponse, AppWait, Committed, DeferredBody, DirectWriter, FileResponse, Input,
-    RequestBody, RequestFacts, WsgiApp,
+    self, AppResponse, Committed, DeferredBody, DirectWriter, FileResponse, Input, RequestBody,
+    RequestFacts, WsgiApp,
 };
 
 /// What the app needs, shared by the event loop and the pool threads.
@@ -259,11 +259,11 @@ pub fn call(
 
 /// On a pool thread or in a greenlet: move an inline stream's iteration here, leaving a reply
 /// whose chunks arrive over a queue, and return a closure that pumps the iterator (then closes
-/// the result). None for a reply that does not stream (most).
+/// the result). None for a reply that does not stream (most). `hub`: the gevent hub's bridge
+/// in a greenlet (None on a thread), which the queue wakes the waiting producer through.
 pub fn detach_stream(
     called: &mut Called,
-    mode: AppWait,
-    bridge: Option<Arc<Bridge>>,
+    hub: Option<Arc<Bridge>>,
 ) -> Option<impl FnOnce(Python<'_>) + use<>> {
     let (Reply::Stream { chunks, result, .. } | Reply::Continue { chunks, result, .. }) =
         &mut called.reply
@@ -271,27 +271,21 @@ pub fn detach_stream(
         return None;
     };
     let Chunks::Inline(_) = chunks else { return None };
-    let (tx, rx) = chunk_channel(bridge);
+    let (tx, rx) = chunk_channel(hub);
     let Chunks::Inline(iterator) = std::mem::replace(chunks, Chunks::Channel(rx)) else {
         unreachable!("checked above");
     };
     let result = result.take();
-    Some(move |py: Python<'_>| pump_stream(py, iterator, result, tx, mode))
+    Some(move |py: Python<'_>| pump_stream(py, iterator, result, tx))
 }
 
 /// Pull the iterator to its end (or until the receiver is gone), sending chunks; then close.
-fn pump_stream(
-    py: Python<'_>,
-    iterator: Py<PyAny>,
-    result: Option<Py<PyAny>>,
-    tx: ChunkSender,
-    mode: AppWait,
-) {
+fn pump_stream(py: Python<'_>, iterator: Py<PyAny>, result: Option<Py<PyAny>>, tx: ChunkSender) {
     loop {
         let mut chunk = Vec::new();
         match wsgi::next_chunk(py, &iterator, &mut chunk) {
             Ok(true) => {
-                if !tx.send(py, chunk, mode) {
+                if !tx.send(py, chunk) {
                     break; // the client went away
                 }
             }

@@ -15,7 +15,6 @@ use pyo3::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::asgi::{Bridge, Event};
-use crate::wsgi::AppWait;
 
 /// Items queued at most (also bounds the per-item overhead of tiny chunks).
 const MAX_QUEUED_ITEMS: usize = 64;
@@ -142,10 +141,13 @@ impl<T: Queued> ChunkSender<T> {
         false
     }
 
-    /// Queue `message`, waiting while the queue is full as `how` says: a thread parks
-    /// (without the GIL), a greenlet waits on a gevent `Event` the hub sets (the others run
-    /// meanwhile). False: the connection is gone (or the wait failed).
-    pub fn send(&self, py: Python<'_>, message: T, how: AppWait) -> bool {
+    /// Queue `message` from a blocking producer, waiting while the queue is full. The queue
+    /// says who the producer is: without a bridge a thread (it parks, without the GIL); with
+    /// one the gevent hub's greenlet (it waits on a gevent `Event` the hub sets, the others run
+    /// meanwhile). (asyncio producers do not block: they `offer` and await `wait_for_room`.)
+    /// False: the connection is gone (or the wait failed).
+    pub fn send(&self, py: Python<'_>, message: T) -> bool {
+        let in_greenlet = self.room.bridge.is_some();
         let mut message = message;
         let mut event: Option<Bound<'_, PyAny>> = None;
         loop {
@@ -154,30 +156,25 @@ impl<T: Queued> ChunkSender<T> {
                 Offer::Closed => return false,
                 Offer::Full(back) => message = back,
             }
-            match how {
-                AppWait::Thread => {
-                    if self.wait_for_room(Waiter::Thread(std::thread::current())) {
-                        // A stale or early unpark only costs another offer.
-                        py.detach(std::thread::park);
-                    }
+            if !in_greenlet {
+                if self.wait_for_room(Waiter::Thread(std::thread::current())) {
+                    // A stale or early unpark only costs another offer.
+                    py.detach(std::thread::park);
                 }
-                AppWait::Greenlet => {
-                    let event = match &event {
-                        Some(event) => event,
-                        None => {
-                            match py.import("gevent.event").and_then(|m| m.call_method0("Event")) {
-                                Ok(made) => event.insert(made),
-                                Err(_) => return false,
-                            }
-                        }
-                    };
-                    if self.wait_for_room(Waiter::Loop(event.clone().unbind())) {
-                        if event.call_method0("wait").is_err() {
-                            return false;
-                        }
-                        event.call_method0("clear").ok();
-                    }
+                continue;
+            }
+            let event = match &event {
+                Some(event) => event,
+                None => match py.import("gevent.event").and_then(|m| m.call_method0("Event")) {
+                    Ok(made) => event.insert(made),
+                    Err(_) => return false,
+                },
+            };
+            if self.wait_for_room(Waiter::Loop(event.clone().unbind())) {
+                if event.call_method0("wait").is_err() {
+                    return false;
                 }
+                event.call_method0("clear").ok();
             }
         }
     }
@@ -257,8 +254,7 @@ mod tests {
         Python::initialize();
         let (tx, mut rx) = chunk_channel::<Vec<u8>>(None);
         fill(&tx);
-        let producer =
-            std::thread::spawn(move || Python::attach(|py| tx.send(py, chunk(7), AppWait::Thread)));
+        let producer = std::thread::spawn(move || Python::attach(|py| tx.send(py, chunk(7))));
         std::thread::sleep(Duration::from_millis(100));
         assert!(!producer.is_finished(), "the producer waits while the queue is full");
         assert!(rx.try_recv().is_some());
@@ -273,8 +269,7 @@ mod tests {
         Python::initialize();
         let (tx, rx) = chunk_channel::<Vec<u8>>(None);
         fill(&tx);
-        let producer =
-            std::thread::spawn(move || Python::attach(|py| tx.send(py, chunk(1), AppWait::Thread)));
+        let producer = std::thread::spawn(move || Python::attach(|py| tx.send(py, chunk(1))));
         std::thread::sleep(Duration::from_millis(50));
         drop(rx);
         assert!(!producer.join().unwrap(), "the connection is gone: nothing was sent");

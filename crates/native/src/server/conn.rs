@@ -402,7 +402,7 @@ impl<S: ClientStream> Conn<S> {
                     job_began.store(true, Ordering::Release);
                     let remote = remote_strings(py, peer);
                     let mut called = app_call::call(py, &ctx, call_request, &remote);
-                    let pump = app_call::detach_stream(&mut called, wait, hub);
+                    let pump = app_call::detach_stream(&mut called, hub);
                     if tx.send(called).is_ok()
                         && let Some(pump) = pump
                     {
