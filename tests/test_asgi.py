@@ -315,6 +315,42 @@ def test_a_slow_upload_does_not_count_against_the_request_deadline(server, state
     assert "timed out" not in srv.stderr_text()
 
 
+def _serving_pid(srv):
+    """The pid of the worker that answers (None while none does)."""
+    try:
+        return int(requests.get(srv.url + "/max", timeout=5).text.split()[2])
+    except (requests.RequestException, ValueError, IndexError):
+        return None
+
+
+def test_a_request_past_the_timeout_is_answered_504_and_its_worker_retires(server):
+    # The app awaits (its loop stays free): at --timeout the connection answers 504 itself,
+    # logs the request, and the worker retires, since a running task cannot be stopped safely.
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-t", "1")
+    old = _serving_pid(srv)
+    assert old is not None
+    r = requests.get(srv.url + "/sleep?s=30", timeout=20)
+    assert r.status_code == 504
+    srv.wait_log(r"Request timed out after 1\.\ds: GET /sleep\?s=30 \(answered 504\)", timeout=5)
+    new = wait_until(lambda: (pid := _serving_pid(srv)) not in (None, old) and pid, 20, "a replacement worker")
+    assert requests.get(srv.url + "/", timeout=5).text == "Hello, World!"
+    assert new != old
+
+
+def test_an_app_that_blocks_its_loop_past_the_timeout_gets_its_worker_replaced(server):
+    # The worker's sockets and heartbeat run on the loop's thread: a loop blocked past
+    # --timeout (time.sleep in an async app) is a stuck worker, replaced as a sync one is.
+    srv = asgi(server, "asgi_app:app", "-w", "1", "-t", "2")
+    old = _serving_pid(srv)
+    assert old is not None
+    with Conn(srv.port, timeout=30) as c:
+        c.send(request_bytes("GET", "/block?s=60"))
+        srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", timeout=20)
+    new = wait_until(lambda: (pid := _serving_pid(srv)) not in (None, old) and pid, 20, "a replacement worker")
+    assert new != old
+    assert srv.returncode is None
+
+
 def test_client_leaving_mid_body_is_an_http_disconnect(server, state_dir):
     srv = asgi(server, "asgi_app:app", "-w", "1", "-e", f"STATE_DIR={state_dir}")
     c = Conn(srv.port, timeout=10)

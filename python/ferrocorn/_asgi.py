@@ -1,8 +1,10 @@
 """The loop side of ferrocorn's ``asgi`` worker class.
 
-Sockets, HTTP parsing and response framing stay in Rust on the worker's I/O thread; this module
-only runs the asyncio loop (uvloop when installed): lifespan, and one task per request that calls
-``app(scope, receive, send)`` with the scope and channels the native ``AsgiRequest`` provides.
+Sockets, HTTP parsing and response framing stay in Rust (the worker's tokio runtime, driven from
+this loop's thread through the native ``LoopDriver``); this module only runs the asyncio loop
+(uvloop when installed): lifespan, the readers that drive the runtime, and one task per request
+that calls ``app(scope, receive, send)`` with the scope and channels the native ``AsgiRequest``
+provides.
 """
 
 import asyncio
@@ -12,7 +14,7 @@ from ferrocorn import _native
 
 
 def serve(app, bridge, start_io, loop_kind, lifespan_mode, disconnect_grace=3):
-    """Run the loop until the I/O thread stops; returns the worker's exit status."""
+    """Run the loop until the worker's I/O stops; returns the worker's exit status."""
     loop = _new_loop(loop_kind)
     asyncio.set_event_loop(loop)
     try:
@@ -70,13 +72,30 @@ async def _main(app, bridge, start_io, lifespan_mode, disconnect_grace):
             elif kind == "stop" and not stopped.done():
                 stopped.set_result(item)
 
-    loop.add_reader(bridge.fd, on_ready)
-    start_io()
+    driver = start_io()
+
+    def on_io():
+        # The runtime has sockets, signals or wake-ups to handle: run it, then hand what it
+        # produced (requests, wake-ups, the stop) to Python.
+        if driver.drive():
+            loop.call_soon(on_io)
+        on_ready()
+
+    def on_tick():
+        if driver.tick():
+            loop.call_soon(on_io)
+        on_ready()
+
+    loop.add_reader(driver.runtime_fd, on_io)
+    loop.add_reader(driver.tick_fd, on_tick)
+    on_io()  # the first drive installs the stop signals' handlers and starts accepting
     graceful = await stopped
-    loop.remove_reader(bridge.fd)
+    loop.remove_reader(driver.runtime_fd)
+    loop.remove_reader(driver.tick_fd)
+    driver.close()
     tasks = set(running.values())
     if tasks:
-        # The I/O thread has closed every connection; what still runs has no client.
+        # The runtime is gone with every connection; what still runs has no client.
         await asyncio.wait(tasks, timeout=5)
         for task in tasks:
             task.cancel()
@@ -107,7 +126,7 @@ def _cancel_abandoned(task, grace):
 async def _push(channel, call, *args):
     """Hand a message to the connection (``call`` is a method of ``channel``, a request or a
     WebSocket session); a False return means its queue is full: wait until the connection
-    takes a message (the I/O thread resolves the future through the bridge), then call again."""
+    takes a message (the connection resolves the future through the bridge), then call again."""
     while not call(*args):
         room = asyncio.get_running_loop().create_future()
         if channel.wait_room(room):

@@ -53,11 +53,12 @@ def log(level: str, message: str) -> None:
     ...
 
 class LoopBridge:
-    """The queue from the worker's I/O thread to its Python loop."""
+    """The queue from the worker's I/O (tokio) to its Python loop."""
 
     @property
     def fd(self) -> int:
-        """The eventfd to watch (readable when events are queued)."""
+        """The eventfd to watch (readable when events are queued; the gevent class, whose I/O
+        runs on a thread of its own)."""
         ...
     def drain(self) -> "list[tuple[str, object]]":
         """Take the queued events: ``("http", AsgiRequest)``, ``("websocket", WebSocketSession)``,
@@ -66,9 +67,33 @@ class LoopBridge:
         ...
 
 class IoStarter:
-    """Starts the worker's I/O thread (called once lifespan startup is done)."""
+    """Starts the worker's I/O (called once lifespan startup is done): on a thread of its own
+    (gevent; returns None) or on the calling loop's thread (asgi; returns the driver)."""
 
-    def __call__(self) -> None: ...
+    def __call__(self) -> "LoopDriver | None": ...
+
+class LoopDriver:
+    """The worker's tokio runtime, driven from the asyncio loop's thread (asgi class)."""
+
+    @property
+    def runtime_fd(self) -> int:
+        """The runtime's epoll descriptor: readable when it has something to do."""
+        ...
+    @property
+    def tick_fd(self) -> int:
+        """A periodic timerfd: the runtime's timers are looked at on each tick."""
+        ...
+    def drive(self) -> bool:
+        """Run the runtime until a look at its sockets and timers finds nothing new; True when
+        work remains (drive again soon). Posts the stop to the bridge once the worker ended."""
+        ...
+    def tick(self) -> bool:
+        """Consume a tick of the timerfd, then drive."""
+        ...
+    def close(self) -> None:
+        """Drop the runtime, closing every connection still open (after the loop stopped
+        watching the descriptors)."""
+        ...
 
 class HubJob:
     """One WSGI request for the gevent hub."""

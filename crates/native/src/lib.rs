@@ -44,6 +44,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<asgi::LoopBridge>()?;
     m.add_class::<asgi::AsgiRequest>()?;
     m.add_class::<asgi::IoStarter>()?;
+    m.add_class::<asgi::LoopDriver>()?;
     m.add_class::<asgi::HubJob>()?;
     m.add_class::<hub_timer_wake::TimerWake>()?;
     m.add_class::<asgi::WebSocketSession>()?;

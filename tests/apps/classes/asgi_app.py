@@ -15,6 +15,8 @@ Routes:
   /hold           sends start + one chunk, then awaits receive() until http.disconnect; records it
   /sleep?s        concurrency counter around asyncio.sleep(s) (default 0.5)
   /max            "max now pid"
+  /block?s        blocks the loop with time.sleep(s) (an app that should not be async), then
+                  answers "blocked"
   /loop           module.class of the running event loop
   /boom           raises before sending anything
   /boom-late      sends the start, then raises
@@ -195,6 +197,10 @@ async def app(scope, receive, send):
         finally:
             _conc["now"] -= 1
         return await send_text(send, b"slept")
+
+    if path == "/block":
+        time.sleep(float(q.get("s", "0.5")))
+        return await send_text(send, b"blocked")
 
     if path == "/loop":
         loop = asyncio.get_running_loop()

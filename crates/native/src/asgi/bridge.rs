@@ -1,7 +1,8 @@
-//! The hand-off between the worker's I/O thread (tokio) and its Python event-loop thread (the
-//! ASGI class's asyncio loop): a queue of events plus an eventfd the loop watches
-//! (`loop.add_reader`). The I/O thread never touches Python; the loop thread drains the queue
-//! in one callback per wake-up. Python answers through channels that never block the loop.
+//! The hand-off between the worker's I/O (tokio) and its Python loop: a queue of events the
+//! loop drains in one callback. The gevent hub's I/O runs on a thread of its own, which wakes
+//! the hub through an eventfd it watches (`loop.add_reader`) and never touches Python; the
+//! ASGI loop drives its I/O itself (`driver.rs`) and drains the queue after each drive, so its
+//! posts write nothing. Python answers through channels that never block the loop.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -32,7 +33,7 @@ pub enum Event {
     /// The connection of a request (by id) ended before its response was complete while the
     /// app still runs: cancel its task after `asgi_disconnect_grace_period`.
     Abandoned(u64),
-    /// The I/O thread has stopped; `graceful` tells whether to run lifespan shutdown.
+    /// The worker's I/O has stopped; `graceful` tells whether to run lifespan shutdown.
     Stop {
         /// A graceful stop (TERM, max_requests), not a quick one.
         graceful: bool,
@@ -45,11 +46,26 @@ pub struct Bridge {
     wakeup: OwnedFd,
     /// A deferred post found the queue empty: [`Bridge::flush`] must wake the loop.
     wake_wanted: AtomicBool,
+    /// The loop drains the queue itself after each drive of the I/O (`driver.rs`): posts
+    /// never write the eventfd.
+    drained_by_loop: bool,
+    /// The eventfd has been written since the last [`Bridge::take`].
+    signalled: AtomicBool,
 }
 
 impl Bridge {
-    /// A bridge with a fresh non-blocking eventfd.
+    /// A bridge whose posts wake the loop through a fresh non-blocking eventfd (an I/O thread
+    /// posts to a loop that sleeps meanwhile).
     pub fn new() -> std::io::Result<Arc<Bridge>> {
+        Self::with_wakeups(false)
+    }
+
+    /// A bridge for a loop that drives the I/O itself and drains the queue after each drive.
+    pub fn drained_by_loop() -> std::io::Result<Arc<Bridge>> {
+        Self::with_wakeups(true)
+    }
+
+    fn with_wakeups(drained_by_loop: bool) -> std::io::Result<Arc<Bridge>> {
         // SAFETY: eventfd creates a new descriptor; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -61,6 +77,8 @@ impl Bridge {
             queue: Mutex::new(VecDeque::new()),
             wakeup,
             wake_wanted: AtomicBool::new(false),
+            drained_by_loop,
+            signalled: AtomicBool::new(false),
         }))
     }
 
@@ -105,16 +123,24 @@ impl Bridge {
     }
 
     fn wake(&self) {
+        if self.drained_by_loop {
+            return;
+        }
         let one: u64 = 1;
         // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
         unsafe { libc::write(self.wakeup.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // After the write: a take() that sees the flag finds the counter set (one that misses
+        // it leaves the fd readable, and the loop comes back for it).
+        self.signalled.store(true, Ordering::Release);
     }
 
     /// Take every queued event (loop thread).
     pub fn take(&self) -> Vec<Event> {
-        let mut counter: u64 = 0;
-        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
-        unsafe { libc::read(self.wakeup.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            let mut counter: u64 = 0;
+            // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
+            unsafe { libc::read(self.wakeup.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+        }
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
     }
 }

@@ -1,10 +1,13 @@
 //! The ASGI class: the app runs on an asyncio loop (uvloop when installed) on the worker's main
-//! thread, while all sockets stay on a tokio I/O thread. [`bridge`] carries requests to the
-//! loop; [`request`] is the per-request object the loop glue (`ferrocorn/_asgi.py`) drives;
-//! [`IoStarter`] starts the I/O thread once lifespan startup has completed.
+//! thread, and the same thread serves the sockets: the worker's tokio runtime is driven from
+//! the loop ([`driver`]). [`bridge`] carries requests to the loop (also to the gevent hub,
+//! whose sockets stay on an I/O thread); [`request`] is the per-request object the loop glue
+//! (`ferrocorn/_asgi.py`) drives; [`IoStarter`] starts the I/O once lifespan startup has
+//! completed.
 
 pub mod awaitable;
 pub mod bridge;
+pub mod driver;
 pub mod request;
 pub mod websocket;
 
@@ -17,33 +20,54 @@ pub use bridge::{Bridge, Event, HubJob, LoopBridge};
 pub use request::{AsgiRequest, Endpoints, RequestShared};
 pub use websocket::{WebSocketSession, WsIn, WsOut, WsShared};
 
-type IoMain = Box<dyn FnOnce() + Send>;
+pub use driver::LoopDriver;
 
-/// A callable Python invokes when lifespan startup is done: it starts the I/O thread.
+/// How the worker's I/O starts.
+pub enum IoStart {
+    /// On a thread of its own, running this body (gevent); the join handle goes to `handle`.
+    Thread {
+        /// The I/O thread's body.
+        main: Box<dyn FnOnce() + Send>,
+        /// Receives the thread's join handle.
+        handle: Arc<Mutex<Option<JoinHandle<()>>>>,
+    },
+    /// On the calling (loop) thread: builds the driver the loop drives (ASGI).
+    OnLoop(Box<dyn FnOnce() -> std::io::Result<LoopDriver> + Send>),
+}
+
+/// A callable Python invokes when lifespan startup is done: it starts the I/O, and returns
+/// the [`LoopDriver`] when the loop is to drive it (else None).
 #[pyclass(module = "ferrocorn._native", frozen)]
 pub struct IoStarter {
-    main: Mutex<Option<IoMain>>,
-    handle: Arc<Mutex<Option<JoinHandle<()>>>>,
+    start: Mutex<Option<IoStart>>,
 }
 
 impl IoStarter {
-    /// Wrap the I/O thread's body; `handle` receives its join handle.
-    pub fn new(main: IoMain, handle: Arc<Mutex<Option<JoinHandle<()>>>>) -> Self {
-        IoStarter { main: Mutex::new(Some(main)), handle }
+    /// Start the I/O this way when called.
+    pub fn new(start: IoStart) -> Self {
+        IoStarter { start: Mutex::new(Some(start)) }
     }
 }
 
 #[pymethods]
 impl IoStarter {
-    fn __call__(&self) -> PyResult<()> {
-        let Some(main) = self.main.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return Ok(());
-        };
-        let thread = std::thread::Builder::new()
-            .name("ferrocorn-io".into())
-            .spawn(main)
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
-        *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        Ok(())
+    fn __call__(&self, py: Python<'_>) -> PyResult<Option<Py<LoopDriver>>> {
+        let start = self.start.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match start {
+            None => Ok(None),
+            Some(IoStart::Thread { main, handle }) => {
+                let thread = std::thread::Builder::new()
+                    .name("ferrocorn-io".into())
+                    .spawn(main)
+                    .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+                *handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+                Ok(None)
+            }
+            Some(IoStart::OnLoop(build)) => {
+                let driver =
+                    build().map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+                Ok(Some(Py::new(py, driver)?))
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! ASGI WebSocket sessions: the Python object the loop glue drives (`accept`, `send`, `close`,
 //! the denial-response extension) and the messages flowing each way. Frames are parsed and
-//! written on the I/O thread (`ferrocorn_http` codec); the loop thread only sees messages.
+//! written by the connection's task (`ferrocorn_http` codec); the app only sees messages.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

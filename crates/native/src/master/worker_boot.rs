@@ -14,7 +14,7 @@ use crate::cli::{EXIT_APP_LOAD, EXIT_FAILURE};
 use crate::logging::{Sink, error, info};
 use std::sync::Mutex;
 
-use crate::asgi::{Bridge, Event, IoStarter, LoopBridge};
+use crate::asgi::{Bridge, Event, IoStart, IoStarter, LoopBridge, LoopDriver};
 use crate::options::WorkerClass;
 use crate::server::AppContext;
 use crate::server::worker::{self, StopReason, WorkerRuntime};
@@ -114,8 +114,9 @@ enum LoopServe<'a> {
     Gevent,
 }
 
-/// Run a class whose app lives on a Python loop (ASGI, gevent): the I/O thread serves sockets;
-/// this (main) thread runs the loop until the I/O thread stops. Returns the exit status.
+/// Run a class whose app lives on a Python loop (ASGI, gevent) on this (main) thread until the
+/// worker's I/O stops; the loop drives that I/O itself (ASGI) or an I/O thread serves it
+/// (gevent). Returns the exit status.
 fn run_on_loop(
     py: Python<'_>,
     master: &Master,
@@ -125,7 +126,10 @@ fn run_on_loop(
     runtime: WorkerRuntime,
     serve: LoopServe<'_>,
 ) -> std::io::Result<i32> {
-    let bridge = Bridge::new()?;
+    let bridge = match serve {
+        LoopServe::Asgi { .. } => Bridge::drained_by_loop()?,
+        LoopServe::Gevent => Bridge::new()?,
+    };
     let backend = AsgiBackend {
         bridge: bridge.clone(),
         root_path: opts.root_path.clone(),
@@ -141,19 +145,26 @@ fn run_on_loop(
     let listeners: Vec<crate::listen::Listener> =
         master.listeners.iter().map(|l| l.try_clone()).collect::<std::io::Result<_>>()?;
     let io_bridge = bridge.clone();
-    let side = match serve {
-        LoopServe::Asgi { .. } => LoopSide::Asgi(backend),
-        LoopServe::Gevent => LoopSide::Hub(bridge.clone()),
-    };
-    let main: Box<dyn FnOnce() + Send> = Box::new(move || {
-        let result = worker::run(opts, ctx, &listeners, access_log, runtime, Some(side));
-        if let Err(e) = &result {
-            error!("worker failed: {e}");
-        }
-        io_bridge.post(Event::Stop { graceful: !matches!(result, Ok(StopReason::Quick)) });
-    });
     let handle = Arc::new(Mutex::new(None));
-    let starter = Py::new(py, IoStarter::new(main, handle.clone()))?;
+    let start = match serve {
+        LoopServe::Asgi { .. } => IoStart::OnLoop(Box::new(move || {
+            let side = Some(LoopSide::Asgi(backend));
+            let build = move || worker::build(opts, ctx, listeners, access_log, runtime, side);
+            LoopDriver::start(build, io_bridge)
+        })),
+        LoopServe::Gevent => IoStart::Thread {
+            main: Box::new(move || {
+                let side = Some(LoopSide::Hub(io_bridge.clone()));
+                let result = worker::run(opts, ctx, &listeners, access_log, runtime, side);
+                if let Err(e) = &result {
+                    error!("worker failed: {e}");
+                }
+                io_bridge.post(Event::Stop { graceful: !matches!(result, Ok(StopReason::Quick)) });
+            }),
+            handle: handle.clone(),
+        },
+    };
+    let starter = Py::new(py, IoStarter::new(start))?;
     let loop_bridge = Py::new(py, LoopBridge { inner: bridge })?;
     let served = match serve {
         LoopServe::Asgi { app, event_loop, lifespan, disconnect_grace } => {

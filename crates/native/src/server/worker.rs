@@ -481,6 +481,28 @@ pub enum StopReason {
     Quick,
 }
 
+/// A worker's runtime with its main task spawned but not yet driven: [`run`] blocks on it;
+/// the ASGI class drives it from its asyncio loop instead (`crate::asgi::driver`).
+pub struct WorkerLoop {
+    /// The worker's current-thread runtime.
+    pub runtime: tokio::runtime::Runtime,
+    /// Where the worker's tasks (accept loops, connections) run.
+    pub local: tokio::task::LocalSet,
+    /// The worker's main task: it ends when the worker stops.
+    pub main: tokio::task::JoinHandle<std::io::Result<StopReason>>,
+}
+
+impl WorkerLoop {
+    /// The main task's outcome once it has ended (a panic becomes an error).
+    pub fn outcome(
+        joined: Result<std::io::Result<StopReason>, tokio::task::JoinError>,
+    ) -> std::io::Result<StopReason> {
+        joined.unwrap_or_else(|e| {
+            Err(std::io::Error::other(format!("the worker's loop failed: {e}")))
+        })
+    }
+}
+
 /// Run the worker until a stop signal. Builds its own runtime (never in a process that will fork).
 pub fn run(
     opts: ServerOptions,
@@ -490,6 +512,21 @@ pub fn run(
     runtime_info: WorkerRuntime,
     loop_side: Option<LoopSide>,
 ) -> std::io::Result<StopReason> {
+    let listeners = listeners.iter().map(Listener::try_clone).collect::<std::io::Result<_>>()?;
+    let worker = build(opts, app, listeners, access_log, runtime_info, loop_side)?;
+    let joined = worker.local.block_on(&worker.runtime, worker.main);
+    WorkerLoop::outcome(joined)
+}
+
+/// Build the worker's runtime and spawn its main task, without running anything yet.
+pub fn build(
+    opts: ServerOptions,
+    app: AppContext,
+    listeners: Vec<Listener>,
+    access_log: Option<AccessLog>,
+    runtime_info: WorkerRuntime,
+    loop_side: Option<LoopSide>,
+) -> std::io::Result<WorkerLoop> {
     let executor = match (opts.worker_class, loop_side) {
         (_, Some(LoopSide::Asgi(backend))) => Executor::Asgi(backend),
         (_, Some(LoopSide::Hub(bridge))) => Executor::Hub(bridge),
@@ -500,78 +537,90 @@ pub fn run(
     };
     let mut builder = tokio::runtime::Builder::new_current_thread();
     // Requests are handed over with deferred wake-ups; one goes out before the thread sleeps.
+    // (The ASGI loop drains its bridge after every drive, and its runtime never sleeps.)
     match &executor {
         Executor::Pool(pool) => {
             let pool = pool.clone();
             builder.on_thread_park(move || pool.flush());
         }
-        Executor::Asgi(AsgiBackend { bridge, .. }) => {
-            let bridge = bridge.clone();
-            builder.on_thread_park(move || bridge.flush());
-        }
-        Executor::Hub(_) | Executor::Inline => {}
+        Executor::Asgi(_) | Executor::Hub(_) | Executor::Inline => {}
     }
     let runtime = builder.enable_all().build()?;
     let local = tokio::task::LocalSet::new();
+    let main =
+        local.spawn_local(worker_main(opts, app, executor, listeners, access_log, runtime_info));
+    Ok(WorkerLoop { runtime, local, main })
+}
+
+/// The worker's life: accept loops, heartbeat, and the stop signals; returns how it stopped.
+async fn worker_main(
+    opts: ServerOptions,
+    app: AppContext,
+    executor: Executor,
+    listeners: Vec<Listener>,
+    access_log: Option<AccessLog>,
+    runtime_info: WorkerRuntime,
+) -> std::io::Result<StopReason> {
     let statsd_target = opts.statsd.clone();
     let admitted = opts.admitted();
-    local.block_on(&runtime, async move {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let graceful_timeout = opts.graceful_timeout;
-        let shared = Rc::new(Shared {
-            opts,
-            app: Arc::new(app),
-            executor,
-            app_slot: Semaphore::new(admitted),
-            ticket_returned: Notify::new(),
-            request_ids: Cell::new(0),
-            access_log,
-            shutdown: stop_rx.clone(),
-            stop: stop_tx,
-            runtime: runtime_info,
-            statsd: statsd_target.and_then(super::statsd::Statsd::connect),
-            connections: Cell::new(0),
-            all_closed: Notify::new(),
-        });
-        for (index, listener) in listeners.iter().enumerate() {
-            let watched = SharedListener::new(listener)?;
-            tokio::task::spawn_local(accept_loop(shared.clone(), watched, index));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let graceful_timeout = opts.graceful_timeout;
+    let shared = Rc::new(Shared {
+        opts,
+        app: Arc::new(app),
+        executor,
+        app_slot: Semaphore::new(admitted),
+        ticket_returned: Notify::new(),
+        request_ids: Cell::new(0),
+        access_log,
+        shutdown: stop_rx.clone(),
+        stop: stop_tx,
+        runtime: runtime_info,
+        statsd: statsd_target.and_then(super::statsd::Statsd::connect),
+        connections: Cell::new(0),
+        all_closed: Notify::new(),
+    });
+    for (index, listener) in listeners.iter().enumerate() {
+        let watched = SharedListener::new(listener)?;
+        tokio::task::spawn_local(accept_loop(shared.clone(), watched, index));
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let heartbeat_shared = shared.clone();
+    tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            heartbeat_shared.slot().heartbeat();
         }
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut quit = signal(SignalKind::quit())?;
-        let mut usr1 = signal(SignalKind::user_defined1())?;
-        let heartbeat_shared = shared.clone();
-        tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                heartbeat_shared.slot().heartbeat();
-            }
-        });
-        let mut retire = stop_rx;
-        let reason = loop {
-            tokio::select! {
-                _ = retire.wait_for(|stop| *stop) => break StopReason::Graceful,
-                _ = term.recv() => { info!("Handling signal: term"); break StopReason::Graceful; }
-                _ = int.recv() => { info!("Handling signal: int"); break StopReason::Quick; }
-                _ = quit.recv() => { info!("Handling signal: quit"); break StopReason::Quick; }
-                _ = usr1.recv() => {
-                    info!("Handling signal: usr1");
-                    if let Err(e) = crate::logging::reopen() { warning!("cannot reopen the error log: {e}"); }
-                    if let Some(log) = &shared.access_log
-                        && let Err(e) = log.reopen() { warning!("cannot reopen the access log: {e}"); }
-                }
-            }
-        };
-        let _ = shared.stop.send(true);
-        shared.slot().set_state(SlotState::Retiring);
-        if reason == StopReason::Graceful && shared.connections.get() > 0 {
-            let drained = shared.all_closed.notified();
-            if tokio::time::timeout(graceful_timeout, drained).await.is_err() {
-                warning!("graceful timeout reached with {} connection(s) still open", shared.connections.get());
+    });
+    let mut retire = stop_rx;
+    let reason = loop {
+        tokio::select! {
+            _ = retire.wait_for(|stop| *stop) => break StopReason::Graceful,
+            _ = term.recv() => { info!("Handling signal: term"); break StopReason::Graceful; }
+            _ = int.recv() => { info!("Handling signal: int"); break StopReason::Quick; }
+            _ = quit.recv() => { info!("Handling signal: quit"); break StopReason::Quick; }
+            _ = usr1.recv() => {
+                info!("Handling signal: usr1");
+                if let Err(e) = crate::logging::reopen() { warning!("cannot reopen the error log: {e}"); }
+                if let Some(log) = &shared.access_log
+                    && let Err(e) = log.reopen() { warning!("cannot reopen the access log: {e}"); }
             }
         }
-        Ok(reason)
-    })
+    };
+    let _ = shared.stop.send(true);
+    shared.slot().set_state(SlotState::Retiring);
+    if reason == StopReason::Graceful && shared.connections.get() > 0 {
+        let drained = shared.all_closed.notified();
+        if tokio::time::timeout(graceful_timeout, drained).await.is_err() {
+            warning!(
+                "graceful timeout reached with {} connection(s) still open",
+                shared.connections.get()
+            );
+        }
+    }
+    Ok(reason)
 }
