@@ -267,36 +267,48 @@ pub fn build_scope<'py>(
     endpoints: &Endpoints,
     state: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    // Keys and fixed values are interned: no new string, and no hashing, per request.
     let d = PyDict::new(py);
-    d.set_item("type", kind)?;
+    let kind_value = match kind {
+        "http" => intern!(py, "http"),
+        _ => intern!(py, "websocket"),
+    };
+    d.set_item(intern!(py, "type"), kind_value)?;
     let asgi = PyDict::new(py);
-    asgi.set_item("version", "3.0")?;
-    asgi.set_item("spec_version", "2.4")?;
-    d.set_item("asgi", asgi)?;
-    d.set_item("http_version", if head.version == (1, 0) { "1.0" } else { "1.1" })?;
+    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
+    d.set_item(intern!(py, "asgi"), asgi)?;
+    let http_version = if head.version == (1, 0) { intern!(py, "1.0") } else { intern!(py, "1.1") };
+    d.set_item(intern!(py, "http_version"), http_version)?;
     if kind == "http" {
-        d.set_item("method", &head.method)?;
+        let method = match head.method.as_str() {
+            "GET" => intern!(py, "GET").clone(),
+            "POST" => intern!(py, "POST").clone(),
+            "HEAD" => intern!(py, "HEAD").clone(),
+            other => PyString::new(py, other),
+        };
+        d.set_item(intern!(py, "method"), method)?;
     }
     let scheme = match (kind, endpoints.https) {
-        ("websocket", true) => "wss",
-        ("websocket", false) => "ws",
-        (_, true) => "https",
-        _ => "http",
+        ("websocket", true) => intern!(py, "wss"),
+        ("websocket", false) => intern!(py, "ws"),
+        (_, true) => intern!(py, "https"),
+        _ => intern!(py, "http"),
     };
-    d.set_item("scheme", scheme)?;
+    d.set_item(intern!(py, "scheme"), scheme)?;
     let path = String::from_utf8_lossy(decoded_path).into_owned();
     let root = &endpoints.root_path;
     d.set_item(
-        "path",
+        intern!(py, "path"),
         if !root.is_empty() && !path.starts_with(root.as_str()) {
             format!("{root}{path}")
         } else {
             path
         },
     )?;
-    d.set_item("raw_path", PyBytes::new(py, &head.path))?;
-    d.set_item("query_string", PyBytes::new(py, &head.query))?;
-    d.set_item("root_path", root)?;
+    d.set_item(intern!(py, "raw_path"), PyBytes::new(py, &head.path))?;
+    d.set_item(intern!(py, "query_string"), PyBytes::new(py, &head.query))?;
+    d.set_item(intern!(py, "root_path"), root)?;
     let headers = PyList::empty(py);
     for (name, value) in &head.headers {
         let pair = PyTuple::new(
@@ -305,18 +317,20 @@ pub fn build_scope<'py>(
         )?;
         headers.append(pair)?;
     }
-    d.set_item("headers", headers)?;
+    d.set_item(intern!(py, "headers"), headers)?;
+    let client = intern!(py, "client");
     match endpoints.client {
-        Some(addr) => d.set_item("client", (addr.ip().to_string(), addr.port()))?,
-        None => d.set_item("client", py.None())?,
+        Some(addr) => d.set_item(client, (addr.ip().to_string(), addr.port()))?,
+        None => d.set_item(client, py.None())?,
     }
     let (host, port) = &endpoints.server;
+    let server = intern!(py, "server");
     match port {
-        Some(port) => d.set_item("server", (host, *port))?,
-        None => d.set_item("server", (host, py.None()))?,
+        Some(port) => d.set_item(server, (host, *port))?,
+        None => d.set_item(server, (host, py.None()))?,
     }
     if let Some(state) = state.filter(|s| !s.is_none()) {
-        d.set_item("state", state.call_method0("copy")?)?;
+        d.set_item(intern!(py, "state"), state.call_method0(intern!(py, "copy"))?)?;
     }
     Ok(d)
 }
