@@ -49,8 +49,6 @@ pub struct Bridge {
     /// The loop drains the queue itself after each drive of the I/O (`driver.rs`): posts
     /// never write the eventfd.
     drained_by_loop: bool,
-    /// The eventfd has been written since the last [`Bridge::take`].
-    signalled: AtomicBool,
 }
 
 impl Bridge {
@@ -78,7 +76,6 @@ impl Bridge {
             wakeup,
             wake_wanted: AtomicBool::new(false),
             drained_by_loop,
-            signalled: AtomicBool::new(false),
         }))
     }
 
@@ -129,14 +126,14 @@ impl Bridge {
         let one: u64 = 1;
         // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
         unsafe { libc::write(self.wakeup.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        // After the write: a take() that sees the flag finds the counter set (one that misses
-        // it leaves the fd readable, and the loop comes back for it).
-        self.signalled.store(true, Ordering::Release);
     }
 
     /// Take every queued event (loop thread).
     pub fn take(&self) -> Vec<Event> {
-        if self.signalled.swap(false, Ordering::AcqRel) {
+        // Always read when posts write the fd: a flag telling whether one did could be seen
+        // before the writer sets it (the write wakes this thread, which may preempt the
+        // writer), and the loop would then spin on a readable fd it does not drain.
+        if !self.drained_by_loop {
             let mut counter: u64 = 0;
             // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
             unsafe { libc::read(self.wakeup.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
