@@ -281,13 +281,7 @@ pub fn build_scope<'py>(
     let http_version = if head.version == (1, 0) { intern!(py, "1.0") } else { intern!(py, "1.1") };
     d.set_item(intern!(py, "http_version"), http_version)?;
     if kind == "http" {
-        let method = match head.method.as_str() {
-            "GET" => intern!(py, "GET").clone(),
-            "POST" => intern!(py, "POST").clone(),
-            "HEAD" => intern!(py, "HEAD").clone(),
-            other => PyString::new(py, other),
-        };
-        d.set_item(intern!(py, "method"), method)?;
+        d.set_item(intern!(py, "method"), crate::wsgi::method_string(py, &head.method))?;
     }
     let scheme = match (kind, endpoints.https) {
         ("websocket", true) => intern!(py, "wss"),

@@ -148,13 +148,7 @@ impl EnvironBuilder {
     ) -> Result<Bound<'py, PyDict>, EnvironError> {
         let head = facts.head;
         let env = self.template.bind(py).copy()?;
-        let method = match head.method.as_str() {
-            "GET" => intern!(py, "GET").clone(),
-            "POST" => intern!(py, "POST").clone(),
-            "HEAD" => intern!(py, "HEAD").clone(),
-            m => PyString::new(py, m),
-        };
-        env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
+        env.set_item(intern!(py, "REQUEST_METHOD"), method_string(py, &head.method))?;
         let protocol = match head.version {
             (1, 1) => intern!(py, "HTTP/1.1").clone(),
             (1, 0) => intern!(py, "HTTP/1.0").clone(),
@@ -261,5 +255,16 @@ impl EnvironBuilder {
         env.set_item(intern!(py, "SERVER_NAME"), name.into_py_any(py)?)?;
         env.set_item(intern!(py, "SERVER_PORT"), port.into_py_any(py)?)?;
         Ok(())
+    }
+}
+
+/// A request method as a Python string: the common ones interned (no new string per request).
+/// Shared with the ASGI scope.
+pub fn method_string<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
+    match method {
+        "GET" => intern!(py, "GET").clone(),
+        "POST" => intern!(py, "POST").clone(),
+        "HEAD" => intern!(py, "HEAD").clone(),
+        other => PyString::new(py, other),
     }
 }

@@ -15,7 +15,7 @@ mod start_response;
 pub use blocking_io::{AppWait, ClientSocket};
 pub use body::{BodyCollector, CollectError, RequestBody, SpoolError};
 pub use call::{AppResponse, FileResponse, close_result, log_exception, next_chunk};
-pub use environ::{EnvironBuilder, EnvironError, ListenerEnv, RequestFacts};
+pub use environ::{EnvironBuilder, EnvironError, ListenerEnv, RequestFacts, method_string};
 pub use file_wrapper::FileWrapper;
 pub use input::{DeferredBody, Input};
 pub use start_response::{Committed, DirectWriter, StartResponse, frame_chunk};
