@@ -353,6 +353,28 @@ mod tests {
     }
 
     #[test]
+    fn the_thread_that_slept_last_takes_the_next_job() {
+        Python::initialize();
+        let pool = PythonPool::start(4).unwrap();
+        let ran_on = |pool: &PythonPool| {
+            wait_until_idle(pool);
+            let (tx, rx) = mpsc::channel();
+            let job: Job = Box::new(move |_py| {
+                let _ = tx.send(std::thread::current().id());
+            });
+            assert!(pool.submit_deferred(job));
+            pool.flush();
+            rx.recv_timeout(Duration::from_secs(10)).unwrap()
+        };
+        // Whichever thread took the first job fell asleep after the others (they never woke),
+        // so each later job goes back to it instead of the threads taking turns.
+        let first = ran_on(&pool);
+        for _ in 0..5 {
+            assert_eq!(ran_on(&pool), first);
+        }
+    }
+
+    #[test]
     fn quick_jobs_all_run_and_drop_closes_the_queue() {
         Python::initialize();
         let pool = PythonPool::start(2).unwrap();
