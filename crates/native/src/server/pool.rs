@@ -5,11 +5,8 @@
 //! (a futex and a context switch) per request. A thread that finishes a job takes the next
 //! queued one without releasing the GIL; a sleeping thread is woken only when no thread is
 //! awake, or when a job has waited [`STALE_AFTER`] while no job started — i.e. the awake
-//! threads are blocked (a sleep, a socket) or busy with long requests. A thread that is only
-//! waiting for a CPU (runnable, in a job younger than [`LONG_JOB`]) does not count as either:
-//! it holds the GIL, so a woken thread could not run Python before it anyway. A quick app
-//! thus runs on one thread at near sync-class cost, also on a busy machine, while a blocking
-//! app still gets all `--threads`.
+//! threads are blocked (a sleep, a socket) or busy with long requests. A quick app thus runs
+//! on one thread at near sync-class cost, while a blocking app still gets all `--threads`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,37 +22,16 @@ pub type Job = Box<dyn FnOnce(Python<'_>) + Send>;
 /// How long a queued job may wait for an awake thread before a sleeping one is woken for it.
 pub const STALE_AFTER: Duration = Duration::from_micros(200);
 
-/// A job running this long is a long request: a thread is woken for the queue even when the
-/// running one is runnable (CPython's default GIL switch interval, after which a woken thread
-/// gets its turn).
-pub const LONG_JOB: Duration = Duration::from_millis(5);
-
 struct Queued {
     job: Job,
     since: Instant,
 }
 
-/// What the monitor knows of one pool thread.
-#[derive(Default, Clone, Copy)]
-struct ThreadInfo {
-    /// The kernel's id of the thread (0 until it has started).
-    tid: libc::pid_t,
-    /// When the thread took the job it is running, if it is running one.
-    job_since: Option<Instant>,
-    /// A wake-up was sent to this (sleeping) thread and it has not taken it yet.
-    woken: bool,
-}
-
 #[derive(Default)]
 struct State {
     queue: VecDeque<Queued>,
-    /// Per pool thread, by index.
-    threads: Vec<ThreadInfo>,
-    /// Threads waiting on their `Shared::wake` condvar.
+    /// Threads waiting on `State::wake`.
     sleeping: usize,
-    /// The sleeping threads not yet woken, the one that fell asleep last on top: a wake-up
-    /// goes to the thread that ran last (warm caches), and the others stay asleep.
-    sleepers: Vec<usize>,
     /// Wake-ups sent and not yet taken by a sleeping thread.
     wakes_pending: usize,
     /// The monitor waits with no deadline (nothing to watch).
@@ -67,8 +43,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    /// Sleeping pool threads wait here, each on its own.
-    wake: Vec<Condvar>,
+    /// Sleeping pool threads wait here.
+    wake: Condvar,
     /// The monitor waits here.
     monitor: Condvar,
     /// A deferred submit found no thread awake ([`PythonPool::flush`]).
@@ -85,34 +61,26 @@ impl Shared {
         self.size - st.sleeping + st.wakes_pending
     }
 
-    /// Take the next job for pool thread `me`, noting when it started it.
-    fn pop(&self, st: &mut State, me: usize) -> Option<Queued> {
+    fn pop(&self, st: &mut State) -> Option<Queued> {
         let queued = st.queue.pop_front();
         st.started += u64::from(queued.is_some());
-        st.threads[me].job_since = queued.as_ref().map(|_| Instant::now());
         queued
     }
 
-    /// Wake the thread that fell asleep last, if one sleeps.
     fn wake_one(&self, st: &mut State) {
-        if let Some(thread) = st.sleepers.pop() {
-            st.threads[thread].woken = true;
-            st.wakes_pending += 1;
-            self.wake[thread].notify_one();
-        }
+        st.wakes_pending += 1;
+        self.wake.notify_one();
     }
 
     /// A pool thread's life: run queued jobs back to back while attached; sleep (detached)
     /// when there are none.
-    fn run_thread(&self, me: usize) {
-        // SAFETY: gettid has no arguments and cannot fail.
-        self.lock().threads[me].tid = unsafe { libc::gettid() };
+    fn run_thread(&self) {
         Python::attach(|py| {
             loop {
-                let next = self.pop(&mut self.lock(), me);
+                let next = self.pop(&mut self.lock());
                 let job = match next {
                     Some(queued) => queued.job,
-                    None => match py.detach(|| self.sleep_for_job(me)) {
+                    None => match py.detach(|| self.sleep_for_job()) {
                         Some(job) => job,
                         None => return, // the pool was dropped
                     },
@@ -126,27 +94,24 @@ impl Shared {
     }
 
     /// Wait (detached) until woken with work; None once the pool is closed.
-    fn sleep_for_job(&self, me: usize) -> Option<Job> {
+    fn sleep_for_job(&self) -> Option<Job> {
         let mut st = self.lock();
         loop {
-            if let Some(queued) = self.pop(&mut st, me) {
+            if let Some(queued) = self.pop(&mut st) {
                 return Some(queued.job);
             }
             if st.closed {
                 return None;
             }
             st.sleeping += 1;
-            st.sleepers.push(me);
-            while !st.closed && !st.threads[me].woken {
-                st = self.wake[me].wait(st).unwrap_or_else(|e| e.into_inner());
+            loop {
+                st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                if st.closed || st.wakes_pending > 0 {
+                    break;
+                }
             }
             st.sleeping -= 1;
-            if st.threads[me].woken {
-                st.threads[me].woken = false;
-                st.wakes_pending -= 1;
-            } else {
-                st.sleepers.retain(|&t| t != me);
-            }
+            st.wakes_pending = st.wakes_pending.saturating_sub(1);
         }
     }
 
@@ -175,34 +140,13 @@ impl Shared {
             quiet_ticks = if waited.is_none() { quiet_ticks + 1 } else { 0 };
             let progressed = st.started != seen_started;
             seen_started = st.started;
-            let can_wake = |st: &State| st.sleeping > st.wakes_pending && st.wakes_pending == 0;
-            if can_wake(&st) && !progressed && waited.is_some_and(|w| w >= STALE_AFTER) {
-                // Read the threads' states without the lock: submits must not wait for /proc.
-                let recent: Vec<libc::pid_t> = st
-                    .threads
-                    .iter()
-                    .filter(|t| t.job_since.is_some_and(|since| since.elapsed() < LONG_JOB))
-                    .map(|t| t.tid)
-                    .collect();
-                drop(st);
-                let waiting_for_a_cpu = recent.into_iter().any(thread_is_runnable);
-                st = self.lock();
-                if !waiting_for_a_cpu && can_wake(&st) && !st.queue.is_empty() {
-                    self.wake_one(&mut st);
-                }
+            let can_wake = st.sleeping > st.wakes_pending && st.wakes_pending == 0;
+            if can_wake && !progressed && waited.is_some_and(|w| w >= STALE_AFTER) {
+                self.wake_one(&mut st);
             }
             st = self.monitor.wait_timeout(st, STALE_AFTER).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
-}
-
-/// Whether thread `tid` of this process is running or waiting for a CPU (`R` in
-/// `/proc/self/task/TID/stat`), as opposed to sleeping in a syscall or on a lock.
-fn thread_is_runnable(tid: libc::pid_t) -> bool {
-    let Ok(stat) = std::fs::read(format!("/proc/self/task/{tid}/stat")) else { return false };
-    // The state follows the command name, which ends with the last ')'.
-    let Some(close) = stat.iter().rposition(|&b| b == b')') else { return false };
-    stat.get(close + 2) == Some(&b'R')
 }
 
 /// A fixed set of Python threads plus a monitor thread (no Python) that wakes them.
@@ -215,11 +159,8 @@ impl PythonPool {
     /// Start `size` threads.
     pub fn start(size: usize) -> std::io::Result<PythonPool> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                threads: vec![ThreadInfo::default(); size],
-                ..State::default()
-            }),
-            wake: (0..size).map(|_| Condvar::new()).collect(),
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
             monitor: Condvar::new(),
             wake_wanted: AtomicBool::new(false),
             size,
@@ -230,7 +171,7 @@ impl PythonPool {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("ferrocorn-py-{n}"))
-                    .spawn(move || shared.run_thread(n))?,
+                    .spawn(move || shared.run_thread())?,
             );
         }
         let monitor = shared.clone();
@@ -286,7 +227,7 @@ impl Drop for PythonPool {
         st.closed = true;
         st.queue.clear();
         drop(st);
-        self.shared.wake.iter().for_each(Condvar::notify_all);
+        self.shared.wake.notify_all();
         self.shared.monitor.notify_all();
         self.threads.clear();
     }
@@ -350,28 +291,6 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(10)).unwrap();
         }
         assert_eq!(peak.load(Ordering::SeqCst), 4);
-    }
-
-    #[test]
-    fn the_thread_that_slept_last_takes_the_next_job() {
-        Python::initialize();
-        let pool = PythonPool::start(4).unwrap();
-        let ran_on = |pool: &PythonPool| {
-            wait_until_idle(pool);
-            let (tx, rx) = mpsc::channel();
-            let job: Job = Box::new(move |_py| {
-                let _ = tx.send(std::thread::current().id());
-            });
-            assert!(pool.submit_deferred(job));
-            pool.flush();
-            rx.recv_timeout(Duration::from_secs(10)).unwrap()
-        };
-        // Whichever thread took the first job fell asleep after the others (they never woke),
-        // so each later job goes back to it instead of the threads taking turns.
-        let first = ran_on(&pool);
-        for _ in 0..5 {
-            assert_eq!(ran_on(&pool), first);
-        }
     }
 
     #[test]
