@@ -167,6 +167,16 @@ def test_keep_alive_serves_several_requests_on_one_connection(server):
         assert not c.is_closed(0.3)
 
 
+def test_an_idle_keep_alive_connection_is_closed_by_the_runtimes_timer(server):
+    # Nothing else happens on the worker: only the loop's periodic look at the runtime's
+    # timers (asgi/driver.rs) can fire the keep-alive timeout.
+    srv = asgi(server, "asgi_app:app", "-w", "1", "--keep-alive", "1")
+    with Conn(srv.port) as c:
+        c.send(request_bytes("GET", "/"))
+        assert c.read_response().status == 200
+        assert c.is_closed(6), "idle keep-alive connection was not closed after --keep-alive 1"
+
+
 def test_head_request_gets_headers_only(server):
     srv = asgi(server)
     with Conn(srv.port) as c:

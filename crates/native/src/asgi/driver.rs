@@ -5,6 +5,11 @@
 //! pending) and a periodic timerfd (tokio's timers: keep-alive, deadlines, the heartbeat).
 //! A drive runs the runtime's tasks and looks at its sockets and timers without waiting, until
 //! a look finds nothing new; then the loop runs Python again.
+//!
+//! This leans on the current-thread scheduler of tokio 1.54 (the workspace's minimum): a
+//! wake-up deferred by `yield_now` makes `block_on` poll the driver without blocking, and a
+//! task woken from inside the runtime does not write the driver's eventfd (so a drive leaves
+//! the epoll descriptor quiet unless a socket, a signal or Python woke something).
 
 use std::collections::HashSet;
 use std::future::Future;
