@@ -105,10 +105,13 @@ impl LoopDriver {
         build: impl FnOnce() -> std::io::Result<WorkerLoop>,
         bridge: Arc<Bridge>,
     ) -> std::io::Result<LoopDriver> {
-        let before = eventpoll_fds()?;
+        let (epolls_before, eventfds_before) = (anon_fds("[eventpoll]")?, anon_fds("[eventfd]")?);
         let worker = build()?;
-        let new: Vec<RawFd> = eventpoll_fds()?.difference(&before).copied().collect();
-        let runtime_fd = the_one_epoll(&new)?;
+        let new_epolls: Vec<RawFd> =
+            anon_fds("[eventpoll]")?.difference(&epolls_before).copied().collect();
+        let new_eventfds: HashSet<RawFd> =
+            anon_fds("[eventfd]")?.difference(&eventfds_before).copied().collect();
+        let runtime_fd = runtime_epoll(&new_epolls, &new_eventfds)?;
         let wake = Arc::new(TaskWake { woken: AtomicBool::new(false), runtime: OnceLock::new() });
         let waker = Waker::from(wake.clone());
         Ok(LoopDriver {
@@ -174,13 +177,15 @@ impl LoopDriver {
     }
 }
 
-/// The epoll descriptors this process has open.
-fn eventpoll_fds() -> std::io::Result<HashSet<RawFd>> {
+/// The descriptors of one anonymous-inode kind (`[eventpoll]`, `[eventfd]`) this process has
+/// open.
+fn anon_fds(kind: &str) -> std::io::Result<HashSet<RawFd>> {
+    let target_name = format!("anon_inode:{kind}");
     let mut fds = HashSet::new();
     for entry in std::fs::read_dir("/proc/self/fd")? {
         let entry = entry?;
         let Ok(target) = std::fs::read_link(entry.path()) else { continue };
-        if target.as_os_str() == "anon_inode:[eventpoll]"
+        if target.as_os_str() == target_name.as_str()
             && let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok())
         {
             fds.insert(fd);
@@ -189,29 +194,42 @@ fn eventpoll_fds() -> std::io::Result<HashSet<RawFd>> {
     Ok(fds)
 }
 
-/// The runtime's epoll descriptor among those building it opened. mio keeps a duplicate of
-/// it (its registry's), so there may be several descriptors; they must watch the same
-/// descriptors (`/proc/self/fdinfo`), or the choice would be a guess.
-fn the_one_epoll(new: &[RawFd]) -> std::io::Result<RawFd> {
-    let watched = |fd: RawFd| -> std::io::Result<Vec<String>> {
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
-        Ok(info.lines().filter(|l| l.starts_with("tfd:")).map(str::to_owned).collect())
-    };
-    let Some(&first) = new.iter().min() else {
-        return Err(std::io::Error::other(
-            "building the worker's runtime opened no epoll descriptor",
-        ));
-    };
-    let first_watches = watched(first)?;
-    for &fd in new {
-        if watched(fd)? != first_watches {
-            return Err(std::io::Error::other(format!(
-                "building the worker's runtime opened {} different epoll descriptors",
-                new.len()
-            )));
+/// The descriptors epoll descriptor `fd` watches (`tfd:` lines of `/proc/self/fdinfo`).
+fn watched_by(fd: RawFd) -> std::io::Result<Vec<RawFd>> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.strip_prefix("tfd:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect())
+}
+
+/// The runtime's epoll descriptor among the epoll descriptors (`new_epolls`) and eventfds
+/// (`new_eventfds`) that appeared while it was built: the one watching mio's waker, a new
+/// eventfd. mio keeps a duplicate of its epoll descriptor (its registry's), so several may
+/// qualify; they must watch the same descriptors, or the choice would be a guess. (Another
+/// thread of the app may open an epoll of its own meanwhile: it watches no new eventfd.)
+fn runtime_epoll(new_epolls: &[RawFd], new_eventfds: &HashSet<RawFd>) -> std::io::Result<RawFd> {
+    let mut candidates = Vec::new();
+    for &fd in new_epolls {
+        let watched = watched_by(fd)?;
+        if watched.iter().any(|w| new_eventfds.contains(w)) {
+            candidates.push((fd, watched));
         }
     }
-    Ok(first)
+    candidates.sort();
+    let Some((first, first_watches)) = candidates.first() else {
+        return Err(std::io::Error::other(
+            "cannot find the worker runtime's epoll descriptor (none watches a new eventfd)",
+        ));
+    };
+    if candidates.iter().any(|(_, watched)| watched != first_watches) {
+        return Err(std::io::Error::other(format!(
+            "building the worker's runtime opened {} different epoll descriptors",
+            candidates.len()
+        )));
+    }
+    Ok(*first)
 }
 
 /// A non-blocking timerfd that expires every `period`.
