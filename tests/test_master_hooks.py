@@ -1,6 +1,7 @@
 """Server hooks from a config file: firing order, process, and arguments."""
 
 import json
+import os
 import signal
 import time
 
@@ -15,6 +16,7 @@ from apps.master.helpers import (
     wait_until,
     wait_workers,
 )
+from conftest import wait_for_file
 from wire import Conn, request_bytes
 
 CONF = str(MASTER_DIR / "hooks_conf.py")
@@ -139,6 +141,23 @@ def test_ttin_ttou_nworkers_changed_and_exit_hooks(hooked):
     assert wexit["pid"] == gone
     (cexit,) = wait_hook(log, "child_exit")
     assert cexit["pid"] == master and cexit["worker_pid"] == gone
+
+
+def test_term_while_the_app_loads_stops_the_worker_gracefully_once_up(server, tmp_path, state_dir):
+    # A TERM that reaches a worker still importing its app is kept until the worker's own
+    # handlers run: the worker boots, then stops gracefully (worker_exit fires) instead of
+    # dying by the signal's default action.
+    log = tmp_path / "hooks.jsonl"
+    srv = server("boot_slow:app", "-c", CONF, "-w", "1",
+                 env={"HOOK_LOG": str(log), "STATE_DIR": str(state_dir)}, cwd=MASTER_DIR)
+    text = wait_for_file(state_dir / "boot-slow-started", timeout=10)
+    assert text is not None
+    loading = int(text)
+    os.kill(loading, signal.SIGTERM)
+    wait_until(lambda: loading in {e["pid"] for e in named(read_hooks(log), "worker_exit")}, 15,
+               "worker_exit of the worker signalled while loading")
+    assert f"Worker (pid:{loading}) was sent SIGTERM" not in srv.stderr_text()
+    assert srv.returncode is None
 
 
 def test_term_fires_worker_exit_child_exit_on_exit(hooked):

@@ -20,4 +20,4 @@ pub use scoreboard::{
     Counters, MasterArea, RequestRecord, RestartReason, Scoreboard, Slot, SlotState,
     map_shared_zeroed, monotonic_ms,
 };
-pub use signals::{Signal, SignalPipe};
+pub use signals::{Signal, SignalPipe, replay_early_signals};

@@ -3,7 +3,7 @@
 //! [`SignalPipe::reset_in_child`] right after fork, so no master handler survives into them.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The signals the master acts on.
@@ -83,6 +83,33 @@ extern "C" fn on_signal(raw: libc::c_int) {
     }
 }
 
+/// The signals a worker handles itself once its runtime runs (graceful and quick stop, log
+/// reopening). Between fork and then they are remembered, not acted on: a TERM that arrives
+/// while the app is still loading stops the worker gracefully once it is up (with its
+/// `worker_exit` hook), as Gunicorn's workers do, instead of killing it.
+const WORKER_HANDLED: [libc::c_int; 4] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGUSR1];
+
+/// [`WORKER_HANDLED`] signals received before the worker's own handlers, one bit per signal.
+static EARLY_SIGNALS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn remember_early(raw: libc::c_int) {
+    // Async-signal-safe: one atomic operation.
+    EARLY_SIGNALS.fetch_or(1 << raw, Ordering::AcqRel);
+}
+
+/// In a worker whose own handlers for TERM, INT, QUIT and USR1 are now installed: raise again
+/// the ones that arrived since fork, so those handlers act on them.
+pub fn replay_early_signals() {
+    let pending = EARLY_SIGNALS.swap(0, Ordering::AcqRel);
+    for raw in WORKER_HANDLED {
+        if pending & (1 << raw) != 0 {
+            // SAFETY: raise sends a plain signal number to the calling thread.
+            unsafe { libc::raise(raw) };
+        }
+    }
+}
+
 /// The self-pipe and the installed handlers.
 #[derive(Debug)]
 pub struct SignalPipe {
@@ -156,16 +183,19 @@ impl SignalPipe {
         (signals, readable)
     }
 
-    /// In a freshly forked worker: restore default dispositions and close the pipe.
+    /// In a freshly forked worker: restore default dispositions (TTIN and TTOU ignored; the
+    /// worker's own signals remembered until [`replay_early_signals`]) and close the pipe.
     pub fn reset_in_child(&self) {
         WRITE_FD.store(-1, Ordering::Relaxed);
         for (raw, _) in HANDLED {
-            let default = if raw == libc::SIGTTIN || raw == libc::SIGTTOU {
+            let disposition = if raw == libc::SIGTTIN || raw == libc::SIGTTOU {
                 libc::SIG_IGN
+            } else if WORKER_HANDLED.contains(&raw) {
+                remember_early as *const () as libc::sighandler_t
             } else {
                 libc::SIG_DFL
             };
-            let _ = set_handler(raw, default);
+            let _ = set_handler(raw, disposition);
         }
         // SAFETY: closing our own pipe descriptors, which nothing else in the child uses.
         unsafe {

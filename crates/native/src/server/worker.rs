@@ -588,6 +588,8 @@ async fn worker_main(
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
+    // Those that arrived while the app loaded were only remembered (arbiter's reset_in_child).
+    ferrocorn_arbiter::replay_early_signals();
     let heartbeat_shared = shared.clone();
     tokio::task::spawn_local(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
