@@ -56,9 +56,9 @@ class LoopBridge:
     """The queue from the worker's I/O (tokio) to its Python loop."""
 
     @property
-    def fd(self) -> int:
-        """The eventfd to watch (readable when events are queued; the gevent class, whose I/O
-        runs on a thread of its own)."""
+    def fd(self) -> "int | None":
+        """The eventfd to watch (readable when events are queued): the gevent class, whose I/O
+        runs on a thread of its own; None for asgi, whose loop drains after each drive."""
         ...
     def drain(self) -> "list[tuple[str, object]]":
         """Take the queued events: ``("http", AsgiRequest)``, ``("websocket", WebSocketSession)``,

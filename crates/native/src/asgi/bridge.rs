@@ -6,15 +6,11 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
 use super::request::AsgiRequest;
-
-/// Deferred events after which the loop is woken anyway.
-const DEFER_AT_MOST: usize = 32;
 
 /// Something the loop thread must act on.
 pub enum Event {
@@ -40,30 +36,19 @@ pub enum Event {
     },
 }
 
-/// The queue and its wake-up descriptor.
+/// The queue and, for a loop that sleeps while another thread posts, its wake-up descriptor.
 pub struct Bridge {
     queue: Mutex<VecDeque<Event>>,
-    wakeup: OwnedFd,
-    /// A deferred post found the queue empty: [`Bridge::flush`] must wake the loop.
-    wake_wanted: AtomicBool,
-    /// The loop drains the queue itself after each drive of the I/O (`driver.rs`): posts
-    /// never write the eventfd.
-    drained_by_loop: bool,
+    /// The eventfd a post writes when it finds the queue empty (gevent's hub watches it);
+    /// None when the loop drives the I/O itself and drains the queue after each drive
+    /// (`driver.rs`, the ASGI class).
+    wakeup: Option<OwnedFd>,
 }
 
 impl Bridge {
     /// A bridge whose posts wake the loop through a fresh non-blocking eventfd (an I/O thread
     /// posts to a loop that sleeps meanwhile).
     pub fn new() -> std::io::Result<Arc<Bridge>> {
-        Self::with_wakeups(false)
-    }
-
-    /// A bridge for a loop that drives the I/O itself and drains the queue after each drive.
-    pub fn drained_by_loop() -> std::io::Result<Arc<Bridge>> {
-        Self::with_wakeups(true)
-    }
-
-    fn with_wakeups(drained_by_loop: bool) -> std::io::Result<Arc<Bridge>> {
         // SAFETY: eventfd creates a new descriptor; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -71,72 +56,42 @@ impl Bridge {
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
         let wakeup = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Arc::new(Bridge {
-            queue: Mutex::new(VecDeque::new()),
-            wakeup,
-            wake_wanted: AtomicBool::new(false),
-            drained_by_loop,
-        }))
+        Ok(Arc::new(Bridge { queue: Mutex::new(VecDeque::new()), wakeup: Some(wakeup) }))
     }
 
-    /// The descriptor the loop watches.
-    pub fn fd(&self) -> RawFd {
-        self.wakeup.as_raw_fd()
+    /// A bridge for a loop that drives the I/O itself and drains the queue after each drive:
+    /// posts only queue.
+    pub fn drained_by_loop() -> Arc<Bridge> {
+        Arc::new(Bridge { queue: Mutex::new(VecDeque::new()), wakeup: None })
     }
 
-    /// Queue an event and wake the loop (from any thread).
+    /// The descriptor the loop watches, if posts wake it.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.wakeup.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Queue an event; wake the loop if it may be asleep (from any thread).
     pub fn post(&self, event: Event) {
-        if self.push(event) == 1 {
-            self.wake();
+        let queued = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push_back(event);
+            queue.len()
+        };
+        if queued == 1
+            && let Some(wakeup) = &self.wakeup
+        {
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
+            unsafe { libc::write(wakeup.as_raw_fd(), (&one as *const u64).cast(), 8) };
         }
-    }
-
-    /// Queue an event from the I/O thread and leave the wake-up to [`Bridge::flush`], which
-    /// the I/O thread calls before it sleeps: one wake-up for everything one pass of its loop
-    /// read, instead of an eventfd write (and a loop wake-up) per request.
-    /// A long pass (many busy connections) still wakes the loop every [`DEFER_AT_MOST`]
-    /// events, so the app does not idle while the I/O thread reads.
-    pub fn post_deferred(&self, event: Event) {
-        let queued = self.push(event);
-        if queued == 1 {
-            self.wake_wanted.store(true, Ordering::Release);
-        } else if queued.is_multiple_of(DEFER_AT_MOST) {
-            self.wake();
-        }
-    }
-
-    /// Send the wake-up [`Bridge::post_deferred`] left pending, if any.
-    pub fn flush(&self) {
-        if self.wake_wanted.swap(false, Ordering::AcqRel) {
-            self.wake();
-        }
-    }
-
-    /// Queue `event`; returns the queue's length (1: it was empty, the loop may be asleep).
-    fn push(&self, event: Event) -> usize {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        queue.push_back(event);
-        queue.len()
-    }
-
-    fn wake(&self) {
-        if self.drained_by_loop {
-            return;
-        }
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
-        unsafe { libc::write(self.wakeup.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
     /// Take every queued event (loop thread).
     pub fn take(&self) -> Vec<Event> {
-        // Always read when posts write the fd: a flag telling whether one did could be seen
-        // before the writer sets it (the write wakes this thread, which may preempt the
-        // writer), and the loop would then spin on a readable fd it does not drain.
-        if !self.drained_by_loop {
+        if let Some(wakeup) = &self.wakeup {
             let mut counter: u64 = 0;
             // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
-            unsafe { libc::read(self.wakeup.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+            unsafe { libc::read(wakeup.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
         }
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
     }
@@ -177,9 +132,9 @@ pub struct LoopBridge {
 
 #[pymethods]
 impl LoopBridge {
-    /// The eventfd to register with the loop.
+    /// The eventfd to register with the loop (None: the loop drains after each drive).
     #[getter]
-    fn fd(&self) -> RawFd {
+    fn fd(&self) -> Option<RawFd> {
         self.inner.fd()
     }
 

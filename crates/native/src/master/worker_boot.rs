@@ -127,7 +127,7 @@ fn run_on_loop(
     serve: LoopServe<'_>,
 ) -> std::io::Result<i32> {
     let bridge = match serve {
-        LoopServe::Asgi { .. } => Bridge::drained_by_loop()?,
+        LoopServe::Asgi { .. } => Bridge::drained_by_loop(),
         LoopServe::Gevent => Bridge::new()?,
     };
     let backend = AsgiBackend {

@@ -671,7 +671,7 @@ impl<S: ClientStream> Conn<S> {
         let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
         shared.request_started();
-        backend.bridge.post_deferred(Event::Http(AsgiRequest::new(
+        backend.bridge.post(Event::Http(AsgiRequest::new(
             head.clone(),
             decoded_path.clone(),
             endpoints,
@@ -734,7 +734,7 @@ impl<S: ClientStream> Conn<S> {
         let ended = state.set_disconnected();
         if ended.app_running && !complete {
             // The client left (or the request timed out) while the app still runs.
-            backend.bridge.post_deferred(Event::Abandoned(state.id));
+            backend.bridge.post(Event::Abandoned(state.id));
         }
         if ended.wake_receive {
             wake_receive(&backend.bridge, &state);
@@ -774,7 +774,7 @@ impl<S: ClientStream> Conn<S> {
         let ws_shared = Arc::new(WsShared::default());
         let endpoints = self.asgi_endpoints(backend, https);
         let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
-        backend.bridge.post_deferred(Event::WebSocket(WebSocketSession::new(
+        backend.bridge.post(Event::WebSocket(WebSocketSession::new(
             head.clone(),
             Arc::new(decoded_path),
             endpoints,
@@ -848,13 +848,12 @@ impl<S: ClientStream> Conn<S> {
                         self.rbuf.drain(..used);
                         let Some(message) = message else { break };
                         match message {
-                            Message::Text(text) => backend.bridge.post_deferred(Event::WsIncoming(
-                                ws_shared.clone(),
-                                WsIn::Text(text),
-                            )),
-                            Message::Binary(bytes) => backend.bridge.post_deferred(
-                                Event::WsIncoming(ws_shared.clone(), WsIn::Binary(bytes)),
-                            ),
+                            Message::Text(text) => backend
+                                .bridge
+                                .post(Event::WsIncoming(ws_shared.clone(), WsIn::Text(text))),
+                            Message::Binary(bytes) => backend
+                                .bridge
+                                .post(Event::WsIncoming(ws_shared.clone(), WsIn::Binary(bytes))),
                             Message::Ping(payload) => {
                                 encode_pong(&mut self.wbuf, &payload);
                                 if !self.flush().await {
@@ -930,9 +929,7 @@ impl<S: ClientStream> Conn<S> {
             }
         }
         ws_shared.mark_closed();
-        backend
-            .bridge
-            .post_deferred(Event::WsIncoming(ws_shared, WsIn::Disconnect(disconnect_code)));
+        backend.bridge.post(Event::WsIncoming(ws_shared, WsIn::Disconnect(disconnect_code)));
         drop(permit);
         Ok(false)
     }
@@ -1246,7 +1243,7 @@ async fn answer_within<T>(
 /// Wake the request's waiting `receive()` (its future goes to the loop through the bridge).
 fn wake_receive(bridge: &Bridge, state: &RequestShared) {
     if let Some(future) = state.take_waiter() {
-        bridge.post_deferred(Event::Wake(future));
+        bridge.post(Event::Wake(future));
     }
 }
 

@@ -536,14 +536,12 @@ pub fn build(
         _ => Executor::Inline,
     };
     let mut builder = tokio::runtime::Builder::new_current_thread();
-    // Requests are handed over with deferred wake-ups; one goes out before the thread sleeps.
-    // (The ASGI loop drains its bridge after every drive, and its runtime never sleeps.)
-    match &executor {
-        Executor::Pool(pool) => {
-            let pool = pool.clone();
-            builder.on_thread_park(move || pool.flush());
-        }
-        Executor::Asgi(_) | Executor::Hub(_) | Executor::Inline => {}
+    // gthread's requests are handed over with deferred wake-ups; one goes out before the
+    // thread sleeps. (The gevent hub is woken at each post; the ASGI loop drains its bridge
+    // after every drive.)
+    if let Executor::Pool(pool) = &executor {
+        let pool = pool.clone();
+        builder.on_thread_park(move || pool.flush());
     }
     let runtime = builder.enable_all().build()?;
     let local = tokio::task::LocalSet::new();
