@@ -15,11 +15,13 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
+
+use crate::timer_fd::TimerFd;
 
 /// Timers further ahead than this are left to libev's millisecond rounding.
 const HORIZON_NANOS: u64 = 1_000_000_000;
@@ -29,7 +31,7 @@ const MAX_PENDING: usize = 4096;
 /// A `timerfd` set to the earliest pending short-timer deadline (see the module doc).
 #[pyclass(module = "ferrocorn._native")]
 pub struct TimerWake {
-    fd: OwnedFd,
+    fd: TimerFd,
     deadlines: Mutex<Deadlines>,
 }
 
@@ -44,15 +46,7 @@ struct Deadlines {
 impl TimerWake {
     #[new]
     fn new() -> PyResult<Self> {
-        // SAFETY: timerfd_create takes a clock id and flags and returns a new descriptor or -1.
-        let raw = unsafe {
-            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
-        };
-        if raw < 0 {
-            return Err(PyOSError::new_err(io::Error::last_os_error().to_string()));
-        }
-        // SAFETY: `raw` is a descriptor timerfd_create just returned, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = TimerFd::new().map_err(os_error)?;
         Ok(Self { fd, deadlines: Mutex::new(Deadlines::default()) })
     }
 
@@ -78,10 +72,7 @@ impl TimerWake {
     /// Called by the hub when the descriptor is readable: clears it and sets it to the next
     /// pending deadline.
     fn fired(&self) -> PyResult<()> {
-        let mut expirations = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a live 8-byte buffer; the descriptor is
-        // non-blocking, so an early call returns EAGAIN, which is ignored.
-        unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+        self.fd.clear();
         let now = monotonic_nanos();
         let mut deadlines = self.lock();
         deadlines.armed = None;
@@ -103,23 +94,7 @@ impl TimerWake {
         if earliest == deadlines.armed {
             return Ok(());
         }
-        let value = earliest.map_or(libc::timespec { tv_sec: 0, tv_nsec: 0 }, timespec);
-        let setting = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-            it_value: value,
-        };
-        // SAFETY: `setting` is a valid itimerspec for the call; the old value is not asked for.
-        let rc = unsafe {
-            libc::timerfd_settime(
-                self.fd.as_raw_fd(),
-                libc::TFD_TIMER_ABSTIME,
-                &setting,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc < 0 {
-            return Err(PyOSError::new_err(io::Error::last_os_error().to_string()));
-        }
+        self.fd.set_deadline(earliest).map_err(os_error)?;
         deadlines.armed = earliest;
         Ok(())
     }
@@ -133,11 +108,8 @@ fn monotonic_nanos() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-fn timespec(nanos: u64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: (nanos / 1_000_000_000) as libc::time_t,
-        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-    }
+fn os_error(e: io::Error) -> PyErr {
+    PyOSError::new_err(e.to_string())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -25,6 +25,7 @@ use pyo3::prelude::*;
 use super::{Bridge, Event};
 use crate::logging::error;
 use crate::server::worker::{StopReason, WorkerLoop};
+use crate::timer_fd::TimerFd;
 
 /// How often the loop drives the runtime when nothing else does, so its timers fire: at most
 /// this late (they are all seconds long: keep-alive, header and request timeouts, graceful
@@ -92,7 +93,7 @@ impl<F: Future> Future for Drive<'_, F> {
 pub struct LoopDriver {
     worker: Option<WorkerLoop>,
     runtime_fd: RawFd,
-    tick: OwnedFd,
+    tick: TimerFd,
     wake: Arc<TaskWake>,
     waker: Waker,
     bridge: Arc<Bridge>,
@@ -117,7 +118,11 @@ impl LoopDriver {
         Ok(LoopDriver {
             worker: Some(worker),
             runtime_fd,
-            tick: periodic_timer(TIMER_TICK)?,
+            tick: {
+                let tick = TimerFd::new()?;
+                tick.set_periodic(TIMER_TICK)?;
+                tick
+            },
             wake,
             waker,
             bridge,
@@ -164,9 +169,7 @@ impl LoopDriver {
 
     /// Consume a tick of the timerfd, then drive.
     fn tick(&mut self) -> bool {
-        let mut expirations: u64 = 0;
-        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking timerfd.
-        unsafe { libc::read(self.tick.as_raw_fd(), (&mut expirations as *mut u64).cast(), 8) };
+        self.tick.clear();
         self.drive()
     }
 
@@ -230,24 +233,4 @@ fn runtime_epoll(new_epolls: &[RawFd], new_eventfds: &HashSet<RawFd>) -> std::io
         )));
     }
     Ok(*first)
-}
-
-/// A non-blocking timerfd that expires every `period`.
-fn periodic_timer(period: Duration) -> std::io::Result<OwnedFd> {
-    // SAFETY: timerfd_create takes plain flags; the result is checked before use.
-    let fd = unsafe {
-        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let spec = libc::timespec { tv_sec: 0, tv_nsec: period.as_nanos() as libc::c_long };
-    let value = libc::itimerspec { it_interval: spec, it_value: spec };
-    // SAFETY: `owned` is our timerfd; `value` is a valid itimerspec and the old value is not asked for.
-    if unsafe { libc::timerfd_settime(owned.as_raw_fd(), 0, &value, std::ptr::null_mut()) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(owned)
 }
