@@ -235,12 +235,13 @@ struct SharedListener {
 }
 
 impl SharedListener {
-    fn new(listener: &Listener) -> std::io::Result<Self> {
-        let socket = listener.socket.try_clone()?;
-        socket.set_nonblocking(true)?;
+    /// Watch `listener` (the worker's own duplicate of the shared socket).
+    fn new(listener: Listener) -> std::io::Result<Self> {
         let unix = matches!(listener.addr, crate::listen::BoundAddr::Unix(_));
-        // SAFETY: `socket` is an open descriptor (a fresh dup of the listener) that the AsyncFd
-        // owns from here on; `Socket::as_raw_fd` always returns that same descriptor.
+        let socket = listener.socket;
+        socket.set_nonblocking(true)?;
+        // SAFETY: `socket` is an open descriptor (the worker's duplicate of the listener) that
+        // the AsyncFd owns from here on; `Socket::as_raw_fd` always returns that same descriptor.
         let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
         Ok(SharedListener { socket, unix })
     }
@@ -578,7 +579,7 @@ async fn worker_main(
         connections: Cell::new(0),
         all_closed: Notify::new(),
     });
-    for (index, listener) in listeners.iter().enumerate() {
+    for (index, listener) in listeners.into_iter().enumerate() {
         let watched = SharedListener::new(listener)?;
         tokio::task::spawn_local(accept_loop(shared.clone(), watched, index));
     }
