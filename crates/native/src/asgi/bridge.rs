@@ -86,6 +86,16 @@ impl Bridge {
         }
     }
 
+    /// The worker's I/O has ended with `outcome`: log a failure and tell the loop to stop
+    /// (gracefully unless it was a quick stop).
+    pub fn post_stop(&self, outcome: &std::io::Result<crate::server::worker::StopReason>) {
+        if let Err(e) = outcome {
+            crate::logging::error!("worker failed: {e}");
+        }
+        let quick = matches!(outcome, Ok(crate::server::worker::StopReason::Quick));
+        self.post(Event::Stop { graceful: !quick });
+    }
+
     /// Take every queued event (loop thread).
     pub fn take(&self) -> Vec<Event> {
         if let Some(wakeup) = &self.wakeup {

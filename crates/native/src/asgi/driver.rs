@@ -22,9 +22,8 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use super::{Bridge, Event};
-use crate::logging::error;
-use crate::server::worker::{StopReason, WorkerLoop};
+use super::Bridge;
+use crate::server::worker::WorkerLoop;
 use crate::timer_fd::TimerFd;
 
 /// How often the loop drives the runtime when nothing else does, so its timers fire: at most
@@ -158,11 +157,7 @@ impl LoopDriver {
         if !self.stop_posted && worker.main.is_finished() {
             self.stop_posted = true;
             let joined = worker.local.block_on(&worker.runtime, &mut worker.main);
-            let outcome = WorkerLoop::outcome(joined);
-            if let Err(e) = &outcome {
-                error!("worker failed: {e}");
-            }
-            self.bridge.post(Event::Stop { graceful: !matches!(outcome, Ok(StopReason::Quick)) });
+            self.bridge.post_stop(&WorkerLoop::outcome(joined));
         }
         work_left
     }

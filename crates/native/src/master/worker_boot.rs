@@ -14,7 +14,7 @@ use crate::cli::{EXIT_APP_LOAD, EXIT_FAILURE};
 use crate::logging::{Sink, error, info};
 use std::sync::Mutex;
 
-use crate::asgi::{Bridge, Event, IoStart, IoStarter, LoopBridge, LoopDriver};
+use crate::asgi::{Bridge, IoStart, IoStarter, LoopBridge, LoopDriver};
 use crate::options::WorkerClass;
 use crate::server::AppContext;
 use crate::server::worker::{self, StopReason, WorkerRuntime};
@@ -155,11 +155,7 @@ fn run_on_loop(
         LoopServe::Gevent => IoStart::Thread {
             main: Box::new(move || {
                 let side = Some(LoopSide::Hub(io_bridge.clone()));
-                let result = worker::run(opts, ctx, &listeners, access_log, runtime, side);
-                if let Err(e) = &result {
-                    error!("worker failed: {e}");
-                }
-                io_bridge.post(Event::Stop { graceful: !matches!(result, Ok(StopReason::Quick)) });
+                io_bridge.post_stop(&worker::run(opts, ctx, &listeners, access_log, runtime, side));
             }),
             handle: handle.clone(),
         },
