@@ -51,6 +51,35 @@ def test_gthread_exception_is_500_and_the_worker_keeps_serving(server):
     assert "RuntimeError: boom in a pool thread" in srv.stderr_text()
 
 
+def test_gthread_answers_a_quick_request_while_its_other_thread_is_blocked(server):
+    # The thread that read the slow request runs it; the worker's sockets must not wait for it
+    # (the main thread takes them over), and the quick request gets the other thread.
+    srv = server("concurrency_app:app", "-w", "1", "-k", "gthread", "--threads", "2")
+    with Conn(srv.port, timeout=30) as slow:
+        began = time.monotonic()
+        slow.send(request_bytes("GET", "/sleep?3"))
+        wait_until(lambda: requests.get(srv.url + "/max", timeout=10).text.split()[0] == "1", 10,
+                   "the slow request to start")
+        assert requests.get(srv.url + "/sleep?0", timeout=10).text == "first;second"
+        assert time.monotonic() - began < 2, "the quick requests waited for the slow one"
+        assert slow.read_response().status == 200
+
+
+def test_gthread_keeps_its_deadlines_and_heartbeat_while_every_thread_is_blocked(server):
+    # Both threads sleep past -t 2: the worker's timers (the per-request deadline, the
+    # heartbeat) keep running, so each request is answered 504 at its deadline and the master
+    # does not kill the worker as stuck.
+    srv = server("concurrency_app:app", "-w", "1", "-k", "gthread", "--threads", "2", "-t", "2")
+    with Conn(srv.port, timeout=30) as a, Conn(srv.port, timeout=30) as b:
+        began = time.monotonic()
+        a.send(request_bytes("GET", "/sleep?30"))
+        b.send(request_bytes("GET", "/sleep?30"))
+        assert (a.read_response().status, b.read_response().status) == (504, 504)
+        assert time.monotonic() - began < 10
+    srv.wait_log(r"Request timed out after 2\.\ds: GET /sleep\?30 \(answered 504\)", timeout=5)
+    assert "WORKER TIMEOUT" not in srv.stderr_text()
+
+
 def test_unknown_worker_class_names_what_is_available(server):
     srv = server("concurrency_app:app", "-k", "tornado", expect_fail=True)
     assert srv.proc.wait(timeout=10) != 0

@@ -158,6 +158,7 @@ impl<T: Queued> ChunkSender<T> {
             }
             if !in_greenlet {
                 if self.wait_for_room(Waiter::Thread(std::thread::current())) {
+                    super::pool::lend_the_lead();
                     // A stale or early unpark only costs another offer.
                     py.detach(std::thread::park);
                 }

@@ -5,9 +5,8 @@
 //! `100-continue` body, which the app asks for).
 
 use std::net::IpAddr;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use ferrocorn_http::{
@@ -111,7 +110,7 @@ impl Sent {
 }
 
 struct Conn<S: ClientStream> {
-    shared: Rc<Shared>,
+    shared: Arc<Shared>,
     stream: S,
     peer: Peer,
     listener: usize,
@@ -119,7 +118,9 @@ struct Conn<S: ClientStream> {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     proxy: Option<ProxyInfo>,
-    remote: Option<(Py<PyString>, Option<Py<PyString>>)>,
+    /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made once per connection by the
+    /// first request's app call (on whichever thread runs it).
+    remote: Arc<OnceLock<RemoteStrings>>,
     /// The ASGI request body still being read while the app runs.
     body_feed: Option<BodyFeed>,
 }
@@ -132,7 +133,7 @@ struct BodyFeed {
 }
 
 /// Serve one connection until it closes.
-pub async fn serve<S: ClientStream>(shared: Rc<Shared>, stream: S, peer: Peer, listener: usize) {
+pub async fn serve<S: ClientStream>(shared: Arc<Shared>, stream: S, peer: Peer, listener: usize) {
     let trusted = shared.opts.forwarded_allow.allows(peer.ip);
     let mut conn = Conn {
         shared,
@@ -143,13 +144,13 @@ pub async fn serve<S: ClientStream>(shared: Rc<Shared>, stream: S, peer: Peer, l
         rbuf: Vec::with_capacity(READ_CHUNK),
         wbuf: Vec::with_capacity(READ_CHUNK),
         proxy: None,
-        remote: None,
+        remote: Arc::default(),
         body_feed: None,
     };
     conn.run().await;
     // Not attaching here: pyo3 defers the decref to the next time a Python thread attaches, so
     // the I/O thread never waits for the GIL (which the app's threads may hold for long).
-    drop(conn.remote.take());
+    drop(conn.remote);
 }
 
 impl<S: ClientStream> Conn<S> {
@@ -384,7 +385,7 @@ impl<S: ClientStream> Conn<S> {
             Executor::Inline | Executor::Asgi(_) => {
                 let peer = self.peer;
                 Python::attach(|py| {
-                    let remote = self.remote.get_or_insert_with(|| remote_strings(py, peer));
+                    let remote = self.remote.get_or_init(|| remote_strings(py, peer));
                     app_call::call(py, &shared.app, call_request, remote)
                 })
             }
@@ -395,18 +396,25 @@ impl<S: ClientStream> Conn<S> {
                 let began = Arc::new(AtomicBool::new(false));
                 let job_began = began.clone();
                 let hub = shared.executor.hub_bridge();
+                let pool = shared.executor.pool();
+                let remote = self.remote.clone();
                 let job = Box::new(move |py: Python<'_>| {
                     if tx.is_closed() {
                         return; // answered 504 while queued for a thread: never started
                     }
                     job_began.store(true, Ordering::Release);
-                    let remote = remote_strings(py, peer);
-                    let mut called = app_call::call(py, &ctx, call_request, &remote);
-                    let pump = app_call::detach_stream(&mut called, hub);
-                    if tx.send(called).is_ok()
-                        && let Some(pump) = pump
-                    {
-                        pump(py);
+                    let remote = remote.get_or_init(|| remote_strings(py, peer));
+                    let mut called = app_call::call(py, &ctx, call_request, remote);
+                    match (app_call::detach_stream(&mut called, hub), pool) {
+                        // The pump needs the connection reading its chunks now.
+                        (Some(pump), _) => {
+                            if tx.send(called).is_ok() {
+                                pump(py);
+                            }
+                        }
+                        // Handed over by the next leader, inside the runtime: no wake-up.
+                        (None, Some(pool)) => pool.deliver(Box::new(move || drop(tx.send(called)))),
+                        (None, None) => drop(tx.send(called)),
                     }
                 });
                 let submitted = shared.executor.submit(job).unwrap_or(false);
@@ -1201,7 +1209,10 @@ pub fn log_accept_error(err: &std::io::Error) {
     error!("accept() failed: {err}");
 }
 
-fn remote_strings(py: Python<'_>, peer: Peer) -> (Py<PyString>, Option<Py<PyString>>) {
+/// A connection's `REMOTE_ADDR` and `REMOTE_PORT` (None for a Unix socket).
+type RemoteStrings = (Py<PyString>, Option<Py<PyString>>);
+
+fn remote_strings(py: Python<'_>, peer: Peer) -> RemoteStrings {
     let addr = peer.ip.map(|ip| ip.to_string()).unwrap_or_default();
     (
         PyString::new(py, &addr).unbind(),

@@ -1,26 +1,75 @@
-//! The gthread class's Python threads. Requests waiting for a thread wait in Rust (this
-//! queue, or the worker's admission), never in a Python thread.
+//! The gthread class's Python threads, and which thread drives the worker's runtime (its
+//! sockets and timers). Requests waiting for a thread wait in Rust (this queue, or the worker's
+//! admission), never in a Python thread.
 //!
-//! Threads are woken lazily, because every extra runnable Python thread costs a GIL hand-off
-//! (a futex and a context switch) per request. A thread that finishes a job takes the next
-//! queued one without releasing the GIL; a sleeping thread is woken only when no thread is
-//! awake, or when a job has waited [`STALE_AFTER`] while no job started — i.e. the awake
-//! threads are blocked (a sleep, a socket) or busy with long requests. A quick app thus runs
-//! on one thread at near sync-class cost, while a blocking app still gets all `--threads`.
+//! Leader/follower: one pool thread at a time leads — it runs the runtime (detached from the
+//! GIL) until a request is queued, then leaves the lead and runs the queued requests itself,
+//! and leads again when they are done. A quick app thus costs no thread hand-off at all: the
+//! thread that read a request runs it and sends its answer. While the lead is vacant nobody
+//! reads the sockets, so a lead vacant for [`STALE_AFTER`] (the requests turned out slow or
+//! blocking) is taken by the spare: the worker's main thread, which has no Python and only
+//! leads while the pool threads are busy, and hands the lead back to the first of them that
+//! comes free. The heartbeat, deadlines and signals thus never wait for the app.
+//!
+//! Other threads are woken lazily, because every extra runnable Python thread costs a GIL
+//! hand-off (a futex and a context switch) per request: a sleeping thread is woken only when
+//! no thread is awake, or when a job has waited [`STALE_AFTER`] while no job started — i.e. the
+//! awake threads are blocked (a sleep, a socket) or busy with long requests. A blocking app
+//! thus still gets all `--threads`.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
+use tokio::runtime::Runtime;
 
 /// Work for a pool thread.
 pub type Job = Box<dyn FnOnce(Python<'_>) + Send>;
 
-/// How long a queued job may wait for an awake thread before a sleeping one is woken for it.
+/// A finished job's answer for its connection, handed over by the next leader from inside the
+/// runtime ([`PythonPool::deliver`]).
+pub type Delivery = Box<dyn FnOnce() + Send>;
+
+/// How long a queued job may wait for an awake thread before a sleeping one is woken for it,
+/// and how long the lead may stay vacant before the spare takes it.
 pub const STALE_AFTER: Duration = Duration::from_micros(200);
+
+/// Who drives the worker's runtime.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Leader {
+    /// Nobody: the last leader left it to run requests (or handed it back).
+    #[default]
+    Vacant,
+    /// A pool thread.
+    Pool,
+    /// The worker's main thread, while the pool threads are busy.
+    Spare,
+}
+
+thread_local! {
+    /// On a pool thread: its pool.
+    static OWN_POOL: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// Called by a thread about to block until its connection takes what it sent (a full response
+/// queue). On a pool thread that left the lead, nobody else would drive that connection until
+/// the lead is found vacant, so the spare takes it now.
+pub fn lend_the_lead() {
+    OWN_POOL.with_borrow(|pool| {
+        if let Some(shared) = pool {
+            let mut st = shared.lock();
+            if st.leader == Leader::Vacant {
+                shared.give_lead_to_spare(&mut st);
+            }
+        }
+    })
+}
 
 struct Queued {
     job: Job,
@@ -30,7 +79,7 @@ struct Queued {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Queued>,
-    /// Threads waiting on `State::wake`.
+    /// Threads waiting on `Shared::wake`.
     sleeping: usize,
     /// Wake-ups sent and not yet taken by a sleeping thread.
     wakes_pending: usize,
@@ -39,6 +88,24 @@ struct State {
     /// Jobs taken by a thread so far (the monitor's sign of progress).
     started: u64,
     closed: bool,
+    /// Who drives the runtime now.
+    leader: Leader,
+    /// When the lead became vacant (set whenever it is).
+    vacant_since: Option<Instant>,
+    /// A sleeping pool thread should wake and take the vacant lead.
+    lead_offered: bool,
+    /// Times a pool leader left to run requests (the monitor's sign of activity).
+    lead_exits: u64,
+    /// The waker of the leader's [`Shared::lead`] future.
+    lead_waker: Option<Waker>,
+    /// That waker was woken since it was registered.
+    lead_woken: bool,
+    /// A pool thread came free while the spare leads: the spare should hand the lead back.
+    handover_wanted: bool,
+    /// The worker's main task ended: nobody leads any more.
+    finished: bool,
+    /// Answers waiting for a leader to hand them over.
+    deliveries: Vec<Delivery>,
 }
 
 struct Shared {
@@ -47,6 +114,8 @@ struct Shared {
     wake: Condvar,
     /// The monitor waits here.
     monitor: Condvar,
+    /// The spare (the worker's main thread) waits here for the lead.
+    spare: Condvar,
     /// A deferred submit found no thread awake ([`PythonPool::flush`]).
     wake_wanted: AtomicBool,
     size: usize,
@@ -72,41 +141,128 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// A pool thread's life: run queued jobs back to back while attached; sleep (detached)
-    /// when there are none.
-    fn run_thread(&self) {
+    /// Make the leader's [`Shared::lead`] future look again (once per registration).
+    fn wake_lead(&self, st: &mut State) {
+        if !st.lead_woken
+            && let Some(waker) = &st.lead_waker
+        {
+            st.lead_woken = true;
+            waker.wake_by_ref();
+        }
+    }
+
+    /// The spare leads from now on (the lead was vacant).
+    fn give_lead_to_spare(&self, st: &mut State) {
+        if st.finished || st.closed {
+            return;
+        }
+        st.leader = Leader::Spare;
+        st.vacant_since = None;
+        st.lead_offered = false;
+        self.spare.notify_one();
+    }
+
+    /// The lead is vacant from now on.
+    fn vacate(&self, st: &mut State) {
+        st.leader = Leader::Vacant;
+        st.vacant_since = Some(Instant::now());
+        if st.monitor_parked {
+            self.monitor.notify_one();
+        }
+    }
+
+    /// What a leader blocks on: the runtime runs the worker's tasks until this ends — for a
+    /// pool thread when a request is queued for it, for the spare when a pool thread wants the
+    /// lead back, for both when the worker is done.
+    /// Each look first hands over the answers waiting in [`State::deliveries`]: from inside
+    /// the runtime, waking their connections only queues them.
+    fn lead(&self, role: Leader) -> impl Future<Output = ()> + '_ {
+        let mut handing_over = Vec::new();
+        std::future::poll_fn(move |cx| {
+            let mut st = self.lock();
+            if !st.deliveries.is_empty() {
+                std::mem::swap(&mut st.deliveries, &mut handing_over);
+                drop(st);
+                handing_over.drain(..).for_each(|deliver| deliver());
+                st = self.lock();
+            }
+            let leave = st.finished
+                || st.closed
+                || match role {
+                    Leader::Pool => !st.queue.is_empty(),
+                    _ => st.handover_wanted,
+                };
+            if leave {
+                st.lead_waker = None;
+                return Poll::Ready(());
+            }
+            if !st.lead_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                st.lead_waker = Some(cx.waker().clone());
+            }
+            st.lead_woken = false;
+            Poll::Pending
+        })
+    }
+
+    /// A pool thread's life: run queued jobs back to back while attached; when there are
+    /// none, lead or sleep (detached).
+    fn run_thread(&self, runtime: &Runtime) {
         Python::attach(|py| {
             loop {
                 let next = self.pop(&mut self.lock());
                 let job = match next {
                     Some(queued) => queued.job,
-                    None => match py.detach(|| self.sleep_for_job()) {
+                    None => match py.detach(|| self.lead_or_sleep(runtime)) {
                         Some(job) => job,
-                        None => return, // the pool was dropped
+                        None => return, // the pool was dropped or the worker is done
                     },
                 };
                 job(py);
-                // Drops the references the I/O thread released without the GIL (pyo3 defers
+                // Drops the references the leader released without the GIL (pyo3 defers
                 // them to the next attach); this thread may stay attached for a long time.
                 Python::attach(|_| {});
             }
         })
     }
 
-    /// Wait (detached) until woken with work; None once the pool is closed.
-    fn sleep_for_job(&self) -> Option<Job> {
+    /// Detached, with no job at hand: take the lead when it is vacant and drive the runtime
+    /// until a request is queued; otherwise sleep until woken with work or offered the lead.
+    /// None once the pool is closed or the worker is done.
+    fn lead_or_sleep(&self, runtime: &Runtime) -> Option<Job> {
         let mut st = self.lock();
         loop {
             if let Some(queued) = self.pop(&mut st) {
                 return Some(queued.job);
             }
-            if st.closed {
+            if st.closed || st.finished {
                 return None;
+            }
+            match st.leader {
+                Leader::Vacant => {
+                    st.leader = Leader::Pool;
+                    st.vacant_since = None;
+                    st.lead_offered = false;
+                    drop(st);
+                    runtime.block_on(self.lead(Leader::Pool));
+                    st = self.lock();
+                    if st.finished {
+                        st.leader = Leader::Vacant;
+                    } else {
+                        st.lead_exits += 1;
+                        self.vacate(&mut st);
+                    }
+                    continue;
+                }
+                Leader::Spare if !st.handover_wanted => {
+                    st.handover_wanted = true;
+                    self.wake_lead(&mut st);
+                }
+                _ => {}
             }
             st.sleeping += 1;
             loop {
                 st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-                if st.closed || st.wakes_pending > 0 {
+                if st.closed || st.finished || st.wakes_pending > 0 || st.lead_offered {
                     break;
                 }
             }
@@ -115,29 +271,65 @@ impl Shared {
         }
     }
 
+    /// The spare's life (the worker's main thread): wait until the monitor gives it the lead,
+    /// drive the runtime until a pool thread wants the lead back, repeat until the worker is
+    /// done.
+    fn run_spare(&self, runtime: &Runtime) {
+        let mut st = self.lock();
+        while !st.finished && !st.closed {
+            if st.leader != Leader::Spare {
+                st = self.spare.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            drop(st);
+            runtime.block_on(self.lead(Leader::Spare));
+            st = self.lock();
+            st.handover_wanted = false;
+            if st.finished {
+                st.leader = Leader::Vacant;
+            } else {
+                self.vacate(&mut st);
+                st.lead_offered = true;
+                self.wake.notify_one();
+            }
+        }
+    }
+
     /// Wake a sleeping thread when a job has waited [`STALE_AFTER`] and no job started
     /// during the last tick: the awake threads are blocked or busy with long requests (a thread
     /// working through quick jobs starts one every few microseconds, and more threads would
-    /// only contend for the GIL). While jobs flow the monitor ticks every [`STALE_AFTER`];
-    /// after a tick with an empty queue it parks until a submit finds it parked.
+    /// only contend for the GIL). Give the lead to the spare when it has been vacant that long.
+    /// While jobs or leaders come and go the monitor ticks every [`STALE_AFTER`]; after a quiet
+    /// tick it parks until a submit or a vacated lead finds it parked.
     fn run_monitor(&self) {
         let mut st = self.lock();
         let mut quiet_ticks = 0;
         let mut seen_started = st.started;
+        let mut seen_exits = st.lead_exits;
         loop {
-            if st.closed {
+            if st.closed || st.finished {
                 return;
             }
             let waited = st.queue.front().map(|q| q.since.elapsed());
-            if waited.is_none() && quiet_ticks > 0 {
+            let vacant_for = match st.leader {
+                Leader::Vacant => st.vacant_since.map(|since| since.elapsed()),
+                _ => None,
+            };
+            let active = waited.is_some() || vacant_for.is_some() || st.lead_exits != seen_exits;
+            seen_exits = st.lead_exits;
+            if !active && quiet_ticks > 0 {
                 st.monitor_parked = true;
                 st = self.monitor.wait(st).unwrap_or_else(|e| e.into_inner());
                 st.monitor_parked = false;
                 quiet_ticks = 0;
                 seen_started = st.started;
+                seen_exits = st.lead_exits;
                 continue;
             }
-            quiet_ticks = if waited.is_none() { quiet_ticks + 1 } else { 0 };
+            quiet_ticks = if active { 0 } else { quiet_ticks + 1 };
+            if vacant_for.is_some_and(|v| v >= STALE_AFTER) {
+                self.give_lead_to_spare(&mut st);
+            }
             let progressed = st.started != seen_started;
             seen_started = st.started;
             let can_wake = st.sleeping > st.wakes_pending && st.wakes_pending == 0;
@@ -149,54 +341,99 @@ impl Shared {
     }
 }
 
-/// A fixed set of Python threads plus a monitor thread (no Python) that wakes them.
+/// A fixed set of Python threads plus a monitor thread (no Python) that wakes them, and the
+/// leadership of the worker's runtime shared between them and the worker's main thread.
 pub struct PythonPool {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl PythonPool {
-    /// Start `size` threads.
-    pub fn start(size: usize) -> std::io::Result<PythonPool> {
+    /// A pool of `size` threads; they start with [`PythonPool::run_worker`].
+    pub fn new(size: usize) -> PythonPool {
+        let state =
+            State { lead_offered: true, vacant_since: Some(Instant::now()), ..State::default() };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             wake: Condvar::new(),
             monitor: Condvar::new(),
+            spare: Condvar::new(),
             wake_wanted: AtomicBool::new(false),
             size,
         });
-        let mut threads = Vec::with_capacity(size + 1);
-        for n in 0..size {
-            let shared = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("ferrocorn-py-{n}"))
-                    .spawn(move || shared.run_thread())?,
-            );
+        PythonPool { shared, threads: Mutex::new(Vec::new()) }
+    }
+
+    /// Start the threads and run the worker on them until its main task `main` ends (see
+    /// [`PythonPool::worker_finished`]); the calling thread is the spare leader meanwhile.
+    pub fn run_worker<T: Send + 'static>(
+        &self,
+        runtime: Runtime,
+        main: tokio::task::JoinHandle<T>,
+    ) -> std::io::Result<Result<T, tokio::task::JoinError>> {
+        let runtime = Arc::new(runtime);
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for n in 0..self.shared.size {
+            let (shared, runtime) = (self.shared.clone(), runtime.clone());
+            threads.push(std::thread::Builder::new().name(format!("ferrocorn-py-{n}")).spawn(
+                move || {
+                    OWN_POOL.set(Some(shared.clone()));
+                    shared.run_thread(&runtime);
+                    OWN_POOL.take();
+                },
+            )?);
         }
-        let monitor = shared.clone();
+        let monitor = self.shared.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("ferrocorn-pool".into())
                 .spawn(move || monitor.run_monitor())?,
         );
-        Ok(PythonPool { shared, threads })
+        drop(threads);
+        self.shared.run_spare(&runtime);
+        // Nobody leads any more; the main task has ended, so this returns at once.
+        Ok(runtime.block_on(main))
     }
 
-    /// Queue a job (false when the pool is shut down). The wake-ups it needs — a thread when
-    /// none is awake, the monitor when it is parked — are left to [`PythonPool::flush`]: the
-    /// I/O thread queues everything one pass of its loop read and wakes once, when it is about
-    /// to sleep, instead of once per request.
+    /// The worker's main task ended: every leader leaves, nobody leads again.
+    pub fn worker_finished(&self) {
+        let mut st = self.shared.lock();
+        st.finished = true;
+        if let Some(waker) = st.lead_waker.take() {
+            waker.wake();
+        }
+        self.shared.spare.notify_all();
+        self.shared.wake.notify_all();
+        self.shared.monitor.notify_all();
+    }
+
+    /// Queue a job (false when the pool is shut down). A pool thread that leads leaves the lead
+    /// to run it. Under the spare, the wake-ups it needs — a thread when none is awake, the
+    /// monitor when it is parked — are left to [`PythonPool::flush`]: the spare queues
+    /// everything one pass of its loop read and wakes once, when it is about to sleep.
     pub fn submit_deferred(&self, job: Job) -> bool {
         let mut st = self.shared.lock();
         if st.closed {
             return false;
         }
         st.queue.push_back(Queued { job, since: Instant::now() });
-        if self.shared.awake(&st) == 0 || st.monitor_parked {
+        if st.leader == Leader::Pool {
+            self.shared.wake_lead(&mut st);
+        } else if self.shared.awake(&st) == 0 || st.monitor_parked {
             self.shared.wake_wanted.store(true, Ordering::Release);
         }
         true
+    }
+
+    /// Hand a finished job's answer to its connection through the leader: the one leading now
+    /// is told to look; while the lead is vacant, whoever takes it next hands it over (the
+    /// thread that left it to run this job, when that was quick).
+    pub fn deliver(&self, delivery: Delivery) {
+        let mut st = self.shared.lock();
+        st.deliveries.push(delivery);
+        if st.leader != Leader::Vacant {
+            self.shared.wake_lead(&mut st);
+        }
     }
 
     /// Send the wake-ups [`PythonPool::submit_deferred`] left pending: a thread if none is
@@ -226,10 +463,13 @@ impl Drop for PythonPool {
         let mut st = self.shared.lock();
         st.closed = true;
         st.queue.clear();
+        if let Some(waker) = st.lead_waker.take() {
+            waker.wake();
+        }
         drop(st);
         self.shared.wake.notify_all();
         self.shared.monitor.notify_all();
-        self.threads.clear();
+        self.shared.spare.notify_all();
     }
 }
 
@@ -255,65 +495,112 @@ mod tests {
         })
     }
 
-    /// Wait until every thread sleeps and the monitor is parked (a pool idle for a while).
-    fn wait_until_idle(pool: &PythonPool) {
+    /// A pool of `size` running a worker whose main task ends when the returned sender is
+    /// dropped; the join handle yields what `run_worker` returned.
+    struct Running {
+        pool: Arc<PythonPool>,
+        handle: tokio::runtime::Handle,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        worker: Option<std::thread::JoinHandle<&'static str>>,
+    }
+
+    impl Running {
+        fn start(size: usize) -> Running {
+            Python::initialize();
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let pool = Arc::new(PythonPool::new(size));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let finisher = pool.clone();
+            let main = runtime.spawn(async move {
+                let _ = stopped.await;
+                finisher.worker_finished();
+                "main ended"
+            });
+            let handle = runtime.handle().clone();
+            let runner = pool.clone();
+            let worker =
+                std::thread::spawn(move || runner.run_worker(runtime, main).unwrap().unwrap());
+            Running { pool, handle, stop: Some(stop), worker: Some(worker) }
+        }
+
+        fn leader(&self) -> Leader {
+            self.pool.shared.lock().leader
+        }
+
+        fn finish(mut self) -> &'static str {
+            drop(self.stop.take());
+            self.worker.take().unwrap().join().unwrap()
+        }
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let st = pool.shared.lock();
-            if st.sleeping == pool.shared.size && st.monitor_parked {
-                return;
-            }
-            drop(st);
-            assert!(Instant::now() < deadline, "the pool never went idle");
-            std::thread::sleep(Duration::from_millis(5));
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
     #[test]
-    fn blocked_jobs_get_every_thread() {
-        Python::initialize();
-        let pool = PythonPool::start(4).unwrap();
-        // A burst into an idle pool: all queued before the one deferred wake-up (the I/O thread
-        // read them in one pass). The monitor must still find the blocked jobs.
-        wait_until_idle(&pool);
+    fn blocked_jobs_get_every_thread_and_the_spare_leads_meanwhile() {
+        let pool = Running::start(4);
+        wait_for("a pool thread to lead", || pool.leader() == Leader::Pool);
         let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (tx, rx) = mpsc::channel();
         for _ in 0..8 {
-            assert!(pool.submit_deferred(counting_job(
-                &running,
-                &peak,
-                Duration::from_millis(100),
-                tx.clone()
-            )));
+            let job = counting_job(&running, &peak, Duration::from_millis(300), tx.clone());
+            assert!(pool.pool.submit_deferred(job));
         }
-        pool.flush();
+        pool.pool.flush();
+        // Every pool thread is inside the app now; the runtime must still run (timers here).
+        wait_for("four jobs running", || running.load(Ordering::SeqCst) == 4);
+        let (ticked_tx, ticked_rx) = mpsc::channel();
+        pool.handle.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let _ = ticked_tx.send(());
+        });
+        ticked_rx.recv_timeout(Duration::from_millis(200)).expect("nobody drove the runtime");
+        assert_eq!(pool.leader(), Leader::Spare);
         for _ in 0..8 {
             rx.recv_timeout(Duration::from_secs(10)).unwrap();
         }
         assert_eq!(peak.load(Ordering::SeqCst), 4);
+        // The first thread to come free asked for the lead back.
+        wait_for("a pool thread to lead again", || pool.leader() == Leader::Pool);
+        assert_eq!(pool.finish(), "main ended");
     }
 
     #[test]
-    fn quick_jobs_all_run_and_drop_closes_the_queue() {
-        Python::initialize();
-        let pool = PythonPool::start(2).unwrap();
-        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    fn quick_jobs_all_run_and_the_lead_stays_with_the_pool() {
+        let pool = Running::start(4);
+        wait_for("a pool thread to lead", || pool.leader() == Leader::Pool);
         let (tx, rx) = mpsc::channel();
         for _ in 0..1000 {
-            assert!(pool.submit_deferred(counting_job(
-                &running,
-                &peak,
-                Duration::ZERO,
-                tx.clone()
-            )));
-            pool.flush();
+            let tx = tx.clone();
+            assert!(pool.pool.submit_deferred(Box::new(move |_py: Python<'_>| {
+                let _ = tx.send(());
+            })));
+            pool.pool.flush();
         }
         for _ in 0..1000 {
             rx.recv_timeout(Duration::from_secs(10)).unwrap();
         }
-        assert!(peak.load(Ordering::SeqCst) >= 1);
+        // Whoever led meanwhile (the spare, when a job took long on a busy box), a pool
+        // thread leads once the jobs are done.
+        wait_for("a pool thread to lead again", || pool.leader() == Leader::Pool);
+        assert_eq!(pool.finish(), "main ended");
+    }
+
+    #[test]
+    fn dropping_the_pool_closes_the_queue() {
+        let pool = PythonPool::new(2);
         let shared = pool.shared.clone();
         drop(pool);
         assert!(shared.lock().closed);
+        assert!(
+            !PythonPool { shared, threads: Mutex::new(Vec::new()) }
+                .submit_deferred(Box::new(|_py: Python<'_>| {}))
+        );
     }
 }

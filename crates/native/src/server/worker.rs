@@ -2,11 +2,12 @@
 //! accept loop per listener, the per-worker app slot that makes a sync worker run one request
 //! at a time (and stop accepting while busy), the heartbeat and state it publishes in its
 //! scoreboard slot, retirement after `max_requests`, and stop signals — TERM drains gracefully
-//! within `graceful_timeout`, INT and QUIT stop at once, USR1 reopens log files.
+//! within `graceful_timeout`, INT and QUIT stop at once, USR1 reopens log files. The runtime is
+//! driven by the worker's thread, except under gthread, whose pool threads take turns driving
+//! it (`pool.rs`).
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ferrocorn_arbiter::{RequestRecord, Scoreboard, Slot, SlotState};
 
@@ -25,7 +26,8 @@ use crate::logging::{info, warning};
 use crate::options::ServerOptions;
 use crate::wsgi::AppWait;
 
-/// State shared by every connection of one worker (single-threaded).
+/// State shared by every connection of one worker (used by one thread at a time: the one
+/// driving the runtime).
 pub struct Shared {
     /// Server options.
     pub opts: ServerOptions,
@@ -39,7 +41,7 @@ pub struct Shared {
     /// Signalled when a ticket is returned.
     ticket_returned: Notify,
     /// The last request id handed out ([`Shared::next_request_id`]).
-    request_ids: Cell<u64>,
+    request_ids: AtomicU64,
     /// The access log, when enabled.
     pub access_log: Option<AccessLog>,
     /// Becomes true when a graceful stop begins.
@@ -49,7 +51,7 @@ pub struct Shared {
     /// This worker's scoreboard, hooks and identity.
     pub runtime: WorkerRuntime,
     statsd: Option<super::statsd::Statsd>,
-    connections: Cell<usize>,
+    connections: AtomicUsize,
     all_closed: Notify,
 }
 
@@ -72,6 +74,14 @@ impl Executor {
         match self {
             Executor::Hub(_) => AppWait::Greenlet,
             _ => AppWait::Thread,
+        }
+    }
+
+    /// The gthread pool, for that class.
+    pub fn pool(&self) -> Option<Arc<PythonPool>> {
+        match self {
+            Executor::Pool(pool) => Some(pool.clone()),
+            _ => None,
         }
     }
 
@@ -137,9 +147,7 @@ impl Shared {
 
     /// A fresh id for a request of this worker (names its task to the loop glue).
     pub fn next_request_id(&self) -> u64 {
-        let id = self.request_ids.get() + 1;
-        self.request_ids.set(id);
-        id
+        self.request_ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Wait for admission to the app (requests beyond it wait here, in Rust); None when the
@@ -203,11 +211,11 @@ impl Shared {
     }
 }
 
-struct ConnectionGuard(Rc<Shared>);
+struct ConnectionGuard(Arc<Shared>);
 
 impl ConnectionGuard {
-    fn new(shared: &Rc<Shared>) -> Self {
-        shared.connections.set(shared.connections.get() + 1);
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         shared.slot().connection_opened();
         ConnectionGuard(shared.clone())
     }
@@ -216,8 +224,7 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.slot().connection_closed();
-        let left = self.0.connections.get() - 1;
-        self.0.connections.set(left);
+        let left = self.0.connections.fetch_sub(1, Ordering::Relaxed) - 1;
         if left == 0 {
             self.0.all_closed.notify_waiters();
         }
@@ -385,7 +392,8 @@ impl Share {
 fn below_connection_cap(shared: &Shared) -> bool {
     match shared.opts.worker_class {
         crate::options::WorkerClass::Gthread { .. } | crate::options::WorkerClass::Gevent => {
-            (shared.connections.get() as u64) < shared.opts.worker_connections as u64
+            (shared.connections.load(Ordering::Relaxed) as u64)
+                < shared.opts.worker_connections as u64
         }
         _ => true,
     }
@@ -414,7 +422,7 @@ async fn wait_until_ready_to_accept(shared: &Shared) {
     }
 }
 
-async fn accept_loop(shared: Rc<Shared>, listener: SharedListener, index: usize) {
+async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize) {
     let mut shutdown = shared.shutdown.clone();
     loop {
         tokio::select! {
@@ -445,7 +453,7 @@ async fn accept_loop(shared: Rc<Shared>, listener: SharedListener, index: usize)
                 let _ = stream.set_nodelay(true);
                 let guard = ConnectionGuard::new(&shared);
                 let peer = Peer { ip: addr.map(|a| a.ip()), port: addr.map(|a| a.port()) };
-                tokio::task::spawn_local(async move {
+                spawn_task(&shared, async move {
                     serve(guard.0.clone(), stream, peer, index).await;
                     drop(guard);
                 });
@@ -453,7 +461,7 @@ async fn accept_loop(shared: Rc<Shared>, listener: SharedListener, index: usize)
             Ok(Accepted::Unix(stream)) => {
                 let guard = ConnectionGuard::new(&shared);
                 let peer = Peer { ip: None, port: None };
-                tokio::task::spawn_local(async move {
+                spawn_task(&shared, async move {
                     serve(guard.0.clone(), stream, peer, index).await;
                     drop(guard);
                 });
@@ -464,6 +472,15 @@ async fn accept_loop(shared: Rc<Shared>, listener: SharedListener, index: usize)
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Spawn one of the worker's tasks: on the LocalSet, except under gthread, whose runtime is
+/// driven by whichever pool thread leads (so its tasks must be able to move between threads).
+fn spawn_task<F: std::future::Future<Output = ()> + Send + 'static>(shared: &Shared, task: F) {
+    match shared.executor {
+        Executor::Pool(_) => drop(tokio::spawn(task)),
+        _ => drop(tokio::task::spawn_local(task)),
     }
 }
 
@@ -491,6 +508,9 @@ pub struct WorkerLoop {
     pub local: tokio::task::LocalSet,
     /// The worker's main task: it ends when the worker stops.
     pub main: tokio::task::JoinHandle<std::io::Result<StopReason>>,
+    /// gthread: the pool whose threads take turns driving the runtime (its tasks are plain
+    /// tasks, not the LocalSet's).
+    pub pool: Option<Arc<PythonPool>>,
 }
 
 impl WorkerLoop {
@@ -515,7 +535,10 @@ pub fn run(
 ) -> std::io::Result<StopReason> {
     let listeners = listeners.iter().map(Listener::try_clone).collect::<std::io::Result<_>>()?;
     let worker = build(opts, app, listeners, access_log, runtime_info, loop_side)?;
-    let joined = worker.local.block_on(&worker.runtime, worker.main);
+    let joined = match worker.pool {
+        Some(pool) => pool.run_worker(worker.runtime, worker.main)?,
+        None => worker.local.block_on(&worker.runtime, worker.main),
+    };
     WorkerLoop::outcome(joined)
 }
 
@@ -532,7 +555,7 @@ pub fn build(
         (_, Some(LoopSide::Asgi(backend))) => Executor::Asgi(backend),
         (_, Some(LoopSide::Hub(bridge))) => Executor::Hub(bridge),
         (crate::options::WorkerClass::Gthread { threads }, None) => {
-            Executor::Pool(Arc::new(PythonPool::start(threads)?))
+            Executor::Pool(Arc::new(PythonPool::new(threads)))
         }
         _ => Executor::Inline,
     };
@@ -546,9 +569,21 @@ pub fn build(
     }
     let runtime = builder.enable_all().build()?;
     let local = tokio::task::LocalSet::new();
-    let main =
-        local.spawn_local(worker_main(opts, app, executor, listeners, access_log, runtime_info));
-    Ok(WorkerLoop { runtime, local, main })
+    let pool = executor.pool();
+    let worker = worker_main(opts, app, executor, listeners, access_log, runtime_info);
+    let main = match &pool {
+        // Driven by whichever thread leads (`PythonPool::run_worker`): a plain task.
+        Some(pool) => {
+            let pool = pool.clone();
+            runtime.spawn(async move {
+                let outcome = worker.await;
+                pool.worker_finished();
+                outcome
+            })
+        }
+        None => local.spawn_local(worker),
+    };
+    Ok(WorkerLoop { runtime, local, main, pool })
 }
 
 /// The worker's life: accept loops, heartbeat, and the stop signals; returns how it stopped.
@@ -564,24 +599,24 @@ async fn worker_main(
     let admitted = opts.admitted();
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful_timeout = opts.graceful_timeout;
-    let shared = Rc::new(Shared {
+    let shared = Arc::new(Shared {
         opts,
         app: Arc::new(app),
         executor,
         app_slot: Semaphore::new(admitted),
         ticket_returned: Notify::new(),
-        request_ids: Cell::new(0),
+        request_ids: AtomicU64::new(0),
         access_log,
         shutdown: stop_rx.clone(),
         stop: stop_tx,
         runtime: runtime_info,
         statsd: statsd_target.and_then(super::statsd::Statsd::connect),
-        connections: Cell::new(0),
+        connections: AtomicUsize::new(0),
         all_closed: Notify::new(),
     });
     for (index, listener) in listeners.into_iter().enumerate() {
         let watched = SharedListener::new(listener)?;
-        tokio::task::spawn_local(accept_loop(shared.clone(), watched, index));
+        spawn_task(&shared, accept_loop(shared.clone(), watched, index));
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -590,7 +625,7 @@ async fn worker_main(
     // Those that arrived while the app loaded were only remembered (arbiter's reset_in_child).
     ferrocorn_arbiter::replay_early_signals();
     let heartbeat_shared = shared.clone();
-    tokio::task::spawn_local(async move {
+    spawn_task(&shared, async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tick.tick().await;
@@ -614,12 +649,12 @@ async fn worker_main(
     };
     let _ = shared.stop.send(true);
     shared.slot().set_state(SlotState::Retiring);
-    if reason == StopReason::Graceful && shared.connections.get() > 0 {
+    if reason == StopReason::Graceful && shared.connections.load(Ordering::Relaxed) > 0 {
         let drained = shared.all_closed.notified();
         if tokio::time::timeout(graceful_timeout, drained).await.is_err() {
             warning!(
                 "graceful timeout reached with {} connection(s) still open",
-                shared.connections.get()
+                shared.connections.load(Ordering::Relaxed)
             );
         }
     }
