@@ -145,14 +145,14 @@ fn worker_count(config: &Config) -> Result<usize, OptionsError> {
 pub enum WorkerClass {
     /// One request at a time, on the worker's event-loop thread.
     Sync,
-    /// `threads` Python threads per worker.
+    /// `threads` Python threads per worker, which also take turns serving the sockets.
     Gthread {
         /// Python threads per worker.
         threads: usize,
     },
     /// WSGI in greenlets on a gevent hub on the main thread, sockets on an I/O thread.
     Gevent,
-    /// ASGI on an asyncio loop on the worker's main thread, sockets on an I/O thread.
+    /// ASGI on an asyncio loop on the worker's main thread, which also serves the sockets.
     Asgi {
         /// `asgi_loop`: auto, asyncio or uvloop.
         event_loop: AsgiLoop,

@@ -1,6 +1,6 @@
 //! The hand-off of what the app's side sends to a client — a streamed response body from a
 //! gthread pool thread, a gevent greenlet or an ASGI task; the messages of an ASGI WebSocket —
-//! to its connection on the I/O thread. The queue is bounded in items and in bytes, so a fast
+//! to its connection (on the thread serving the worker's sockets). The queue is bounded in items and in bytes, so a fast
 //! app cannot pile up memory for a slow client. When it is full the producer waits until the
 //! connection takes an item (or goes away) and is woken then — a thread parks, a greenlet or an
 //! asyncio task waits on an object the loop's bridge wakes — never by polling, which capped a

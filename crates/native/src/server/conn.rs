@@ -149,7 +149,7 @@ pub async fn serve<S: ClientStream>(shared: Arc<Shared>, stream: S, peer: Peer, 
     };
     conn.run().await;
     // Not attaching here: pyo3 defers the decref to the next time a Python thread attaches, so
-    // the I/O thread never waits for the GIL (which the app's threads may hold for long).
+    // the thread serving the sockets never waits for the GIL (which the app's threads may hold for long).
     drop(conn.remote);
 }
 
@@ -520,13 +520,13 @@ impl<S: ClientStream> Conn<S> {
         };
         // Dropped without attaching (pyo3 defers the decref to the app's threads): with
         // gthread, gevent and asgi the GIL is usually held by Python, and waiting for it here
-        // would stall every connection of this I/O thread.
+        // would stall every connection of the thread driving the runtime.
         drop((environ, input));
         Ok(sent.is_some() && keep_alive)
     }
 
     /// Run the `post_request` hook where the app runs: on the sync worker's own thread, or as a
-    /// job of the gthread pool or the gevent hub — never on their I/O thread, which would have
+    /// job of the gthread pool or the gevent hub — never where the sockets are served, which would have
     /// to wait for the GIL the app's threads hold (a no-op hook cut gthread hello from 68k to
     /// 21k RPS). It runs after the response was sent and may overlap the connection's next
     /// request.

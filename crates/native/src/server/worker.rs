@@ -93,7 +93,7 @@ impl Executor {
         }
     }
 
-    /// Hand `job` to the Python side that runs apps off the I/O thread: the gthread pool or
+    /// Hand `job` to the Python side that runs apps apart from the sockets: the gthread pool or
     /// the gevent hub. `Ok(false)`: the pool is shut down (the job is dropped); `Err(job)`:
     /// this class runs the app on the calling thread (sync) or through its own loop glue
     /// (asgi), so the caller runs it.
@@ -574,16 +574,25 @@ pub fn build(
     let main = match &pool {
         // Driven by whichever thread leads (`PythonPool::run_worker`): a plain task.
         Some(pool) => {
-            let pool = pool.clone();
+            let finished = FinishOnDrop(pool.clone());
             runtime.spawn(async move {
-                let outcome = worker.await;
-                pool.worker_finished();
-                outcome
+                let _finished = finished;
+                worker.await
             })
         }
         None => local.spawn_local(worker),
     };
     Ok(WorkerLoop { runtime, local, main, pool })
+}
+
+/// Tells the gthread pool the worker's main task is over when it ends — also by a panic, so
+/// the threads stop leading and [`run`] returns instead of waiting forever.
+struct FinishOnDrop(Arc<PythonPool>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.worker_finished();
+    }
 }
 
 /// The worker's life: accept loops, heartbeat, and the stop signals; returns how it stopped.
