@@ -41,14 +41,30 @@ pub type Delivery = Box<dyn FnOnce() + Send>;
 pub const STALE_AFTER: Duration = Duration::from_micros(200);
 
 /// Who drives the worker's runtime.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leader {
-    /// Nobody: the last leader left it to run requests (or handed it back).
-    #[default]
-    Vacant,
+    /// Nobody since `since`: the last leader left to run requests, or handed the lead back.
+    /// `offered`: a sleeping pool thread should wake and take it (a pool thread that left to
+    /// run requests comes back for it by itself).
+    Vacant { since: Instant, offered: bool },
     /// A pool thread.
     Pool,
-    /// The worker's main thread, while the pool threads are busy.
+    /// The worker's main thread, while the pool threads are busy. `handover_wanted`: a pool
+    /// thread came free and wants the lead back.
+    Spare { handover_wanted: bool },
+}
+
+impl Default for Leader {
+    /// At start: vacant, offered to the first pool thread.
+    fn default() -> Self {
+        Leader::Vacant { since: Instant::now(), offered: true }
+    }
+}
+
+/// Which thread runs [`Shared::lead`].
+#[derive(Clone, Copy)]
+enum Role {
+    Pool,
     Spare,
 }
 
@@ -64,7 +80,7 @@ pub fn lend_the_lead() {
     OWN_POOL.with_borrow(|pool| {
         if let Some(shared) = pool {
             let mut st = shared.lock();
-            if st.leader == Leader::Vacant {
+            if matches!(st.leader, Leader::Vacant { .. }) {
                 shared.give_lead_to_spare(&mut st);
             }
         }
@@ -90,18 +106,12 @@ struct State {
     closed: bool,
     /// Who drives the runtime now.
     leader: Leader,
-    /// When the lead became vacant (set whenever it is).
-    vacant_since: Option<Instant>,
-    /// A sleeping pool thread should wake and take the vacant lead.
-    lead_offered: bool,
     /// Times a pool leader left to run requests (the monitor's sign of activity).
     lead_exits: u64,
     /// The waker of the leader's [`Shared::lead`] future.
     lead_waker: Option<Waker>,
     /// That waker was woken since it was registered.
     lead_woken: bool,
-    /// A pool thread came free while the spare leads: the spare should hand the lead back.
-    handover_wanted: bool,
     /// The worker's main task ended: nobody leads any more.
     finished: bool,
     /// Answers waiting for a leader to hand them over.
@@ -156,18 +166,18 @@ impl Shared {
         if st.finished || st.closed {
             return;
         }
-        st.leader = Leader::Spare;
-        st.vacant_since = None;
-        st.lead_offered = false;
+        st.leader = Leader::Spare { handover_wanted: false };
         self.spare.notify_one();
     }
 
-    /// The lead is vacant from now on.
-    fn vacate(&self, st: &mut State) {
-        st.leader = Leader::Vacant;
-        st.vacant_since = Some(Instant::now());
+    /// The lead is vacant from now on; `offered` to a sleeping pool thread, which is woken.
+    fn vacate(&self, st: &mut State, offered: bool) {
+        st.leader = Leader::Vacant { since: Instant::now(), offered };
         if st.monitor_parked {
             self.monitor.notify_one();
+        }
+        if offered {
+            self.wake.notify_one();
         }
     }
 
@@ -176,7 +186,7 @@ impl Shared {
     /// lead back, for both when the worker is done.
     /// Each look first hands over the answers waiting in [`State::deliveries`]: from inside
     /// the runtime, waking their connections only queues them.
-    fn lead(&self, role: Leader) -> impl Future<Output = ()> + '_ {
+    fn lead(&self, role: Role) -> impl Future<Output = ()> + '_ {
         let mut handing_over = Vec::new();
         std::future::poll_fn(move |cx| {
             let mut st = self.lock();
@@ -189,8 +199,8 @@ impl Shared {
             let leave = st.finished
                 || st.closed
                 || match role {
-                    Leader::Pool => !st.queue.is_empty(),
-                    _ => st.handover_wanted,
+                    Role::Pool => !st.queue.is_empty(),
+                    Role::Spare => st.leader == Leader::Spare { handover_wanted: true },
                 };
             if leave {
                 st.lead_waker = None;
@@ -238,23 +248,19 @@ impl Shared {
                 return None;
             }
             match st.leader {
-                Leader::Vacant => {
+                Leader::Vacant { .. } => {
                     st.leader = Leader::Pool;
-                    st.vacant_since = None;
-                    st.lead_offered = false;
                     drop(st);
-                    runtime.block_on(self.lead(Leader::Pool));
+                    runtime.block_on(self.lead(Role::Pool));
                     st = self.lock();
-                    if st.finished {
-                        st.leader = Leader::Vacant;
-                    } else {
+                    if !st.finished {
                         st.lead_exits += 1;
-                        self.vacate(&mut st);
+                        self.vacate(&mut st, false);
                     }
                     continue;
                 }
-                Leader::Spare if !st.handover_wanted => {
-                    st.handover_wanted = true;
+                Leader::Spare { handover_wanted: false } => {
+                    st.leader = Leader::Spare { handover_wanted: true };
                     self.wake_lead(&mut st);
                 }
                 _ => {}
@@ -262,7 +268,8 @@ impl Shared {
             st.sleeping += 1;
             loop {
                 st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-                if st.closed || st.finished || st.wakes_pending > 0 || st.lead_offered {
+                let offered = matches!(st.leader, Leader::Vacant { offered: true, .. });
+                if st.closed || st.finished || st.wakes_pending > 0 || offered {
                     break;
                 }
             }
@@ -277,20 +284,15 @@ impl Shared {
     fn run_spare(&self, runtime: &Runtime) {
         let mut st = self.lock();
         while !st.finished && !st.closed {
-            if st.leader != Leader::Spare {
+            if !matches!(st.leader, Leader::Spare { .. }) {
                 st = self.spare.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
             drop(st);
-            runtime.block_on(self.lead(Leader::Spare));
+            runtime.block_on(self.lead(Role::Spare));
             st = self.lock();
-            st.handover_wanted = false;
-            if st.finished {
-                st.leader = Leader::Vacant;
-            } else {
-                self.vacate(&mut st);
-                st.lead_offered = true;
-                self.wake.notify_one();
+            if !st.finished {
+                self.vacate(&mut st, true);
             }
         }
     }
@@ -312,7 +314,7 @@ impl Shared {
             }
             let waited = st.queue.front().map(|q| q.since.elapsed());
             let vacant_for = match st.leader {
-                Leader::Vacant => st.vacant_since.map(|since| since.elapsed()),
+                Leader::Vacant { since, .. } => Some(since.elapsed()),
                 _ => None,
             };
             let active = waited.is_some() || vacant_for.is_some() || st.lead_exits != seen_exits;
@@ -351,10 +353,8 @@ pub struct PythonPool {
 impl PythonPool {
     /// A pool of `size` threads; they start with [`PythonPool::run_worker`].
     pub fn new(size: usize) -> PythonPool {
-        let state =
-            State { lead_offered: true, vacant_since: Some(Instant::now()), ..State::default() };
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
+            state: Mutex::new(State::default()),
             wake: Condvar::new(),
             monitor: Condvar::new(),
             spare: Condvar::new(),
@@ -411,7 +411,7 @@ impl PythonPool {
     /// to run it. Under the spare, the wake-ups it needs — a thread when none is awake, the
     /// monitor when it is parked — are left to [`PythonPool::flush`]: the spare queues
     /// everything one pass of its loop read and wakes once, when it is about to sleep.
-    pub fn submit_deferred(&self, job: Job) -> bool {
+    pub fn submit(&self, job: Job) -> bool {
         let mut st = self.shared.lock();
         if st.closed {
             return false;
@@ -431,12 +431,12 @@ impl PythonPool {
     pub fn deliver(&self, delivery: Delivery) {
         let mut st = self.shared.lock();
         st.deliveries.push(delivery);
-        if st.leader != Leader::Vacant {
+        if !matches!(st.leader, Leader::Vacant { .. }) {
             self.shared.wake_lead(&mut st);
         }
     }
 
-    /// Send the wake-ups [`PythonPool::submit_deferred`] left pending: a thread if none is
+    /// Send the wake-ups [`PythonPool::submit`] left pending: a thread if none is
     /// awake, and the monitor if it is parked (so that a burst of blocking jobs does not run
     /// one after another on the one awake thread).
     pub fn flush(&self) {
@@ -550,7 +550,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for _ in 0..8 {
             let job = counting_job(&running, &peak, Duration::from_millis(300), tx.clone());
-            assert!(pool.pool.submit_deferred(job));
+            assert!(pool.pool.submit(job));
         }
         pool.pool.flush();
         // Every pool thread is inside the app now; the runtime must still run (timers here).
@@ -561,7 +561,7 @@ mod tests {
             let _ = ticked_tx.send(());
         });
         ticked_rx.recv_timeout(Duration::from_millis(200)).expect("nobody drove the runtime");
-        assert_eq!(pool.leader(), Leader::Spare);
+        assert!(matches!(pool.leader(), Leader::Spare { .. }));
         for _ in 0..8 {
             rx.recv_timeout(Duration::from_secs(10)).unwrap();
         }
@@ -578,7 +578,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for _ in 0..1000 {
             let tx = tx.clone();
-            assert!(pool.pool.submit_deferred(Box::new(move |_py: Python<'_>| {
+            assert!(pool.pool.submit(Box::new(move |_py: Python<'_>| {
                 let _ = tx.send(());
             })));
             pool.pool.flush();
@@ -600,7 +600,7 @@ mod tests {
         assert!(shared.lock().closed);
         assert!(
             !PythonPool { shared, threads: Mutex::new(Vec::new()) }
-                .submit_deferred(Box::new(|_py: Python<'_>| {}))
+                .submit(Box::new(|_py: Python<'_>| {}))
         );
     }
 }

@@ -99,7 +99,7 @@ impl Executor {
     /// (asgi), so the caller runs it.
     pub fn submit(&self, job: Job) -> Result<bool, Job> {
         match self {
-            Executor::Pool(pool) => Ok(pool.submit_deferred(job)),
+            Executor::Pool(pool) => Ok(pool.submit(job)),
             Executor::Hub(bridge) => {
                 // Posted at once, not deferred to the I/O thread's park: gevent apps wait on
                 // I/O and the hub is usually asleep, so a deferred wake-up only made the hub
