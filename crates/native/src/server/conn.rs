@@ -396,7 +396,6 @@ impl<S: ClientStream> Conn<S> {
                 let began = Arc::new(AtomicBool::new(false));
                 let job_began = began.clone();
                 let hub = shared.executor.hub_bridge();
-                let pool = shared.executor.pool();
                 let remote = self.remote.clone();
                 let job = Box::new(move |py: Python<'_>| {
                     if tx.is_closed() {
@@ -405,16 +404,14 @@ impl<S: ClientStream> Conn<S> {
                     job_began.store(true, Ordering::Release);
                     let remote = remote.get_or_init(|| remote_strings(py, peer));
                     let mut called = app_call::call(py, &ctx, call_request, remote);
-                    match (app_call::detach_stream(&mut called, hub), pool) {
+                    match app_call::detach_stream(&mut called, hub) {
                         // The pump needs the connection reading its chunks now.
-                        (Some(pump), _) => {
+                        Some(pump) => {
                             if tx.send(called).is_ok() {
                                 pump(py);
                             }
                         }
-                        // Handed over by the next leader, inside the runtime: no wake-up.
-                        (None, Some(pool)) => pool.deliver(Box::new(move || drop(tx.send(called)))),
-                        (None, None) => drop(tx.send(called)),
+                        None => super::pool::deliver(move || drop(tx.send(called))),
                     }
                 });
                 let submitted = shared.executor.submit(job).unwrap_or(false);

@@ -33,7 +33,7 @@ use tokio::runtime::Runtime;
 pub type Job = Box<dyn FnOnce(Python<'_>) + Send>;
 
 /// A finished job's answer for its connection, handed over by the next leader from inside the
-/// runtime ([`PythonPool::deliver`]).
+/// runtime ([`deliver`]).
 pub type Delivery = Box<dyn FnOnce() + Send>;
 
 /// How long a queued job may wait for an awake thread before a sleeping one is woken for it,
@@ -84,6 +84,24 @@ pub fn lend_the_lead() {
                 shared.give_lead_to_spare(&mut st);
             }
         }
+    })
+}
+
+/// Hand a finished job's answer to its connection. On a pool thread it goes through the
+/// leader: the one leading now is told to look; while the lead is vacant, whoever takes it next
+/// hands it over (the thread that left it to run this job, when that was quick), from inside
+/// the runtime, so the connection is woken without a wake-up of the runtime. Elsewhere (a
+/// gevent greenlet) it is handed over at once.
+pub fn deliver(delivery: impl FnOnce() + Send + 'static) {
+    OWN_POOL.with_borrow(|pool| match pool {
+        Some(shared) => {
+            let mut st = shared.lock();
+            st.deliveries.push(Box::new(delivery));
+            if !matches!(st.leader, Leader::Vacant { .. }) {
+                shared.wake_lead(&mut st);
+            }
+        }
+        None => delivery(),
     })
 }
 
@@ -423,17 +441,6 @@ impl PythonPool {
             self.shared.wake_wanted.store(true, Ordering::Release);
         }
         true
-    }
-
-    /// Hand a finished job's answer to its connection through the leader: the one leading now
-    /// is told to look; while the lead is vacant, whoever takes it next hands it over (the
-    /// thread that left it to run this job, when that was quick).
-    pub fn deliver(&self, delivery: Delivery) {
-        let mut st = self.shared.lock();
-        st.deliveries.push(delivery);
-        if !matches!(st.leader, Leader::Vacant { .. }) {
-            self.shared.wake_lead(&mut st);
-        }
     }
 
     /// Send the wake-ups [`PythonPool::submit`] left pending: a thread if none is

@@ -78,7 +78,7 @@ impl Executor {
     }
 
     /// The gthread pool, for that class.
-    pub fn pool(&self) -> Option<Arc<PythonPool>> {
+    fn pool(&self) -> Option<Arc<PythonPool>> {
         match self {
             Executor::Pool(pool) => Some(pool.clone()),
             _ => None,
