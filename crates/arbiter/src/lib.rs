@@ -17,7 +17,7 @@ pub use arbiter::{
     Spawned, Supervisor, WORKER_BOOT_ERROR, WorkerMeta,
 };
 pub use scoreboard::{
-    Counters, MasterArea, RequestRecord, RestartReason, Scoreboard, Slot, SlotState,
+    AcceptRecheck, Counters, MasterArea, RequestRecord, RestartReason, Scoreboard, Slot, SlotState,
     map_shared_zeroed, monotonic_ms,
 };
 pub use signals::{Signal, SignalPipe, replay_early_signals};

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ferrocorn_metrics::{N_BUCKETS, N_METHODS, N_STATUS, Totals};
+use ferrocorn_metrics::{N_ACCEPT_RECHECKS, N_BUCKETS, N_METHODS, N_STATUS, Totals};
 
 /// A worker's state as published in its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,8 @@ pub struct Slot {
     in_flight: AtomicU32,
     age: AtomicU32,
     open_connections: AtomicU64,
+    /// Open connections whose last response is written and that are only closing.
+    closing_connections: AtomicU64,
     /// Moving average of this worker's request durations (µs), written by the worker only.
     recent_request_micros: AtomicU64,
     counters: Counters,
@@ -78,6 +80,8 @@ pub struct Counters {
     response_bytes: AtomicU64,
     exceptions: AtomicU64,
     connections: AtomicU64,
+    accept_rechecks: [AtomicU64; N_ACCEPT_RECHECKS],
+    accept_missed: AtomicU64,
 }
 
 impl Counters {
@@ -90,9 +94,11 @@ impl Counters {
             &self.response_bytes,
             &self.exceptions,
             &self.connections,
+            &self.accept_missed,
         ] {
             f(c);
         }
+        self.accept_rechecks.iter().for_each(&mut f);
     }
 
     fn reset(&self) {
@@ -115,6 +121,10 @@ impl Counters {
         t.response_bytes = self.response_bytes.load(Ordering::Relaxed);
         t.exceptions = self.exceptions.load(Ordering::Relaxed);
         t.connections = self.connections.load(Ordering::Relaxed);
+        for (v, a) in t.accept_rechecks.iter_mut().zip(&self.accept_rechecks) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        t.accept_missed = self.accept_missed.load(Ordering::Relaxed);
         t
     }
 
@@ -133,7 +143,24 @@ impl Counters {
         self.response_bytes.fetch_add(t.response_bytes, Ordering::Relaxed);
         self.exceptions.fetch_add(t.exceptions, Ordering::Relaxed);
         self.connections.fetch_add(t.connections, Ordering::Relaxed);
+        for (v, a) in t.accept_rechecks.iter().zip(&self.accept_rechecks) {
+            a.fetch_add(*v, Ordering::Relaxed);
+        }
+        self.accept_missed.fetch_add(t.accept_missed, Ordering::Relaxed);
     }
+}
+
+/// What woke a worker that had left a waiting connection to its siblings, so that it looked
+/// at the listener again (indexes `Totals::accept_rechecks`, labels
+/// `ferrocorn_metrics::ACCEPT_RECHECK_CAUSES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptRecheck {
+    /// An event of its own: a request ended, a connection started closing or closed.
+    Event = 0,
+    /// A busy sibling's request became long (the sync rules' deadline).
+    Deadline = 1,
+    /// Nothing for the fallback interval: a sibling's change sends no event across processes.
+    Fallback = 2,
 }
 
 /// One finished request, as the worker records it.
@@ -292,9 +319,32 @@ impl Slot {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         self.open_connections.fetch_add(1, Ordering::Relaxed);
     }
-    /// A connection closed.
-    pub fn connection_closed(&self) {
+    /// An open connection will carry no more requests: its last response is written and it
+    /// is closing.
+    pub fn connection_closing(&self) {
+        self.closing_connections.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A connection closed (`was_closing`: [`Slot::connection_closing`] was called for it).
+    pub fn connection_closed(&self, was_closing: bool) {
+        if was_closing {
+            self.closing_connections.fetch_sub(1, Ordering::Relaxed);
+        }
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Open connections that can still carry a request (open, not closing): what the accept
+    /// policy shares out.
+    pub fn connections_in_use(&self) -> u64 {
+        let closing = self.closing_connections.load(Ordering::Relaxed);
+        self.open_connections.load(Ordering::Relaxed).saturating_sub(closing)
+    }
+    /// The worker was woken by a waiting connection that a sibling took first.
+    pub fn accept_missed(&self) {
+        self.counters.accept_missed.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A worker that left a waiting connection to its siblings looked at it again, woken by
+    /// `cause`.
+    pub fn accept_deferred(&self, cause: AcceptRecheck) {
+        self.counters.accept_rechecks[cause as usize].fetch_add(1, Ordering::Relaxed);
     }
     /// Moving average of the worker's recent request durations, in microseconds.
     pub fn recent_request_micros(&self) -> u64 {
@@ -326,6 +376,7 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
         self.open_connections.store(0, Ordering::Relaxed);
+        self.closing_connections.store(0, Ordering::Relaxed);
         self.recent_request_micros.store(0, Ordering::Relaxed);
         self.counters.reset();
         self.generation.store(generation, Ordering::Release);

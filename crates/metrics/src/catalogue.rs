@@ -72,7 +72,7 @@ const fn def(
     MetricDef { name, kind, help, labels }
 }
 
-static CATALOGUE: [MetricDef; 17] = [
+static CATALOGUE: [MetricDef; 19] = [
     def(
         "ferrocorn_requests",
         Counter,
@@ -96,6 +96,18 @@ static CATALOGUE: [MetricDef; 17] = [
     def("ferrocorn_open_connections", Gauge, &[], "Client connections open now, over all workers."),
     def("ferrocorn_connections", Counter, &[], "Client connections accepted."),
     def("ferrocorn_app_exceptions", Counter, &[], "Exceptions raised by the application."),
+    def(
+        "ferrocorn_accept_rechecks",
+        Counter,
+        &["cause"],
+        "Times a worker that had left a waiting connection to its siblings (over its fair share) looked at it again, by what woke it: event (a request or connection of its own ended), deadline (a busy sibling's request became long), fallback (nothing happened for 50 ms).",
+    ),
+    def(
+        "ferrocorn_accept_missed",
+        Counter,
+        &[],
+        "Times a worker woken by a waiting connection found that a sibling had taken it (every worker watching the listener is woken by an arrival).",
+    ),
     def(
         "ferrocorn_workers",
         Gauge,

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use crate::catalogue::{MetricDef, MetricKind, RESTART_REASONS, WORKER_STATES, catalogue};
 use crate::snapshot::{
-    DURATION_BUCKETS, METHODS, Snapshot, UserMetric, UserMetricKind, status_label,
+    ACCEPT_RECHECK_CAUSES, DURATION_BUCKETS, METHODS, Snapshot, UserMetric, UserMetricKind,
+    status_label,
 };
 
 /// An exposition format.
@@ -272,6 +273,13 @@ fn builtin_samples(w: &mut Writer, def: &MetricDef, s: &Snapshot) {
         "ferrocorn_open_connections" => int(w, s.workers.iter().map(|x| x.open_connections).sum()),
         "ferrocorn_connections" => int(w, s.totals().connections),
         "ferrocorn_app_exceptions" => int(w, s.totals().exceptions),
+        "ferrocorn_accept_missed" => int(w, s.totals().accept_missed),
+        "ferrocorn_accept_rechecks" => {
+            let totals = s.totals();
+            for (cause, n) in ACCEPT_RECHECK_CAUSES.iter().zip(totals.accept_rechecks) {
+                w.sample(name, suffix, &[("cause", cause)], Value::Int(n));
+            }
+        }
         "ferrocorn_workers" => {
             let states = s.workers.iter().map(|x| (x.state.as_str(), 1));
             for (state, n) in counts_by(&WORKER_STATES, states) {

@@ -10,7 +10,7 @@ mod snapshot;
 pub use catalogue::{MetricDef, MetricKind, catalogue, render_metrics_markdown};
 pub use encode::{Format, encode};
 pub use snapshot::{
-    DURATION_BUCKETS, METHODS, N_BUCKETS, N_METHODS, N_STATUS, STATUS_CODES, Snapshot, Totals,
-    UserMetric, UserMetricKind, WorkerSnapshot, duration_bucket, method_index, status_index,
-    status_label,
+    ACCEPT_RECHECK_CAUSES, DURATION_BUCKETS, METHODS, N_ACCEPT_RECHECKS, N_BUCKETS, N_METHODS,
+    N_STATUS, STATUS_CODES, Snapshot, Totals, UserMetric, UserMetricKind, WorkerSnapshot,
+    duration_bucket, method_index, status_index, status_label,
 };

@@ -21,6 +21,12 @@ pub const DURATION_BUCKETS: [f64; 14] =
 /// Number of histogram slots (the bounds above plus `+Inf`).
 pub const N_BUCKETS: usize = DURATION_BUCKETS.len() + 1;
 
+/// What woke a worker that had left a waiting connection to its siblings (the `cause` label
+/// of `ferrocorn_accept_rechecks_total`), in index order.
+pub const ACCEPT_RECHECK_CAUSES: [&str; 3] = ["event", "deadline", "fallback"];
+/// Number of accept re-check causes.
+pub const N_ACCEPT_RECHECKS: usize = ACCEPT_RECHECK_CAUSES.len();
+
 /// Index of `method` in [`METHODS`].
 pub fn method_index(method: &str) -> usize {
     METHODS.iter().position(|m| *m == method).unwrap_or(N_METHODS - 1)
@@ -65,6 +71,10 @@ pub struct Totals {
     pub exceptions: u64,
     /// Connections accepted.
     pub connections: u64,
+    /// Accept re-checks by cause ([`ACCEPT_RECHECK_CAUSES`]).
+    pub accept_rechecks: [u64; N_ACCEPT_RECHECKS],
+    /// Wake-ups by a waiting connection that a sibling took first.
+    pub accept_missed: u64,
 }
 
 impl Default for Totals {
@@ -77,6 +87,8 @@ impl Default for Totals {
             response_bytes: 0,
             exceptions: 0,
             connections: 0,
+            accept_rechecks: [0; N_ACCEPT_RECHECKS],
+            accept_missed: 0,
         }
     }
 }
@@ -97,6 +109,10 @@ impl Totals {
         self.response_bytes += other.response_bytes;
         self.exceptions += other.exceptions;
         self.connections += other.connections;
+        for (c, o) in self.accept_rechecks.iter_mut().zip(&other.accept_rechecks) {
+            *c += o;
+        }
+        self.accept_missed += other.accept_missed;
     }
 
     /// All completed requests.

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Duration, timeout, timeout_at};
 
 use super::io::{ClientStream, send_file};
-use super::worker::{Executor, Shared};
+use super::worker::{ConnectionLease, Executor, Shared};
 use crate::asgi::{
     AsgiRequest, Bridge, Endpoints, Event, RequestShared, WebSocketSession, WsIn, WsOut, WsShared,
 };
@@ -111,6 +111,9 @@ impl Sent {
 
 struct Conn<S: ClientStream> {
     shared: Arc<Shared>,
+    /// The connection's place in the worker's counts: marked closing once the last response
+    /// is written.
+    lease: ConnectionLease,
     stream: S,
     peer: Peer,
     listener: usize,
@@ -123,6 +126,9 @@ struct Conn<S: ClientStream> {
     remote: Arc<OnceLock<RemoteStrings>>,
     /// The ASGI request body still being read while the app runs.
     body_feed: Option<BodyFeed>,
+    /// Part of the last request's body may still be on its way (the app did not read it):
+    /// closing must drain it, or the kernel would answer it with a reset.
+    body_unread: bool,
 }
 
 /// An ASGI request body being fed to the app while it runs.
@@ -133,10 +139,17 @@ struct BodyFeed {
 }
 
 /// Serve one connection until it closes.
-pub async fn serve<S: ClientStream>(shared: Arc<Shared>, stream: S, peer: Peer, listener: usize) {
+pub async fn serve<S: ClientStream>(
+    lease: ConnectionLease,
+    stream: S,
+    peer: Peer,
+    listener: usize,
+) {
+    let shared = lease.shared().clone();
     let trusted = shared.opts.forwarded_allow.allows(peer.ip);
     let mut conn = Conn {
         shared,
+        lease,
         stream,
         peer,
         listener,
@@ -146,6 +159,7 @@ pub async fn serve<S: ClientStream>(shared: Arc<Shared>, stream: S, peer: Peer, 
         proxy: None,
         remote: Arc::default(),
         body_feed: None,
+        body_unread: false,
     };
     conn.run().await;
     // Not attaching here: pyo3 defers the decref to the next time a Python thread attaches, so
@@ -173,8 +187,10 @@ impl<S: ClientStream> Conn<S> {
             };
             first = false;
             self.rbuf.drain(..consumed);
+            let client_closes = !head.keep_alive;
             match self.handle(head).await {
                 Ok(true) => continue,
+                Ok(false) if client_closes => return self.close_after_last_request().await,
                 Ok(false) => return self.close_gracefully().await,
                 Err(e) => return self.end_with(e).await,
             }
@@ -440,7 +456,10 @@ impl<S: ClientStream> Conn<S> {
                 Python::attach(|_py| input.as_ref().and_then(|i| i.get().take_deferred_outcome()));
             match outcome {
                 Some(o) if o.consumed && !o.failed => self.rbuf = o.remainder,
-                _ => keep_alive = false,
+                _ => {
+                    keep_alive = false;
+                    self.body_unread = true;
+                }
             }
         }
         let app_failed = matches!(reply, Reply::Failed | Reply::Aborted);
@@ -733,6 +752,7 @@ impl<S: ClientStream> Conn<S> {
         };
         if self.body_feed.take().is_some() {
             keep_alive = false; // the rest of the body is still on the socket
+            self.body_unread = true;
         }
         let request_bytes = state.body_received();
         let complete = sent.is_some() && !timed_out;
@@ -1184,8 +1204,34 @@ impl<S: ClientStream> Conn<S> {
         }
     }
 
+    /// Close after the response to a request whose client said it was its last (HTTP/1.0
+    /// without keep-alive, `Connection: close`): at once when nothing more can come from it —
+    /// the request was read whole, nothing follows it in the buffer or on the socket — which
+    /// is the usual case and costs no wait for the client's FIN; otherwise as
+    /// [`Self::close_gracefully`]. (A client that says `close` sends no further request.)
+    async fn close_after_last_request(&mut self) {
+        if self.body_unread || !self.rbuf.is_empty() {
+            return self.close_gracefully().await;
+        }
+        let mut scratch = [0u8; 512];
+        let mut peek = tokio::io::ReadBuf::new(&mut scratch);
+        let looked = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut self.stream).poll_read(cx, &mut peek))
+        })
+        .await;
+        match looked {
+            // Bytes after the last request: drain them so the response is not reset.
+            std::task::Poll::Ready(Ok(())) if !peek.filled().is_empty() => {
+                self.close_gracefully().await
+            }
+            // Nothing waiting, the client's FIN already here, or a failed socket: close now.
+            _ => self.lease.closing(),
+        }
+    }
+
     /// Half-close and drain briefly so the client reads our last response instead of a reset.
     async fn close_gracefully(&mut self) {
+        self.lease.closing();
         if self.stream.shutdown().await.is_err() {
             return;
         }

@@ -2,6 +2,7 @@
 //! and the socket operations they share ([`io`]).
 
 pub mod abort;
+mod accept_policy;
 mod app_call;
 pub mod chunk_channel;
 mod conn;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use ferrocorn_arbiter::{RequestRecord, Scoreboard, Slot, SlotState};
+use ferrocorn_arbiter::{AcceptRecheck, RequestRecord, Scoreboard, Slot, SlotState};
 
 use socket2::Socket;
 use tokio::io::Interest;
@@ -17,6 +17,7 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::accept_policy::{self, Decision, Weighing, WorkerView};
 use super::app_call::AppContext;
 use super::conn::{Peer, log_accept_error, serve};
 use super::pool::{Job, PythonPool};
@@ -38,8 +39,9 @@ pub struct Shared {
     /// One permit per request the worker admits at once (`ServerOptions::admitted`); take it
     /// with [`Shared::enter_app`].
     app_slot: Semaphore,
-    /// Signalled when a ticket is returned.
-    ticket_returned: Notify,
+    /// Signalled when something this worker's accept decision depends on changes: a ticket is
+    /// returned, a connection starts closing or closes.
+    accept_inputs_changed: Notify,
     /// The last request id handed out ([`Shared::next_request_id`]).
     request_ids: AtomicU64,
     /// The access log, when enabled.
@@ -211,22 +213,43 @@ impl Shared {
     }
 }
 
-struct ConnectionGuard(Arc<Shared>);
+/// A connection's place in its worker's counts (the worker's own, and its scoreboard slot's,
+/// which the siblings' accept decisions read), held from accept to close.
+pub struct ConnectionLease {
+    shared: Arc<Shared>,
+    closing: bool,
+}
 
-impl ConnectionGuard {
+impl ConnectionLease {
     fn new(shared: &Arc<Shared>) -> Self {
         shared.connections.fetch_add(1, Ordering::Relaxed);
         shared.slot().connection_opened();
-        ConnectionGuard(shared.clone())
+        ConnectionLease { shared: shared.clone(), closing: false }
+    }
+
+    /// The worker the connection belongs to.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The connection will carry no more requests (its last response is written; it only
+    /// waits for the client's side to close): it stops counting toward the worker's share.
+    pub fn closing(&mut self) {
+        if !self.closing {
+            self.closing = true;
+            self.shared.slot().connection_closing();
+            self.shared.accept_inputs_changed.notify_waiters();
+        }
     }
 }
 
-impl Drop for ConnectionGuard {
+impl Drop for ConnectionLease {
     fn drop(&mut self) {
-        self.0.slot().connection_closed();
-        let left = self.0.connections.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.shared.slot().connection_closed(self.closing);
+        let left = self.shared.connections.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.shared.accept_inputs_changed.notify_waiters();
         if left == 0 {
-            self.0.all_closed.notify_waiters();
+            self.shared.all_closed.notify_waiters();
         }
     }
 }
@@ -272,15 +295,6 @@ impl SharedListener {
     }
 }
 
-/// Wait until the worker could start a request (fewer requests admitted than it runs at once),
-/// so a busy worker leaves new connections in the shared accept queue for an idle sibling.
-async fn wait_until_idle(shared: &Shared) {
-    // Single-threaded: nothing runs between the check and the registration of `notified`.
-    while !could_start_a_request(shared) {
-        shared.ticket_returned.notified().await;
-    }
-}
-
 /// Whether fewer requests are admitted than the worker runs at once.
 fn could_start_a_request(shared: &Shared) -> bool {
     shared.admitted() < shared.opts.concurrency()
@@ -294,97 +308,46 @@ pub struct AppTicket<'a> {
 
 impl Drop for AppTicket<'_> {
     fn drop(&mut self) {
-        // The permit goes back to the semaphore right after this (field drop order).
-        self.shared.ticket_returned.notify_waiters();
+        // The permit goes back to the semaphore right after this (field drop order), before
+        // any waiter runs: this thread drives the runtime.
+        self.shared.accept_inputs_changed.notify_waiters();
     }
 }
 
-/// A sync worker whose current request has run this long (its heartbeat stops while its app
-/// runs), or whose recent requests took this long on average, is a slow place for a new
-/// connection: one accepted there waits behind those requests.
-const LONG_REQUEST_MS: u64 = 50;
+/// How long a worker that left a waiting connection to its siblings goes without looking at
+/// it again when nothing of its own happens and the policy named no deadline. Siblings publish
+/// their changes in the scoreboard without an event this worker could wait on; the rules make
+/// the sibling that should take the connection take it (it is woken by the connection's
+/// arrival, or comes back to the listener after its own request), so this only covers a change
+/// the rules cannot foresee, such as a sibling that exited. Counted as
+/// `ferrocorn_accept_rechecks_total{cause="fallback"}`; never on the path of a short
+/// connection, which the events cover.
+const RECHECK_FALLBACK_MS: u64 = 50;
 
-/// Whether this worker holds no more than its fair share of the instance's open connections
-/// (average over serving workers, plus one). Keep-alive connections stay with the worker that
-/// accepted them, so without this a worker that happens to wake first when a client opens many
-/// connections at once would take most of them and serve them one at a time.
-///
-/// Sync workers serve one request at a time, so their share has no slack (a second connection
-/// on one while a sibling holds none would wait for nothing), and they weigh how long their
-/// requests take:
-/// - a worker whose recent requests are long ([`LONG_REQUEST_MS`]) leaves new connections to
-///   its quick siblings, which share them among themselves, so a fast client does not land
-///   behind a slow endpoint's requests while a quick worker could serve it. A quick worker
-///   takes at most twice the overall share, so a burst of connections still spreads when
-///   most workers are slow;
-/// - a worker accepts beyond its share when every sibling is in the middle of a long request:
-///   the connection would otherwise wait in the kernel queue for a worker that cannot serve it
-///   (siblings busy for only an instant, as under a stream of quick requests, do not count).
-fn within_fair_share(shared: &Shared) -> bool {
-    let mine = shared.slot().open_connections();
-    if mine == 0 {
-        return true;
-    }
-    let sync = matches!(shared.executor, Executor::Inline);
-    let now = ferrocorn_arbiter::monotonic_ms();
-    let long_micros = LONG_REQUEST_MS * 1000;
-    let (mut all, mut quick) = (Share::default(), Share::default());
-    let (mut siblings_free_soon, mut i_am_slow, mut quick_fewest) = (0u64, false, u64::MAX);
-    for (index, slot) in shared.runtime.board.slots() {
-        let state = slot.state();
-        if slot.pid() == 0 || !matches!(state, SlotState::Idle | SlotState::Busy) {
-            continue;
-        }
-        let connections = slot.open_connections();
-        all.add(connections);
-        let in_long_request = state == SlotState::Busy
-            && now.saturating_sub(slot.last_heartbeat_ms()) >= LONG_REQUEST_MS;
-        let slow = in_long_request || slot.recent_request_micros() >= long_micros;
-        if !slow {
-            quick.add(connections);
-            quick_fewest = quick_fewest.min(connections);
-        }
-        if index == shared.runtime.slot {
-            i_am_slow = slow;
-        } else {
-            siblings_free_soon += u64::from(!in_long_request);
-        }
-    }
-    if all.workers <= 1 {
-        return true;
-    }
-    if sync {
-        if siblings_free_soon == 0 {
-            return true;
-        }
-        let quick_cap = 2 * (all.connections / all.workers + 1);
-        // (When every worker is quick this is the same rule as below: the cap never binds.)
-        if quick.workers > 0 && quick_fewest < quick_cap {
-            return !i_am_slow && quick.admits(mine, 0) && mine < quick_cap;
-        }
-        return all.admits(mine, 0);
-    }
-    all.admits(mine, 1)
-}
-
-/// Open connections over a group of serving workers.
-#[derive(Default)]
-struct Share {
-    connections: u64,
-    workers: u64,
-}
-
-impl Share {
-    fn add(&mut self, connections: u64) {
-        self.connections += connections;
-        self.workers += 1;
-    }
-
-    /// Whether a worker holding `mine` of these connections is within its share: at most the
-    /// group's average plus `slack` (the worker with the fewest always is).
-    fn admits(&self, mine: u64, slack: u64) -> bool {
-        mine * self.workers <= self.connections + slack * self.workers
-    }
+/// The accept policy's view of this worker and its serving siblings, from the scoreboard.
+fn accept_decision(shared: &Shared) -> Decision {
+    let me = shared.runtime.slot;
+    let views: Vec<WorkerView> = shared
+        .runtime
+        .board
+        .slots()
+        .filter_map(|(index, slot)| {
+            let state = slot.state();
+            let serving = slot.pid() != 0 && matches!(state, SlotState::Idle | SlotState::Busy);
+            (serving || index == me).then(|| WorkerView {
+                me: index == me,
+                connections: slot.connections_in_use(),
+                // A busy slot's heartbeat is refreshed when its current request starts.
+                busy_since_ms: (state == SlotState::Busy).then(|| slot.last_heartbeat_ms()),
+                recent_request_micros: slot.recent_request_micros(),
+            })
+        })
+        .collect();
+    let weighing = match shared.executor {
+        Executor::Inline => Weighing::OneAtATime,
+        _ => Weighing::Concurrent,
+    };
+    accept_policy::decide(ferrocorn_arbiter::monotonic_ms(), weighing, &views)
 }
 
 /// Whether this worker may hold one more connection under `worker_connections` (gthread and
@@ -399,49 +362,82 @@ fn below_connection_cap(shared: &Shared) -> bool {
     }
 }
 
-/// Whether this worker may take one more connection: within its fair share and under its
-/// connection cap.
-fn may_take_a_connection(shared: &Shared) -> bool {
-    within_fair_share(shared) && below_connection_cap(shared)
-}
-
-/// Whether this worker may accept now: it could start a request and may take a connection.
-fn ready_to_accept(shared: &Shared) -> bool {
-    could_start_a_request(shared) && may_take_a_connection(shared)
-}
-
-/// Wait until this worker may accept: the app slot is free, it is within its fair share and
-/// under its connection cap.
-async fn wait_until_ready_to_accept(shared: &Shared) {
+/// Wait until this worker could serve one more connection: it could start a request and is
+/// under its connection cap. Both change only by its own events.
+async fn wait_until_it_could_serve(shared: &Shared) {
     loop {
-        wait_until_idle(shared).await;
-        if may_take_a_connection(shared) {
+        let changed = shared.accept_inputs_changed.notified();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        if could_start_a_request(shared) && below_connection_cap(shared) {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        changed.await;
     }
+}
+
+/// A connection is waiting and the policy said to leave it to a sibling: wait for what could
+/// change that — `changed` (an event of this worker, registered before the decision), the
+/// policy's deadline, or the fallback interval — and count which it was.
+async fn wait_after_leaving(
+    shared: &Shared,
+    changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    recheck_at_ms: Option<u64>,
+) {
+    let now = ferrocorn_arbiter::monotonic_ms();
+    let (wait_ms, cause) = match recheck_at_ms {
+        Some(at) if at.saturating_sub(now) < RECHECK_FALLBACK_MS => {
+            (at.saturating_sub(now), AcceptRecheck::Deadline)
+        }
+        _ => (RECHECK_FALLBACK_MS, AcceptRecheck::Fallback),
+    };
+    let cause = tokio::select! {
+        biased;
+        _ = changed => AcceptRecheck::Event,
+        _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => cause,
+    };
+    shared.slot().accept_deferred(cause);
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize) {
     let mut shutdown = shared.shutdown.clone();
     loop {
+        // A busy worker does not even look: the connection stays in the kernel queue for an
+        // idle sibling.
         tokio::select! {
-            _ = wait_until_ready_to_accept(&shared) => {}
+            _ = wait_until_it_could_serve(&shared) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let ready = tokio::select! {
             ready = listener.socket.readable() => ready,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
+        // A connection is there: decide now, from the siblings' state of this moment (time may
+        // have passed since the last look: a sync worker's app ran meanwhile).
         let accepted = match ready {
-            // Time may have passed since the check (a sync worker's app ran meanwhile): decide
-            // again now; a connection left waiting keeps the socket readable for the next pass.
             Ok(mut ready) => {
-                if !ready_to_accept(&shared) {
+                if !(could_start_a_request(&shared) && below_connection_cap(&shared)) {
+                    continue;
+                }
+                let changed = shared.accept_inputs_changed.notified();
+                let mut changed = std::pin::pin!(changed);
+                changed.as_mut().enable();
+                if let Decision::Leave { recheck_at_ms } = accept_decision(&shared) {
+                    // The connection stays readable for the sibling that takes it (every
+                    // worker watching the listener was woken by its arrival) and for this
+                    // worker's next look.
+                    drop(ready);
+                    tokio::select! {
+                        _ = wait_after_leaving(&shared, changed, recheck_at_ms) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
                     continue;
                 }
                 match listener.try_accept(&mut ready) {
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        shared.slot().accept_missed();
+                        continue;
+                    }
                     Ok(Some(accepted)) => Ok(accepted),
                     Err(e) => Err(e),
                 }
@@ -451,20 +447,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize
         match accepted {
             Ok(Accepted::Tcp(stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                let guard = ConnectionGuard::new(&shared);
+                let lease = ConnectionLease::new(&shared);
                 let peer = Peer { ip: addr.map(|a| a.ip()), port: addr.map(|a| a.port()) };
-                spawn_task(&shared, async move {
-                    serve(guard.0.clone(), stream, peer, index).await;
-                    drop(guard);
-                });
+                spawn_task(&shared, serve(lease, stream, peer, index));
             }
             Ok(Accepted::Unix(stream)) => {
-                let guard = ConnectionGuard::new(&shared);
+                let lease = ConnectionLease::new(&shared);
                 let peer = Peer { ip: None, port: None };
-                spawn_task(&shared, async move {
-                    serve(guard.0.clone(), stream, peer, index).await;
-                    drop(guard);
-                });
+                spawn_task(&shared, serve(lease, stream, peer, index));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -613,7 +603,7 @@ async fn worker_main(
         app: Arc::new(app),
         executor,
         app_slot: Semaphore::new(admitted),
-        ticket_returned: Notify::new(),
+        accept_inputs_changed: Notify::new(),
         request_ids: AtomicU64::new(0),
         access_log,
         shutdown: stop_rx.clone(),
