@@ -19,7 +19,7 @@ use pyo3::types::PyString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Duration, timeout, timeout_at};
 
-use super::io::{ClientStream, send_file};
+use super::io::{ClientStream, send_file, write_last};
 use super::worker::{ConnectionLease, Executor, Shared};
 use crate::asgi::{
     AsgiRequest, Bridge, Endpoints, Event, RequestShared, WebSocketSession, WsIn, WsOut, WsShared,
@@ -962,6 +962,24 @@ impl<S: ClientStream> Conn<S> {
     async fn flush(&mut self) -> bool {
         let result = timeout(self.shared.opts.io_timeout, self.stream.write_all(&self.wbuf)).await;
         self.wbuf.clear();
+        Self::flushed(result)
+    }
+
+    /// Write `wbuf` as the last bytes of a response the connection closes after (`keep_alive`
+    /// false): the close then sends the FIN with them ([`write_last`]). Only when nothing but
+    /// bookkeeping runs between this write and the close — not before a `post_request` hook,
+    /// which could hold the response back for as long as it runs.
+    async fn flush_response_end(&mut self, keep_alive: bool) -> bool {
+        if keep_alive || self.shared.app.post_request {
+            return self.flush().await;
+        }
+        let written = write_last(&self.stream, &self.wbuf);
+        let result = timeout(self.shared.opts.io_timeout, written).await;
+        self.wbuf.clear();
+        Self::flushed(result)
+    }
+
+    fn flushed(result: Result<std::io::Result<()>, tokio::time::error::Elapsed>) -> bool {
         match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -1014,7 +1032,7 @@ impl<S: ClientStream> Conn<S> {
         self.encode_head(req, rhead, framing, *keep_alive);
         let send_len = if body_allowed { send_len } else { 0 };
         self.wbuf.extend_from_slice(&body[..send_len]);
-        let ok = self.flush().await;
+        let ok = self.flush_response_end(*keep_alive).await;
         ok.then(|| self.sent(rhead, send_len as u64))
     }
 
@@ -1054,7 +1072,8 @@ impl<S: ClientStream> Conn<S> {
         keep_alive: &mut bool,
     ) -> Option<Sent> {
         if framing == ResponseFraming::NoBody {
-            return self.flush().await.then(|| self.sent(rhead, sent));
+            let keeps = *keep_alive || !matches!(chunks, Chunks::Complete);
+            return self.flush_response_end(keeps).await.then(|| self.sent(rhead, sent));
         }
         let limit = rhead.content_length().unwrap_or(u64::MAX);
         let mut chunk = first.unwrap_or_default();
@@ -1107,7 +1126,11 @@ impl<S: ClientStream> Conn<S> {
         if framing == ResponseFraming::Chunked {
             self.wbuf.extend_from_slice(b"0\r\n\r\n");
         }
-        if !self.wbuf.is_empty() && !self.flush().await {
+        // (A streamed WSGI body is closed in Python after this: only a body the app handed over
+        // whole lets the close follow at once.)
+        let closes = (!*keep_alive || framing == ResponseFraming::CloseDelimited)
+            && matches!(chunks, Chunks::Complete);
+        if !self.wbuf.is_empty() && !self.flush_response_end(!closes).await {
             return None;
         }
         if framing == ResponseFraming::CloseDelimited

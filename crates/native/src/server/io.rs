@@ -1,5 +1,6 @@
 //! The socket operations the connection driver needs beyond `AsyncRead`/`AsyncWrite`, for TCP
-//! and unix streams alike: the raw descriptor (for the deferred-body reader) and `sendfile`.
+//! and unix streams alike: the raw descriptor (for the deferred-body reader), `sendfile`, and
+//! the last write before a close, which lets the kernel send the FIN with the response.
 
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -12,9 +13,15 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + AsRawFd {
     fn wait_writable(&self) -> impl std::future::Future<Output = std::io::Result<()>>;
     /// Run a non-blocking write-side operation, clearing readiness on `WouldBlock`.
     fn try_write_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R>;
+    /// `send(2)` flags for a write that the connection's close follows at once: TCP's
+    /// `MSG_MORE` holds a partly filled last segment until the close, which sends it with the
+    /// FIN (one packet fewer each way, and a client that reads the response and its end in one
+    /// wake-up).
+    const LAST_WRITE_FLAGS: libc::c_int;
 }
 
 impl ClientStream for TcpStream {
+    const LAST_WRITE_FLAGS: libc::c_int = libc::MSG_MORE;
     async fn wait_writable(&self) -> std::io::Result<()> {
         self.writable().await
     }
@@ -24,12 +31,36 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for UnixStream {
+    const LAST_WRITE_FLAGS: libc::c_int = 0;
     async fn wait_writable(&self) -> std::io::Result<()> {
         self.writable().await
     }
     fn try_write_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
         self.try_io(Interest::WRITABLE, f)
     }
+}
+
+/// Write all of `buf` as the connection's last bytes: the caller closes (or half-closes) the
+/// socket right after, which flushes what [`ClientStream::LAST_WRITE_FLAGS`] held back.
+pub async fn write_last<S: ClientStream>(stream: &S, mut buf: &[u8]) -> std::io::Result<()> {
+    let fd = stream.as_raw_fd();
+    let flags = S::LAST_WRITE_FLAGS | libc::MSG_NOSIGNAL;
+    while !buf.is_empty() {
+        let result = stream.try_write_io(|| {
+            // SAFETY: `fd` is the socket `stream` owns, open for the call; `buf` is a live
+            // slice of `buf.len()` readable bytes.
+            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
+            if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+        });
+        match result {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.wait_writable().await?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Send `length` bytes of `file_fd` starting at `offset` with `sendfile(2)`. Returns the bytes

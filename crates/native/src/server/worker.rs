@@ -281,11 +281,12 @@ impl SharedListener {
         &self,
         ready: &mut AsyncFdReadyGuard<'_, Socket>,
     ) -> std::io::Result<Option<Accepted>> {
-        let (socket, addr) = match ready.try_io(|fd| fd.get_ref().accept()) {
+        // Non-blocking from the start: no fcntl calls per connection.
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let (socket, addr) = match ready.try_io(|fd| fd.get_ref().accept4(flags)) {
             Ok(accepted) => accepted?,
             Err(_would_block) => return Ok(None),
         };
-        socket.set_nonblocking(true)?;
         if self.unix {
             let stream = std::os::unix::net::UnixStream::from(socket);
             return Ok(Some(Accepted::Unix(tokio::net::UnixStream::from_std(stream)?)));
