@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -101,14 +102,27 @@ def parse_ab(out):
 
 
 def run_ab(url, requests, concurrency, timeout_s=120):
+    """Run ab; returns (parsed report with the client's CPU µs per request, None) or (None,
+    what went wrong)."""
     argv = ["ab", "-q", "-r", "-s", "10", "-n", str(requests), "-c", str(concurrency), url]
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return None, f"ab did not finish within {timeout_s} s"
-    res = parse_ab(p.stdout)
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                p.kill()
+                p.wait()
+                return None, f"ab did not finish within {timeout_s} s"
+            time.sleep(0.05)
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    res = parse_ab(text)
     if res["rps"] is None:
-        return None, (p.stderr or p.stdout).strip()[-300:]
+        return None, text.strip()[-300:]
+    res["client_us"] = 1e6 * (ru.ru_utime + ru.ru_stime) / max(1, res["complete"] or 0)
     return res, None
 
 
@@ -276,7 +290,7 @@ def ratio(a, b):
 def table(klass, workers, rows):
     fc = next((r for r in rows if r["key"] == "ferrocorn" and r["status"] == "ok"), None)
     out = [f"### `{klass}`, `-w {workers}`", "",
-           "| server | config | ab RPS | ab p50/p99 ms | failed | µs CPU/req | ferrocorn ÷ row "
+           "| server | config | ab RPS | ab p50/p99 ms | failed | µs CPU/req (ab's) | ferrocorn ÷ row "
            "| nginx RPS | nginx p99 ms | errors | µs CPU/req (+ nginx) | ferrocorn ÷ row |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -290,6 +304,7 @@ def table(klass, workers, rows):
             f"| {r['server']} | `{r['config']}` | {fmt(d.get('rps'), ',.0f')} "
             f"| {fmt(d.get('p50'), '.0f')}/{fmt(d.get('p99'), '.0f')} "
             f"| {d.get('failed', 0) + d.get('non2xx', 0)} | {fmt(d.get('us_cpu'), '.1f')} "
+            f"({fmt(d.get('client_us'), '.0f')}) "
             f"| {fmt(rd, '.2f', '×')} "
             f"| {fmt(n.get('rps'), ',.0f')} | {fmt(n.get('p99'), '.2f')} | {n.get('errors', '—')} "
             f"| {fmt(n.get('us_cpu'), '.1f')} (+{fmt(n.get('us_nginx'), '.1f')}) "

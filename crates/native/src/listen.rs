@@ -120,6 +120,7 @@ fn tcp_listener(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<Socket
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    // Inherited by every accepted connection (Linux), so workers need no call per connection.
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(opts.backlog)?;
@@ -159,7 +160,12 @@ fn adopt_fd(fd: RawFd) -> Result<Listener, BindError> {
     let local = socket.local_addr().map_err(|e| BindError(format!("fd://{fd}: {e}")))?;
     socket.set_nonblocking(true).map_err(|e| BindError(format!("fd://{fd}: {e}")))?;
     let addr = match local.as_socket() {
-        Some(addr) => BoundAddr::Tcp(addr),
+        Some(addr) => {
+            // Accepted connections inherit it (as from the listeners bound here), so workers
+            // need no call per connection.
+            socket.set_tcp_nodelay(true).map_err(|e| BindError(format!("fd://{fd}: {e}")))?;
+            BoundAddr::Tcp(addr)
+        }
         None => BoundAddr::Unix(local.as_pathname().map(PathBuf::from).unwrap_or_default()),
     };
     Ok(Listener { socket, addr, owns_path: false })
@@ -248,5 +254,16 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         assert!(bind(&BindSpec::Unix(file), opts).is_err());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn accepted_tcp_connections_have_nodelay_from_the_listener() {
+        let opts = ListenOptions { backlog: 16, reuse_port: false };
+        let tcp = bind(&BindSpec::Tcp("127.0.0.1".into(), 0), opts).unwrap();
+        let BoundAddr::Tcp(addr) = tcp.addr else { panic!("expected tcp") };
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        tcp.socket.set_nonblocking(false).unwrap();
+        let (accepted, _) = tcp.socket.accept().unwrap();
+        assert!(accepted.tcp_nodelay().unwrap(), "workers rely on the listener's TCP_NODELAY");
     }
 }

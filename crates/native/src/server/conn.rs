@@ -40,7 +40,7 @@ use crate::wsgi::{
 };
 
 const SERVER: &[u8] = b"ferrocorn";
-const READ_CHUNK: usize = 16 * 1024;
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// Read size while a request body is coming (larger reads, fewer syscalls).
 const BODY_READ_CHUNK: usize = 64 * 1024;
 /// Request body bytes queued for an ASGI app before the connection stops reading the socket.
@@ -139,11 +139,13 @@ struct BodyFeed {
 }
 
 /// Serve one connection until it closes.
+/// `received`: what the client had sent when the connection was accepted.
 pub async fn serve<S: ClientStream>(
     lease: ConnectionLease,
     stream: S,
     peer: Peer,
     listener: usize,
+    received: Vec<u8>,
 ) {
     let shared = lease.shared().clone();
     let trusted = shared.opts.forwarded_allow.allows(peer.ip);
@@ -154,7 +156,7 @@ pub async fn serve<S: ClientStream>(
         peer,
         listener,
         trusted,
-        rbuf: Vec::with_capacity(READ_CHUNK),
+        rbuf: received,
         wbuf: Vec::with_capacity(READ_CHUNK),
         proxy: None,
         remote: Arc::default(),
@@ -185,16 +187,33 @@ impl<S: ClientStream> Conn<S> {
                 Ok(None) => return,
                 Err(e) => return self.end_with(e).await,
             };
+            if first {
+                self.lease.first_request_arrived();
+            }
             first = false;
             self.rbuf.drain(..consumed);
             let client_closes = !head.keep_alive;
-            match self.handle(head).await {
+            let handled = self.handle(head).await;
+            self.lease.first_request_answered();
+            match handled {
                 Ok(true) => continue,
                 Ok(false) if client_closes => return self.close_after_last_request().await,
                 Ok(false) => return self.close_gracefully().await,
                 Err(e) => return self.end_with(e).await,
             }
         }
+    }
+
+    /// Read into `rbuf` what the socket holds now, without waiting; whether bytes came (a
+    /// client's first request usually arrives with its connection).
+    async fn read_what_is_there(&mut self) -> bool {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
+        let looked =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+        matches!(looked, std::task::Poll::Ready(Ok(n)) if n > 0)
     }
 
     /// Read more bytes into `rbuf`; `Ok(0)` on EOF.
@@ -1236,20 +1255,13 @@ impl<S: ClientStream> Conn<S> {
         if self.body_unread || !self.rbuf.is_empty() {
             return self.close_gracefully().await;
         }
-        let mut scratch = [0u8; 512];
-        let mut peek = tokio::io::ReadBuf::new(&mut scratch);
-        let looked = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(std::pin::Pin::new(&mut self.stream).poll_read(cx, &mut peek))
-        })
-        .await;
-        match looked {
+        // (`rbuf` is empty and no longer needed: what is read lands there.)
+        if self.read_what_is_there().await {
             // Bytes after the last request: drain them so the response is not reset.
-            std::task::Poll::Ready(Ok(())) if !peek.filled().is_empty() => {
-                self.close_gracefully().await
-            }
-            // Nothing waiting, the client's FIN already here, or a failed socket: close now.
-            _ => self.lease.closing(),
+            return self.close_gracefully().await;
         }
+        // Nothing waiting, the client's FIN already here, or a failed socket: close now.
+        self.lease.closing();
     }
 
     /// Half-close and drain briefly so the client reads our last response instead of a reset.
@@ -1258,11 +1270,13 @@ impl<S: ClientStream> Conn<S> {
         if self.stream.shutdown().await.is_err() {
             return;
         }
+        // Drained into `rbuf`, which is no longer needed (a buffer of the task's own would
+        // make every connection's task that much larger to move).
         let mut drained = 0usize;
-        let mut scratch = [0u8; 4096];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         while drained < 64 * 1024 {
-            match timeout_at(deadline, self.stream.read(&mut scratch)).await {
+            self.rbuf.clear();
+            match timeout_at(deadline, self.fill()).await {
                 Ok(Ok(n)) if n > 0 => drained += n,
                 _ => break,
             }

@@ -54,6 +54,9 @@ pub struct Shared {
     pub runtime: WorkerRuntime,
     statsd: Option<super::statsd::Statsd>,
     connections: AtomicUsize,
+    /// Connections whose first request is expected or being served but not yet answered
+    /// ([`ConnectionLease`]).
+    unanswered: AtomicUsize,
     all_closed: Notify,
 }
 
@@ -217,14 +220,34 @@ impl Shared {
 /// which the siblings' accept decisions read), held from accept to close.
 pub struct ConnectionLease {
     shared: Arc<Shared>,
+    first_request: FirstRequest,
     closing: bool,
 }
 
+/// Where a connection is with its first request, for [`Shared::unanswered`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstRequest {
+    /// Its request has come (or is coming) and is not answered yet: counted as unanswered.
+    Expected,
+    /// Its client has sent nothing yet (a browser's speculative connection, say): not
+    /// counted, so it does not keep the worker from accepting.
+    NotSent,
+    /// Answered once (or ended): never counted again.
+    Answered,
+}
+
 impl ConnectionLease {
-    fn new(shared: &Arc<Shared>) -> Self {
+    /// A connection just accepted; `request_sent`: its client has sent bytes already.
+    fn new(shared: &Arc<Shared>, request_sent: bool) -> Self {
         shared.connections.fetch_add(1, Ordering::Relaxed);
         shared.slot().connection_opened();
-        ConnectionLease { shared: shared.clone(), closing: false }
+        let first_request = if request_sent {
+            shared.unanswered.fetch_add(1, Ordering::Relaxed);
+            FirstRequest::Expected
+        } else {
+            FirstRequest::NotSent
+        };
+        ConnectionLease { shared: shared.clone(), first_request, closing: false }
     }
 
     /// The worker the connection belongs to.
@@ -232,9 +255,37 @@ impl ConnectionLease {
         &self.shared
     }
 
+    fn set_first_request(&mut self, to: FirstRequest) {
+        let from = std::mem::replace(&mut self.first_request, to);
+        match (from == FirstRequest::Expected, to == FirstRequest::Expected) {
+            (true, false) => {
+                self.shared.unanswered.fetch_sub(1, Ordering::Relaxed);
+                self.shared.accept_inputs_changed.notify_waiters();
+            }
+            (false, true) => {
+                self.shared.unanswered.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// The first request's head has arrived.
+    pub fn first_request_arrived(&mut self) {
+        if self.first_request == FirstRequest::NotSent {
+            self.set_first_request(FirstRequest::Expected);
+        }
+    }
+
+    /// The first request was answered (or failed): the connection is served like any other
+    /// from here on.
+    pub fn first_request_answered(&mut self) {
+        self.set_first_request(FirstRequest::Answered);
+    }
+
     /// The connection will carry no more requests (its last response is written; it only
     /// waits for the client's side to close): it stops counting toward the worker's share.
     pub fn closing(&mut self) {
+        self.first_request_answered();
         if !self.closing {
             self.closing = true;
             self.shared.slot().connection_closing();
@@ -245,6 +296,9 @@ impl ConnectionLease {
 
 impl Drop for ConnectionLease {
     fn drop(&mut self) {
+        if self.first_request == FirstRequest::Expected {
+            self.shared.unanswered.fetch_sub(1, Ordering::Relaxed);
+        }
         self.shared.slot().connection_closed(self.closing);
         let left = self.shared.connections.fetch_sub(1, Ordering::Relaxed) - 1;
         self.shared.accept_inputs_changed.notify_waiters();
@@ -287,18 +341,41 @@ impl SharedListener {
             Ok(accepted) => accepted?,
             Err(_would_block) => return Ok(None),
         };
-        if self.unix {
+        let received = read_waiting(&socket);
+        let stream = if self.unix {
             let stream = std::os::unix::net::UnixStream::from(socket);
-            return Ok(Some(Accepted::Unix(tokio::net::UnixStream::from_std(stream)?)));
-        }
-        let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))?;
-        Ok(Some(Accepted::Tcp(stream, addr.as_socket())))
+            AcceptedStream::Unix(tokio::net::UnixStream::from_std(stream)?)
+        } else {
+            let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))?;
+            AcceptedStream::Tcp(stream, addr.as_socket())
+        };
+        Ok(Some(Accepted { stream, received }))
     }
 }
 
-/// Whether fewer requests are admitted than the worker runs at once.
+/// What the client sent with its connection so far (usually its whole first request), read
+/// without waiting: the connection's first read, done here so the worker knows whether a
+/// request came before it decides on the next connection. Empty when nothing came yet, or when
+/// the socket failed (its next read says how).
+fn read_waiting(socket: &Socket) -> Vec<u8> {
+    let mut received = Vec::with_capacity(super::conn::READ_CHUNK);
+    if let Ok(n) = socket.recv(received.spare_capacity_mut()) {
+        // SAFETY: `recv` initialized the first `n` bytes of the spare capacity it was given.
+        unsafe { received.set_len(n) };
+    }
+    received
+}
+
+/// Whether fewer requests are admitted than the worker runs at once, and fewer new
+/// connections wait for their first answer than it could serve at once. A connection that is
+/// only waiting for this worker is better left in the kernel's queue, which every idle sibling
+/// takes from: so a sync worker holds one unanswered connection at a time, as Gunicorn's sync
+/// worker does, and under one connection per request the listener's queue is the workers'
+/// shared queue. (Keep-alive connections spread all the same: a connection once answered no
+/// longer counts.)
 fn could_start_a_request(shared: &Shared) -> bool {
-    shared.admitted() < shared.opts.concurrency()
+    let concurrency = shared.opts.concurrency();
+    shared.admitted() < concurrency && shared.unanswered.load(Ordering::Relaxed) < concurrency
 }
 
 /// A request's admission to the app (see [`Shared::enter_app`]); returned on drop.
@@ -446,16 +523,16 @@ async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize
             Err(e) => Err(e),
         };
         match accepted {
-            Ok(Accepted::Tcp(stream, addr)) => {
-                let _ = stream.set_nodelay(true);
-                let lease = ConnectionLease::new(&shared);
+            Ok(Accepted { stream: AcceptedStream::Tcp(stream, addr), received }) => {
+                // (TCP_NODELAY comes from the listener: `listen.rs`.)
+                let lease = ConnectionLease::new(&shared, !received.is_empty());
                 let peer = Peer { ip: addr.map(|a| a.ip()), port: addr.map(|a| a.port()) };
-                spawn_task(&shared, serve(lease, stream, peer, index));
+                spawn_task(&shared, serve(lease, stream, peer, index, received));
             }
-            Ok(Accepted::Unix(stream)) => {
-                let lease = ConnectionLease::new(&shared);
+            Ok(Accepted { stream: AcceptedStream::Unix(stream), received }) => {
+                let lease = ConnectionLease::new(&shared, !received.is_empty());
                 let peer = Peer { ip: None, port: None };
-                spawn_task(&shared, serve(lease, stream, peer, index));
+                spawn_task(&shared, serve(lease, stream, peer, index, received));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -475,7 +552,13 @@ fn spawn_task<F: std::future::Future<Output = ()> + Send + 'static>(shared: &Sha
     }
 }
 
-enum Accepted {
+/// A connection just accepted, with what its client had sent by then.
+struct Accepted {
+    stream: AcceptedStream,
+    received: Vec<u8>,
+}
+
+enum AcceptedStream {
     /// A TCP connection and the peer's address.
     Tcp(tokio::net::TcpStream, Option<std::net::SocketAddr>),
     Unix(tokio::net::UnixStream),
@@ -612,6 +695,7 @@ async fn worker_main(
         runtime: runtime_info,
         statsd: statsd_target.and_then(super::statsd::Statsd::connect),
         connections: AtomicUsize::new(0),
+        unanswered: AtomicUsize::new(0),
         all_closed: Notify::new(),
     });
     for (index, listener) in listeners.into_iter().enumerate() {
