@@ -59,11 +59,17 @@ def served_by(port: int, target: str) -> list[int]:
         return [pid for part in pool.map(client, range(CLIENTS)) for pid in part]
 
 
-@pytest.mark.parametrize("cls", list(CLASSES))
-def test_short_connections_are_never_left_waiting_on_a_timer(server, cls):
+def two_workers(server, cls):
+    """Two workers of class ``cls`` serving ``pid_apps``, with metrics; returns the server
+    and the workers' pids."""
     app, args = CLASSES[cls]
     srv = start(server, *args, workers=2, app=app, cwd=APPS_DIR)
-    pids = set(wait_workers(srv, 2))
+    return srv, set(wait_workers(srv, 2))
+
+
+@pytest.mark.parametrize("cls", list(CLASSES))
+def test_short_connections_are_never_left_waiting_on_a_timer(server, cls):
+    srv, pids = two_workers(server, cls)
     served = served_by(srv.port, "/")
     total = CLIENTS * REQUESTS_PER_CLIENT
     assert len(served) == total and set(served) <= pids, set(served) - pids
@@ -84,9 +90,7 @@ def test_both_workers_share_short_connections_that_overlap(server, cls):
     # would hold more than its share of the connections in use (the other classes). With one
     # request per connection a worker that counted its closing connections as held would
     # leave nearly all of them to its sibling, or wait for a timer before taking the next.
-    app, args = CLASSES[cls]
-    srv = start(server, *args, workers=2, app=app, cwd=APPS_DIR)
-    pids = set(wait_workers(srv, 2))
+    srv, pids = two_workers(server, cls)
     served = served_by(srv.port, "/?sleep_ms=20")
     per_pid = {pid: served.count(pid) for pid in pids}
     assert sum(per_pid.values()) == CLIENTS * REQUESTS_PER_CLIENT, per_pid
