@@ -110,3 +110,18 @@ def test_http10_response_is_whole_and_the_connection_closes_at_once(server, cls)
         # The server closes without waiting for the client's FIN (the client sends none
         # until it has read to EOF): well under the 1 s a lingering close would wait.
         assert close_after < 0.5, f"closed {close_after:.3f} s after the response"
+
+
+@pytest.mark.parametrize("cls", list(CLASSES))
+def test_a_worker_retiring_after_max_requests_answers_every_connection_it_took(server, cls):
+    # With --max-requests 5 and one connection per request a worker retires every few
+    # requests, often just as the next connection arrives: a connection it accepts after
+    # deciding to stop would be dropped unanswered with its runtime (the client sees an empty
+    # reply), so it must leave it in the listener's queue for a sibling or the replacement.
+    app, args = CLASSES[cls]
+    srv = start(server, *args, "--max-requests", "5", workers=2, app=app, cwd=APPS_DIR,
+                metrics=False)
+    wait_workers(srv, 2)
+    for i in range(100):
+        raw, _ = http10_get(srv.port)  # fails on a connection closed without a response
+        assert raw.startswith(b"HTTP/1.0 200 "), (i, raw[:200])

@@ -511,6 +511,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize
                     }
                     continue;
                 }
+                // Never take a connection once the worker is stopping: its main task may have
+                // counted the connections to drain already, and one taken now would be dropped
+                // unanswered with the runtime (the selects above pick a ready branch at random).
+                if *shared.shutdown.borrow() {
+                    return;
+                }
                 match listener.try_accept(&mut ready) {
                     Ok(None) => {
                         shared.slot().accept_missed();
@@ -733,14 +739,18 @@ async fn worker_main(
     };
     let _ = shared.stop.send(true);
     shared.slot().set_state(SlotState::Retiring);
-    if reason == StopReason::Graceful && shared.connections.load(Ordering::Relaxed) > 0 {
-        let drained = shared.all_closed.notified();
-        if tokio::time::timeout(graceful_timeout, drained).await.is_err() {
-            warning!(
-                "graceful timeout reached with {} connection(s) still open",
-                shared.connections.load(Ordering::Relaxed)
-            );
-        }
+    // Registered before the count is read, so a last connection closing in between is seen.
+    let drained = shared.all_closed.notified();
+    let mut drained = std::pin::pin!(drained);
+    drained.as_mut().enable();
+    if reason == StopReason::Graceful
+        && shared.connections.load(Ordering::Relaxed) > 0
+        && tokio::time::timeout(graceful_timeout, drained).await.is_err()
+    {
+        warning!(
+            "graceful timeout reached with {} connection(s) still open",
+            shared.connections.load(Ordering::Relaxed)
+        );
     }
     Ok(reason)
 }
