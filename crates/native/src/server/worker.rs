@@ -1,6 +1,9 @@
 //! A worker's event loop: a current-thread tokio runtime built in this (forked) process, an
-//! accept loop per listener, the per-worker app slot that makes a sync worker run one request
-//! at a time (and stop accepting while busy), the heartbeat and state it publishes in its
+//! accept loop per listener (which asks `accept_policy` whether to take a waiting connection
+//! and waits for events, never a polling timer, when told to leave it), the lease each
+//! connection holds on the worker's counts, the per-worker app slot that makes a sync worker
+//! run one request at a time (and stop accepting while busy), the heartbeat and state it
+//! publishes in its
 //! scoreboard slot, retirement after `max_requests`, and stop signals — TERM drains gracefully
 //! within `graceful_timeout`, INT and QUIT stop at once, USR1 reopens log files. The runtime is
 //! driven by the worker's thread, except under gthread, whose pool threads take turns driving
