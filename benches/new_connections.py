@@ -5,9 +5,10 @@ class, directly and behind nginx's default proxy, in one run.
 Usage (from the repository root)::
 
     python benches/new_connections.py [--workers 2,4] [--classes sync,gthread,gevent,asgi]
-        [--requests 10000] [--concurrency 100] [--nginx-duration 5] [--rounds 1] [--out FILE.md]
+        [--requests 10000] [--concurrency 100] [--nginx-duration 5] [--close-duration 0]
+        [--rounds 1] [--out FILE.md]
 
-Two client patterns, both opening a new connection for every request to the app server:
+Client patterns, each opening a new connection for every request to the app server:
 
 * **direct** — the load test of Gunicorn's performance guides, ``ab -n 10000 -c 100`` (HTTP/1.0,
   no keep-alive), against the server itself, after a discarded ``ab -n 2000``.
@@ -15,6 +16,9 @@ Two client patterns, both opening a new connection for every request to the app 
   ``proxy_pass`` block (no ``proxy_http_version 1.1``, no upstream ``keepalive``), so nginx speaks
   HTTP/1.0 to the app server and opens a connection per request. The client, ``wrk -t2 -c64``,
   keeps its own connections to nginx alive.
+* **close** (with ``--close-duration N``) — ``wrk -t2 -c64 -H 'Connection: close'`` against the
+  server: a new connection per request from a client with two threads, so the rate is not
+  capped at one client core as ``ab``'s is (the client still shares the machine).
 
 Rows per class: ferrocorn ``-k CLASS``, gunicorn with the same class (``gthread --threads 4``,
 ``gevent --worker-connections 1000``, ASGI through uvicorn's worker, or gunicorn's own ``-k asgi``
@@ -196,6 +200,27 @@ class Nginx:
 # --------------------------------------------------------------------------
 
 
+def wrk_close(url, srv, args, ws):
+    """``wrk -H 'Connection: close'``: a new connection per request from a two-threaded client
+    (ab's single thread caps its rate at one core)."""
+    script = os.path.join(ws.tmp, "close.lua")
+    with open(script, "w") as f:
+        f.write('wrk.headers["Connection"] = "close"\n')
+    compare.run_wrk(url, 2, args.close_connections, 1, False, script=script)  # warm-up
+    before = srv.snapshot()
+    text, client_cpu, _ = compare.run_wrk(url, 2, args.close_connections, args.close_duration,
+                                          True, script=script)
+    after = srv.snapshot()
+    w = compare.parse_wrk(text)
+    n = w["requests"] or 0
+    if not (w["rps"] and n):
+        return {"error": text.strip()[-200:]}
+    return {"rps": w["rps"], "p99": w["p99"], "errors": w["socket_errors"] + w["non2xx"],
+            "us_cpu": 1e6 * compare.tree_cpu_delta(before, after) / n,
+            "client_us": 1e6 * client_cpu / n}
+
+
+
 def measure(variant, klass, module, workers, args, ws, seq):
     row = {"key": variant.key, "server": variant.server, "config": variant.config,
            "class": klass, "workers": workers, "status": "ok"}
@@ -220,6 +245,8 @@ def measure(variant, klass, module, workers, args, ws, seq):
             return row
         cpu = compare.tree_cpu_delta(before, after)
         row["direct"] = dict(res, us_cpu=1e6 * cpu / max(1, res["complete"] or 0))
+        if args.close_duration > 0:
+            row["close"] = wrk_close(url, srv, args, ws)
         if args.nginx_duration > 0:
             nport = compare.free_port()
             nginx = Nginx(ws.tmp, nport, port)
@@ -266,8 +293,8 @@ def median_row(rows):
     if not ok:
         return rows[-1]
     out = dict(ok[0])
-    for part in ("direct", "nginx"):
-        got = [r[part] for r in ok if part in r]
+    for part in ("direct", "nginx", "close"):
+        got = [r[part] for r in ok if part in r and "error" not in r[part]]
         if not got:
             continue
         merged = {}
@@ -312,6 +339,27 @@ def table(klass, workers, rows):
     return "\n".join(out)
 
 
+def close_table(results, worker_counts, classes):
+    """The ``--close-duration`` rows: every server, its RPS and CPU, ferrocorn ÷ row."""
+    out = ["### `wrk -t2 -H 'Connection: close'`: a new connection per request from a "
+           "two-threaded client (ab has one)", "",
+           "| class | workers | server | RPS | p99 ms | errors | µs CPU/req (wrk's) | ferrocorn ÷ row |",
+           "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for workers in worker_counts:
+        for klass in classes:
+            rows = [median_row(rs) for rs in results.get((workers, klass), {}).values()]
+            fc = next((r for r in rows if r["key"] == "ferrocorn" and "close" in r), None)
+            for r in rows:
+                c = r.get("close")
+                if not c:
+                    continue
+                ratio_v = ratio(fc["close"]["rps"], c["rps"]) if fc and r is not fc else None
+                out.append(f"| {klass} | {workers} | {r['server']} | {fmt(c['rps'], ',.0f')} "
+                           f"| {fmt(c['p99'], '.2f')} | {c['errors']} | {fmt(c['us_cpu'], '.1f')} "
+                           f"({fmt(c['client_us'], '.0f')}) | {fmt(ratio_v, '.2f', '×')} |")
+    return "\n".join(out) if len(out) > 4 else ""
+
+
 def verdicts(klass, workers, rows):
     def get(key):
         return next((r for r in rows if r["key"] == key and r["status"] == "ok"), None)
@@ -344,6 +392,9 @@ def main():
     ap.add_argument("--concurrency", type=int, default=100, help="ab -c (100)")
     ap.add_argument("--nginx-duration", type=int, default=5, help="wrk seconds behind nginx; 0 = skip (5)")
     ap.add_argument("--nginx-connections", type=int, default=64, help="wrk -c behind nginx (64)")
+    ap.add_argument("--close-duration", type=int, default=0,
+                    help="also wrk -H 'Connection: close' directly, this many seconds; 0 = skip (0)")
+    ap.add_argument("--close-connections", type=int, default=64, help="wrk -c for --close-duration (64)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds; median per row, order alternates (1)")
     compare.add_run_args(ap)
     args = ap.parse_args()
@@ -365,10 +416,16 @@ def main():
                                       duration=args.nginx_duration, warmup=1,
                                       workers=args.workers.replace(",", " and ")))
     head = compare.titled_header(hargs, "new-connection-per-request")
-    head += (f"\nClient patterns: `ab -n {args.requests} -c {args.concurrency}` (HTTP/1.0, a new "
-             f"connection per request) directly; `wrk -t2 -c{args.nginx_connections} "
-             f"-d{args.nginx_duration}s` to nginx (keep-alive), nginx to the app server over "
-             "HTTP/1.0 with a new connection per request (Gunicorn's documented proxy block).\n")
+    patterns = [f"`ab -n {args.requests} -c {args.concurrency}` (HTTP/1.0, a new connection per "
+                "request) directly"]
+    if args.nginx_duration > 0:
+        patterns.append(f"`wrk -t2 -c{args.nginx_connections} -d{args.nginx_duration}s` to nginx "
+                        "(keep-alive), nginx to the app server over HTTP/1.0 with a new connection "
+                        "per request (Gunicorn's documented proxy block)")
+    if args.close_duration > 0:
+        patterns.append(f"`wrk -t2 -c{args.close_connections} -d{args.close_duration}s -H "
+                        "'Connection: close'` directly")
+    head += "\nClient patterns: " + "; ".join(patterns) + ".\n"
     log(head)
     results = {}
     seq = 0
@@ -400,6 +457,8 @@ def main():
             rows = [median_row(rs) for rs in by_key.values()]
             parts += [table(klass, workers, rows), ""]
             summary += verdicts(klass, workers, rows)
+    if args.close_duration > 0:
+        parts += [close_table(results, worker_counts, classes), ""]
     parts += ["Targets:", ""] + summary + [""]
     compare.emit("\n".join(parts), args.out)
 
