@@ -125,3 +125,19 @@ def test_a_worker_retiring_after_max_requests_answers_every_connection_it_took(s
     for i in range(100):
         raw, _ = http10_get(srv.port)  # fails on a connection closed without a response
         assert raw.startswith(b"HTTP/1.0 200 "), (i, raw[:200])
+
+
+@pytest.mark.parametrize("pending", [
+    b"GET /slow HTTP/1.1\r\nHost: localhost\r\n",  # a head still coming (slowloris)
+    b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n0123456789",  # a body
+], ids=["head", "body"])
+def test_a_slow_client_does_not_stop_a_single_sync_worker_from_accepting(server, pending):
+    # A request still arriving is the client's wait, not the worker's: a sync worker keeps
+    # accepting (and answering) other connections meanwhile.
+    srv = server("pid_apps:app", "-w", "1", cwd=APPS_DIR)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as slow:
+        slow.sendall(pending)
+        time.sleep(0.3)  # accepted, and waiting for the rest
+        for _ in range(3):
+            raw, _ = http10_get(srv.port)
+            assert raw.startswith(b"HTTP/1.0 200 "), raw[:200]

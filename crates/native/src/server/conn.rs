@@ -187,14 +187,11 @@ impl<S: ClientStream> Conn<S> {
                 Ok(None) => return,
                 Err(e) => return self.end_with(e).await,
             };
-            if first {
-                self.lease.first_request_arrived();
-            }
             first = false;
             self.rbuf.drain(..consumed);
             let client_closes = !head.keep_alive;
             let handled = self.handle(head).await;
-            self.lease.first_request_answered();
+            self.lease.not_owed();
             match handled {
                 Ok(true) => continue,
                 Ok(false) if client_closes => return self.close_after_last_request().await,
@@ -216,8 +213,10 @@ impl<S: ClientStream> Conn<S> {
         matches!(looked, std::task::Poll::Ready(Ok(n)) if n > 0)
     }
 
-    /// Read more bytes into `rbuf`; `Ok(0)` on EOF.
+    /// Read more bytes into `rbuf`; `Ok(0)` on EOF. The connection now waits for its client,
+    /// so its request is no longer work its worker owes ([`ConnectionLease::not_owed`]).
     async fn fill(&mut self) -> std::io::Result<usize> {
+        self.lease.not_owed();
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(READ_CHUNK);
         }

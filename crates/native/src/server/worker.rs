@@ -57,8 +57,8 @@ pub struct Shared {
     pub runtime: WorkerRuntime,
     statsd: Option<super::statsd::Statsd>,
     connections: AtomicUsize,
-    /// Connections whose first request is expected or being served but not yet answered
-    /// ([`ConnectionLease`]).
+    /// Connections whose first request came with them and is not answered yet, with no wait
+    /// for their client in between ([`ConnectionLease`]).
     unanswered: AtomicUsize,
     all_closed: Notify,
 }
@@ -227,16 +227,16 @@ pub struct ConnectionLease {
     closing: bool,
 }
 
-/// Where a connection is with its first request, for [`Shared::unanswered`].
+/// Whether a connection counts in [`Shared::unanswered`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FirstRequest {
-    /// Its request has come (or is coming) and is not answered yet: counted as unanswered.
-    Expected,
-    /// Its client has sent nothing yet (a browser's speculative connection, say): not
-    /// counted, so it does not keep the worker from accepting.
-    NotSent,
-    /// Answered once (or ended): never counted again.
-    Answered,
+    /// Its first request came with the connection and this worker has not answered it yet:
+    /// the worker owes it work now, so it counts.
+    Owed,
+    /// Answered, or never owed: its client had sent nothing when it was accepted, or it had to
+    /// wait for more of the request. A client still sending (a slowloris head, a slow upload)
+    /// is the client's wait, not the worker's, and must not stop the worker from accepting.
+    NotOwed,
 }
 
 impl ConnectionLease {
@@ -246,9 +246,9 @@ impl ConnectionLease {
         shared.slot().connection_opened();
         let first_request = if request_sent {
             shared.unanswered.fetch_add(1, Ordering::Relaxed);
-            FirstRequest::Expected
+            FirstRequest::Owed
         } else {
-            FirstRequest::NotSent
+            FirstRequest::NotOwed
         };
         ConnectionLease { shared: shared.clone(), first_request, closing: false }
     }
@@ -258,37 +258,20 @@ impl ConnectionLease {
         &self.shared
     }
 
-    fn set_first_request(&mut self, to: FirstRequest) {
-        let from = std::mem::replace(&mut self.first_request, to);
-        match (from == FirstRequest::Expected, to == FirstRequest::Expected) {
-            (true, false) => {
-                self.shared.unanswered.fetch_sub(1, Ordering::Relaxed);
-                self.shared.accept_inputs_changed.notify_waiters();
-            }
-            (false, true) => {
-                self.shared.unanswered.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
+    /// The first request was answered (or failed), or the connection has to wait for its
+    /// client: it no longer counts as work the worker owes.
+    pub fn not_owed(&mut self) {
+        if self.first_request == FirstRequest::Owed {
+            self.first_request = FirstRequest::NotOwed;
+            self.shared.unanswered.fetch_sub(1, Ordering::Relaxed);
+            self.shared.accept_inputs_changed.notify_waiters();
         }
-    }
-
-    /// The first request's head has arrived.
-    pub fn first_request_arrived(&mut self) {
-        if self.first_request == FirstRequest::NotSent {
-            self.set_first_request(FirstRequest::Expected);
-        }
-    }
-
-    /// The first request was answered (or failed): the connection is served like any other
-    /// from here on.
-    pub fn first_request_answered(&mut self) {
-        self.set_first_request(FirstRequest::Answered);
     }
 
     /// The connection will carry no more requests (its last response is written; it only
     /// waits for the client's side to close): it stops counting toward the worker's share.
     pub fn closing(&mut self) {
-        self.first_request_answered();
+        self.not_owed();
         if !self.closing {
             self.closing = true;
             self.shared.slot().connection_closing();
@@ -299,7 +282,7 @@ impl ConnectionLease {
 
 impl Drop for ConnectionLease {
     fn drop(&mut self) {
-        if self.first_request == FirstRequest::Expected {
+        if self.first_request == FirstRequest::Owed {
             self.shared.unanswered.fetch_sub(1, Ordering::Relaxed);
         }
         self.shared.slot().connection_closed(self.closing);
