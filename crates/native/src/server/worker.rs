@@ -223,20 +223,13 @@ impl Shared {
 /// which the siblings' accept decisions read), held from accept to close.
 pub struct ConnectionLease {
     shared: Arc<Shared>,
-    first_request: FirstRequest,
+    /// Counted in [`Shared::unanswered`]: its first request came with the connection and is
+    /// not answered yet, with no wait for its client in between, so the worker owes it work
+    /// now. A client still sending (a slowloris head, a slow upload) is the client's wait, not
+    /// the worker's, and must not stop the worker from accepting.
+    owed: bool,
+    /// Its last response is written ([`Self::closing`]): it no longer counts as in use.
     closing: bool,
-}
-
-/// Whether a connection counts in [`Shared::unanswered`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FirstRequest {
-    /// Its first request came with the connection and this worker has not answered it yet:
-    /// the worker owes it work now, so it counts.
-    Owed,
-    /// Answered, or never owed: its client had sent nothing when it was accepted, or it had to
-    /// wait for more of the request. A client still sending (a slowloris head, a slow upload)
-    /// is the client's wait, not the worker's, and must not stop the worker from accepting.
-    NotOwed,
 }
 
 impl ConnectionLease {
@@ -244,13 +237,10 @@ impl ConnectionLease {
     fn new(shared: &Arc<Shared>, request_sent: bool) -> Self {
         shared.connections.fetch_add(1, Ordering::Relaxed);
         shared.slot().connection_opened();
-        let first_request = if request_sent {
+        if request_sent {
             shared.unanswered.fetch_add(1, Ordering::Relaxed);
-            FirstRequest::Owed
-        } else {
-            FirstRequest::NotOwed
-        };
-        ConnectionLease { shared: shared.clone(), first_request, closing: false }
+        }
+        ConnectionLease { shared: shared.clone(), owed: request_sent, closing: false }
     }
 
     /// The worker the connection belongs to.
@@ -261,8 +251,8 @@ impl ConnectionLease {
     /// The first request was answered (or failed), or the connection has to wait for its
     /// client: it no longer counts as work the worker owes.
     pub fn not_owed(&mut self) {
-        if self.first_request == FirstRequest::Owed {
-            self.first_request = FirstRequest::NotOwed;
+        if self.owed {
+            self.owed = false;
             self.shared.unanswered.fetch_sub(1, Ordering::Relaxed);
             self.shared.accept_inputs_changed.notify_waiters();
         }
@@ -282,7 +272,7 @@ impl ConnectionLease {
 
 impl Drop for ConnectionLease {
     fn drop(&mut self) {
-        if self.first_request == FirstRequest::Owed {
+        if self.owed {
             self.shared.unanswered.fetch_sub(1, Ordering::Relaxed);
         }
         self.shared.slot().connection_closed(self.closing);
