@@ -204,9 +204,7 @@ impl<S: ClientStream> Conn<S> {
     /// Read into `rbuf` what the socket holds now, without waiting; whether bytes came (a
     /// client's first request usually arrives with its connection).
     async fn read_what_is_there(&mut self) -> bool {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
+        self.make_read_room();
         let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
         let looked =
             std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
@@ -217,10 +215,15 @@ impl<S: ClientStream> Conn<S> {
     /// so its request is no longer work its worker owes ([`ConnectionLease::not_owed`]).
     async fn fill(&mut self) -> std::io::Result<usize> {
         self.lease.not_owed();
+        self.make_read_room();
+        self.stream.read_buf(&mut self.rbuf).await
+    }
+
+    /// Make sure a read into `rbuf` has room for a useful amount.
+    fn make_read_room(&mut self) {
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(READ_CHUNK);
         }
-        self.stream.read_buf(&mut self.rbuf).await
     }
 
     async fn fill_until(&mut self, deadline: tokio::time::Instant) -> Result<usize, ConnError> {
@@ -983,12 +986,13 @@ impl<S: ClientStream> Conn<S> {
         Self::flushed(result)
     }
 
-    /// Write `wbuf` as the last bytes of a response the connection closes after (`keep_alive`
-    /// false): the close then sends the FIN with them ([`write_last`]). Only when nothing but
-    /// bookkeeping runs between this write and the close — not before a `post_request` hook,
-    /// which could hold the response back for as long as it runs.
-    async fn flush_response_end(&mut self, keep_alive: bool) -> bool {
-        if keep_alive || self.shared.app.post_request {
+    /// Write `wbuf`, the end of a response. When `close_follows` (the connection closes right
+    /// after it, see [`close_follows`]) the close sends the FIN with these bytes
+    /// ([`write_last`]); only when nothing but bookkeeping runs between this write and the
+    /// close — not before a `post_request` hook, which could hold the response back for as
+    /// long as it runs.
+    async fn flush_response_end(&mut self, close_follows: bool) -> bool {
+        if !close_follows || self.shared.app.post_request {
             return self.flush().await;
         }
         let written = write_last(&self.stream, &self.wbuf);
@@ -1050,7 +1054,7 @@ impl<S: ClientStream> Conn<S> {
         self.encode_head(req, rhead, framing, *keep_alive);
         let send_len = if body_allowed { send_len } else { 0 };
         self.wbuf.extend_from_slice(&body[..send_len]);
-        let ok = self.flush_response_end(*keep_alive).await;
+        let ok = self.flush_response_end(!*keep_alive).await;
         ok.then(|| self.sent(rhead, send_len as u64))
     }
 
@@ -1090,8 +1094,8 @@ impl<S: ClientStream> Conn<S> {
         keep_alive: &mut bool,
     ) -> Option<Sent> {
         if framing == ResponseFraming::NoBody {
-            let keeps = *keep_alive || !matches!(chunks, Chunks::Complete);
-            return self.flush_response_end(keeps).await.then(|| self.sent(rhead, sent));
+            let closes = close_follows(*keep_alive, framing, chunks);
+            return self.flush_response_end(closes).await.then(|| self.sent(rhead, sent));
         }
         let limit = rhead.content_length().unwrap_or(u64::MAX);
         let mut chunk = first.unwrap_or_default();
@@ -1144,11 +1148,8 @@ impl<S: ClientStream> Conn<S> {
         if framing == ResponseFraming::Chunked {
             self.wbuf.extend_from_slice(b"0\r\n\r\n");
         }
-        // (A streamed WSGI body is closed in Python after this: only a body the app handed over
-        // whole lets the close follow at once.)
-        let closes = (!*keep_alive || framing == ResponseFraming::CloseDelimited)
-            && matches!(chunks, Chunks::Complete);
-        if !self.wbuf.is_empty() && !self.flush_response_end(!closes).await {
+        let closes = close_follows(*keep_alive, framing, chunks);
+        if !self.wbuf.is_empty() && !self.flush_response_end(closes).await {
             return None;
         }
         if framing == ResponseFraming::CloseDelimited
@@ -1281,6 +1282,14 @@ impl<S: ClientStream> Conn<S> {
             }
         }
     }
+}
+
+/// Whether the connection closes right after a streamed response ends: it will not be kept
+/// alive (or its framing is the close), and nothing runs in between — a streamed WSGI body is
+/// closed in Python after it, so only a body the app handed over whole qualifies.
+fn close_follows(keep_alive: bool, framing: ResponseFraming, chunks: &Chunks) -> bool {
+    (!keep_alive || framing == ResponseFraming::CloseDelimited)
+        && matches!(chunks, Chunks::Complete)
 }
 
 /// Log an accept-loop failure.

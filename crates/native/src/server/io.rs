@@ -40,25 +40,38 @@ impl ClientStream for UnixStream {
     }
 }
 
+/// Run the non-blocking write-side operation `op` until it succeeds, waiting for the socket to
+/// become writable whenever it would block.
+async fn when_writable<S: ClientStream, R>(
+    stream: &S,
+    mut op: impl FnMut() -> std::io::Result<R>,
+) -> std::io::Result<R> {
+    loop {
+        match stream.try_write_io(&mut op) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.wait_writable().await?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            done => return done,
+        }
+    }
+}
+
 /// Write all of `buf` as the connection's last bytes: the caller closes (or half-closes) the
 /// socket right after, which flushes what [`ClientStream::LAST_WRITE_FLAGS`] held back.
 pub async fn write_last<S: ClientStream>(stream: &S, mut buf: &[u8]) -> std::io::Result<()> {
     let fd = stream.as_raw_fd();
     let flags = S::LAST_WRITE_FLAGS | libc::MSG_NOSIGNAL;
     while !buf.is_empty() {
-        let result = stream.try_write_io(|| {
+        let n = when_writable(stream, || {
             // SAFETY: `fd` is the socket `stream` owns, open for the call; `buf` is a live
             // slice of `buf.len()` readable bytes.
             let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
             if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
-        });
-        match result {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.wait_writable().await?,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        })
+        .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
         }
+        buf = &buf[n..];
     }
     Ok(())
 }
@@ -76,20 +89,18 @@ pub async fn send_file<S: ClientStream>(
     let mut sent = 0u64;
     while sent < length {
         let want = (length - sent).min(1 << 30) as usize;
-        let result = stream.try_write_io(|| {
+        let n = when_writable(stream, || {
             // SAFETY: both descriptors are open for the duration of the call (the socket is owned
             // by `stream`, the file by the app's FileWrapper which the caller keeps alive), and
             // `off` is a valid in/out offset.
             let n = unsafe { libc::sendfile(socket_fd, file_fd, &mut off, want) };
             if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as u64) }
-        });
-        match result {
-            Ok(0) => break,
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.wait_writable().await?,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        })
+        .await?;
+        if n == 0 {
+            break;
         }
+        sent += n;
     }
     Ok(sent)
 }

@@ -416,14 +416,19 @@ fn below_connection_cap(shared: &Shared) -> bool {
     }
 }
 
-/// Wait until this worker could serve one more connection: it could start a request and is
-/// under its connection cap. Both change only by its own events.
+/// Whether this worker could serve one more connection: it could start a request and is under
+/// its connection cap. Both change only by its own events.
+fn could_serve_another(shared: &Shared) -> bool {
+    could_start_a_request(shared) && below_connection_cap(shared)
+}
+
+/// Wait until [`could_serve_another`].
 async fn wait_until_it_could_serve(shared: &Shared) {
     loop {
         let changed = shared.accept_inputs_changed.notified();
         let mut changed = std::pin::pin!(changed);
         changed.as_mut().enable();
-        if could_start_a_request(shared) && below_connection_cap(shared) {
+        if could_serve_another(shared) {
             return;
         }
         changed.await;
@@ -439,10 +444,9 @@ async fn wait_after_leaving(
     recheck_at_ms: Option<u64>,
 ) {
     let now = ferrocorn_arbiter::monotonic_ms();
-    let (wait_ms, cause) = match recheck_at_ms {
-        Some(at) if at.saturating_sub(now) < RECHECK_FALLBACK_MS => {
-            (at.saturating_sub(now), AcceptRecheck::Deadline)
-        }
+    let until_deadline = recheck_at_ms.map(|at| at.saturating_sub(now));
+    let (wait_ms, cause) = match until_deadline {
+        Some(ms) if ms < RECHECK_FALLBACK_MS => (ms, AcceptRecheck::Deadline),
         _ => (RECHECK_FALLBACK_MS, AcceptRecheck::Fallback),
     };
     let cause = tokio::select! {
@@ -470,7 +474,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize
         // have passed since the last look: a sync worker's app ran meanwhile).
         let accepted = match ready {
             Ok(mut ready) => {
-                if !(could_start_a_request(&shared) && below_connection_cap(&shared)) {
+                if !could_serve_another(&shared) {
                     continue;
                 }
                 let changed = shared.accept_inputs_changed.notified();
@@ -505,16 +509,19 @@ async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize
             Err(e) => Err(e),
         };
         match accepted {
-            Ok(Accepted { stream: AcceptedStream::Tcp(stream, addr), received }) => {
-                // (TCP_NODELAY comes from the listener: `listen.rs`.)
+            Ok(Accepted { stream, received }) => {
                 let lease = ConnectionLease::new(&shared, !received.is_empty());
-                let peer = Peer { ip: addr.map(|a| a.ip()), port: addr.map(|a| a.port()) };
-                spawn_task(&shared, serve(lease, stream, peer, index, received));
-            }
-            Ok(Accepted { stream: AcceptedStream::Unix(stream), received }) => {
-                let lease = ConnectionLease::new(&shared, !received.is_empty());
-                let peer = Peer { ip: None, port: None };
-                spawn_task(&shared, serve(lease, stream, peer, index, received));
+                match stream {
+                    // (TCP_NODELAY comes from the listener: `listen.rs`.)
+                    AcceptedStream::Tcp(stream, addr) => {
+                        let peer = Peer { ip: addr.map(|a| a.ip()), port: addr.map(|a| a.port()) };
+                        spawn_task(&shared, serve(lease, stream, peer, index, received));
+                    }
+                    AcceptedStream::Unix(stream) => {
+                        let peer = Peer { ip: None, port: None };
+                        spawn_task(&shared, serve(lease, stream, peer, index, received));
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
