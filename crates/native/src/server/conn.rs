@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Duration, timeout, timeout_at};
 
 use super::io::{ClientStream, send_file, write_last};
-use super::worker::{ConnectionLease, Executor, Shared};
+use super::shared::{ConnectionLease, Executor, Shared};
 use crate::asgi::{
     AsgiRequest, Bridge, Endpoints, Event, RequestShared, WebSocketSession, WsIn, WsOut, WsShared,
 };
@@ -673,7 +673,7 @@ impl<S: ClientStream> Conn<S> {
     }
 
     /// The scope's `client`, `server`, scheme and `root_path` for this connection.
-    fn asgi_endpoints(&self, backend: &super::worker::AsgiBackend, https: bool) -> Endpoints {
+    fn asgi_endpoints(&self, backend: &super::shared::AsgiBackend, https: bool) -> Endpoints {
         let client = match self.proxy.as_ref().and_then(|p| p.source) {
             Some(source) => Some(source),
             None => self.peer.ip.zip(self.peer.port).map(|(ip, port)| SocketAddr::new(ip, port)),

@@ -2,12 +2,14 @@
 //! and the socket operations they share ([`io`]).
 
 pub mod abort;
+mod accept;
 mod accept_policy;
 mod app_call;
 pub mod chunk_channel;
 mod conn;
 mod io;
 mod pool;
+mod shared;
 pub mod statsd;
 pub mod worker;
 

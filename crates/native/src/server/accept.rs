@@ -1,0 +1,264 @@
+//! Taking connections from the listeners the workers share: one accept loop per listener,
+//! which waits until the worker could serve another connection, asks the accept policy
+//! (`accept_policy.rs`) whether to take a waiting one, and otherwise waits for an event that
+//! could change that (never a polling timer); the connection's first read, done at accept;
+//! and the hand-over of the connection to the connection driver (`conn.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ferrocorn_arbiter::{AcceptRecheck, SlotState};
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+
+use super::accept_policy::{self, Decision, Weighing, WorkerView};
+use super::conn::{Peer, log_accept_error, serve};
+use super::shared::{ConnectionLease, Executor, Shared};
+use crate::listen::Listener;
+
+/// A listening socket shared with the sibling workers. It is watched for readiness, not
+/// accepted on blindly: the worker decides whether to take a waiting connection when one is
+/// there, from the siblings' state of that moment. (A sync worker that passed the check, then
+/// ran a long request while parked in `accept`, used to take the connection that arrived
+/// meanwhile, and its requests waited behind the long ones.)
+pub(super) struct SharedListener {
+    socket: AsyncFd<Socket>,
+    unix: bool,
+}
+
+impl SharedListener {
+    /// Watch `listener` (the worker's own duplicate of the shared socket).
+    pub(super) fn new(listener: Listener) -> std::io::Result<Self> {
+        let unix = matches!(listener.addr, crate::listen::BoundAddr::Unix(_));
+        let socket = listener.socket;
+        socket.set_nonblocking(true)?;
+        // SAFETY: `socket` is an open descriptor (the worker's duplicate of the listener) that
+        // the AsyncFd owns from here on; `Socket::as_raw_fd` always returns that same descriptor.
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+        Ok(SharedListener { socket, unix })
+    }
+
+    /// Take a waiting connection, if there still is one (`Ok(None)`: a sibling was quicker).
+    fn try_accept(
+        &self,
+        ready: &mut AsyncFdReadyGuard<'_, Socket>,
+    ) -> std::io::Result<Option<Accepted>> {
+        // Non-blocking from the start: no fcntl calls per connection.
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let (socket, addr) = match ready.try_io(|fd| fd.get_ref().accept4(flags)) {
+            Ok(accepted) => accepted?,
+            Err(_would_block) => return Ok(None),
+        };
+        let received = read_waiting(&socket);
+        let stream = if self.unix {
+            let stream = std::os::unix::net::UnixStream::from(socket);
+            AcceptedStream::Unix(tokio::net::UnixStream::from_std(stream)?)
+        } else {
+            let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))?;
+            AcceptedStream::Tcp(stream, addr.as_socket())
+        };
+        Ok(Some(Accepted { stream, received }))
+    }
+}
+
+/// What the client sent with its connection so far (usually its whole first request), read
+/// without waiting: the connection's first read, done here so the worker knows whether a
+/// request came before it decides on the next connection. Empty when nothing came yet, or when
+/// the socket failed (its next read says how).
+fn read_waiting(socket: &Socket) -> Vec<u8> {
+    let mut received = Vec::with_capacity(super::conn::READ_CHUNK);
+    if let Ok(n) = socket.recv(received.spare_capacity_mut()) {
+        // SAFETY: `recv` initialized the first `n` bytes of the spare capacity it was given.
+        unsafe { received.set_len(n) };
+    }
+    received
+}
+
+/// Whether fewer requests are admitted than the worker runs at once, and fewer new
+/// connections wait for their first answer than it could serve at once. A connection that is
+/// only waiting for this worker is better left in the kernel's queue, which every idle sibling
+/// takes from: so a sync worker holds one unanswered connection at a time, as Gunicorn's sync
+/// worker does, and under one connection per request the listener's queue is the workers'
+/// shared queue. (Keep-alive connections spread all the same: a connection once answered no
+/// longer counts.)
+fn could_start_a_request(shared: &Shared) -> bool {
+    let concurrency = shared.opts.concurrency();
+    shared.admitted() < concurrency && shared.unanswered.load(Ordering::Relaxed) < concurrency
+}
+
+/// How long a worker that left a waiting connection to its siblings goes without looking at
+/// it again when nothing of its own happens and the policy named no deadline. Siblings publish
+/// their changes in the scoreboard without an event this worker could wait on; the rules make
+/// the sibling that should take the connection take it (it is woken by the connection's
+/// arrival, or comes back to the listener after its own request), so this only covers a change
+/// the rules cannot foresee, such as a sibling that exited. Counted as
+/// `ferrocorn_accept_rechecks_total{cause="fallback"}`; never on the path of a short
+/// connection, which the events cover.
+const RECHECK_FALLBACK_MS: u64 = 50;
+
+/// The accept policy's view of this worker and its serving siblings, from the scoreboard.
+fn accept_decision(shared: &Shared) -> Decision {
+    let me = shared.runtime.slot;
+    let views: Vec<WorkerView> = shared
+        .runtime
+        .board
+        .slots()
+        .filter_map(|(index, slot)| {
+            let state = slot.state();
+            let serving = slot.pid() != 0 && matches!(state, SlotState::Idle | SlotState::Busy);
+            (serving || index == me).then(|| WorkerView {
+                me: index == me,
+                connections: slot.connections_in_use(),
+                // A busy slot's heartbeat is refreshed when its current request starts.
+                busy_since_ms: (state == SlotState::Busy).then(|| slot.last_heartbeat_ms()),
+                recent_request_micros: slot.recent_request_micros(),
+            })
+        })
+        .collect();
+    let weighing = match shared.executor {
+        Executor::Inline => Weighing::OneAtATime,
+        _ => Weighing::Concurrent,
+    };
+    accept_policy::decide(ferrocorn_arbiter::monotonic_ms(), weighing, &views)
+}
+
+/// Whether this worker may hold one more connection under `worker_connections` (gthread and
+/// gevent only, as in Gunicorn).
+fn below_connection_cap(shared: &Shared) -> bool {
+    match shared.opts.worker_class {
+        crate::options::WorkerClass::Gthread { .. } | crate::options::WorkerClass::Gevent => {
+            (shared.connections.load(Ordering::Relaxed) as u64)
+                < shared.opts.worker_connections as u64
+        }
+        _ => true,
+    }
+}
+
+/// Whether this worker could serve one more connection: it could start a request and is under
+/// its connection cap. Both change only by its own events.
+fn could_serve_another(shared: &Shared) -> bool {
+    could_start_a_request(shared) && below_connection_cap(shared)
+}
+
+/// Wait until [`could_serve_another`].
+async fn wait_until_it_could_serve(shared: &Shared) {
+    loop {
+        let changed = shared.accept_inputs_changed.notified();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        if could_serve_another(shared) {
+            return;
+        }
+        changed.await;
+    }
+}
+
+/// A connection is waiting and the policy said to leave it to a sibling: wait for what could
+/// change that — `changed` (an event of this worker, registered before the decision), the
+/// policy's deadline, or the fallback interval — and count which it was.
+async fn wait_after_leaving(
+    shared: &Shared,
+    changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    recheck_at_ms: Option<u64>,
+) {
+    let now = ferrocorn_arbiter::monotonic_ms();
+    let until_deadline = recheck_at_ms.map(|at| at.saturating_sub(now));
+    let (wait_ms, cause) = match until_deadline {
+        Some(ms) if ms < RECHECK_FALLBACK_MS => (ms, AcceptRecheck::Deadline),
+        _ => (RECHECK_FALLBACK_MS, AcceptRecheck::Fallback),
+    };
+    let cause = tokio::select! {
+        biased;
+        _ = changed => AcceptRecheck::Event,
+        _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => cause,
+    };
+    shared.slot().accept_deferred(cause);
+}
+
+pub(super) async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        // A busy worker does not even look: the connection stays in the kernel queue for an
+        // idle sibling.
+        tokio::select! {
+            _ = wait_until_it_could_serve(&shared) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let ready = tokio::select! {
+            ready = listener.socket.readable() => ready,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        // A connection is there: decide now, from the siblings' state of this moment (time may
+        // have passed since the last look: a sync worker's app ran meanwhile).
+        let accepted = match ready {
+            Ok(mut ready) => {
+                if !could_serve_another(&shared) {
+                    continue;
+                }
+                let changed = shared.accept_inputs_changed.notified();
+                let mut changed = std::pin::pin!(changed);
+                changed.as_mut().enable();
+                if let Decision::Leave { recheck_at_ms } = accept_decision(&shared) {
+                    // The connection stays readable for the sibling that takes it (every
+                    // worker watching the listener was woken by its arrival) and for this
+                    // worker's next look.
+                    drop(ready);
+                    tokio::select! {
+                        _ = wait_after_leaving(&shared, changed, recheck_at_ms) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
+                    continue;
+                }
+                // Never take a connection once the worker is stopping: its main task may have
+                // counted the connections to drain already, and one taken now would be dropped
+                // unanswered with the runtime (the selects above pick a ready branch at random).
+                if *shared.shutdown.borrow() {
+                    return;
+                }
+                match listener.try_accept(&mut ready) {
+                    Ok(None) => {
+                        shared.slot().accept_missed();
+                        continue;
+                    }
+                    Ok(Some(accepted)) => Ok(accepted),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match accepted {
+            Ok(Accepted { stream, received }) => {
+                let lease = ConnectionLease::new(&shared, !received.is_empty());
+                match stream {
+                    // (TCP_NODELAY comes from the listener: `listen.rs`.)
+                    AcceptedStream::Tcp(stream, addr) => {
+                        let peer = Peer { ip: addr.map(|a| a.ip()), port: addr.map(|a| a.port()) };
+                        shared.spawn(serve(lease, stream, peer, index, received));
+                    }
+                    AcceptedStream::Unix(stream) => {
+                        let peer = Peer { ip: None, port: None };
+                        shared.spawn(serve(lease, stream, peer, index, received));
+                    }
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                log_accept_error(&e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A connection just accepted, with what its client had sent by then.
+struct Accepted {
+    stream: AcceptedStream,
+    received: Vec<u8>,
+}
+
+enum AcceptedStream {
+    /// A TCP connection and the peer's address.
+    Tcp(tokio::net::TcpStream, Option<std::net::SocketAddr>),
+    Unix(tokio::net::UnixStream),
+}
