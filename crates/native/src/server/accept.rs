@@ -4,6 +4,7 @@
 //! could change that (never a polling timer); the connection's first read, done at accept;
 //! and the hand-over of the connection to the connection driver (`conn.rs`).
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,6 +15,7 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 
 use super::accept_policy::{self, Decision, Weighing, WorkerView};
 use super::conn::{Peer, log_accept_error, serve};
+use super::exclusive_wake::ExclusiveWake;
 use super::shared::{ConnectionLease, Executor, Shared};
 use crate::listen::Listener;
 
@@ -22,21 +24,38 @@ use crate::listen::Listener;
 /// there, from the siblings' state of that moment. (A sync worker that passed the check, then
 /// ran a long request while parked in `accept`, used to take the connection that arrived
 /// meanwhile, and its requests waited behind the long ones.)
+///
+/// Where the runtime allows it, the worker sits in the listener's wait queue only while it
+/// would take a connection, and an arrival wakes one waiting worker (`exclusive_wake.rs`);
+/// elsewhere (the ASGI class) every watching worker is woken and the policy picks one.
 pub(super) struct SharedListener {
+    /// Declared before `socket`: dropped first, while the runtime's registration still exists.
+    exclusive: Option<ExclusiveWake>,
     socket: AsyncFd<Socket>,
     unix: bool,
 }
 
 impl SharedListener {
-    /// Watch `listener` (the worker's own duplicate of the shared socket).
-    pub(super) fn new(listener: Listener) -> std::io::Result<Self> {
+    /// Watch `listener` (the worker's own duplicate of the shared socket); `exclusive`: with
+    /// exclusive wake-ups, for a runtime whose thread waits in its own epoll (not one nested in
+    /// a Python loop's).
+    pub(super) fn new(listener: Listener, exclusive: bool) -> std::io::Result<Self> {
         let unix = matches!(listener.addr, crate::listen::BoundAddr::Unix(_));
         let socket = listener.socket;
         socket.set_nonblocking(true)?;
         // SAFETY: `socket` is an open descriptor (the worker's duplicate of the listener) that
         // the AsyncFd owns from here on; `Socket::as_raw_fd` always returns that same descriptor.
         let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
-        Ok(SharedListener { socket, unix })
+        let exclusive = if exclusive { ExclusiveWake::take_over(socket.as_raw_fd()) } else { None };
+        Ok(SharedListener { exclusive, socket, unix })
+    }
+
+    /// Join or leave the listener's wait queue (exclusive wake-ups only; otherwise every
+    /// watching worker is woken and decides then).
+    fn set_waiting(&mut self, waiting: bool) {
+        if let Some(exclusive) = &mut self.exclusive {
+            exclusive.set_waiting(waiting);
+        }
     }
 
     /// Take a waiting connection, if there still is one (`Ok(None)`: a sibling was quicker).
@@ -176,39 +195,67 @@ async fn wait_after_leaving(
     shared.slot().accept_deferred(cause);
 }
 
-pub(super) async fn accept_loop(shared: Arc<Shared>, listener: SharedListener, index: usize) {
+pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListener, index: usize) {
     let mut shutdown = shared.shutdown.clone();
+    let exclusive = listener.exclusive.is_some();
     loop {
         // A busy worker does not even look: the connection stays in the kernel queue for an
         // idle sibling.
-        tokio::select! {
-            _ = wait_until_it_could_serve(&shared) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        if !could_serve_another(&shared) {
+            listener.set_waiting(false);
+            tokio::select! {
+                _ = wait_until_it_could_serve(&shared) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+        let changed = shared.accept_inputs_changed.notified();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        if exclusive {
+            // Only a worker that would take a connection waits for one: an arrival wakes one
+            // waiting worker, and it takes the connection.
+            if let Decision::Leave { recheck_at_ms } = accept_decision(&shared) {
+                listener.set_waiting(false);
+                tokio::select! {
+                    _ = wait_after_leaving(&shared, changed, recheck_at_ms) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                continue;
+            }
+            listener.set_waiting(true);
         }
         let ready = tokio::select! {
             ready = listener.socket.readable() => ready,
+            // Something of its own changed (a request started or ended, a connection closed):
+            // decide again whether to stay in the wait queue.
+            _ = changed.as_mut(), if exclusive => continue,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        // A connection is there: decide now, from the siblings' state of this moment (time may
-        // have passed since the last look: a sync worker's app ran meanwhile).
         let accepted = match ready {
             Ok(mut ready) => {
+                // Woken while the worker filled up (a request started since it began waiting):
+                // the connection stays queued; this worker's next wait, or a sibling's joining
+                // the queue, reports it again.
                 if !could_serve_another(&shared) {
                     continue;
                 }
-                let changed = shared.accept_inputs_changed.notified();
-                let mut changed = std::pin::pin!(changed);
-                changed.as_mut().enable();
-                if let Decision::Leave { recheck_at_ms } = accept_decision(&shared) {
-                    // The connection stays readable for the sibling that takes it (every
-                    // worker watching the listener was woken by its arrival) and for this
-                    // worker's next look.
-                    drop(ready);
-                    tokio::select! {
-                        _ = wait_after_leaving(&shared, changed, recheck_at_ms) => {}
-                        _ = shutdown.wait_for(|stop| *stop) => return,
+                if !exclusive {
+                    // Every watching worker was woken by the arrival: decide now, from the
+                    // siblings' state of this moment (time may have passed since the last
+                    // look: a sync worker's app ran meanwhile).
+                    let changed = shared.accept_inputs_changed.notified();
+                    let mut changed = std::pin::pin!(changed);
+                    changed.as_mut().enable();
+                    if let Decision::Leave { recheck_at_ms } = accept_decision(&shared) {
+                        // The connection stays readable for the sibling that takes it and for
+                        // this worker's next look.
+                        drop(ready);
+                        tokio::select! {
+                            _ = wait_after_leaving(&shared, changed, recheck_at_ms) => {}
+                            _ = shutdown.wait_for(|stop| *stop) => return,
+                        }
+                        continue;
                     }
-                    continue;
                 }
                 // Never take a connection once the worker is stopping: its main task may have
                 // counted the connections to drain already, and one taken now would be dropped

@@ -7,6 +7,7 @@ mod accept_policy;
 mod app_call;
 pub mod chunk_channel;
 mod conn;
+mod exclusive_wake;
 mod io;
 mod pool;
 mod shared;

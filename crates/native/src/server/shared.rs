@@ -32,7 +32,7 @@ pub struct Shared {
     /// with [`Shared::enter_app`].
     pub(super) app_slot: Semaphore,
     /// Signalled when something this worker's accept decision depends on changes: a ticket is
-    /// returned, a connection starts closing or closes.
+    /// taken or returned, a connection starts closing or closes.
     pub(super) accept_inputs_changed: Notify,
     /// The last request id handed out ([`Shared::next_request_id`]).
     pub(super) request_ids: AtomicU64,
@@ -161,6 +161,8 @@ impl Shared {
     /// worker is shutting down its slot.
     pub async fn enter_app(&self) -> Option<AppTicket<'_>> {
         let permit = self.app_slot.acquire().await.ok()?;
+        // A worker that fills up leaves the listener's wait queue at once (`accept.rs`).
+        self.accept_inputs_changed.notify_waiters();
         Some(AppTicket { _permit: permit, shared: self })
     }
 

@@ -15,8 +15,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use super::accept::{SharedListener, accept_loop};
 use super::app_call::AppContext;
 use super::pool::PythonPool;
-use super::shared::{Executor, Shared};
 pub use super::shared::{AsgiBackend, LoopSide, WorkerRuntime};
+use super::shared::{Executor, Shared};
 use crate::access_log::AccessLog;
 use crate::listen::Listener;
 use crate::logging::{info, warning};
@@ -157,7 +157,10 @@ async fn worker_main(
         all_closed: Notify::new(),
     });
     for (index, listener) in listeners.into_iter().enumerate() {
-        let watched = SharedListener::new(listener)?;
+        // The ASGI class's runtime epoll is nested in the asyncio loop's: exclusive wake-ups
+        // cannot reach its thread (`exclusive_wake.rs`).
+        let exclusive = !matches!(shared.executor, Executor::Asgi(_));
+        let watched = SharedListener::new(listener, exclusive)?;
         shared.spawn(accept_loop(shared.clone(), watched, index));
     }
     let mut term = signal(SignalKind::terminate())?;
