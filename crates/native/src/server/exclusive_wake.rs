@@ -159,11 +159,14 @@ mod tests {
     /// a connection wakes it only while it waits.
     #[test]
     fn takes_over_a_registration_and_follows_set_waiting() {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::{AsRawFd, FromRawFd};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
-        let epoll =
-            rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
+        // SAFETY: a plain system call, no pointers.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(raw >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+        // SAFETY: `raw` is a new, open descriptor that nothing else owns.
+        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
         let plain = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, listener.as_raw_fd(), plain, 42).unwrap();
         let mut wake = ExclusiveWake::take_over(listener.as_raw_fd()).expect("found");
