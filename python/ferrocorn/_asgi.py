@@ -86,13 +86,22 @@ async def _main(app, bridge, start_io, lifespan_mode, disconnect_grace):
             loop.call_soon(on_io)
         on_ready()
 
+    def on_listeners():
+        # A connection is waiting: the listeners are in this loop's epoll under
+        # listener_fd's token, so that one waiting worker is woken per connection.
+        if driver.listeners_ready():
+            loop.call_soon(on_io)
+        on_ready()
+
     loop.add_reader(driver.runtime_fd, on_io)
     loop.add_reader(driver.tick_fd, on_tick)
+    loop.add_reader(driver.listener_fd, on_listeners)
     on_io()  # the first drive installs the stop signals' handlers and starts accepting
     graceful = await stopped
     loop.remove_reader(driver.runtime_fd)
     loop.remove_reader(driver.tick_fd)
-    driver.close()
+    driver.close()  # the listeners leave the loop's epoll with the runtime
+    loop.remove_reader(driver.listener_fd)
     tasks = set(running.values())
     if tasks:
         # The runtime is gone with every connection; what still runs has no client.

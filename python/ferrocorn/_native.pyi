@@ -83,6 +83,14 @@ class LoopDriver:
     def tick_fd(self) -> int:
         """A periodic timerfd: the runtime's timers are looked at on each tick."""
         ...
+    @property
+    def listener_fd(self) -> int:
+        """A descriptor the loop watches for the worker's listeners: reported readable when a
+        connection is waiting (never readable itself); call ``listeners_ready`` then."""
+        ...
+    def listeners_ready(self) -> bool:
+        """Tell the accept loops a connection is waiting, then drive (as ``drive``)."""
+        ...
     def drive(self) -> bool:
         """Run the runtime until a look at its sockets and timers finds nothing new; True when
         work remains (drive again soon). Posts the stop to the bridge once the worker ended."""

@@ -1,7 +1,9 @@
 """Apps that answer every request with the worker's pid (``pid=<pid>``): ``app`` (WSGI) and
 ``asgi_app`` (ASGI, with lifespan), for the tests that count which worker served what. A query
 ``?sleep_ms=N`` makes the request take N ms (``time.sleep``, cooperative under gevent;
-``asyncio.sleep`` for ASGI)."""
+``asyncio.sleep`` for ASGI); ``?size=N`` pads the WSGI body to N bytes, streamed in 64 KiB
+chunks from a generator (the app's iterator is pulled while the response is written, so a
+client that does not read keeps the request running)."""
 
 import asyncio
 import os
@@ -16,12 +18,25 @@ def _sleep_ms(query: str) -> float:
 
 
 def app(environ, start_response):
-    pause = _sleep_ms(environ.get("QUERY_STRING", ""))
+    query = environ.get("QUERY_STRING", "")
+    pause = _sleep_ms(query)
     if pause:
         time.sleep(pause)
     body = f"pid={os.getpid()}".encode()
-    start_response("200 OK", HEADERS + [("Content-Length", str(len(body)))])
-    return [body]
+    size = max(len(body), int(parse_qs(query).get("size", ["0"])[0]))
+    start_response("200 OK", HEADERS + [("Content-Length", str(size))])
+    if size == len(body):
+        return [body]
+    return _padded(body, size)
+
+
+def _padded(body, size):
+    yield body
+    size -= len(body)
+    while size > 0:
+        chunk = min(size, 65536)
+        yield b" " * chunk
+        size -= chunk
 
 
 async def asgi_app(scope, receive, send):

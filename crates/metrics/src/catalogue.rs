@@ -106,7 +106,7 @@ static CATALOGUE: [MetricDef; 19] = [
         "ferrocorn_accept_missed",
         Counter,
         &[],
-        "Times a worker woken by a waiting connection found that a sibling had taken it (every worker watching the listener is woken by an arrival).",
+        "Times a worker looked for a waiting connection and found the queue empty: a sibling was quicker, or it was the last look of a burst (a worker takes connections until the queue is empty; an arrival wakes one waiting worker, or every worker watching where exclusive wake-ups cannot be set up).",
     ),
     def(
         "ferrocorn_workers",

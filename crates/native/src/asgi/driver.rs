@@ -23,6 +23,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 use super::Bridge;
+use crate::server::exclusive_wake::LoopListenerWake;
 use crate::server::worker::WorkerLoop;
 use crate::timer_fd::TimerFd;
 
@@ -96,6 +97,7 @@ pub struct LoopDriver {
     wake: Arc<TaskWake>,
     waker: Waker,
     bridge: Arc<Bridge>,
+    listener_wake: Arc<LoopListenerWake>,
     stop_posted: bool,
 }
 
@@ -104,6 +106,7 @@ impl LoopDriver {
     pub fn start(
         build: impl FnOnce() -> std::io::Result<WorkerLoop>,
         bridge: Arc<Bridge>,
+        listener_wake: Arc<LoopListenerWake>,
     ) -> std::io::Result<LoopDriver> {
         let (epolls_before, eventfds_before) = (anon_fds("[eventpoll]")?, anon_fds("[eventfd]")?);
         let worker = build()?;
@@ -125,6 +128,7 @@ impl LoopDriver {
             wake,
             waker,
             bridge,
+            listener_wake,
             stop_posted: false,
         })
     }
@@ -142,6 +146,21 @@ impl LoopDriver {
     #[getter]
     fn tick_fd(&self) -> RawFd {
         self.tick.as_raw_fd()
+    }
+
+    /// A descriptor to watch for the worker's listeners: the loop reports it readable when a
+    /// connection is waiting (the listeners are in the loop's epoll under its token; it is
+    /// never readable itself). Call [`LoopDriver::listeners_ready`] then.
+    #[getter]
+    fn listener_fd(&self) -> RawFd {
+        self.listener_wake.fd()
+    }
+
+    /// A listener has a connection (the loop saw `listener_fd` readable): tell the accept
+    /// loops, then drive.
+    fn listeners_ready(&mut self) -> bool {
+        self.listener_wake.report();
+        self.drive()
     }
 
     /// Run the worker's tasks until a look at its sockets and timers finds nothing new.

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use crate::asgi::{Bridge, IoStart, IoStarter, LoopBridge, LoopDriver};
 use crate::options::WorkerClass;
 use crate::server::AppContext;
+use crate::server::exclusive_wake::LoopListenerWake;
 use crate::server::worker::{self, StopReason, WorkerRuntime};
 use crate::server::worker::{AsgiBackend, LoopSide};
 use crate::wsgi::{ListenerEnv, WsgiApp};
@@ -130,7 +131,9 @@ fn run_on_loop(
         LoopServe::Asgi { .. } => Bridge::drained_by_loop(),
         LoopServe::Gevent => Bridge::new()?,
     };
+    let listener_wake = LoopListenerWake::new()?;
     let backend = AsgiBackend {
+        listener_wake: listener_wake.clone(),
         bridge: bridge.clone(),
         root_path: opts.root_path.clone(),
         servers: master
@@ -150,7 +153,7 @@ fn run_on_loop(
         LoopServe::Asgi { .. } => IoStart::OnLoop(Box::new(move || {
             let side = Some(LoopSide::Asgi(backend));
             let build = move || worker::build(opts, ctx, listeners, access_log, runtime, side);
-            LoopDriver::start(build, io_bridge)
+            LoopDriver::start(build, io_bridge, listener_wake)
         })),
         LoopServe::Gevent => IoStart::Thread {
             main: Box::new(move || {

@@ -4,95 +4,15 @@
 //! could change that (never a polling timer); the connection's first read, done at accept;
 //! and the hand-over of the connection to the connection driver (`conn.rs`).
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ferrocorn_arbiter::{AcceptRecheck, SlotState};
-use socket2::Socket;
-use tokio::io::Interest;
-use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 
 use super::accept_policy::{self, Decision, Weighing, WorkerView};
 use super::conn::{Peer, log_accept_error, serve};
-use super::exclusive_wake::ExclusiveWake;
 use super::shared::{ConnectionLease, Executor, Shared};
-use crate::listen::Listener;
-
-/// A listening socket shared with the sibling workers. It is watched for readiness, not
-/// accepted on blindly: the worker decides whether to take a waiting connection when one is
-/// there, from the siblings' state of that moment. (A sync worker that passed the check, then
-/// ran a long request while parked in `accept`, used to take the connection that arrived
-/// meanwhile, and its requests waited behind the long ones.)
-///
-/// Where the runtime allows it, the worker sits in the listener's wait queue only while it
-/// would take a connection, and an arrival wakes one waiting worker (`exclusive_wake.rs`);
-/// elsewhere (the ASGI class) every watching worker is woken and the policy picks one.
-pub(super) struct SharedListener {
-    /// Declared before `socket`: dropped first, while the runtime's registration still exists.
-    exclusive: Option<ExclusiveWake>,
-    socket: AsyncFd<Socket>,
-    unix: bool,
-}
-
-impl SharedListener {
-    /// Watch `listener` (the worker's own duplicate of the shared socket); `exclusive`: with
-    /// exclusive wake-ups, for a runtime whose thread waits in its own epoll (not one nested in
-    /// a Python loop's).
-    pub(super) fn new(listener: Listener, exclusive: bool) -> std::io::Result<Self> {
-        let unix = matches!(listener.addr, crate::listen::BoundAddr::Unix(_));
-        let socket = listener.socket;
-        socket.set_nonblocking(true)?;
-        // SAFETY: `socket` is an open descriptor (the worker's duplicate of the listener) that
-        // the AsyncFd owns from here on; `Socket::as_raw_fd` always returns that same descriptor.
-        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
-        let exclusive = if exclusive { ExclusiveWake::take_over(socket.as_raw_fd()) } else { None };
-        Ok(SharedListener { exclusive, socket, unix })
-    }
-
-    /// Join or leave the listener's wait queue (exclusive wake-ups only; otherwise every
-    /// watching worker is woken and decides then).
-    fn set_waiting(&mut self, waiting: bool) {
-        if let Some(exclusive) = &mut self.exclusive {
-            exclusive.set_waiting(waiting);
-        }
-    }
-
-    /// Take a waiting connection, if there still is one (`Ok(None)`: a sibling was quicker).
-    fn try_accept(
-        &self,
-        ready: &mut AsyncFdReadyGuard<'_, Socket>,
-    ) -> std::io::Result<Option<Accepted>> {
-        // Non-blocking from the start: no fcntl calls per connection.
-        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        let (socket, addr) = match ready.try_io(|fd| fd.get_ref().accept4(flags)) {
-            Ok(accepted) => accepted?,
-            Err(_would_block) => return Ok(None),
-        };
-        let received = read_waiting(&socket);
-        let stream = if self.unix {
-            let stream = std::os::unix::net::UnixStream::from(socket);
-            AcceptedStream::Unix(tokio::net::UnixStream::from_std(stream)?)
-        } else {
-            let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))?;
-            AcceptedStream::Tcp(stream, addr.as_socket())
-        };
-        Ok(Some(Accepted { stream, received }))
-    }
-}
-
-/// What the client sent with its connection so far (usually its whole first request), read
-/// without waiting: the connection's first read, done here so the worker knows whether a
-/// request came before it decides on the next connection. Empty when nothing came yet, or when
-/// the socket failed (its next read says how).
-fn read_waiting(socket: &Socket) -> Vec<u8> {
-    let mut received = Vec::with_capacity(super::conn::READ_CHUNK);
-    if let Ok(n) = socket.recv(received.spare_capacity_mut()) {
-        // SAFETY: `recv` initialized the first `n` bytes of the spare capacity it was given.
-        unsafe { received.set_len(n) };
-    }
-    received
-}
+use super::shared_listener::{Accepted, AcceptedStream, SharedListener};
 
 /// Whether fewer requests are admitted than the worker runs at once, and fewer new
 /// connections wait for their first answer than it could serve at once. A connection that is
@@ -197,8 +117,8 @@ async fn wait_after_leaving(
 
 pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListener, index: usize) {
     let mut shutdown = shared.shutdown.clone();
-    let exclusive = listener.exclusive.is_some();
     loop {
+        let exclusive = listener.exclusive();
         // A busy worker does not even look: the connection stays in the kernel queue for an
         // idle sibling.
         if !could_serve_another(&shared) {
@@ -224,15 +144,30 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
             }
             listener.set_waiting(true);
         }
-        let ready = tokio::select! {
-            ready = listener.socket.readable() => ready,
-            // Something of its own changed (a request started or ended, a connection closed):
-            // decide again whether to stay in the wait queue.
-            _ = changed.as_mut(), if exclusive => continue,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        let filled_up = shared.filled_up.notified();
+        let mut filled_up = std::pin::pin!(filled_up);
+        filled_up.as_mut().enable();
+        let woken = loop {
+            tokio::select! {
+                ready = listener.readiness() => break Some(ready),
+                // A request took the worker's last place while it waits (a gthread worker's
+                // threads are all busy; a sync worker writes a response to a slow reader): out
+                // of the wait queue, or a woken worker could not take the connection.
+                _ = filled_up.as_mut(), if exclusive => {
+                    if !could_serve_another(&shared) {
+                        break None;
+                    }
+                    filled_up.set(shared.filled_up.notified());
+                    filled_up.as_mut().enable();
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
         };
+        // Filled up while waiting: out of the wait queue (at the top of the loop).
+        let Some(ready) = woken else { continue };
         let accepted = match ready {
-            Ok(mut ready) => {
+            Err(e) => Err(e),
+            Ok(ready) => {
                 // Woken while the worker filled up (a request started since it began waiting):
                 // the connection stays queued; this worker's next wait, or a sibling's joining
                 // the queue, reports it again.
@@ -249,7 +184,6 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
                     if let Decision::Leave { recheck_at_ms } = accept_decision(&shared) {
                         // The connection stays readable for the sibling that takes it and for
                         // this worker's next look.
-                        drop(ready);
                         tokio::select! {
                             _ = wait_after_leaving(&shared, changed, recheck_at_ms) => {}
                             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -263,7 +197,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
                 if *shared.shutdown.borrow() {
                     return;
                 }
-                match listener.try_accept(&mut ready) {
+                match ready.try_accept() {
                     Ok(None) => {
                         shared.slot().accept_missed();
                         continue;
@@ -272,7 +206,6 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
                     Err(e) => Err(e),
                 }
             }
-            Err(e) => Err(e),
         };
         match accepted {
             Ok(Accepted { stream, received }) => {
@@ -296,16 +229,4 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
             }
         }
     }
-}
-
-/// A connection just accepted, with what its client had sent by then.
-struct Accepted {
-    stream: AcceptedStream,
-    received: Vec<u8>,
-}
-
-enum AcceptedStream {
-    /// A TCP connection and the peer's address.
-    Tcp(tokio::net::TcpStream, Option<std::net::SocketAddr>),
-    Unix(tokio::net::UnixStream),
 }

@@ -981,7 +981,9 @@ impl<S: ClientStream> Conn<S> {
     }
 
     async fn flush(&mut self) -> bool {
-        let result = timeout(self.shared.opts.io_timeout, self.stream.write_all(&self.wbuf)).await;
+        let written = self.stream.write_all(&self.wbuf);
+        let result =
+            timeout(self.shared.opts.io_timeout, client_write(&self.shared, written)).await;
         self.wbuf.clear();
         Self::flushed(result)
     }
@@ -995,7 +997,7 @@ impl<S: ClientStream> Conn<S> {
         if !close_follows || self.shared.app.post_request {
             return self.flush().await;
         }
-        let written = write_last(&self.stream, &self.wbuf);
+        let written = client_write(&self.shared, write_last(&self.stream, &self.wbuf));
         let result = timeout(self.shared.opts.io_timeout, written).await;
         self.wbuf.clear();
         Self::flushed(result)
@@ -1189,7 +1191,7 @@ impl<S: ClientStream> Conn<S> {
         let file_len = length.min(limit - prefix_len as u64);
         let result = timeout(
             self.shared.opts.io_timeout.max(Duration::from_secs(1)) * 10,
-            send_file(&self.stream, fd, offset, file_len),
+            client_write(&self.shared, send_file(&self.stream, fd, offset, file_len)),
         )
         .await;
         match result {
@@ -1290,6 +1292,22 @@ impl<S: ClientStream> Conn<S> {
 fn close_follows(keep_alive: bool, framing: ResponseFraming, chunks: &Chunks) -> bool {
     (!keep_alive || framing == ResponseFraming::CloseDelimited)
         && matches!(chunks, Chunks::Complete)
+}
+
+/// Await `write`, a write to the connection's client. When it cannot finish at once the
+/// request waits for its client; the worker is told first, so that a worker that can start no
+/// other request leaves the listener's wait queue meanwhile (a sync worker writing a large
+/// response to a slow reader).
+async fn client_write<F: std::future::Future>(shared: &Shared, write: F) -> F::Output {
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => {
+            shared.waiting_for_client();
+            write.await
+        }
+    }
 }
 
 /// Log an accept-loop failure.

@@ -10,15 +10,20 @@
 //! An exclusive wake-up goes to one worker blocked in that epoll at that moment; a worker that
 //! is not waiting (running its app) passes it on. A woken worker that would not take the
 //! connection would strand it, so a worker stays in the listener's wait queue only while the
-//! accept policy says it takes work ([`ExclusiveWake::set_waiting`]). An epoll that is itself
-//! watched by another (the ASGI class: the runtime's epoll inside the asyncio loop's) cannot
-//! take the wake-up for its waiter, so the kernel wakes every worker there all the same; that
-//! class keeps the plain registration.
+//! accept policy says it takes work ([`ExclusiveWake::set_waiting`]).
+//!
+//! An epoll that is itself watched by another cannot take the wake-up for its waiter, so the
+//! kernel wakes every worker there all the same. That is the ASGI class's case: its runtime's
+//! epoll is watched by the asyncio loop's, where its thread waits. There the listener goes
+//! into the loop's epoll instead ([`ExclusiveWake::join_loop`]), under the token of a
+//! descriptor the loop watches for the worker ([`LoopListenerWake`]: an eventfd never
+//! written), so the loop calls the worker when a connection is there, and the listener is not
+//! in the runtime's epoll at all.
 //!
 //! When the registration cannot be found (no `/proc`, a runtime that does not use epoll), the
 //! worker keeps the plain registration and every worker is woken, as before: slower, not wrong.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The listener's exclusive registration in the runtime's epoll.
 pub(super) struct ExclusiveWake {
@@ -29,6 +34,9 @@ pub(super) struct ExclusiveWake {
     token: u64,
     /// In the listener's wait queue now.
     waiting: bool,
+    /// The runtime's registration, taken over (left registered when dropped, for the runtime
+    /// to remove), or this module's own in the asyncio loop's epoll (removed when dropped).
+    runtimes: bool,
 }
 
 impl ExclusiveWake {
@@ -37,7 +45,7 @@ impl ExclusiveWake {
     /// drives the runtime; the result must be dropped before that registration is.
     pub(super) fn take_over(listener: RawFd) -> Option<ExclusiveWake> {
         let (epoll, token) = find_registration(listener)?;
-        let mut wake = ExclusiveWake { epoll, listener, token, waiting: true };
+        let mut wake = ExclusiveWake { epoll, listener, token, waiting: true, runtimes: true };
         if epoll_ctl(epoll, libc::EPOLL_CTL_DEL, listener, 0, 0).is_err() {
             return None;
         }
@@ -50,6 +58,14 @@ impl ExclusiveWake {
             return None;
         }
         Some(wake)
+    }
+
+    /// Register `listener` in the epoll of the asyncio loop that watches `wake`'s descriptor,
+    /// under that descriptor's token, not waiting yet. None when the loop's registration of
+    /// the descriptor cannot be found (a loop that does not use epoll).
+    pub(super) fn join_loop(listener: RawFd, wake: &LoopListenerWake) -> Option<ExclusiveWake> {
+        let (epoll, token) = find_registration(wake.fd.as_raw_fd())?;
+        Some(ExclusiveWake { epoll, listener, token, waiting: false, runtimes: false })
     }
 
     /// Join (`true`) or leave the listener's wait queue. Joining while a connection is queued
@@ -81,9 +97,69 @@ impl ExclusiveWake {
 
 impl Drop for ExclusiveWake {
     fn drop(&mut self) {
-        // Leave it registered, so the runtime's own deregistration finds it (its bookkeeping
-        // is released only when that succeeds).
-        self.set_waiting(true);
+        // The runtime's: leave it registered, so the runtime's own deregistration finds it
+        // (its bookkeeping is released only when that succeeds). Ours: remove it (an epoll
+        // forgets a descriptor only when every duplicate of it is closed, and the master
+        // keeps one).
+        self.set_waiting(self.runtimes);
+    }
+}
+
+/// For the ASGI class: a descriptor the asyncio loop watches on behalf of the worker's
+/// listeners. The listeners are registered in the loop's epoll under its token, so the loop
+/// reports a connection as this descriptor being readable; the loop's callback calls
+/// [`LoopListenerWake::report`], which wakes the accept loops. The descriptor itself (an
+/// eventfd) is never written.
+pub struct LoopListenerWake {
+    fd: OwnedFd,
+    reported: tokio::sync::Notify,
+    /// The descriptor is readable (made so once, so the loop reports it as soon as the loop
+    /// has registered it: see `shared_listener.rs`).
+    primed: std::sync::atomic::AtomicBool,
+}
+
+impl LoopListenerWake {
+    /// A new descriptor for the loop to watch.
+    pub fn new() -> std::io::Result<std::sync::Arc<LoopListenerWake>> {
+        // SAFETY: a plain system call, no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new, open descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        eventfd_add(&fd, 1)?;
+        let primed = std::sync::atomic::AtomicBool::new(true);
+        Ok(std::sync::Arc::new(LoopListenerWake {
+            fd,
+            reported: tokio::sync::Notify::new(),
+            primed,
+        }))
+    }
+
+    /// The descriptor for the loop to watch.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The loop reported the descriptor readable: a listener may have a connection.
+    pub fn report(&self) {
+        if self.primed.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let mut count = [0u8; 8];
+            // SAFETY: `count` has room for the 8 bytes an eventfd read writes.
+            let _ = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        }
+        self.reported.notify_waiters();
+    }
+
+    /// Whether the loop has reported the descriptor at least once (so it has it registered).
+    pub(super) fn loop_has_reported(&self) -> bool {
+        !self.primed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Wait for the loop's next report.
+    pub(super) async fn reported(&self) {
+        self.reported.notified().await;
     }
 }
 
@@ -100,6 +176,14 @@ fn epoll_ctl(
     // the listener and drives the runtime that owns `epoll`, so both are open.
     let rc = unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Add `value` to eventfd `fd`'s counter.
+fn eventfd_add(fd: &OwnedFd, value: u64) -> std::io::Result<()> {
+    let bytes = value.to_ne_bytes();
+    // SAFETY: `bytes` holds the 8 bytes an eventfd write reads.
+    let written = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), 8) };
+    if written == 8 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// The epoll descriptor of this process that watches `listener`, and the token it carries.

@@ -7,10 +7,11 @@ mod accept_policy;
 mod app_call;
 pub mod chunk_channel;
 mod conn;
-mod exclusive_wake;
+pub mod exclusive_wake;
 mod io;
 mod pool;
 mod shared;
+mod shared_listener;
 pub mod statsd;
 pub mod worker;
 

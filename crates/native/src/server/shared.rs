@@ -32,8 +32,10 @@ pub struct Shared {
     /// with [`Shared::enter_app`].
     pub(super) app_slot: Semaphore,
     /// Signalled when something this worker's accept decision depends on changes: a ticket is
-    /// taken or returned, a connection starts closing or closes.
+    /// returned, a connection starts closing or closes.
     pub(super) accept_inputs_changed: Notify,
+    /// Signalled when a request takes the last of the requests the worker runs at once.
+    pub(super) filled_up: Notify,
     /// The last request id handed out ([`Shared::next_request_id`]).
     pub(super) request_ids: AtomicU64,
     /// The access log, when enabled.
@@ -125,6 +127,8 @@ pub struct AsgiBackend {
     pub root_path: String,
     /// Per listener: the scope's `server` (host, port).
     pub servers: Vec<(String, Option<u16>)>,
+    /// The descriptor the asyncio loop watches for the worker's listeners.
+    pub listener_wake: Arc<super::exclusive_wake::LoopListenerWake>,
 }
 
 /// What a forked worker knows about itself and its master.
@@ -161,9 +165,27 @@ impl Shared {
     /// worker is shutting down its slot.
     pub async fn enter_app(&self) -> Option<AppTicket<'_>> {
         let permit = self.app_slot.acquire().await.ok()?;
-        // A worker that fills up leaves the listener's wait queue at once (`accept.rs`).
-        self.accept_inputs_changed.notify_waiters();
+        // A sync worker runs its app on the thread that would wait in the listener's wait
+        // queue: it is out of it by itself, until it waits for a client (`waiting_for_client`).
+        if !matches!(self.executor, Executor::Inline) {
+            self.tell_if_full();
+        }
         Some(AppTicket { _permit: permit, shared: self })
+    }
+
+    /// A request of this worker is about to wait for its client (a response write that could
+    /// not finish at once).
+    pub(super) fn waiting_for_client(&self) {
+        self.tell_if_full();
+    }
+
+    /// If the worker can start no more requests, tell its accept loops: a worker that waits in
+    /// the listener's wait queue while full would be woken for a connection it cannot take
+    /// (`accept.rs`).
+    fn tell_if_full(&self) {
+        if self.admitted() >= self.opts.concurrency() {
+            self.filled_up.notify_waiters();
+        }
     }
 
     /// Requests admitted now (tickets held).

@@ -12,11 +12,12 @@ use ferrocorn_arbiter::SlotState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::accept::{SharedListener, accept_loop};
+use super::accept::accept_loop;
 use super::app_call::AppContext;
 use super::pool::PythonPool;
 pub use super::shared::{AsgiBackend, LoopSide, WorkerRuntime};
 use super::shared::{Executor, Shared};
+use super::shared_listener::{SharedListener, Watching};
 use crate::access_log::AccessLog;
 use crate::listen::Listener;
 use crate::logging::{info, warning};
@@ -146,6 +147,7 @@ async fn worker_main(
         executor,
         app_slot: Semaphore::new(admitted),
         accept_inputs_changed: Notify::new(),
+        filled_up: Notify::new(),
         request_ids: AtomicU64::new(0),
         access_log,
         shutdown: stop_rx.clone(),
@@ -157,10 +159,13 @@ async fn worker_main(
         all_closed: Notify::new(),
     });
     for (index, listener) in listeners.into_iter().enumerate() {
-        // The ASGI class's runtime epoll is nested in the asyncio loop's: exclusive wake-ups
-        // cannot reach its thread (`exclusive_wake.rs`).
-        let exclusive = !matches!(shared.executor, Executor::Asgi(_));
-        let watched = SharedListener::new(listener, exclusive)?;
+        // The ASGI class's runtime epoll is nested in the asyncio loop's, where its thread
+        // waits: the listeners go into the loop's epoll (`shared_listener.rs`).
+        let watching = match &shared.executor {
+            Executor::Asgi(backend) => Watching::AsyncioLoop(backend.listener_wake.clone()),
+            _ => Watching::Runtime,
+        };
+        let watched = SharedListener::new(listener, &watching)?;
         shared.spawn(accept_loop(shared.clone(), watched, index));
     }
     let mut term = signal(SignalKind::terminate())?;
