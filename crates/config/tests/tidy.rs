@@ -1,7 +1,8 @@
 //! Workspace tidy checks, run by `cargo test` (they live here because this crate builds
 //! fastest): every Rust file starts with a `//!` doc, every `unsafe` block carries a
 //! `// SAFETY:` comment, `unsafe` appears only in the FFI crates, only `native` depends on pyo3,
-//! the arbiter has no tokio, and ARCHITECTURE.md names every crate.
+//! the arbiter has no tokio (both checked on the dependency tree, not the manifests), and
+//! ARCHITECTURE.md names every crate.
 
 use std::path::{Path, PathBuf};
 
@@ -76,28 +77,53 @@ fn unsafe_blocks_have_safety_comments_and_stay_in_ffi_crates() {
     }
 }
 
-fn dependencies(krate: &Path) -> String {
+/// Every package `package` depends on at run time, directly or not (`cargo tree`, normal
+/// dependencies only: a test's dev-dependency is not the crate's), by name.
+fn reachable_dependencies(package: &str) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["tree", "--offline", "--edges", "normal", "--prefix", "none", "--package", package])
+        .current_dir(workspace())
+        .output()
+        .expect("run cargo tree");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != package)
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The package name of the crate in `crates/<dir>`.
+fn package_name(krate: &Path) -> String {
     let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
-    let start = manifest
-        .find("[dependencies]")
-        .map(|i| i + "[dependencies]".len())
-        .unwrap_or(manifest.len());
-    let rest = &manifest[start..];
-    rest[..rest.find("\n[").unwrap_or(rest.len())].to_string()
+    let line = manifest.lines().find(|l| l.starts_with("name = ")).expect("a package name");
+    line.trim_start_matches("name = ").trim_matches('"').to_string()
 }
 
 #[test]
-fn only_native_knows_python_and_the_arbiter_has_no_async_runtime() {
+fn only_native_reaches_python_and_the_core_crates_reach_no_async_runtime() {
     for krate in crates() {
-        let name = krate.file_name().unwrap().to_string_lossy().to_string();
-        let deps = dependencies(&krate);
-        if name != "native" {
-            assert!(!deps.contains("pyo3"), "{name} must not depend on pyo3");
+        let dir = krate.file_name().unwrap().to_string_lossy().to_string();
+        let deps = reachable_dependencies(&package_name(&krate));
+        if dir != "native" {
+            assert!(!deps.iter().any(|d| d.starts_with("pyo3")), "{dir} reaches pyo3: {deps:?}");
         }
-        if name == "arbiter" || name == "config" || name == "http" {
-            assert!(!deps.contains("tokio"), "{name} must not depend on tokio");
+        if ["arbiter", "config", "http", "metrics"].contains(&dir.as_str()) {
+            assert!(!deps.iter().any(|d| d == "tokio"), "{dir} reaches tokio: {deps:?}");
         }
     }
+}
+
+#[test]
+fn the_arbiter_reaches_only_libc_and_the_metric_label_spaces() {
+    // The master runs it: no runtime, no thread, no I/O library (ARCHITECTURE.md).
+    let deps = reachable_dependencies("ferrocorn-arbiter");
+    assert_eq!(deps, ["ferrocorn-metrics", "libc"], "the arbiter reaches more: {deps:?}");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Taking connections from the listeners the workers share: one accept loop per listener,
 //! which waits until the worker could serve another connection, asks the accept policy
-//! (`accept_policy.rs`) whether to take a waiting one, and otherwise waits for an event that
-//! could change that (never a polling timer); the connection's first read, done at accept;
-//! and the hand-over of the connection to the connection driver (`conn.rs`).
+//! (`accept_policy.rs`) whether it would take one, waits on the listener only then (an arrival
+//! wakes one waiting worker where exclusive wake-ups are set up: `shared_listener.rs`), and
+//! otherwise waits for an event that could change the decision (never a polling timer); then
+//! it hands the connection, with what its client sent, to the connection driver (`conn/`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -4,7 +4,7 @@
 //! owed an answer, the lease each connection holds on those counts from accept to close, and
 //! what it publishes in its scoreboard slot when a request starts or ends (retiring after
 //! `max_requests`). The accept loops (`accept.rs`) read these counts; the connection driver
-//! (`conn.rs`) moves them.
+//! (`conn/`) moves them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -1,0 +1,138 @@
+//! The one place a connection asks what serves a request once its head is read. Today that is
+//! the app, by worker class: a WSGI call, an ASGI HTTP request, or an ASGI WebSocket session;
+//! the response cache, an upstream and another worker pool are to be added here, without
+//! touching the reading or writing code. The choice is a pure function of the head and the
+//! worker's protocol ([`responder_for`]); [`Conn::serve_request`] carries it out.
+
+use std::time::Instant;
+
+use ferrocorn_http::{
+    BodyFraming, BodyPump, HandshakeError, RequestHead, WebSocketRequest, percent_decode,
+    url_scheme_from_headers, websocket_request,
+};
+
+use super::{Conn, ConnError, SERVER};
+use crate::clock::with_http_date;
+use crate::server::io::ClientStream;
+use crate::server::shared::Executor;
+
+/// The protocol the worker's app speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AppProtocol {
+    Wsgi,
+    Asgi,
+}
+
+impl AppProtocol {
+    fn of(executor: &Executor) -> AppProtocol {
+        match executor {
+            Executor::Asgi(_) => AppProtocol::Asgi,
+            _ => AppProtocol::Wsgi,
+        }
+    }
+}
+
+/// What serves a request.
+#[derive(Debug)]
+pub(super) enum Responder {
+    /// The WSGI app (its body is read first, or on the app's demand after `100 Continue`).
+    Wsgi,
+    /// The ASGI app, over HTTP (its body is fed to it while it runs).
+    AsgiHttp,
+    /// An ASGI WebSocket session, after a valid handshake.
+    AsgiWebSocket(WebSocketRequest),
+    /// An invalid WebSocket handshake, answered with its error status.
+    BadHandshake(HandshakeError),
+}
+
+/// What serves a request with this head, for a worker whose app speaks `protocol`.
+pub(super) fn responder_for(protocol: AppProtocol, head: &RequestHead) -> Responder {
+    match protocol {
+        AppProtocol::Wsgi => Responder::Wsgi,
+        AppProtocol::Asgi => match websocket_request(head) {
+            None => Responder::AsgiHttp,
+            Some(Ok(request)) => Responder::AsgiWebSocket(request),
+            Some(Err(e)) => Responder::BadHandshake(e),
+        },
+    }
+}
+
+impl<S: ClientStream> Conn<S> {
+    /// Serve one request whose head was read. `Ok(true)`: the connection may carry another.
+    pub(super) async fn serve_request(&mut self, head: RequestHead) -> Result<bool, ConnError> {
+        let started = Instant::now();
+        let https = if self.trusted {
+            url_scheme_from_headers(&head.headers, &self.shared.opts.secure_scheme_headers)?
+                .unwrap_or(false)
+        } else {
+            false
+        };
+        let wants_continue = head.expect_continue && head.framing != BodyFraming::Empty;
+        let responder = responder_for(AppProtocol::of(&self.shared.executor), &head);
+        if !matches!(responder, Responder::Wsgi) && wants_continue {
+            // An ASGI app receives the body as the client sends it, so `100 Continue` goes out
+            // now (WSGI defers it to the app's first read).
+            self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if !self.flush().await {
+                return Err(ConnError::Closed);
+            }
+        }
+        match responder {
+            Responder::Wsgi => self.handle_wsgi(head, https, wants_continue, started).await,
+            Responder::AsgiHttp => {
+                let decoded_path = percent_decode(&head.path);
+                let pump = BodyPump::new(head.framing, self.shared.opts.limits.clone());
+                self.handle_asgi(head, pump, decoded_path, https, started).await
+            }
+            Responder::AsgiWebSocket(request) => {
+                let decoded_path = percent_decode(&head.path);
+                self.read_body(head.framing).await?;
+                self.handle_websocket(head, request.subprotocols, decoded_path, https).await
+            }
+            Responder::BadHandshake(e) => {
+                let wbuf = &mut self.wbuf;
+                with_http_date(|date| e.write_response(wbuf, date, SERVER));
+                self.flush().await;
+                Ok(false)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> RequestHead {
+        let limits = ferrocorn_http::Limits::default();
+        let parsed = ferrocorn_http::parse_request_head(raw.as_bytes(), &limits, false);
+        parsed.expect("valid").expect("complete").0
+    }
+
+    const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn a_wsgi_worker_serves_every_request_with_its_app() {
+        assert!(matches!(responder_for(AppProtocol::Wsgi, &head(UPGRADE)), Responder::Wsgi));
+        let plain = head("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(matches!(responder_for(AppProtocol::Wsgi, &plain), Responder::Wsgi));
+    }
+
+    #[test]
+    fn an_asgi_worker_serves_http_and_websocket_apart() {
+        let plain = head("POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(responder_for(AppProtocol::Asgi, &plain), Responder::AsgiHttp));
+        let upgrade = responder_for(AppProtocol::Asgi, &head(UPGRADE));
+        assert!(matches!(upgrade, Responder::AsgiWebSocket(_)), "{upgrade:?}");
+    }
+
+    #[test]
+    fn an_invalid_handshake_is_answered_not_served() {
+        let no_key = "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let responder = responder_for(AppProtocol::Asgi, &head(no_key));
+        assert!(matches!(responder, Responder::BadHandshake(_)), "{responder:?}");
+    }
+}
