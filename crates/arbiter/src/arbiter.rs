@@ -6,13 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::exit_code::ExitCode;
 use crate::scoreboard::{RestartReason, Scoreboard, SlotState, monotonic_ms};
 use crate::signals::{Signal, SignalPipe, kill};
 
-/// Exit status when workers keep failing to boot (Gunicorn's WORKER_BOOT_ERROR).
-pub const WORKER_BOOT_ERROR: i32 = 3;
-/// Exit status when the app cannot be loaded (Gunicorn's APP_LOAD_ERROR).
-pub const APP_LOAD_ERROR: i32 = 4;
 /// Consecutive workers dying before they finish booting that stop the server.
 const MAX_BOOT_FAILURES: u32 = 5;
 
@@ -443,21 +440,13 @@ impl Arbiter {
                 ExitReason::Signal(libc::WTERMSIG(status))
             };
             match reason {
-                ExitReason::Code(WORKER_BOOT_ERROR) => {
+                ExitReason::Code(code) if let Some(reason) = ExitCode::halt_reason(code) => {
                     sup.log(
                         LogLevel::Error,
-                        &format!("Worker (pid:{pid}) exited with code {WORKER_BOOT_ERROR}"),
+                        &format!("Worker (pid:{pid}) exited with code {code}"),
                     );
-                    sup.log(LogLevel::Error, "Reason: Worker failed to boot.");
-                    halt = Some(WORKER_BOOT_ERROR);
-                }
-                ExitReason::Code(APP_LOAD_ERROR) => {
-                    sup.log(
-                        LogLevel::Error,
-                        &format!("Worker (pid:{pid}) exited with code {APP_LOAD_ERROR}"),
-                    );
-                    sup.log(LogLevel::Error, "Reason: App failed to load.");
-                    halt = Some(APP_LOAD_ERROR);
+                    sup.log(LogLevel::Error, &format!("Reason: {reason}"));
+                    halt = Some(code);
                 }
                 ExitReason::Code(0) => {}
                 ExitReason::Code(code) => sup
@@ -486,7 +475,7 @@ impl Arbiter {
                         LogLevel::Error,
                         &format!("{MAX_BOOT_FAILURES} workers in a row died while booting; stopping instead of respawning"),
                     );
-                    halt = Some(WORKER_BOOT_ERROR);
+                    halt = Some(ExitCode::WorkerBoot.code());
                 }
             }
             let slot = self.board.slot(worker.meta.slot);

@@ -9,13 +9,15 @@
 #![allow(unsafe_code)]
 
 mod arbiter;
+mod exit_code;
 mod scoreboard;
 mod signals;
 
 pub use arbiter::{
-    APP_LOAD_ERROR, Arbiter, ArbiterOptions, ArbiterView, Command, ExitReason, LogLevel, Outcome,
-    Spawned, Supervisor, WORKER_BOOT_ERROR, WorkerMeta,
+    Arbiter, ArbiterOptions, ArbiterView, Command, ExitReason, LogLevel, Outcome, Spawned,
+    Supervisor, WorkerMeta,
 };
+pub use exit_code::ExitCode;
 pub use scoreboard::{
     AcceptRecheck, Counters, MasterArea, RequestRecord, RestartReason, Scoreboard, Slot, SlotState,
     map_shared_zeroed, monotonic_ms,

@@ -19,6 +19,7 @@ mod logging;
 mod master;
 mod options;
 mod server;
+mod settings_load;
 mod timer_fd;
 mod user_metrics;
 mod wsgi;

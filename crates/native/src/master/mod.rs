@@ -16,16 +16,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ferrocorn_arbiter::{
-    Arbiter, ArbiterOptions, ArbiterView, Command, ExitReason, LogLevel, Outcome, Scoreboard,
-    Spawned, Supervisor, WorkerMeta,
+    Arbiter, ArbiterOptions, ArbiterView, Command, ExitCode, ExitReason, LogLevel, Outcome,
+    Scoreboard, Spawned, Supervisor, WorkerMeta,
 };
 use pyo3::prelude::*;
 
-use crate::cli::Loaded;
 use crate::hooks::{ConfigView, Hooks, MasterState, Server, WorkerHandle};
 use crate::listen::{BoundAddr, Listener};
 use crate::logging::{self, Level, error, info, warning};
 use crate::options::ServerOptions;
+use crate::settings_load::Loaded;
 
 pub use fork::{Forked, fork_interpreter};
 pub use process::set_title;
@@ -123,7 +123,7 @@ pub fn run(
         }
         if let Err(e) = fork::daemonize(py, opts.enable_stdio_inheritance) {
             error!("cannot daemonize: {e}");
-            return crate::cli::EXIT_FAILURE;
+            return ExitCode::Failure.code();
         }
     }
     process::set_umask(opts.umask);
@@ -136,14 +136,14 @@ pub fn run(
         opts.raw_env.iter().map(|(k, _)| (k.clone(), std::env::var(k).ok())).collect();
     if let Err(e) = crate::app::prepare(py, &opts.chdir, &opts.pythonpath, &opts.raw_env) {
         error!("cannot prepare the Python environment: {e}");
-        return crate::cli::EXIT_FAILURE;
+        return ExitCode::Failure.code();
     }
     let preloaded = if opts.preload_app {
         match crate::app::load(py, &opts.app_spec) {
             Ok(app) => Some(app),
             Err(e) => {
                 error!("{e}");
-                return crate::cli::EXIT_APP_LOAD;
+                return ExitCode::AppLoad.code();
             }
         }
     } else {
@@ -164,7 +164,7 @@ pub fn run(
         && let Err(e) = process::write_pidfile(path, pid)
     {
         error!("cannot write the pid file {path:?} (setting `pidfile`, -p/--pid): {e}");
-        return crate::cli::EXIT_FAILURE;
+        return ExitCode::Failure.code();
     }
     let state = Arc::new(MasterState::default());
     state.pid.store(i64::from(pid), Ordering::Relaxed);
@@ -173,7 +173,7 @@ pub fn run(
         Ok(c) => c,
         Err(e) => {
             error!("cannot expose the configuration to hooks: {e}");
-            return crate::cli::EXIT_FAILURE;
+            return ExitCode::Failure.code();
         }
     };
     let title_base = opts.proc_name.clone();
@@ -181,7 +181,7 @@ pub fn run(
         Ok(s) => s,
         Err(e) => {
             error!("cannot create the server object: {e}");
-            return crate::cli::EXIT_FAILURE;
+            return ExitCode::Failure.code();
         }
     };
     info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
@@ -193,7 +193,7 @@ pub fn run(
             if let Some(path) = &pidfile {
                 process::remove_pidfile(path, pid);
             }
-            return crate::cli::EXIT_FAILURE;
+            return ExitCode::Failure.code();
         }
     };
     // SAFETY: still single-threaded (no fork, no runtime yet); nothing reads the environment
@@ -208,7 +208,7 @@ pub fn run(
             Ok(m) => m,
             Err(e) => {
                 error!("{e}");
-                return crate::cli::EXIT_FAILURE;
+                return ExitCode::Failure.code();
             }
         };
     if let Some(m) = &metrics {
@@ -251,14 +251,14 @@ pub fn run(
         Ok(b) => Arc::new(b),
         Err(e) => {
             error!("cannot map the scoreboard: {e}");
-            return crate::cli::EXIT_FAILURE;
+            return ExitCode::Failure.code();
         }
     };
     let mut arbiter = match Arbiter::new(arbiter_options(&opts), board.clone()) {
         Ok(a) => a,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
-            return crate::cli::EXIT_FAILURE;
+            return ExitCode::Failure.code();
         }
     };
     let mut master = Master {
@@ -305,15 +305,8 @@ impl Master {
         if self.reexec_parent.is_none() && !self.is_reexec_child_alive() {
             remove_unix_sockets(&self.listeners);
         }
-        if code != 0 {
-            let reason = match code {
-                ferrocorn_arbiter::WORKER_BOOT_ERROR => "Worker failed to boot.",
-                ferrocorn_arbiter::APP_LOAD_ERROR => "App failed to load.",
-                _ => "",
-            };
-            if !reason.is_empty() {
-                error!("Reason: {reason}");
-            }
+        if let Some(reason) = ExitCode::halt_reason(code) {
+            error!("Reason: {reason}");
         }
         code
     }
@@ -434,7 +427,7 @@ impl Supervisor for Master {
     fn reload(&mut self) -> Result<ArbiterOptions, String> {
         Python::attach(|py| {
             let cli = ferrocorn_config::parse_args(&self.argv).map_err(|e| e.to_string())?;
-            let loaded = crate::cli::load_settings(py, cli).map_err(|(_, msg)| msg)?;
+            let loaded = crate::settings_load::load_settings(py, cli).map_err(|(_, msg)| msg)?;
             let env = |key: &str| std::env::var(key).ok();
             let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;

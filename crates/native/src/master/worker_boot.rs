@@ -5,12 +5,11 @@
 
 use std::sync::Arc;
 
-use ferrocorn_arbiter::{SlotState, WorkerMeta};
+use ferrocorn_arbiter::{ExitCode, SlotState, WorkerMeta};
 use pyo3::prelude::*;
 
 use super::{Master, process};
 use crate::access_log::AccessLog;
-use crate::cli::{EXIT_APP_LOAD, EXIT_FAILURE};
 use crate::logging::{Sink, error, info};
 use std::sync::Mutex;
 
@@ -21,9 +20,6 @@ use crate::server::exclusive_wake::LoopListenerWake;
 use crate::server::worker::{self, StopReason, WorkerRuntime};
 use crate::server::worker::{AsgiBackend, LoopSide};
 use crate::wsgi::{ListenerEnv, WsgiApp};
-
-/// Exit status of a worker that failed while booting (Gunicorn's WORKER_BOOT_ERROR).
-const EXIT_BOOT: i32 = 3;
 
 fn listener_env(listener: &crate::listen::Listener) -> ListenerEnv {
     match &listener.addr {
@@ -183,7 +179,7 @@ fn run_on_loop(
         Ok(code) => code,
         Err(e) => {
             crate::wsgi::log_exception(py, "The worker's event loop failed", &e);
-            EXIT_BOOT
+            ExitCode::WorkerBoot.code()
         }
     };
     let thread = handle.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -206,19 +202,19 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         Ok(w) => w,
         Err(e) => {
             error!("cannot create the worker object: {e}");
-            return EXIT_BOOT;
+            return ExitCode::WorkerBoot.code();
         }
     };
     let server = master.server.clone_ref(py);
     if master.hooks.call(py, "post_fork", (server.clone_ref(py), worker.clone_ref(py))).is_err() {
-        return EXIT_BOOT;
+        return ExitCode::WorkerBoot.code();
     }
     if (opts.user.is_some() || opts.group.is_some())
         && let Err(e) =
             process::drop_privileges(opts.user.as_deref(), opts.group.as_deref(), opts.initgroups)
     {
         error!("Exception in worker process: {e}");
-        return EXIT_BOOT;
+        return ExitCode::WorkerBoot.code();
     }
     // (Set after the privilege drop, which would clear it.) A worker must not outlive its master (killed with SIGKILL, say): it then drains and exits.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a plain signal number.
@@ -229,7 +225,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         // loop class (precise short timers, `hub_timer_wake.rs`).
         if let Err(e) = py.import("ferrocorn._gevent").and_then(|m| m.call_method0("patch")) {
             error!("cannot start the gevent worker (is gevent installed?): {e}");
-            return EXIT_BOOT;
+            return ExitCode::WorkerBoot.code();
         }
     }
     let app = match &master.preloaded {
@@ -238,19 +234,19 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
             Ok(app) => app,
             Err(e) => {
                 error!("Exception in worker process:\n{e}");
-                return EXIT_APP_LOAD;
+                return ExitCode::AppLoad.code();
             }
         },
     };
     if master.hooks.call(py, "post_worker_init", (worker.clone_ref(py),)).is_err() {
-        return EXIT_BOOT;
+        return ExitCode::WorkerBoot.code();
     }
     if let Err(e) = install_abort_handler(py, &worker, master.hooks.get(py, "worker_abort")) {
         error!("cannot install the SIGABRT handler: {e}");
     }
     if let Err(message) = check_app_interface(py, app.bind(py), opts.worker_class) {
         error!("{message}");
-        return EXIT_APP_LOAD;
+        return ExitCode::AppLoad.code();
     }
     let access_log = match (&opts.access_log, opts.python_logging) {
         (_, true) => {
@@ -266,7 +262,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
             }
             Err(e) => {
                 error!("cannot open `accesslog` (--access-logfile) {target:?}: {e}");
-                return EXIT_BOOT;
+                return ExitCode::WorkerBoot.code();
             }
         },
         (None, false) => None,
@@ -304,7 +300,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
             Ok(w) => w,
             Err(e) => {
                 error!("cannot prepare the WSGI bridge: {e}");
-                return EXIT_BOOT;
+                return ExitCode::WorkerBoot.code();
             }
         };
         let serve = matches!(opts.worker_class, WorkerClass::Gevent).then_some(LoopServe::Gevent);
@@ -333,7 +329,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         Ok(_) => 0,
         Err(e) => {
             error!("worker failed: {e}");
-            EXIT_FAILURE
+            ExitCode::Failure.code()
         }
     };
     let _ = master.hooks.call(py, "worker_exit", (server, worker));
