@@ -169,7 +169,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(server):
 
 def test_an_idle_keep_alive_connection_is_closed_by_the_runtimes_timer(server):
     # Nothing else happens on the worker: only the loop's periodic look at the runtime's
-    # timers (asgi/driver.rs) can fire the keep-alive timeout.
+    # timers (server/loop_driver.rs) can fire the keep-alive timeout.
     srv = asgi(server, "asgi_app:app", "-w", "1", "--keep-alive", "1")
     with Conn(srv.port) as c:
         c.send(request_bytes("GET", "/"))

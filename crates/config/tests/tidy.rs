@@ -82,7 +82,7 @@ fn unsafe_blocks_have_safety_comments_and_stay_in_ffi_crates() {
 fn reachable_dependencies(package: &str) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = std::process::Command::new(cargo)
-        .args(["tree", "--offline", "--edges", "normal", "--prefix", "none", "--package", package])
+        .args(["tree", "--edges", "normal", "--prefix", "none", "--package", package])
         .current_dir(workspace())
         .output()
         .expect("run cargo tree");

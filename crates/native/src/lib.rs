@@ -45,8 +45,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(log, m)?)?;
     m.add_class::<asgi::LoopBridge>()?;
     m.add_class::<asgi::AsgiRequest>()?;
-    m.add_class::<asgi::IoStarter>()?;
-    m.add_class::<asgi::LoopDriver>()?;
+    m.add_class::<server::loop_driver::IoStarter>()?;
+    m.add_class::<server::loop_driver::LoopDriver>()?;
     m.add_class::<asgi::HubJob>()?;
     m.add_class::<hub_timer_wake::TimerWake>()?;
     m.add_class::<asgi::WebSocketSession>()?;

@@ -1,6 +1,6 @@
 //! A non-blocking `CLOCK_MONOTONIC` timerfd: what the gevent hub's short-timer wake-up
 //! (`hub_timer_wake.rs`, one deadline at a time) and the ASGI driver's periodic tick
-//! (`asgi/driver.rs`) are made of.
+//! (`server/loop_driver.rs`) are made of.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

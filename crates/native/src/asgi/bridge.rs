@@ -86,14 +86,10 @@ impl Bridge {
         }
     }
 
-    /// The worker's I/O has ended with `outcome`: log a failure and tell the loop to stop
-    /// (gracefully unless it was a quick stop).
-    pub fn post_stop(&self, outcome: &std::io::Result<crate::server::worker::StopReason>) {
-        if let Err(e) = outcome {
-            crate::logging::error!("worker failed: {e}");
-        }
-        let quick = matches!(outcome, Ok(crate::server::worker::StopReason::Quick));
-        self.post(Event::Stop { graceful: !quick });
+    /// The worker's I/O has ended: tell the loop to stop, `graceful`ly (let its tasks finish)
+    /// or not.
+    pub fn post_stop(&self, graceful: bool) {
+        self.post(Event::Stop { graceful });
     }
 
     /// Take every queued event (loop thread).

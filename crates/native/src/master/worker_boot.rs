@@ -13,10 +13,11 @@ use crate::access_log::AccessLog;
 use crate::logging::{Sink, error, info};
 use std::sync::Mutex;
 
-use crate::asgi::{Bridge, IoStart, IoStarter, LoopBridge, LoopDriver};
+use crate::asgi::{Bridge, LoopBridge};
 use crate::options::WorkerClass;
 use crate::server::AppContext;
 use crate::server::exclusive_wake::LoopListenerWake;
+use crate::server::loop_driver::{IoStart, IoStarter, LoopDriver};
 use crate::server::worker::{self, StopReason, WorkerRuntime};
 use crate::server::worker::{AsgiBackend, LoopSide};
 use crate::wsgi::{ListenerEnv, WsgiApp};
@@ -154,7 +155,8 @@ fn run_on_loop(
         LoopServe::Gevent => IoStart::Thread {
             main: Box::new(move || {
                 let side = Some(LoopSide::Hub(io_bridge.clone()));
-                io_bridge.post_stop(&worker::run(opts, ctx, &listeners, access_log, runtime, side));
+                let outcome = worker::run(opts, ctx, &listeners, access_log, runtime, side);
+                worker::stop_the_loop(&io_bridge, &outcome);
             }),
             handle: handle.clone(),
         },

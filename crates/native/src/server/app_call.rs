@@ -10,9 +10,9 @@ use ferrocorn_http::{ProxyInfo, RequestHead, ResponseHead};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::chunk_channel::{ChunkReceiver, ChunkSender, End, chunk_channel};
 use crate::asgi::Bridge;
 use crate::hooks::{Hooks, Request, WorkerHandle};
+use crate::server::chunk_channel::{ChunkReceiver, ChunkSender, End, chunk_channel};
 use crate::wsgi::{
     self, AppResponse, Committed, DeferredBody, DirectWriter, FileResponse, Input, RequestBody,
     RequestFacts, WsgiApp,

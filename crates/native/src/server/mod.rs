@@ -1,4 +1,5 @@
-//! Serving: the worker event loop ([`worker`]), the per-connection HTTP/1.1 driver ([`conn`])
+//! Serving: the worker event loop ([`worker`]; from an asyncio loop, [`loop_driver`]), the
+//! per-connection HTTP/1.1 driver ([`conn`])
 //! and the socket operations they share ([`io`]).
 
 pub mod abort;
@@ -9,6 +10,7 @@ pub mod chunk_channel;
 mod conn;
 pub mod exclusive_wake;
 mod io;
+pub mod loop_driver;
 mod pool;
 mod shared;
 mod shared_listener;

@@ -3,7 +3,7 @@
 //! drains gracefully within `graceful_timeout`, INT and QUIT stop at once, USR1 reopens log
 //! files; retirement after `max_requests` stops it the same way. The runtime is driven by the
 //! worker's thread, except under gthread, whose pool threads take turns driving it
-//! (`pool.rs`), and the ASGI class, whose asyncio loop drives it (`asgi/driver.rs`).
+//! (`pool.rs`), and the ASGI class, whose asyncio loop drives it (`server/loop_driver.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +30,15 @@ pub enum StopReason {
     Graceful,
     /// INT or QUIT: stopped at once.
     Quick,
+}
+
+/// The worker's I/O ended with `outcome`: log a failure and tell the Python loop that runs
+/// its app (the asyncio loop, the gevent hub) to stop, gracefully unless it was a quick stop.
+pub fn stop_the_loop(bridge: &crate::asgi::Bridge, outcome: &std::io::Result<StopReason>) {
+    if let Err(e) = outcome {
+        crate::logging::error!("worker failed: {e}");
+    }
+    bridge.post_stop(!matches!(outcome, Ok(StopReason::Quick)));
 }
 
 /// A worker's runtime with its main task spawned but not yet driven: [`run`] blocks on it;

@@ -10,19 +10,23 @@
 //! wake-up deferred by `yield_now` makes `block_on` poll the driver without blocking, and a
 //! task woken from inside the runtime does not write the driver's eventfd (so a drive leaves
 //! the epoll descriptor quiet unless a socket, a signal or Python woke something).
+//!
+//! Also here: [`IoStarter`], which the loop glue calls once lifespan startup has completed to
+//! start the worker's I/O, on the loop (ASGI: it returns the driver) or on a thread (gevent).
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use super::Bridge;
+use crate::asgi::Bridge;
 use crate::server::exclusive_wake::LoopListenerWake;
 use crate::server::worker::WorkerLoop;
 use crate::timer_fd::TimerFd;
@@ -176,7 +180,7 @@ impl LoopDriver {
         if !self.stop_posted && worker.main.is_finished() {
             self.stop_posted = true;
             let joined = worker.local.block_on(&worker.runtime, &mut worker.main);
-            self.bridge.post_stop(&WorkerLoop::outcome(joined));
+            super::worker::stop_the_loop(&self.bridge, &WorkerLoop::outcome(joined));
         }
         work_left
     }
@@ -247,4 +251,54 @@ fn runtime_epoll(new_epolls: &[RawFd], new_eventfds: &HashSet<RawFd>) -> std::io
         )));
     }
     Ok(*first)
+}
+
+/// How the worker's I/O starts.
+pub enum IoStart {
+    /// On a thread of its own, running this body (gevent); the join handle goes to `handle`.
+    Thread {
+        /// The I/O thread's body.
+        main: Box<dyn FnOnce() + Send>,
+        /// Receives the thread's join handle.
+        handle: Arc<Mutex<Option<JoinHandle<()>>>>,
+    },
+    /// On the calling (loop) thread: builds the driver the loop drives (ASGI).
+    OnLoop(Box<dyn FnOnce() -> std::io::Result<LoopDriver> + Send>),
+}
+
+/// A callable Python invokes when lifespan startup is done: it starts the I/O, and returns
+/// the [`LoopDriver`] when the loop is to drive it (else None).
+#[pyclass(module = "ferrocorn._native", frozen)]
+pub struct IoStarter {
+    start: Mutex<Option<IoStart>>,
+}
+
+impl IoStarter {
+    /// Start the I/O this way when called.
+    pub fn new(start: IoStart) -> Self {
+        IoStarter { start: Mutex::new(Some(start)) }
+    }
+}
+
+#[pymethods]
+impl IoStarter {
+    fn __call__(&self, py: Python<'_>) -> PyResult<Option<Py<LoopDriver>>> {
+        let start = self.start.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match start {
+            None => Ok(None),
+            Some(IoStart::Thread { main, handle }) => {
+                let thread = std::thread::Builder::new()
+                    .name("ferrocorn-io".into())
+                    .spawn(main)
+                    .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+                *handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+                Ok(None)
+            }
+            Some(IoStart::OnLoop(build)) => {
+                let driver =
+                    build().map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+                Ok(Some(Py::new(py, driver)?))
+            }
+        }
+    }
 }
