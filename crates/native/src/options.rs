@@ -80,7 +80,7 @@ pub struct ServerOptions {
     /// Base of process titles (`proc_name`, else `default_proc_name`).
     pub proc_name: String,
     /// Where to send statsd metrics.
-    pub statsd: Option<crate::server::statsd::StatsdTarget>,
+    pub statsd: Option<StatsdTarget>,
     /// Address of the Prometheus endpoint.
     pub metrics_bind: Option<String>,
     /// Control socket path (None when disabled).
@@ -417,7 +417,7 @@ impl ServerOptions {
             initgroups: config.bool("initgroups"),
             statsd: config.opt_str("statsd_host").filter(|h| !h.is_empty()).map(|host| {
                 let prefix = config.str("statsd_prefix").trim_end_matches('.');
-                crate::server::statsd::StatsdTarget {
+                StatsdTarget {
                     address: host.to_owned(),
                     prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}.") },
                     tags: config.str("dogstatsd_tags").to_owned(),
@@ -450,4 +450,16 @@ impl ServerOptions {
             raw_env: raw_env(config)?,
         })
     }
+}
+
+/// Where and how to send the workers' statsd metrics (`--statsd-host`, `--statsd-prefix`,
+/// `--dogstatsd-tags`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsdTarget {
+    /// `host:port` or `unix://path`.
+    pub address: String,
+    /// Prefix with its trailing dot (`app.`), or empty.
+    pub prefix: String,
+    /// Dogstatsd tags (`k:v,k:v`), or empty.
+    pub tags: String,
 }

@@ -20,7 +20,7 @@ use super::awaitable;
 use tokio::sync::oneshot;
 
 use super::Bridge;
-use crate::server::chunk_channel::{ChunkReceiver, ChunkSender, End, Offer, Waiter, chunk_channel};
+use super::chunk_channel::{ChunkReceiver, ChunkSender, End, Offer, Waiter, chunk_channel};
 
 /// How the app started its response: status, headers and the first body chunk (sent with
 /// the head in one write), and the queue of the rest when the body continues. Err means

@@ -11,8 +11,8 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use super::chunk_channel::{ChunkSender, End, Offer, Queued, Waiter};
 use super::request::{Endpoints, build_scope, latin1};
-use crate::server::chunk_channel::{ChunkSender, End, Offer, Queued, Waiter};
 
 /// From the app to the connection.
 #[derive(Debug)]

@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::asgi::Bridge;
+use crate::asgi::chunk_channel::{ChunkReceiver, ChunkSender, End, chunk_channel};
 use crate::hooks::{Hooks, Request, WorkerHandle};
-use crate::server::chunk_channel::{ChunkReceiver, ChunkSender, End, chunk_channel};
 use crate::wsgi::{
     self, AppResponse, Committed, DeferredBody, DirectWriter, FileResponse, Input, RequestBody,
     RequestFacts, WsgiApp,

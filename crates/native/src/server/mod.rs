@@ -6,7 +6,6 @@ pub mod abort;
 mod accept;
 mod accept_policy;
 mod app_call;
-pub mod chunk_channel;
 mod conn;
 pub mod exclusive_wake;
 mod io;

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
+use crate::asgi::chunk_channel;
+
 /// Work for a pool thread.
 pub type Job = Box<dyn FnOnce(Python<'_>) + Send>;
 
@@ -76,7 +78,7 @@ thread_local! {
 /// Called by a thread about to block until its connection takes what it sent (a full response
 /// queue). On a pool thread that left the lead, nobody else would drive that connection until
 /// the lead is found vacant, so the spare takes it now.
-pub fn lend_the_lead() {
+fn lend_the_lead() {
     OWN_POOL.with_borrow(|pool| {
         if let Some(shared) = pool {
             let mut st = shared.lock();
@@ -396,7 +398,9 @@ impl PythonPool {
             threads.push(std::thread::Builder::new().name(format!("ferrocorn-py-{n}")).spawn(
                 move || {
                     OWN_POOL.set(Some(shared.clone()));
+                    chunk_channel::before_parking_on_this_thread(Some(lend_the_lead));
                     shared.run_thread(&runtime);
+                    chunk_channel::before_parking_on_this_thread(None);
                     OWN_POOL.take();
                 },
             )?);

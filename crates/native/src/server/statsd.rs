@@ -8,16 +8,7 @@ use std::os::unix::net::UnixDatagram;
 
 use ferrocorn_arbiter::RequestRecord;
 
-/// Where and how to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatsdTarget {
-    /// `host:port` or `unix://path`.
-    pub address: String,
-    /// Prefix with its trailing dot (`app.`), or empty.
-    pub prefix: String,
-    /// Dogstatsd tags (`k:v,k:v`), or empty.
-    pub tags: String,
-}
+use crate::options::StatsdTarget;
 
 enum Socket {
     Udp(UdpSocket),

@@ -7,9 +7,9 @@ use ferrocorn_http::{RequestHead, ResponseHead, write_error_response};
 use tokio::time::{Duration, timeout};
 
 use super::{Conn, ConnError, DenialResponse, SERVER};
+use crate::asgi::chunk_channel::{End, chunk_channel};
 use crate::asgi::{Event, WebSocketSession, WsIn, WsOut, WsShared};
 use crate::clock::with_http_date;
-use crate::server::chunk_channel::{End, chunk_channel};
 use crate::server::io::ClientStream;
 use crate::server::shared::Executor;
 

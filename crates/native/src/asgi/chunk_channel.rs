@@ -7,6 +7,7 @@
 //! fast stream of small chunks at a few per millisecond and kept a task waking 1000 times a
 //! second for as long as its client did not read.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
@@ -14,7 +15,19 @@ use std::thread::Thread;
 use pyo3::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::asgi::{Bridge, Event};
+use super::{Bridge, Event};
+
+thread_local! {
+    /// What this thread does before it parks on a full queue: a gthread pool thread lends the
+    /// lead of its worker's runtime (`server/pool.rs`), so that the connection it waits for is
+    /// driven meanwhile; nothing on other threads.
+    static BEFORE_PARKING: Cell<Option<fn()>> = const { Cell::new(None) };
+}
+
+/// Set what this thread does before it parks on a full queue (None: nothing).
+pub fn before_parking_on_this_thread(hook: Option<fn()>) {
+    BEFORE_PARKING.set(hook);
+}
 
 /// Items queued at most (also bounds the per-item overhead of tiny chunks).
 const MAX_QUEUED_ITEMS: usize = 64;
@@ -158,7 +171,9 @@ impl<T: Queued> ChunkSender<T> {
             }
             if !in_greenlet {
                 if self.wait_for_room(Waiter::Thread(std::thread::current())) {
-                    super::pool::lend_the_lead();
+                    if let Some(before_parking) = BEFORE_PARKING.get() {
+                        before_parking();
+                    }
                     // A stale or early unpark only costs another offer.
                     py.detach(std::thread::park);
                 }
