@@ -116,6 +116,31 @@ async fn wait_after_leaving(
     shared.slot().accept_deferred(cause);
 }
 
+/// Ask the accept policy whether to take a connection now. When it says to leave it to a
+/// sibling, leave the listener's wait queue (`listener`, with exclusive wake-ups), wait for what
+/// could change that, and return `Some(true)`: the caller looks again. The worker's own events
+/// are listened for before the decision, so one that comes in between is not lost. `None`: the
+/// worker stops.
+async fn left_to_a_sibling(
+    shared: &Shared,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    listener: Option<&mut SharedListener>,
+) -> Option<bool> {
+    let changed = shared.accept_inputs_changed.notified();
+    let mut changed = std::pin::pin!(changed);
+    changed.as_mut().enable();
+    let Decision::Leave { recheck_at_ms } = accept_decision(shared) else {
+        return Some(false);
+    };
+    if let Some(listener) = listener {
+        listener.set_waiting(false);
+    }
+    tokio::select! {
+        _ = wait_after_leaving(shared, changed, recheck_at_ms) => Some(true),
+        _ = shutdown.wait_for(|stop| *stop) => None,
+    }
+}
+
 pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListener, index: usize) {
     let mut shutdown = shared.shutdown.clone();
     loop {
@@ -129,25 +154,20 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
-        let changed = shared.accept_inputs_changed.notified();
-        let mut changed = std::pin::pin!(changed);
-        changed.as_mut().enable();
         if exclusive {
             // Only a worker that would take a connection waits for one: an arrival wakes one
             // waiting worker, and it takes the connection.
-            if let Decision::Leave { recheck_at_ms } = accept_decision(&shared) {
-                listener.set_waiting(false);
-                tokio::select! {
-                    _ = wait_after_leaving(&shared, changed, recheck_at_ms) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                }
-                continue;
+            match left_to_a_sibling(&shared, &mut shutdown, Some(&mut listener)).await {
+                None => return,
+                Some(true) => continue,
+                Some(false) => listener.set_waiting(true),
             }
-            listener.set_waiting(true);
         }
         let filled_up = shared.filled_up.notified();
         let mut filled_up = std::pin::pin!(filled_up);
-        filled_up.as_mut().enable();
+        if exclusive {
+            filled_up.as_mut().enable();
+        }
         let woken = loop {
             tokio::select! {
                 ready = listener.readiness() => break Some(ready),
@@ -178,18 +198,12 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
                 if !exclusive {
                     // Every watching worker was woken by the arrival: decide now, from the
                     // siblings' state of this moment (time may have passed since the last
-                    // look: a sync worker's app ran meanwhile).
-                    let changed = shared.accept_inputs_changed.notified();
-                    let mut changed = std::pin::pin!(changed);
-                    changed.as_mut().enable();
-                    if let Decision::Leave { recheck_at_ms } = accept_decision(&shared) {
-                        // The connection stays readable for the sibling that takes it and for
-                        // this worker's next look.
-                        tokio::select! {
-                            _ = wait_after_leaving(&shared, changed, recheck_at_ms) => {}
-                            _ = shutdown.wait_for(|stop| *stop) => return,
-                        }
-                        continue;
+                    // look: a sync worker's app ran meanwhile). A connection left stays
+                    // readable for the sibling that takes it and for this worker's next look.
+                    match left_to_a_sibling(&shared, &mut shutdown, None).await {
+                        None => return,
+                        Some(true) => continue,
+                        Some(false) => {}
                     }
                 }
                 // Never take a connection once the worker is stopping: its main task may have

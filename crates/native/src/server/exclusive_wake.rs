@@ -36,7 +36,7 @@ pub(super) struct ExclusiveWake {
     waiting: bool,
     /// The runtime's registration, taken over (left registered when dropped, for the runtime
     /// to remove), or this module's own in the asyncio loop's epoll (removed when dropped).
-    runtimes: bool,
+    owned_by_runtime: bool,
 }
 
 impl ExclusiveWake {
@@ -45,7 +45,8 @@ impl ExclusiveWake {
     /// drives the runtime; the result must be dropped before that registration is.
     pub(super) fn take_over(listener: RawFd) -> Option<ExclusiveWake> {
         let (epoll, token) = find_registration(listener)?;
-        let mut wake = ExclusiveWake { epoll, listener, token, waiting: true, runtimes: true };
+        let mut wake =
+            ExclusiveWake { epoll, listener, token, waiting: true, owned_by_runtime: true };
         if epoll_ctl(epoll, libc::EPOLL_CTL_DEL, listener, 0, 0).is_err() {
             return None;
         }
@@ -65,7 +66,7 @@ impl ExclusiveWake {
     /// the descriptor cannot be found (a loop that does not use epoll).
     pub(super) fn join_loop(listener: RawFd, wake: &LoopListenerWake) -> Option<ExclusiveWake> {
         let (epoll, token) = find_registration(wake.fd.as_raw_fd())?;
-        Some(ExclusiveWake { epoll, listener, token, waiting: false, runtimes: false })
+        Some(ExclusiveWake { epoll, listener, token, waiting: false, owned_by_runtime: false })
     }
 
     /// Join (`true`) or leave the listener's wait queue. Joining while a connection is queued
@@ -101,7 +102,7 @@ impl Drop for ExclusiveWake {
         // (its bookkeeping is released only when that succeeds). Ours: remove it (an epoll
         // forgets a descriptor only when every duplicate of it is closed, and the master
         // keeps one).
-        self.set_waiting(self.runtimes);
+        self.set_waiting(self.owned_by_runtime);
     }
 }
 
