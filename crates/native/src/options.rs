@@ -43,6 +43,8 @@ pub struct ServerOptions {
     pub secure_scheme_headers: Vec<(String, String)>,
     /// Use sendfile for `wsgi.file_wrapper` responses.
     pub sendfile: bool,
+    /// The raw-descriptor fast paths may be used where the client stream allows them.
+    pub direct_socket_io: bool,
     /// Number of worker processes.
     pub workers: usize,
     /// How workers run the app.
@@ -398,6 +400,7 @@ impl ServerOptions {
                 .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
                 .collect(),
             sendfile: sendfile_enabled(config, env),
+            direct_socket_io: config.bool("direct_socket_io"),
             workers: worker_count(config)?,
             worker_class,
             worker_connections: usize::try_from(config.int("worker_connections"))

@@ -1,6 +1,6 @@
 //! Registry records for settings ferrocorn adds beyond Gunicorn's. Each new one is one record.
 
-use crate::setting::{DefaultValue, Kind, Section, Setting, Validator};
+use crate::setting::{Action, DefaultValue, Kind, Section, Setting, Validator};
 
 const S: Section = Section::Ferrocorn;
 
@@ -42,4 +42,15 @@ pub(super) const SETTINGS: &[Setting] = &[
         "Write the access log as one JSON object per line (every atom of access_log_format \
              under a readable key) instead of the text format.",
     ),
+    Setting::new("direct_socket_io", S, Kind::Bool, Validator::Bool, DefaultValue::Bool(true))
+        .cli(&["--no-direct-socket-io"])
+        .action(Action::StoreConst(false))
+        .help(
+            "Whether the fast paths that bypass the connection's writer may use the client \
+             socket directly: sendfile, the last write of a response sent with its FIN, and on \
+             the app's thread PEP 3333 write() and a 100-continue body read on demand. \
+             --no-direct-socket-io sends every byte through the writer, as a TLS connection \
+             will: write() output is sent after the app returns, and a 100-continue body is \
+             read before the app is called. A diagnostic switch; the default is faster.",
+        ),
 ];

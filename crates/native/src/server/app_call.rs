@@ -64,8 +64,8 @@ pub struct CallRequest {
     pub input: InputSource,
     /// Keep the environ (access log `{var}e`, `post_request`).
     pub keep_environ: bool,
-    /// Where `write()` sends.
-    pub writer: DirectWriter,
+    /// Where `write()` sends (None: its output is kept and sent with the response).
+    pub writer: Option<DirectWriter>,
     /// Run `pre_request`.
     pub pre_hook: bool,
     /// Build the `req` object for `post_request`.

@@ -67,7 +67,7 @@ impl WsgiApp {
         facts: RequestFacts<'_>,
         input: Py<Input>,
         keep_environ: bool,
-        writer: DirectWriter,
+        writer: Option<DirectWriter>,
     ) -> Handled {
         let environ = match self.builders[listener].build(py, facts) {
             Ok(env) => env,

@@ -1,7 +1,9 @@
 //! `start_response` and its `write()` callable, with PEP 3333's `exc_info` rules: a second call
 //! without `exc_info` is an error; with `exc_info` it replaces the status and headers while
 //! nothing was sent, and re-raises the app's exception once headers are on the wire. `write()`
-//! sends at once (PEP 3333 requires it): the first call commits the status line and headers.
+//! sends at once (PEP 3333 requires it) where the client stream lets the app's thread use its
+//! socket: the first call commits the status line and headers. Where it does not (TLS,
+//! `--no-direct-socket-io`) the bytes are kept and go out first in the response.
 
 use std::sync::Mutex;
 
@@ -70,9 +72,10 @@ pub fn frame_chunk(out: &mut Vec<u8>, framing: ResponseFraming, data: &[u8]) {
 }
 
 impl StartResponse {
-    /// A start_response whose `write()` goes straight to the client through `writer`.
-    pub fn with_writer(writer: DirectWriter) -> Self {
-        StartResponse { state: Mutex::default(), writer: Some(writer) }
+    /// A start_response whose `write()` goes straight to the client through `writer`, or
+    /// (None) is kept and sent with the response.
+    pub fn with_writer(writer: Option<DirectWriter>) -> Self {
+        StartResponse { state: Mutex::default(), writer }
     }
 
     /// The committed head, when `write()` already sent it.

@@ -69,16 +69,20 @@ impl<S: ClientStream> Conn<S> {
         };
         let wants_continue = head.expect_continue && head.framing != BodyFraming::Empty;
         let responder = responder_for(AppProtocol::of(&self.shared.executor), &head);
-        if !matches!(responder, Responder::Wsgi) && wants_continue {
-            // An ASGI app receives the body as the client sends it, so `100 Continue` goes out
-            // now (WSGI defers it to the app's first read).
+        // A WSGI app asks for a `100-continue` body itself, on its first read from the socket
+        // (when the stream lets the app's thread use it). Otherwise `100 Continue` goes out
+        // now: an ASGI app receives the body as the client sends it, and a WSGI app without
+        // the socket gets the body read before it is called.
+        let defer_continue =
+            wants_continue && matches!(responder, Responder::Wsgi) && self.direct.is_some();
+        if wants_continue && !defer_continue {
             self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             if !self.flush().await {
                 return Err(ConnError::Closed);
             }
         }
         match responder {
-            Responder::Wsgi => self.handle_wsgi(head, https, wants_continue, started).await,
+            Responder::Wsgi => self.handle_wsgi(head, https, defer_continue, started).await,
             Responder::AsgiHttp => {
                 let decoded_path = percent_decode(&head.path);
                 let pump = BodyPump::new(head.framing, self.shared.opts.limits.clone());

@@ -9,6 +9,7 @@
 //! (`websocket.rs`), and writing responses and closing (`respond.rs`).
 
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -106,6 +107,9 @@ struct Conn<S: ClientStream> {
     /// is written.
     lease: ConnectionLease,
     stream: S,
+    /// The stream's descriptor when the raw-descriptor fast paths are allowed (the stream
+    /// reports it and `direct_socket_io` is on); None: every byte goes through `stream`.
+    direct: Option<RawFd>,
     peer: Peer,
     listener: usize,
     trusted: bool,
@@ -140,10 +144,12 @@ pub async fn serve<S: ClientStream>(
 ) {
     let shared = lease.shared().clone();
     let trusted = shared.opts.forwarded_allow.allows(peer.ip);
+    let direct = stream.direct_fd().filter(|_| shared.opts.direct_socket_io);
     let mut conn = Conn {
         shared,
         lease,
         stream,
+        direct,
         peer,
         listener,
         trusted,

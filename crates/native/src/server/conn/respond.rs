@@ -80,7 +80,8 @@ impl<S: ClientStream> Conn<S> {
         if !close_follows || self.shared.app.post_request {
             return self.flush().await;
         }
-        let written = client_write(&self.shared, write_last(&self.stream, &self.wbuf));
+        let written =
+            client_write(&self.shared, write_last(&mut self.stream, self.direct, &self.wbuf));
         let result = timeout(self.shared.opts.io_timeout, written).await;
         self.wbuf.clear();
         Self::flushed(result)
@@ -276,7 +277,10 @@ impl<S: ClientStream> Conn<S> {
         let file_len = length.min(limit - prefix_len as u64);
         let result = timeout(
             self.shared.opts.io_timeout.max(Duration::from_secs(1)) * 10,
-            client_write(&self.shared, send_file(&self.stream, fd, offset, file_len)),
+            client_write(
+                &self.shared,
+                send_file(&mut self.stream, self.direct, fd, offset, file_len),
+            ),
         )
         .await;
         match result {

@@ -18,17 +18,17 @@ use crate::server::shared::Executor;
 use crate::wsgi::{self, ClientSocket, DeferredBody, DirectWriter, RequestBody};
 
 impl<S: ClientStream> Conn<S> {
-    /// Serve a request with the WSGI app: read its body (or leave it to the app's first read,
-    /// after `100 Continue`, when `wants_continue`), call the app, write its response.
+    /// Serve a request with the WSGI app: read its body (or, when `defer_continue`, leave it to
+    /// the app's first read, which sends `100 Continue`), call the app, write its response.
     /// `Ok(true)`: the connection may carry another request.
     pub(super) async fn handle_wsgi(
         &mut self,
         head: RequestHead,
         https: bool,
-        wants_continue: bool,
+        defer_continue: bool,
         started: Instant,
     ) -> Result<bool, ConnError> {
-        let deferred = wants_continue;
+        let deferred = defer_continue;
         let body =
             if deferred { RequestBody::default() } else { self.read_body(head.framing).await? };
         let request_bytes = body.len();
@@ -44,22 +44,20 @@ impl<S: ClientStream> Conn<S> {
             && !self.shutting_down();
         let head = Arc::new(head);
         let decoded_path = Arc::new(decoded_path);
+        // The app's thread uses the socket itself (`write()`, a deferred body) only where the
+        // stream allows it; otherwise `write()` output waits for the app's return.
         let wait = shared.executor.app_wait();
-        let socket = ClientSocket {
-            fd: self.stream.as_raw_fd(),
-            timeout: self.shared.opts.io_timeout,
-            wait,
-        };
-        let input = if deferred {
-            InputSource::Deferred(DeferredBody {
+        let socket =
+            self.direct.map(|fd| ClientSocket { fd, timeout: self.shared.opts.io_timeout, wait });
+        let input = match socket {
+            Some(socket) if deferred => InputSource::Deferred(DeferredBody {
                 socket,
                 framing: head.framing,
                 buffered: std::mem::take(&mut self.rbuf),
                 limits: self.shared.opts.limits.clone(),
                 buffer_size: self.shared.opts.body_buffer_size,
-            })
-        } else {
-            InputSource::Buffered(body)
+            }),
+            _ => InputSource::Buffered(body),
         };
         let call_request = CallRequest {
             listener: self.listener,
@@ -69,12 +67,12 @@ impl<S: ClientStream> Conn<S> {
             proxy: self.proxy.clone(),
             input,
             keep_environ,
-            writer: DirectWriter {
+            writer: socket.map(|socket| DirectWriter {
                 socket,
                 version: head.version,
                 is_head: head.is_head(),
                 keep_alive: keep_alive_wanted,
-            },
+            }),
             pre_hook,
             post_hook,
         };
