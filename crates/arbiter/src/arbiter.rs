@@ -6,8 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrocorn_shm::monotonic_ms;
+use ferrocorn_shm::scoreboard::{RestartReason, Scoreboard, SlotState};
+
 use crate::exit_code::ExitCode;
-use crate::scoreboard::{RestartReason, Scoreboard, SlotState, monotonic_ms};
 use crate::signals::{Signal, SignalPipe, kill};
 
 /// Consecutive workers dying before they finish booting that stop the server.

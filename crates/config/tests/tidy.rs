@@ -1,8 +1,9 @@
 //! Workspace tidy checks, run by `cargo test` (they live here because this crate builds
 //! fastest): every Rust file starts with a `//!` doc, every `unsafe` block carries a
-//! `// SAFETY:` comment, `unsafe` appears only in the FFI crates, only `native` depends on pyo3,
-//! the arbiter has no tokio (both checked on the dependency tree, not the manifests), and
-//! ARCHITECTURE.md names every crate.
+//! `// SAFETY:` comment, `unsafe` appears only in the FFI and OS crates (`native`, `arbiter`,
+//! `shm`), only `native` depends on pyo3, the core crates reach no tokio, the arbiter reaches
+//! only `shm`, the metric label spaces and libc, and `shm` only those two (all checked on the
+//! dependency tree, not the manifests), and ARCHITECTURE.md names every crate.
 
 use std::path::{Path, PathBuf};
 
@@ -60,8 +61,8 @@ fn unsafe_blocks_have_safety_comments_and_stay_in_ffi_crates() {
                     continue;
                 }
                 assert!(
-                    name == "native" || name == "arbiter",
-                    "unsafe outside the FFI crates: {}:{}",
+                    ["native", "arbiter", "shm"].contains(&name.as_str()),
+                    "unsafe outside the FFI and OS crates: {}:{}",
                     file.display(),
                     i + 1
                 );
@@ -113,17 +114,26 @@ fn only_native_reaches_python_and_the_core_crates_reach_no_async_runtime() {
         if dir != "native" {
             assert!(!deps.iter().any(|d| d.starts_with("pyo3")), "{dir} reaches pyo3: {deps:?}");
         }
-        if ["arbiter", "config", "http", "metrics"].contains(&dir.as_str()) {
+        if ["arbiter", "config", "http", "metrics", "shm"].contains(&dir.as_str()) {
             assert!(!deps.iter().any(|d| d == "tokio"), "{dir} reaches tokio: {deps:?}");
         }
     }
 }
 
 #[test]
-fn the_arbiter_reaches_only_libc_and_the_metric_label_spaces() {
+fn the_arbiter_reaches_only_libc_shared_memory_and_the_metric_label_spaces() {
     // The master runs it: no runtime, no thread, no I/O library (ARCHITECTURE.md).
     let deps = reachable_dependencies("ferrocorn-arbiter");
-    assert_eq!(deps, ["ferrocorn-metrics", "libc"], "the arbiter reaches more: {deps:?}");
+    let expected = ["ferrocorn-metrics", "ferrocorn-shm", "libc"];
+    assert_eq!(deps, expected, "the arbiter reaches more: {deps:?}");
+}
+
+#[test]
+fn shared_memory_reaches_only_libc_and_the_metric_label_spaces() {
+    // Master, workers and later shared stores map it: libc, and the label spaces that size
+    // the scoreboard's counters (ARCHITECTURE.md).
+    let deps = reachable_dependencies("ferrocorn-shm");
+    assert_eq!(deps, ["ferrocorn-metrics", "libc"], "shm reaches more: {deps:?}");
 }
 
 #[test]

@@ -1,53 +1,19 @@
 //! App-defined metrics shared by all workers: `from ferrocorn import metrics` gives `Counter`,
-//! `Gauge` and `Histogram` whose series live in a table in shared memory (mapped by the master
-//! before the first fork), so every worker adds into the same series and one scrape shows their
-//! sum — what prometheus_client's multiprocess mode needs a directory of files for. A series
-//! entry is claimed with a compare-and-swap and published with a release store; values are
-//! atomics (f64 bits), so no lock is ever held.
+//! `Gauge` and `Histogram`, Python classes over the shared-memory series table of
+//! `ferrocorn_shm::series` (mapped by the master before the first fork), so every worker adds
+//! into the same series and one scrape shows their sum. This file owns the Python side: name and
+//! label checks, the per-metric cache of series, and which operation each kind allows.
 
-use std::cell::UnsafeCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use ferrocorn_metrics::{UserMetric, UserMetricKind};
+use ferrocorn_shm::series::{MAX_BUCKETS, SeriesId, SeriesTable, encode_labels};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-const ENTRIES: usize = 1024;
-const TEXT: usize = 256;
-const MAX_BUCKETS: usize = 24;
-
-const FREE: u32 = 0;
-const CLAIMED: u32 = 1;
-const READY: u32 = 2;
-
-#[repr(C)]
-struct Entry {
-    state: AtomicU32,
-    kind: AtomicU32,
-    bucket_count: AtomicU32,
-    text_len: [AtomicU32; 3],
-    /// name, labels (`k="v",...`), help — written once by the claimer before READY.
-    text: UnsafeCell<[[u8; TEXT]; 3]>,
-    value: AtomicU64,
-    sum: AtomicU64,
-    bounds: [AtomicU64; MAX_BUCKETS],
-    buckets: [AtomicU64; MAX_BUCKETS + 1],
-}
-
-struct Table {
-    entries: *mut Entry,
-}
-
-// SAFETY: the table is process-shared memory; entries are mutated only through atomics, and the
-// text bytes only by the one process that claimed the entry before it publishes READY.
-unsafe impl Send for Table {}
-// SAFETY: as above.
-unsafe impl Sync for Table {}
-
-static TABLE: OnceLock<Table> = OnceLock::new();
+static TABLE: OnceLock<SeriesTable> = OnceLock::new();
 
 /// Map the shared table; the master calls this before forking (workers inherit it). Without
 /// it (app code run outside ferrocorn) a private table is created on first use.
@@ -55,154 +21,25 @@ pub fn init() -> std::io::Result<()> {
     if TABLE.get().is_some() {
         return Ok(());
     }
-    // Zeroed memory is a valid table (every entry FREE); Entry's alignment is at most a page.
-    let ptr = ferrocorn_arbiter::map_shared_zeroed(ENTRIES * std::mem::size_of::<Entry>())?;
-    let _ = TABLE.set(Table { entries: ptr.cast() });
+    let _ = TABLE.set(SeriesTable::new()?);
     Ok(())
 }
 
-fn table() -> Option<&'static Table> {
+fn table() -> Option<&'static SeriesTable> {
     if TABLE.get().is_none() {
         let _ = init();
     }
     TABLE.get()
 }
 
-fn entry(i: usize) -> Option<&'static Entry> {
-    let t = table()?;
-    // SAFETY: `i < ENTRIES`, inside the mapping, which is never unmapped.
-    (i < ENTRIES).then(|| unsafe { &*t.entries.add(i) })
-}
-
-fn text_of(e: &Entry, which: usize) -> String {
-    let len = (e.text_len[which].load(Ordering::Acquire) as usize).min(TEXT);
-    // SAFETY: READY entries' text is immutable; callers only read READY entries (Acquire on
-    // `state` orders these reads after the claimer's writes).
-    let bytes = unsafe { &(&*e.text.get())[which][..len] };
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn kind_code(kind: UserMetricKind) -> u32 {
-    match kind {
-        UserMetricKind::Counter => 0,
-        UserMetricKind::Gauge => 1,
-        UserMetricKind::Histogram => 2,
-    }
-}
-
-fn kind_of(code: u32) -> UserMetricKind {
-    match code {
-        0 => UserMetricKind::Counter,
-        1 => UserMetricKind::Gauge,
-        _ => UserMetricKind::Histogram,
-    }
-}
-
-/// Find or create the series; returns its entry index.
-fn register(
-    kind: UserMetricKind,
-    name: &str,
-    labels: &str,
-    help: &str,
-    bounds: &[f64],
-) -> Result<usize, String> {
-    for part in [name, labels, help] {
-        if part.len() > TEXT {
-            return Err(format!("metric text too long (max {TEXT} bytes): {part:?}"));
-        }
-    }
-    for i in 0..ENTRIES {
-        let e = entry(i).ok_or("metrics table unavailable")?;
-        if e.state.load(Ordering::Acquire) == READY
-            && e.kind.load(Ordering::Relaxed) == kind_code(kind)
-            && text_of(e, 0) == name
-            && text_of(e, 1) == labels
-        {
-            return Ok(i);
-        }
-    }
-    for i in 0..ENTRIES {
-        let e = entry(i).ok_or("metrics table unavailable")?;
-        if e.state.compare_exchange(FREE, CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            // SAFETY: this process won the CAS, so it is the only writer of the text until READY.
-            let text = unsafe { &mut *e.text.get() };
-            for (which, part) in [name, labels, help].iter().enumerate() {
-                text[which][..part.len()].copy_from_slice(part.as_bytes());
-                e.text_len[which].store(part.len() as u32, Ordering::Relaxed);
-            }
-            for (b, bound) in e.bounds.iter().zip(bounds) {
-                b.store(bound.to_bits(), Ordering::Relaxed);
-            }
-            e.bucket_count.store(bounds.len() as u32, Ordering::Relaxed);
-            e.kind.store(kind_code(kind), Ordering::Relaxed);
-            e.state.store(READY, Ordering::Release);
-            return Ok(i);
-        }
-    }
-    Err(format!("too many metric series (max {ENTRIES})"))
-}
-
-fn add_f64(cell: &AtomicU64, delta: f64) {
-    let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |bits| {
-        Some((f64::from_bits(bits) + delta).to_bits())
-    });
+/// The table a registered series lives in (mapped before any series could be registered).
+fn registered() -> &'static SeriesTable {
+    TABLE.get().expect("registered")
 }
 
 /// Every app-defined series, summed over duplicate registrations.
 pub fn collect() -> Vec<UserMetric> {
-    let mut out: Vec<UserMetric> = Vec::new();
-    for i in 0..ENTRIES {
-        let Some(e) = entry(i) else { break };
-        if e.state.load(Ordering::Acquire) != READY {
-            continue;
-        }
-        let kind = kind_of(e.kind.load(Ordering::Relaxed));
-        let name = text_of(e, 0);
-        let labels_text = text_of(e, 1);
-        let labels: Vec<(String, String)> = parse_labels(&labels_text);
-        let n = e.bucket_count.load(Ordering::Relaxed) as usize;
-        let mut buckets: Vec<(f64, u64)> = (0..n)
-            .map(|b| {
-                (
-                    f64::from_bits(e.bounds[b].load(Ordering::Relaxed)),
-                    e.buckets[b].load(Ordering::Relaxed),
-                )
-            })
-            .collect();
-        if kind == UserMetricKind::Histogram {
-            buckets.push((f64::INFINITY, e.buckets[n].load(Ordering::Relaxed)));
-        }
-        let metric = UserMetric {
-            name: name.clone(),
-            help: text_of(e, 2),
-            kind,
-            labels,
-            value: f64::from_bits(e.value.load(Ordering::Relaxed)),
-            buckets,
-            sum: f64::from_bits(e.sum.load(Ordering::Relaxed)),
-        };
-        match out
-            .iter_mut()
-            .find(|m| m.name == metric.name && m.labels == metric.labels && m.kind == kind)
-        {
-            Some(existing) => {
-                existing.value += metric.value;
-                existing.sum += metric.sum;
-                for (a, b) in existing.buckets.iter_mut().zip(&metric.buckets) {
-                    a.1 += b.1;
-                }
-            }
-            None => out.push(metric),
-        }
-    }
-    out
-}
-
-fn parse_labels(text: &str) -> Vec<(String, String)> {
-    text.split('\u{1f}')
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| p.split_once('\u{1e}').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect()
+    table().map(SeriesTable::collect).unwrap_or_default()
 }
 
 fn valid_name(name: &str) -> bool {
@@ -219,14 +56,14 @@ pub struct Metric {
     help: String,
     labelnames: Vec<String>,
     bounds: Vec<f64>,
-    series: Mutex<HashMap<String, usize>>,
+    series: Mutex<HashMap<String, SeriesId>>,
 }
 
 /// One labelled series of a metric.
 #[pyclass(module = "ferrocorn._native", frozen)]
 pub struct Series {
     kind: UserMetricKind,
-    index: usize,
+    id: SeriesId,
 }
 
 impl Metric {
@@ -258,23 +95,23 @@ impl Metric {
     }
 
     fn series_for(&self, values: &[String]) -> PyResult<Series> {
-        let key: String = self
-            .labelnames
-            .iter()
-            .zip(values)
-            .map(|(k, v)| format!("{k}\u{1e}{v}\u{1f}"))
-            .collect();
+        let key = encode_labels(
+            self.labelnames.iter().zip(values).map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let mut cache = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let index = match cache.get(&key) {
-            Some(i) => *i,
+        let id = match cache.get(&key) {
+            Some(id) => *id,
             None => {
-                let i = register(self.kind, &self.name, &key, &self.help, &self.bounds)
-                    .map_err(PyValueError::new_err)?;
-                cache.insert(key, i);
-                i
+                let table =
+                    table().ok_or_else(|| PyValueError::new_err("metrics table unavailable"))?;
+                let id = table
+                    .register(self.kind, &self.name, &key, &self.help, &self.bounds)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                cache.insert(key, id);
+                id
             }
         };
-        Ok(Series { kind: self.kind, index })
+        Ok(Series { kind: self.kind, id })
     }
 
     fn unlabelled(&self) -> PyResult<Series> {
@@ -353,7 +190,7 @@ impl Series {
                 Err(PyValueError::new_err("counters can only increase"))
             }
             _ => {
-                add_f64(&entry(self.index).expect("registered").value, amount);
+                registered().add(self.id, amount);
                 Ok(())
             }
         }
@@ -365,7 +202,7 @@ impl Series {
         if self.kind != UserMetricKind::Gauge {
             return Err(PyValueError::new_err("only gauges have dec()"));
         }
-        add_f64(&entry(self.index).expect("registered").value, -amount);
+        registered().add(self.id, -amount);
         Ok(())
     }
 
@@ -374,7 +211,7 @@ impl Series {
         if self.kind != UserMetricKind::Gauge {
             return Err(PyValueError::new_err("only gauges have set()"));
         }
-        entry(self.index).expect("registered").value.store(value.to_bits(), Ordering::Relaxed);
+        registered().set(self.id, value);
         Ok(())
     }
 
@@ -383,13 +220,7 @@ impl Series {
         if self.kind != UserMetricKind::Histogram {
             return Err(PyValueError::new_err("only histograms have observe()"));
         }
-        let e = entry(self.index).expect("registered");
-        let n = e.bucket_count.load(Ordering::Relaxed) as usize;
-        let slot = (0..n)
-            .find(|b| value <= f64::from_bits(e.bounds[*b].load(Ordering::Relaxed)))
-            .unwrap_or(n);
-        e.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        add_f64(&e.sum, value);
+        registered().observe(self.id, value);
         Ok(())
     }
 }

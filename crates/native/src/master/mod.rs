@@ -17,8 +17,9 @@ use std::sync::atomic::Ordering;
 
 use ferrocorn_arbiter::{
     Arbiter, ArbiterOptions, ArbiterView, Command, ExitCode, ExitReason, LogLevel, Outcome,
-    Scoreboard, Spawned, Supervisor, WorkerMeta,
+    Spawned, Supervisor, WorkerMeta,
 };
+use ferrocorn_shm::scoreboard::Scoreboard;
 use pyo3::prelude::*;
 
 use crate::hooks::{ConfigView, Hooks, MasterState, Server, WorkerHandle};

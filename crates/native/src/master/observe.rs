@@ -4,8 +4,9 @@
 
 use std::os::fd::AsRawFd;
 
-use ferrocorn_arbiter::{Scoreboard, SlotState, monotonic_ms};
 use ferrocorn_metrics::{Snapshot, Totals, WorkerSnapshot};
+use ferrocorn_shm::monotonic_ms;
+use ferrocorn_shm::scoreboard::{Scoreboard, SlotState};
 
 use crate::listen::{BoundAddr, Listener};
 

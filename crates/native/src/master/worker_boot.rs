@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use ferrocorn_arbiter::{ExitCode, SlotState, WorkerMeta};
+use ferrocorn_arbiter::{ExitCode, WorkerMeta};
+use ferrocorn_shm::scoreboard::SlotState;
 use pyo3::prelude::*;
 
 use super::{Master, process};

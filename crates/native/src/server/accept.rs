@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ferrocorn_arbiter::{AcceptRecheck, SlotState};
+use ferrocorn_shm::scoreboard::{AcceptRecheck, SlotState};
 
 use super::accept_policy::{self, Decision, Weighing, WorkerView};
 use super::conn::{Peer, log_accept_error, serve};
@@ -60,7 +60,7 @@ fn accept_decision(shared: &Shared) -> Decision {
         Executor::Inline => Weighing::OneAtATime,
         _ => Weighing::Concurrent,
     };
-    accept_policy::decide(ferrocorn_arbiter::monotonic_ms(), weighing, &views)
+    accept_policy::decide(ferrocorn_shm::monotonic_ms(), weighing, &views)
 }
 
 /// Whether this worker may hold one more connection under `worker_connections` (gthread and
@@ -102,7 +102,7 @@ async fn wait_after_leaving(
     changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     recheck_at_ms: Option<u64>,
 ) {
-    let now = ferrocorn_arbiter::monotonic_ms();
+    let now = ferrocorn_shm::monotonic_ms();
     let until_deadline = recheck_at_ms.map(|at| at.saturating_sub(now));
     let (wait_ms, cause) = match until_deadline {
         Some(ms) if ms < RECHECK_FALLBACK_MS => (ms, AcceptRecheck::Deadline),

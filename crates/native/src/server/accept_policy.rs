@@ -36,7 +36,7 @@ pub struct WorkerView {
     pub me: bool,
     /// Connections it holds that can still carry a request (open, not closing).
     pub connections: u64,
-    /// When it entered its current request ([`ferrocorn_arbiter::monotonic_ms`]); None when
+    /// When it entered its current request ([`ferrocorn_shm::monotonic_ms`]); None when
     /// idle.
     pub busy_since_ms: Option<u64>,
     /// Moving average of its recent request durations, in microseconds.

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use ferrocorn_arbiter::{RequestRecord, Scoreboard, Slot, SlotState};
+use ferrocorn_shm::scoreboard::{RequestRecord, Scoreboard, Slot, SlotState};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::app_call::AppContext;

@@ -6,7 +6,7 @@
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 
-use ferrocorn_arbiter::RequestRecord;
+use ferrocorn_shm::scoreboard::RequestRecord;
 
 use crate::options::StatsdTarget;
 

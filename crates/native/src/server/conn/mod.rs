@@ -13,8 +13,8 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use ferrocorn_arbiter::RequestRecord;
 use ferrocorn_http::{BodyPump, ParseError, ProxyInfo, ProxyMode};
+use ferrocorn_shm::scoreboard::RequestRecord;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 

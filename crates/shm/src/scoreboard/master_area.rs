@@ -1,0 +1,73 @@
+//! The master's own area at the head of the scoreboard: counters folded from reaped workers,
+//! restarts by reason, and how far into the slots any worker has ever been.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::Counters;
+
+/// Why workers were replaced, as counted by the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    /// Retired after `max_requests`.
+    MaxRequests = 0,
+    /// Killed after a heartbeat or boot timeout.
+    Timeout = 1,
+    /// Recycled for memory use.
+    Memory = 2,
+    /// Died unexpectedly.
+    Crash = 3,
+    /// Replaced by a reload (HUP).
+    Reload = 4,
+    /// Removed by scaling down.
+    Scale = 5,
+}
+
+impl RestartReason {
+    /// Every reason, in label order.
+    pub const ALL: [RestartReason; 6] = [
+        RestartReason::MaxRequests,
+        RestartReason::Timeout,
+        RestartReason::Memory,
+        RestartReason::Crash,
+        RestartReason::Reload,
+        RestartReason::Scale,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RestartReason::MaxRequests => "max_requests",
+            RestartReason::Timeout => "timeout",
+            RestartReason::Memory => "memory",
+            RestartReason::Crash => "crash",
+            RestartReason::Reload => "reload",
+            RestartReason::Scale => "scale",
+        }
+    }
+}
+
+/// Master-owned shared counters: totals of exited workers and restarts by reason.
+#[repr(C)]
+#[derive(Debug)]
+pub struct MasterArea {
+    /// Counters folded from reaped workers, so totals never go backwards.
+    pub retired: Counters,
+    restarts: [AtomicU64; 6],
+    /// One past the highest slot index ever claimed: slots beyond it have never held a worker.
+    pub(super) claimed_end: AtomicUsize,
+}
+
+impl MasterArea {
+    /// Count one restart.
+    pub fn count_restart(&self, reason: RestartReason) {
+        self.restarts[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Restarts by reason label.
+    pub fn restarts(&self) -> Vec<(&'static str, u64)> {
+        RestartReason::ALL
+            .iter()
+            .map(|r| (r.label(), self.restarts[*r as usize].load(Ordering::Relaxed)))
+            .collect()
+    }
+}
