@@ -1,7 +1,7 @@
 //! Workspace tidy checks, run by `cargo test` (they live here because this crate builds
 //! fastest): every Rust file starts with a `//!` doc, every `unsafe` block carries a
 //! `// SAFETY:` comment, `unsafe` appears only in the FFI and OS crates (`native`, `arbiter`,
-//! `shm`), only `native` depends on pyo3, the core crates reach no tokio, the arbiter reaches
+//! `shm`, `net`), only `native` depends on pyo3, the core crates reach no tokio, the arbiter reaches
 //! only `shm`, the metric label spaces and libc, and `shm` only those two (all checked on the
 //! dependency tree, not the manifests), and ARCHITECTURE.md names every crate.
 
@@ -61,7 +61,7 @@ fn unsafe_blocks_have_safety_comments_and_stay_in_ffi_crates() {
                     continue;
                 }
                 assert!(
-                    ["native", "arbiter", "shm"].contains(&name.as_str()),
+                    ["native", "arbiter", "shm", "net"].contains(&name.as_str()),
                     "unsafe outside the FFI and OS crates: {}:{}",
                     file.display(),
                     i + 1
@@ -144,6 +144,18 @@ fn architecture_md_names_every_crate() {
         assert!(
             doc.contains(&format!("crates/{name}")),
             "ARCHITECTURE.md does not mention crates/{name}"
+        );
+    }
+}
+
+#[test]
+fn the_socket_crate_reaches_no_python_and_no_shared_memory() {
+    // Listeners and the client stream serve Rust-only paths too (cache hits, the balancer).
+    let deps = reachable_dependencies("ferrocorn-net");
+    for forbidden in ["pyo3", "ferrocorn-shm", "ferrocorn-arbiter"] {
+        assert!(
+            !deps.iter().any(|d| d.starts_with(forbidden)),
+            "net reaches {forbidden}: {deps:?}"
         );
     }
 }

@@ -7,14 +7,12 @@
 #![allow(unsafe_code)]
 
 mod access_log;
-mod allowlist;
 mod app;
 mod asgi;
 mod cli;
 mod clock;
 mod hooks;
 mod hub_timer_wake;
-mod listen;
 mod logging;
 mod master;
 mod options;

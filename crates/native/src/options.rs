@@ -8,9 +8,9 @@ use std::time::Duration;
 use ferrocorn_config::Config;
 use ferrocorn_http::{HeaderMapPolicy, Limits, ProxyMode};
 
-use crate::allowlist::AllowList;
-use crate::listen::{BindSpec, ListenOptions};
 use crate::logging::Level;
+use ferrocorn_net::allowlist::AllowList;
+use ferrocorn_net::listen::{BindSpec, ListenOptions};
 
 /// Everything the serving code needs, derived once at start.
 #[derive(Debug, Clone)]

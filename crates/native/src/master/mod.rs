@@ -23,10 +23,10 @@ use ferrocorn_shm::scoreboard::Scoreboard;
 use pyo3::prelude::*;
 
 use crate::hooks::{ConfigView, Hooks, MasterState, Server, WorkerHandle};
-use crate::listen::{BoundAddr, Listener};
 use crate::logging::{self, Level, error, info, warning};
 use crate::options::ServerOptions;
 use crate::settings_load::Loaded;
+use ferrocorn_net::listen::{self, BoundAddr, Listener};
 
 pub use fork::{Forked, fork_interpreter};
 pub use process::set_title;
@@ -88,13 +88,14 @@ fn bind_all(opts: &ServerOptions) -> Result<Vec<Listener>, String> {
         return inherited
             .into_iter()
             .map(|fd| {
-                crate::listen::bind(&crate::listen::BindSpec::Fd(fd), opts.listen).map_err(|e| e.0)
+                listen::bind(&listen::BindSpec::Fd(fd), opts.listen, &mut log_in_use)
+                    .map_err(|e| e.0)
             })
             .collect();
     }
     let mut listeners = Vec::new();
     for spec in &opts.binds {
-        listeners.push(crate::listen::bind(spec, opts.listen).map_err(|e| e.0)?);
+        listeners.push(listen::bind(spec, opts.listen, &mut log_in_use).map_err(|e| e.0)?);
     }
     Ok(listeners)
 }
@@ -546,4 +547,10 @@ fn exec_new_master(py: Python<'_>, fds: &str, master_pid: u32) -> PyResult<()> {
     let argv = sys.getattr("orig_argv")?;
     os.call_method1("execv", (executable, argv))?;
     Ok(())
+}
+
+/// Log a bind retry as Gunicorn does.
+fn log_in_use(addr: std::net::SocketAddr) {
+    error!("Connection in use: {addr}");
+    error!("Retrying in 1 second.");
 }

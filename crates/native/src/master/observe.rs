@@ -8,7 +8,7 @@ use ferrocorn_metrics::{Snapshot, Totals, WorkerSnapshot};
 use ferrocorn_shm::monotonic_ms;
 use ferrocorn_shm::scoreboard::{Scoreboard, SlotState};
 
-use crate::listen::{BoundAddr, Listener};
+use ferrocorn_net::listen::{BoundAddr, Listener};
 
 /// Resident set size and CPU seconds of `pid`, from /proc.
 pub fn process_usage(pid: i32) -> (u64, f64) {

@@ -23,12 +23,12 @@ use crate::server::worker::{self, StopReason, WorkerRuntime};
 use crate::server::worker::{AsgiBackend, LoopSide};
 use crate::wsgi::{ListenerEnv, WsgiApp};
 
-fn listener_env(listener: &crate::listen::Listener) -> ListenerEnv {
+fn listener_env(listener: &ferrocorn_net::listen::Listener) -> ListenerEnv {
     match &listener.addr {
-        crate::listen::BoundAddr::Tcp(addr) => {
+        ferrocorn_net::listen::BoundAddr::Tcp(addr) => {
             ListenerEnv { server_name: addr.ip().to_string(), server_port: addr.port().to_string() }
         }
-        crate::listen::BoundAddr::Unix(_) => {
+        ferrocorn_net::listen::BoundAddr::Unix(_) => {
             ListenerEnv { server_name: String::new(), server_port: String::new() }
         }
     }
@@ -138,12 +138,12 @@ fn run_on_loop(
             .listeners
             .iter()
             .map(|l| match &l.addr {
-                crate::listen::BoundAddr::Tcp(a) => (a.ip().to_string(), Some(a.port())),
-                crate::listen::BoundAddr::Unix(p) => (p.display().to_string(), None),
+                ferrocorn_net::listen::BoundAddr::Tcp(a) => (a.ip().to_string(), Some(a.port())),
+                ferrocorn_net::listen::BoundAddr::Unix(p) => (p.display().to_string(), None),
             })
             .collect(),
     };
-    let listeners: Vec<crate::listen::Listener> =
+    let listeners: Vec<ferrocorn_net::listen::Listener> =
         master.listeners.iter().map(|l| l.try_clone()).collect::<std::io::Result<_>>()?;
     let io_bridge = bridge.clone();
     let handle = Arc::new(Mutex::new(None));

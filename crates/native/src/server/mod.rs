@@ -8,7 +8,6 @@ mod accept_policy;
 mod app_call;
 mod conn;
 pub mod exclusive_wake;
-mod io;
 pub mod loop_driver;
 mod pool;
 mod shared;

@@ -22,7 +22,7 @@ use tokio::io::Interest;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 
 use super::exclusive_wake::{ExclusiveWake, LoopListenerWake};
-use crate::listen::Listener;
+use ferrocorn_net::listen::Listener;
 
 /// How a worker watches its listeners.
 pub(super) enum Watching {
@@ -66,7 +66,7 @@ pub(super) enum Readiness<'a> {
 impl SharedListener {
     /// Watch `listener` (the worker's own duplicate of the shared socket).
     pub(super) fn new(listener: Listener, watching: &Watching) -> std::io::Result<Self> {
-        let unix = matches!(listener.addr, crate::listen::BoundAddr::Unix(_));
+        let unix = matches!(listener.addr, ferrocorn_net::listen::BoundAddr::Unix(_));
         let socket = listener.socket;
         socket.set_nonblocking(true)?;
         if let Watching::AsyncioLoop(wake) = watching {

@@ -19,9 +19,9 @@ pub use super::shared::{AsgiBackend, LoopSide, WorkerRuntime};
 use super::shared::{Executor, Shared};
 use super::shared_listener::{SharedListener, Watching};
 use crate::access_log::AccessLog;
-use crate::listen::Listener;
 use crate::logging::{info, warning};
 use crate::options::ServerOptions;
+use ferrocorn_net::listen::Listener;
 
 /// How the worker's loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use super::{BodyFeed, Conn, ConnError};
 use crate::asgi::{AsgiRequest, Bridge, Endpoints, Event, RequestShared};
 use crate::logging::error;
 use crate::server::app_call::Chunks;
-use crate::server::io::ClientStream;
 use crate::server::shared::Executor;
+use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {
     /// The scope's `client`, `server`, scheme and `root_path` for this connection.

@@ -13,8 +13,8 @@ use ferrocorn_http::{
 
 use super::{Conn, ConnError, SERVER};
 use crate::clock::with_http_date;
-use crate::server::io::ClientStream;
 use crate::server::shared::Executor;
+use ferrocorn_net::client_stream::ClientStream;
 
 /// The protocol the worker's app speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,11 +18,11 @@ use ferrocorn_shm::scoreboard::RequestRecord;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use super::io::ClientStream;
 use super::shared::{ConnectionLease, Shared};
 use crate::asgi::RequestShared;
 use crate::logging::error;
 use crate::wsgi::{CollectError, SpoolError};
+use ferrocorn_net::client_stream::ClientStream;
 
 mod asgi;
 mod dispatch;

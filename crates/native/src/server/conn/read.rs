@@ -11,8 +11,8 @@ use tokio::time::{Duration, timeout, timeout_at};
 use super::asgi::wake_receive;
 use super::{BODY_QUEUE_LIMIT, BODY_READ_CHUNK, Conn, ConnError, READ_CHUNK};
 use crate::logging::debug;
-use crate::server::io::ClientStream;
 use crate::wsgi::{BodyCollector, RequestBody};
+use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {
     /// Read into `rbuf` what the socket holds now, without waiting; whether bytes came (a

@@ -16,9 +16,9 @@ use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
 use crate::server::app_call::Chunks;
-use crate::server::io::{ClientStream, send_file, write_last};
 use crate::server::shared::Shared;
 use crate::wsgi::{FileResponse, frame_chunk};
+use ferrocorn_net::client_stream::{ClientStream, send_file, write_last};
 
 impl<S: ClientStream> Conn<S> {
     /// One access-log line (when the access log is on).

@@ -10,8 +10,8 @@ use super::{Conn, ConnError, DenialResponse, SERVER};
 use crate::asgi::chunk_channel::{End, chunk_channel};
 use crate::asgi::{Event, WebSocketSession, WsIn, WsOut, WsShared};
 use crate::clock::with_http_date;
-use crate::server::io::ClientStream;
 use crate::server::shared::Executor;
+use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {
     /// Serve a WebSocket session with the ASGI class: hand `websocket.connect` to the app,

@@ -13,9 +13,9 @@ use pyo3::types::PyString;
 use super::asgi::answer_within;
 use super::{Conn, ConnError, Peer, RemoteStrings, Sent};
 use crate::server::app_call::{self, CallRequest, Called, Chunks, InputSource, Reply};
-use crate::server::io::ClientStream;
 use crate::server::shared::Executor;
 use crate::wsgi::{self, ClientSocket, DeferredBody, DirectWriter, RequestBody};
+use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {
     /// Serve a request with the WSGI app: read its body (or, when `defer_continue`, leave it to

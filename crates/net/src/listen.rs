@@ -172,8 +172,12 @@ fn adopt_fd(fd: RawFd) -> Result<Listener, BindError> {
 }
 
 /// Create the listener for one bind entry. TCP binds are retried like Gunicorn's (5 tries,
-/// 1 s apart) when the address is in use.
-pub fn bind(spec: &BindSpec, opts: ListenOptions) -> Result<Listener, BindError> {
+/// 1 s apart) when the address is in use; `in_use` is told of each retry (to log it).
+pub fn bind(
+    spec: &BindSpec,
+    opts: ListenOptions,
+    in_use: &mut dyn FnMut(SocketAddr),
+) -> Result<Listener, BindError> {
     match spec {
         BindSpec::Fd(fd) => adopt_fd(*fd),
         BindSpec::Unix(path) => Ok(Listener {
@@ -200,8 +204,7 @@ pub fn bind(spec: &BindSpec, opts: ListenOptions) -> Result<Listener, BindError>
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 4 => {
-                        crate::logging::error!("Connection in use: {addr}");
-                        crate::logging::error!("Retrying in 1 second.");
+                        in_use(addr);
                         attempt += 1;
                         std::thread::sleep(std::time::Duration::from_secs(1));
                     }
@@ -237,7 +240,7 @@ mod tests {
     #[test]
     fn binds_ephemeral_port_and_unix_path() {
         let opts = ListenOptions { backlog: 16, reuse_port: false };
-        let tcp = bind(&BindSpec::Tcp("127.0.0.1".into(), 0), opts).unwrap();
+        let tcp = bind(&BindSpec::Tcp("127.0.0.1".into(), 0), opts, &mut |_| {}).unwrap();
         match tcp.addr {
             BoundAddr::Tcp(a) => assert_ne!(a.port(), 0),
             _ => panic!("expected tcp"),
@@ -245,21 +248,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ferrocorn-listen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
-        let unix = bind(&BindSpec::Unix(path.clone()), opts).unwrap();
+        let unix = bind(&BindSpec::Unix(path.clone()), opts, &mut |_| {}).unwrap();
         assert_eq!(unix.addr, BoundAddr::Unix(path.clone()));
         // A stale socket file is replaced, a regular file is refused.
         drop(unix);
-        assert!(bind(&BindSpec::Unix(path.clone()), opts).is_ok());
+        assert!(bind(&BindSpec::Unix(path.clone()), opts, &mut |_| {}).is_ok());
         let file = dir.join("plain");
         std::fs::write(&file, b"x").unwrap();
-        assert!(bind(&BindSpec::Unix(file), opts).is_err());
+        assert!(bind(&BindSpec::Unix(file), opts, &mut |_| {}).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn accepted_tcp_connections_have_nodelay_from_the_listener() {
         let opts = ListenOptions { backlog: 16, reuse_port: false };
-        let tcp = bind(&BindSpec::Tcp("127.0.0.1".into(), 0), opts).unwrap();
+        let tcp = bind(&BindSpec::Tcp("127.0.0.1".into(), 0), opts, &mut |_| {}).unwrap();
         let BoundAddr::Tcp(addr) = tcp.addr else { panic!("expected tcp") };
         let _client = std::net::TcpStream::connect(addr).unwrap();
         tcp.socket.set_nonblocking(false).unwrap();
