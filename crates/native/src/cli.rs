@@ -67,8 +67,8 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
     match configure_python_logging(py, &loaded) {
         Ok(true) => {
-            opts.python_logging = true;
-            logging::init(opts.log_level, Sink::Python("gunicorn.error"));
+            opts.log.python_logging = true;
+            logging::init(opts.log.log_level, Sink::Python("gunicorn.error"));
         }
         Ok(false) => {}
         Err(message) => {
@@ -83,15 +83,15 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
 }
 
 fn init_logging(opts: &ServerOptions) -> Result<(), i32> {
-    match Sink::open(&opts.error_log, false) {
+    match Sink::open(&opts.log.error_log, false) {
         Ok(sink) => {
-            logging::init(opts.log_level, sink);
+            logging::init(opts.log.log_level, sink);
             Ok(())
         }
         Err(e) => {
             eprintln!(
                 "ferrocorn: error: cannot open `errorlog` (--error-logfile) {:?}: {e}",
-                opts.error_log
+                opts.log.error_log
             );
             Err(ExitCode::Failure.code())
         }
@@ -126,11 +126,13 @@ fn configure_python_logging(py: Python<'_>, loaded: &Loaded) -> Result<bool, Str
 }
 
 fn check_app(py: Python<'_>, opts: &ServerOptions) -> i32 {
-    if let Err(e) = crate::app::prepare(py, &opts.chdir, &opts.pythonpath, &opts.raw_env) {
+    if let Err(e) =
+        crate::app::prepare(py, &opts.app.chdir, &opts.app.pythonpath, &opts.app.raw_env)
+    {
         error!("cannot prepare the Python environment: {e}");
         return ExitCode::Failure.code();
     }
-    match crate::app::load(py, &opts.app_spec) {
+    match crate::app::load(py, &opts.app.app_spec) {
         Ok(_) => 0,
         Err(e) => {
             error!("{e}");

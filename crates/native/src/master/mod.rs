@@ -58,11 +58,11 @@ pub struct Master {
 
 fn arbiter_options(opts: &ServerOptions) -> ArbiterOptions {
     ArbiterOptions {
-        workers: opts.workers,
-        timeout: opts.timeout,
-        boot_timeout: opts.boot_timeout,
-        graceful_timeout: opts.graceful_timeout,
-        daemon: opts.daemon,
+        workers: opts.master.workers,
+        timeout: opts.serve.timeout,
+        boot_timeout: opts.master.boot_timeout,
+        graceful_timeout: opts.serve.graceful_timeout,
+        daemon: opts.master.daemon,
     }
 }
 
@@ -88,14 +88,14 @@ fn bind_all(opts: &ServerOptions) -> Result<Vec<Listener>, String> {
         return inherited
             .into_iter()
             .map(|fd| {
-                listen::bind(&listen::BindSpec::Fd(fd), opts.listen, &mut log_in_use)
+                listen::bind(&listen::BindSpec::Fd(fd), opts.master.listen, &mut log_in_use)
                     .map_err(|e| e.0)
             })
             .collect();
     }
     let mut listeners = Vec::new();
-    for spec in &opts.binds {
-        listeners.push(listen::bind(spec, opts.listen, &mut log_in_use).map_err(|e| e.0)?);
+    for spec in &opts.master.binds {
+        listeners.push(listen::bind(spec, opts.master.listen, &mut log_in_use).map_err(|e| e.0)?);
     }
     Ok(listeners)
 }
@@ -117,31 +117,33 @@ pub fn run(
     opts: ServerOptions,
     hooks: Hooks,
 ) -> i32 {
-    if opts.daemon {
+    if opts.master.daemon {
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
             warning!(
                 "Warning: daemon mode with NOTIFY_SOCKET set; systemd expects the process to stay in the foreground"
             );
         }
-        if let Err(e) = fork::daemonize(py, opts.enable_stdio_inheritance) {
+        if let Err(e) = fork::daemonize(py, opts.master.enable_stdio_inheritance) {
             error!("cannot daemonize: {e}");
             return ExitCode::Failure.code();
         }
     }
-    process::set_umask(opts.umask);
+    process::set_umask(opts.master.umask);
     // Modules the workers need after a privilege drop (the interpreter's own files may not be
     // readable by the new user), imported once here and inherited.
     for module in ["ast", "traceback", "inspect", "signal", "json", "logging"] {
         let _ = py.import(module);
     }
     let original_env: Vec<(String, Option<String>)> =
-        opts.raw_env.iter().map(|(k, _)| (k.clone(), std::env::var(k).ok())).collect();
-    if let Err(e) = crate::app::prepare(py, &opts.chdir, &opts.pythonpath, &opts.raw_env) {
+        opts.app.raw_env.iter().map(|(k, _)| (k.clone(), std::env::var(k).ok())).collect();
+    if let Err(e) =
+        crate::app::prepare(py, &opts.app.chdir, &opts.app.pythonpath, &opts.app.raw_env)
+    {
         error!("cannot prepare the Python environment: {e}");
         return ExitCode::Failure.code();
     }
-    let preloaded = if opts.preload_app {
-        match crate::app::load(py, &opts.app_spec) {
+    let preloaded = if opts.app.preload_app {
+        match crate::app::load(py, &opts.app.app_spec) {
             Ok(app) => Some(app),
             Err(e) => {
                 error!("{e}");
@@ -158,6 +160,7 @@ pub fn run(
         .and_then(|p| p.parse::<i32>().ok())
         .filter(|p| *p == parent);
     let pidfile = opts
+        .master
         .pidfile
         .as_ref()
         .map(|p| if reexec_parent.is_some() { format!("{p}.2") } else { p.clone() });
@@ -170,7 +173,7 @@ pub fn run(
     }
     let state = Arc::new(MasterState::default());
     state.pid.store(i64::from(pid), Ordering::Relaxed);
-    state.num_workers.store(opts.workers, Ordering::Relaxed);
+    state.num_workers.store(opts.master.workers, Ordering::Relaxed);
     let cfg = match ConfigView::new(py, &loaded.config) {
         Ok(c) => c,
         Err(e) => {
@@ -178,7 +181,7 @@ pub fn run(
             return ExitCode::Failure.code();
         }
     };
-    let title_base = opts.proc_name.clone();
+    let title_base = opts.master.proc_name.clone();
     let server = match Server::new(py, state.clone(), cfg, Vec::new(), title_base.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -204,20 +207,24 @@ pub fn run(
         std::env::remove_var("GUNICORN_FD");
         std::env::remove_var("GUNICORN_PID");
     }
-    let metrics =
-        match opts.metrics_bind.as_deref().map(metrics_endpoint::MetricsEndpoint::bind).transpose()
-        {
-            Ok(m) => m,
-            Err(e) => {
-                error!("{e}");
-                return ExitCode::Failure.code();
-            }
-        };
+    let metrics = match opts
+        .master
+        .metrics_bind
+        .as_deref()
+        .map(metrics_endpoint::MetricsEndpoint::bind)
+        .transpose()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::Failure.code();
+        }
+    };
     if let Some(m) = &metrics {
         info!("Metrics at: http://{}/metrics", m.local_addr());
     }
-    let control = match &opts.control_socket {
-        Some(path) => match control::ControlSocket::bind(path, opts.control_socket_mode) {
+    let control = match &opts.master.control_socket {
+        Some(path) => match control::ControlSocket::bind(path, opts.master.control_socket_mode) {
             Ok(c) => Some(c),
             Err(e) => {
                 warning!("{e}; running without a control socket");
@@ -236,7 +243,7 @@ pub fn run(
             let _ = list.call_method1(py, "append", (a,));
         }
     }
-    info!("Using worker: {}", opts.worker_class.name());
+    info!("Using worker: {}", opts.serve.worker_class.name());
     let suffix = if reexec_parent.is_some() { ".2" } else { "" };
     process::set_title(py, &format!("ferrocorn: master [{title_base}]{suffix}"));
     systemd::notify("READY=1");
@@ -244,7 +251,7 @@ pub fn run(
     if let Err(e) = crate::user_metrics::init() {
         warning!("cannot map the app-metrics table: {e}");
     }
-    let statsd = opts.statsd.clone().and_then(crate::server::statsd::Statsd::connect);
+    let statsd = opts.serve.statsd.clone().and_then(crate::server::statsd::Statsd::connect);
     let start_time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -332,8 +339,8 @@ impl Master {
             meta.age,
             i64::from(std::process::id()),
             cfg,
-            self.opts.max_requests,
-            self.opts.timeout.as_secs_f64(),
+            self.opts.master.max_requests,
+            self.opts.serve.timeout.as_secs_f64(),
         )
     }
 
@@ -375,13 +382,15 @@ impl Master {
         }
         self.reexec_parent = None;
         info!("Old master (pid:{parent}) is gone; this master takes over");
-        if let (Some(current), Some(base)) = (&self.pidfile, &self.opts.pidfile)
+        if let (Some(current), Some(base)) = (&self.pidfile, &self.opts.master.pidfile)
             && current != base
         {
             let _ = std::fs::rename(current, base);
             self.pidfile = Some(base.clone());
         }
-        Python::attach(|py| set_title(py, &format!("ferrocorn: master [{}]", self.opts.proc_name)));
+        Python::attach(|py| {
+            set_title(py, &format!("ferrocorn: master [{}]", self.opts.master.proc_name))
+        });
     }
 }
 
@@ -433,9 +442,9 @@ impl Supervisor for Master {
             let env = |key: &str| std::env::var(key).ok();
             let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
-            self.reapply_raw_env(py, &opts.raw_env)
+            self.reapply_raw_env(py, &opts.app.raw_env)
                 .map_err(|e| format!("cannot apply `raw_env`: {e}"))?;
-            if opts.binds != self.opts.binds {
+            if opts.master.binds != self.opts.master.binds {
                 let fresh = bind_all(&opts)?;
                 for l in &fresh {
                     info!("Listening at: {} ({})", l.addr, std::process::id());
@@ -447,17 +456,21 @@ impl Supervisor for Master {
             if let Ok(cfg) = ConfigView::new(py, &loaded.config) {
                 let addresses: Vec<String> =
                     self.listeners.iter().map(|l| l.addr.to_string()).collect();
-                if let Ok(server) =
-                    Server::new(py, self.state.clone(), cfg, addresses, opts.proc_name.clone())
-                {
+                if let Ok(server) = Server::new(
+                    py,
+                    self.state.clone(),
+                    cfg,
+                    addresses,
+                    opts.master.proc_name.clone(),
+                ) {
                     self.server = server;
                 }
             }
             if self.preloaded.is_some() {
                 // Gunicorn keeps the preloaded app across HUP; ferrocorn re-imports it, so a
                 // reload really picks up new code.
-                crate::app::forget_app_modules(py, &opts.app_spec);
-                match crate::app::load(py, &opts.app_spec) {
+                crate::app::forget_app_modules(py, &opts.app.app_spec);
+                match crate::app::load(py, &opts.app.app_spec) {
                     Ok(app) => self.preloaded = Some(app),
                     Err(e) => return Err(format!("cannot reload the app: {e}")),
                 }

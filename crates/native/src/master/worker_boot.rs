@@ -119,7 +119,7 @@ enum LoopServe<'a> {
 fn run_on_loop(
     py: Python<'_>,
     master: &Master,
-    opts: crate::options::ServerOptions,
+    opts: crate::options::ServeOptions,
     ctx: AppContext,
     access_log: Option<AccessLog>,
     runtime: WorkerRuntime,
@@ -200,7 +200,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     let slot_index = meta.slot;
     let board = master.board.clone();
     let opts = master.opts.clone();
-    process::set_title(py, &format!("ferrocorn: worker [{}]", opts.proc_name));
+    process::set_title(py, &format!("ferrocorn: worker [{}]", opts.master.proc_name));
     let worker = match master.worker_handle(py, &meta, Some(i64::from(pid))) {
         Ok(w) => w,
         Err(e) => {
@@ -212,9 +212,12 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     if master.hooks.call(py, "post_fork", (server.clone_ref(py), worker.clone_ref(py))).is_err() {
         return ExitCode::WorkerBoot.code();
     }
-    if (opts.user.is_some() || opts.group.is_some())
-        && let Err(e) =
-            process::drop_privileges(opts.user.as_deref(), opts.group.as_deref(), opts.initgroups)
+    if (opts.master.user.is_some() || opts.master.group.is_some())
+        && let Err(e) = process::drop_privileges(
+            opts.master.user.as_deref(),
+            opts.master.group.as_deref(),
+            opts.master.initgroups,
+        )
     {
         error!("Exception in worker process: {e}");
         return ExitCode::WorkerBoot.code();
@@ -222,7 +225,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     // (Set after the privilege drop, which would clear it.) A worker must not outlive its master (killed with SIGKILL, say): it then drains and exits.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a plain signal number.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
-    if matches!(opts.worker_class, WorkerClass::Gevent) {
+    if matches!(opts.serve.worker_class, WorkerClass::Gevent) {
         // As Gunicorn's gevent worker: patch before the app is imported (a preloaded app was
         // imported unpatched in the master, as with Gunicorn). `patch` also picks the hub's
         // loop class (precise short timers, `hub_timer_wake.rs`).
@@ -233,7 +236,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     }
     let app = match &master.preloaded {
         Some(app) => app.clone_ref(py),
-        None => match crate::app::load(py, &opts.app_spec) {
+        None => match crate::app::load(py, &opts.app.app_spec) {
             Ok(app) => app,
             Err(e) => {
                 error!("Exception in worker process:\n{e}");
@@ -247,22 +250,22 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     if let Err(e) = install_abort_handler(py, &worker, master.hooks.get(py, "worker_abort")) {
         error!("cannot install the SIGABRT handler: {e}");
     }
-    if let Err(message) = check_app_interface(py, app.bind(py), opts.worker_class) {
+    if let Err(message) = check_app_interface(py, app.bind(py), opts.serve.worker_class) {
         error!("{message}");
         return ExitCode::AppLoad.code();
     }
-    let access_log = match (&opts.access_log, opts.python_logging) {
+    let access_log = match (&opts.log.access_log, opts.log.python_logging) {
         (_, true) => {
             // Gunicorn logs access lines whenever a logging config is in use.
             Some(
-                AccessLog::new(&opts.access_log_format, Sink::Python("gunicorn.access"))
-                    .json(opts.access_log_json),
+                AccessLog::new(&opts.log.access_log_format, Sink::Python("gunicorn.access"))
+                    .json(opts.log.access_log_json),
             )
         }
         (Some(target), false) => match Sink::open(target, true) {
-            Ok(sink) => {
-                Some(AccessLog::new(&opts.access_log_format, sink).json(opts.access_log_json))
-            }
+            Ok(sink) => Some(
+                AccessLog::new(&opts.log.access_log_format, sink).json(opts.log.access_log_json),
+            ),
             Err(e) => {
                 error!("cannot open `accesslog` (--access-logfile) {target:?}: {e}");
                 return ExitCode::WorkerBoot.code();
@@ -273,13 +276,16 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     let runtime = WorkerRuntime {
         board: Arc::clone(&board),
         slot: slot_index,
-        max_requests: jittered_max_requests(opts.max_requests, opts.max_requests_jitter),
+        max_requests: jittered_max_requests(
+            opts.master.max_requests,
+            opts.master.max_requests_jitter,
+        ),
     };
     board.slot(slot_index).set_state(SlotState::Idle);
     let hooks = master.hooks.clone_ref(py);
     // The app context, and the Python loop it runs on (asgi, gevent) if not the worker's own.
     let (ctx, serve) = if let WorkerClass::Asgi { event_loop, lifespan, disconnect_grace } =
-        opts.worker_class
+        opts.serve.worker_class
     {
         let serve = LoopServe::Asgi {
             app,
@@ -296,9 +302,9 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
             app,
             &envs,
             &script_name,
-            opts.workers > 1,
-            opts.worker_class != WorkerClass::Sync,
-            opts.sendfile,
+            opts.master.workers > 1,
+            opts.serve.worker_class != WorkerClass::Sync,
+            opts.serve.sendfile,
         ) {
             Ok(w) => w,
             Err(e) => {
@@ -306,11 +312,12 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
                 return ExitCode::WorkerBoot.code();
             }
         };
-        let serve = matches!(opts.worker_class, WorkerClass::Gevent).then_some(LoopServe::Gevent);
+        let serve =
+            matches!(opts.serve.worker_class, WorkerClass::Gevent).then_some(LoopServe::Gevent);
         (AppContext::new(Some(wsgi), hooks, worker.clone_ref(py)), serve)
     };
     let result = match serve {
-        Some(serve) => match run_on_loop(py, master, opts, ctx, access_log, runtime, serve) {
+        Some(serve) => match run_on_loop(py, master, opts.serve, ctx, access_log, runtime, serve) {
             Ok(code) if code != 0 => {
                 let _ = master.hooks.call(py, "worker_exit", (server, worker));
                 return code;
@@ -320,7 +327,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         },
         None => {
             let listeners = &master.listeners;
-            py.detach(|| worker::run(opts, ctx, listeners, access_log, runtime, None))
+            py.detach(|| worker::run(opts.serve, ctx, listeners, access_log, runtime, None))
         }
     };
     worker.bind(py).get().set_dead();

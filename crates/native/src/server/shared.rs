@@ -16,19 +16,19 @@ use super::app_call::AppContext;
 use super::pool::{Job, PythonPool};
 use crate::access_log::AccessLog;
 use crate::logging::{info, warning};
-use crate::options::ServerOptions;
+use crate::options::ServeOptions;
 use crate::wsgi::AppWait;
 
 /// State shared by every connection of one worker (used by one thread at a time: the one
 /// driving the runtime).
 pub struct Shared {
     /// Server options.
-    pub opts: ServerOptions,
+    pub opts: ServeOptions,
     /// The app, hooks and `worker` object (shared with pool threads).
     pub app: Arc<AppContext>,
     /// Where the app runs.
     pub executor: Executor,
-    /// One permit per request the worker admits at once (`ServerOptions::admitted`); take it
+    /// One permit per request the worker admits at once (`ServeOptions::admitted`); take it
     /// with [`Shared::enter_app`].
     pub(super) app_slot: Semaphore,
     /// Signalled when something this worker's accept decision depends on changes: a ticket is

@@ -20,7 +20,7 @@ use super::shared::{Executor, Shared};
 use super::shared_listener::{SharedListener, Watching};
 use crate::access_log::AccessLog;
 use crate::logging::{info, warning};
-use crate::options::ServerOptions;
+use crate::options::ServeOptions;
 use ferrocorn_net::listen::Listener;
 
 /// How the worker's loop ended.
@@ -68,7 +68,7 @@ impl WorkerLoop {
 
 /// Run the worker until a stop signal. Builds its own runtime (never in a process that will fork).
 pub fn run(
-    opts: ServerOptions,
+    opts: ServeOptions,
     app: AppContext,
     listeners: &[Listener],
     access_log: Option<AccessLog>,
@@ -86,7 +86,7 @@ pub fn run(
 
 /// Build the worker's runtime and spawn its main task, without running anything yet.
 pub fn build(
-    opts: ServerOptions,
+    opts: ServeOptions,
     app: AppContext,
     listeners: Vec<Listener>,
     access_log: Option<AccessLog>,
@@ -139,7 +139,7 @@ impl Drop for FinishOnDrop {
 
 /// The worker's life: accept loops, heartbeat, and the stop signals; returns how it stopped.
 async fn worker_main(
-    opts: ServerOptions,
+    opts: ServeOptions,
     app: AppContext,
     executor: Executor,
     listeners: Vec<Listener>,

@@ -9,18 +9,74 @@ use ferrocorn_config::Config;
 use ferrocorn_http::{HeaderMapPolicy, Limits, ProxyMode};
 
 use crate::logging::Level;
+
+mod worker_class;
+
 use ferrocorn_net::allowlist::AllowList;
 use ferrocorn_net::listen::{BindSpec, ListenOptions};
+pub use worker_class::WorkerClass;
+use worker_class::worker_class;
 
-/// Everything the serving code needs, derived once at start.
+/// Everything the settings decide, derived once at start, grouped by who reads it: the master
+/// (`master`), a worker while it serves (`serve`, the only part the connection code sees),
+/// the app loader (`app`) and the logs (`log`).
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// The app spec (`module:callable`).
-    pub app_spec: String,
+    /// What the master reads.
+    pub master: MasterOptions,
+    /// What a worker reads while serving.
+    pub serve: ServeOptions,
+    /// What loads the app.
+    pub app: AppOptions,
+    /// Where the logs go.
+    pub log: LogOptions,
+}
+
+/// What the master reads: listeners, worker count and lifecycle, process set-up, and the
+/// endpoints it serves itself.
+#[derive(Debug, Clone)]
+pub struct MasterOptions {
     /// Addresses to listen on.
     pub binds: Vec<BindSpec>,
     /// Socket options for every listener.
     pub listen: ListenOptions,
+    /// Number of worker processes.
+    pub workers: usize,
+    /// Longest a worker may take to boot (zero disables).
+    pub boot_timeout: Duration,
+    /// Requests after which a worker retires (0 = never).
+    pub max_requests: u64,
+    /// Random extra requests (0..=jitter) added per worker.
+    pub max_requests_jitter: u64,
+    /// Detach into the background.
+    pub daemon: bool,
+    /// Keep stdio open in daemon mode.
+    pub enable_stdio_inheritance: bool,
+    /// Where to write the master's pid.
+    pub pidfile: Option<String>,
+    /// Switch workers to this user (name or uid).
+    pub user: Option<String>,
+    /// Switch workers to this group (name or gid).
+    pub group: Option<String>,
+    /// Process umask.
+    pub umask: u32,
+    /// Give workers the user's supplementary groups.
+    pub initgroups: bool,
+    /// Base of process titles (`proc_name`, else `default_proc_name`).
+    pub proc_name: String,
+    /// Address of the Prometheus endpoint.
+    pub metrics_bind: Option<String>,
+    /// Control socket path (None when disabled).
+    pub control_socket: Option<String>,
+    /// Control socket permission bits.
+    pub control_socket_mode: u32,
+}
+
+/// What a worker reads while it serves: the request path's limits, timeouts and trust, and
+/// how it runs the app. (The master reads `worker_class`, `timeout` and `graceful_timeout`
+/// too, to boot and watch workers.)
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
     /// Parser limits and header policies.
     pub limits: Limits,
     /// Idle time allowed between keep-alive requests (zero: close after each response).
@@ -45,8 +101,6 @@ pub struct ServerOptions {
     pub sendfile: bool,
     /// The raw-descriptor fast paths may be used where the client stream allows them.
     pub direct_socket_io: bool,
-    /// Number of worker processes.
-    pub workers: usize,
     /// How workers run the app.
     pub worker_class: WorkerClass,
     /// `worker_connections`: the most open client connections one gthread or gevent worker
@@ -55,40 +109,30 @@ pub struct ServerOptions {
     /// `timeout`: the workers' heartbeat timeout and, for the gthread, gevent and asgi
     /// classes, the per-request deadline (zero disables both).
     pub timeout: Duration,
-    /// Longest a worker may take to boot (zero disables).
-    pub boot_timeout: Duration,
-    /// Requests after which a worker retires (0 = never).
-    pub max_requests: u64,
-    /// Random extra requests (0..=jitter) added per worker.
-    pub max_requests_jitter: u64,
-    /// Import the app in the master before forking.
-    pub preload_app: bool,
-    /// Detach into the background.
-    pub daemon: bool,
-    /// Keep stdio open in daemon mode.
-    pub enable_stdio_inheritance: bool,
-    /// Where to write the master's pid.
-    pub pidfile: Option<String>,
-    /// Switch workers to this user (name or uid).
-    pub user: Option<String>,
-    /// Switch workers to this group (name or gid).
-    pub group: Option<String>,
-    /// Process umask.
-    pub umask: u32,
-    /// Give workers the user's supplementary groups.
-    pub initgroups: bool,
-    /// ASGI `root_path`.
-    pub root_path: String,
-    /// Base of process titles (`proc_name`, else `default_proc_name`).
-    pub proc_name: String,
     /// Where to send statsd metrics.
     pub statsd: Option<StatsdTarget>,
-    /// Address of the Prometheus endpoint.
-    pub metrics_bind: Option<String>,
-    /// Control socket path (None when disabled).
-    pub control_socket: Option<String>,
-    /// Control socket permission bits.
-    pub control_socket_mode: u32,
+    /// ASGI `root_path`.
+    pub root_path: String,
+}
+
+/// What loads the app: where it is and the process environment it is imported in.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// The app spec (`module:callable`).
+    pub app_spec: String,
+    /// Import the app in the master before forking.
+    pub preload_app: bool,
+    /// Directory to change into before loading the app.
+    pub chdir: String,
+    /// Extra `sys.path` entries.
+    pub pythonpath: Vec<String>,
+    /// `KEY=VALUE` pairs exported to the environment.
+    pub raw_env: Vec<(String, String)>,
+}
+
+/// Where the error and access logs go, and in what form.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
     /// Access log as JSON lines.
     pub access_log_json: bool,
     /// Logs go through Python's `logging` (a logconfig setting was applied).
@@ -101,12 +145,6 @@ pub struct ServerOptions {
     pub error_log: String,
     /// Error log level.
     pub log_level: Level,
-    /// Directory to change into before loading the app.
-    pub chdir: String,
-    /// Extra `sys.path` entries.
-    pub pythonpath: Vec<String>,
-    /// `KEY=VALUE` pairs exported to the environment.
-    pub raw_env: Vec<(String, String)>,
 }
 
 /// A setting whose value cannot be used; the message names the setting and the fix.
@@ -140,118 +178,6 @@ fn worker_count(config: &Config) -> Result<usize, OptionsError> {
         ));
     }
     Ok(count)
-}
-
-/// How a worker runs the app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerClass {
-    /// One request at a time, on the worker's event-loop thread.
-    Sync,
-    /// `threads` Python threads per worker, which also take turns serving the sockets.
-    Gthread {
-        /// Python threads per worker.
-        threads: usize,
-    },
-    /// WSGI in greenlets on a gevent hub on the main thread, sockets on an I/O thread.
-    Gevent,
-    /// ASGI on an asyncio loop on the worker's main thread, which also serves the sockets.
-    Asgi {
-        /// `asgi_loop`: auto, asyncio or uvloop.
-        event_loop: AsgiLoop,
-        /// `asgi_lifespan`: auto, on or off.
-        lifespan: AsgiLifespan,
-        /// `asgi_disconnect_grace_period`, seconds.
-        disconnect_grace: u32,
-    },
-}
-
-/// Which asyncio loop the ASGI class uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AsgiLoop {
-    /// uvloop when installed, else asyncio.
-    Auto,
-    /// The standard library loop.
-    Asyncio,
-    /// uvloop (required).
-    Uvloop,
-}
-
-/// Whether the ASGI class runs the lifespan protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AsgiLifespan {
-    /// Run it; an app that does not support it is served without.
-    Auto,
-    /// Run it; failure stops the worker.
-    On,
-    /// Do not run it.
-    Off,
-}
-
-impl AsgiLoop {
-    /// The setting's value.
-    pub fn name(self) -> &'static str {
-        match self {
-            AsgiLoop::Auto => "auto",
-            AsgiLoop::Asyncio => "asyncio",
-            AsgiLoop::Uvloop => "uvloop",
-        }
-    }
-}
-
-impl AsgiLifespan {
-    /// The setting's value.
-    pub fn name(self) -> &'static str {
-        match self {
-            AsgiLifespan::Auto => "auto",
-            AsgiLifespan::On => "on",
-            AsgiLifespan::Off => "off",
-        }
-    }
-}
-
-impl WorkerClass {
-    /// Gunicorn's name for the class.
-    pub fn name(self) -> &'static str {
-        match self {
-            WorkerClass::Sync => "sync",
-            WorkerClass::Gthread { .. } => "gthread",
-            WorkerClass::Gevent => "gevent",
-            WorkerClass::Asgi { .. } => "asgi",
-        }
-    }
-}
-
-fn worker_class(config: &Config) -> Result<WorkerClass, OptionsError> {
-    let class = config.str("worker_class");
-    let threads = usize::try_from(config.int("threads")).unwrap_or(1).max(1);
-    let normalized = class.rsplit('.').next().unwrap_or(class).to_ascii_lowercase();
-    match normalized.as_str() {
-        // As in Gunicorn, sync with more than one thread means gthread.
-        "sync" | "syncworker" if threads <= 1 => Ok(WorkerClass::Sync),
-        "sync" | "syncworker" | "gthread" | "threadworker" => Ok(WorkerClass::Gthread { threads }),
-        "gevent" | "ggevent" | "geventworker" | "gevent_wsgi" | "gevent_pywsgi"
-        | "geventpywsgiworker" => Ok(WorkerClass::Gevent),
-        "asgi" | "asgiworker" | "uvicornworker" | "uvicornh11worker" => Ok(WorkerClass::Asgi {
-            event_loop: match config.str("asgi_loop") {
-                "asyncio" => AsgiLoop::Asyncio,
-                "uvloop" => AsgiLoop::Uvloop,
-                _ => AsgiLoop::Auto,
-            },
-            lifespan: match config.str("asgi_lifespan") {
-                "on" => AsgiLifespan::On,
-                "off" => AsgiLifespan::Off,
-                _ => AsgiLifespan::Auto,
-            },
-            disconnect_grace: config.int("asgi_disconnect_grace_period").try_into().unwrap_or(0),
-        }),
-        "eventlet" | "eventletworker" => Err(OptionsError(
-            "`worker_class` eventlet is not supported (Gunicorn removed it in 26.0); use -k gevent"
-                .into(),
-        )),
-        _ => Err(OptionsError(format!(
-            "`worker_class` (-k/--worker-class) {class:?} is not supported yet by ferrocorn; available: sync, gthread, gevent, asgi"
-        ))),
-    }
 }
 
 fn header_map(config: &Config) -> Result<HeaderMapPolicy, OptionsError> {
@@ -317,7 +243,7 @@ fn id_setting(config: &Config, name: &str) -> Option<String> {
 /// Requests a gthread worker admits in all, running or queued for a thread.
 pub const GTHREAD_QUEUED: usize = 32;
 
-impl ServerOptions {
+impl ServeOptions {
     /// Requests one worker may run at once: 1 for sync, `threads` for gthread,
     /// `worker_connections` for gevent and asgi. A worker running this many stops accepting.
     pub fn concurrency(&self) -> usize {
@@ -337,7 +263,9 @@ impl ServerOptions {
             _ => self.concurrency(),
         }
     }
+}
 
+impl ServerOptions {
     /// Derive the options; `env` reads the process environment (for `SENDFILE`).
     pub fn from_config(
         config: &Config,
@@ -377,80 +305,99 @@ impl ServerOptions {
         };
         let timeout = config.float("timeout");
         Ok(ServerOptions {
-            app_spec,
-            binds,
-            listen: ListenOptions { backlog, reuse_port: config.bool("reuse_port") },
-            limits,
-            keepalive: seconds(config.float("keepalive")),
-            header_timeout: seconds(config.float("header_timeout")),
-            io_timeout: if timeout > 0.0 { seconds(timeout) } else { Duration::from_secs(30) },
-            body_buffer_size: usize::try_from(config.int("body_buffer_size")).unwrap_or(usize::MAX),
-            graceful_timeout: seconds(config.float("graceful_timeout")),
-            forwarded_allow: AllowList::parse(
-                config.list("forwarded_allow_ips"),
-                "forwarded_allow_ips",
-            )
-            .map_err(OptionsError)?,
-            proxy_allow: AllowList::parse(config.list("proxy_allow_ips"), "proxy_allow_ips")
+            master: MasterOptions {
+                binds,
+                listen: ListenOptions { backlog, reuse_port: config.bool("reuse_port") },
+                workers: worker_count(config)?,
+                boot_timeout: seconds(config.float("boot_timeout")),
+                max_requests: config.int("max_requests").max(0) as u64,
+                max_requests_jitter: config.int("max_requests_jitter").max(0) as u64,
+                daemon: config.bool("daemon"),
+                enable_stdio_inheritance: config.bool("enable_stdio_inheritance"),
+                pidfile: config.opt_str("pidfile").filter(|p| !p.is_empty()).map(str::to_owned),
+                user: id_setting(config, "user"),
+                group: id_setting(config, "group"),
+                umask: config.int("umask").clamp(0, 0o777) as u32,
+                initgroups: config.bool("initgroups"),
+                proc_name: config
+                    .opt_str("proc_name")
+                    .or_else(|| config.opt_str("default_proc_name"))
+                    .unwrap_or("ferrocorn")
+                    .to_owned(),
+                metrics_bind: config
+                    .opt_str("metrics_bind")
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned),
+                control_socket: (!config.bool("control_socket_disable"))
+                    .then(|| {
+                        config
+                            .opt_str("control_socket")
+                            .filter(|p| !p.is_empty())
+                            .map(str::to_owned)
+                    })
+                    .flatten(),
+                control_socket_mode: config.int("control_socket_mode").clamp(0, 0o777) as u32,
+            },
+            serve: ServeOptions {
+                limits,
+                keepalive: seconds(config.float("keepalive")),
+                header_timeout: seconds(config.float("header_timeout")),
+                io_timeout: if timeout > 0.0 { seconds(timeout) } else { Duration::from_secs(30) },
+                body_buffer_size: usize::try_from(config.int("body_buffer_size"))
+                    .unwrap_or(usize::MAX),
+                graceful_timeout: seconds(config.float("graceful_timeout")),
+                forwarded_allow: AllowList::parse(
+                    config.list("forwarded_allow_ips"),
+                    "forwarded_allow_ips",
+                )
                 .map_err(OptionsError)?,
-            proxy_mode: proxy_mode(config)?,
-            secure_scheme_headers: config
-                .map("secure_scheme_headers")
-                .iter()
-                .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
-                .collect(),
-            sendfile: sendfile_enabled(config, env),
-            direct_socket_io: config.bool("direct_socket_io"),
-            workers: worker_count(config)?,
-            worker_class,
-            worker_connections: usize::try_from(config.int("worker_connections"))
-                .unwrap_or(1000)
-                .max(1),
-            timeout: seconds(timeout),
-            boot_timeout: seconds(config.float("boot_timeout")),
-            max_requests: config.int("max_requests").max(0) as u64,
-            max_requests_jitter: config.int("max_requests_jitter").max(0) as u64,
-            preload_app: config.bool("preload_app"),
-            daemon: config.bool("daemon"),
-            enable_stdio_inheritance: config.bool("enable_stdio_inheritance"),
-            pidfile: config.opt_str("pidfile").filter(|p| !p.is_empty()).map(str::to_owned),
-            user: id_setting(config, "user"),
-            group: id_setting(config, "group"),
-            umask: config.int("umask").clamp(0, 0o777) as u32,
-            initgroups: config.bool("initgroups"),
-            statsd: config.opt_str("statsd_host").filter(|h| !h.is_empty()).map(|host| {
-                let prefix = config.str("statsd_prefix").trim_end_matches('.');
-                StatsdTarget {
-                    address: host.to_owned(),
-                    prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}.") },
-                    tags: config.str("dogstatsd_tags").to_owned(),
-                }
-            }),
-            metrics_bind: config
-                .opt_str("metrics_bind")
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned),
-            control_socket: (!config.bool("control_socket_disable"))
-                .then(|| {
-                    config.opt_str("control_socket").filter(|p| !p.is_empty()).map(str::to_owned)
-                })
-                .flatten(),
-            control_socket_mode: config.int("control_socket_mode").clamp(0, 0o777) as u32,
-            access_log_json: config.bool("access_log_json"),
-            python_logging: false,
-            root_path: config.str("root_path").to_owned(),
-            proc_name: config
-                .opt_str("proc_name")
-                .or_else(|| config.opt_str("default_proc_name"))
-                .unwrap_or("ferrocorn")
-                .to_owned(),
-            access_log_format: config.str("access_log_format").to_owned(),
-            access_log: config.opt_str("accesslog").filter(|s| !s.is_empty()).map(str::to_owned),
-            error_log: config.opt_str("errorlog").unwrap_or("-").to_owned(),
-            log_level,
-            chdir: config.str("chdir").to_owned(),
-            pythonpath: config.list("pythonpath").to_vec(),
-            raw_env: raw_env(config)?,
+                proxy_allow: AllowList::parse(config.list("proxy_allow_ips"), "proxy_allow_ips")
+                    .map_err(OptionsError)?,
+                proxy_mode: proxy_mode(config)?,
+                secure_scheme_headers: config
+                    .map("secure_scheme_headers")
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+                    .collect(),
+                sendfile: sendfile_enabled(config, env),
+                direct_socket_io: config.bool("direct_socket_io"),
+                worker_class,
+                worker_connections: usize::try_from(config.int("worker_connections"))
+                    .unwrap_or(1000)
+                    .max(1),
+                timeout: seconds(timeout),
+                statsd: config.opt_str("statsd_host").filter(|h| !h.is_empty()).map(|host| {
+                    let prefix = config.str("statsd_prefix").trim_end_matches('.');
+                    StatsdTarget {
+                        address: host.to_owned(),
+                        prefix: if prefix.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{prefix}.")
+                        },
+                        tags: config.str("dogstatsd_tags").to_owned(),
+                    }
+                }),
+                root_path: config.str("root_path").to_owned(),
+            },
+            app: AppOptions {
+                app_spec,
+                preload_app: config.bool("preload_app"),
+                chdir: config.str("chdir").to_owned(),
+                pythonpath: config.list("pythonpath").to_vec(),
+                raw_env: raw_env(config)?,
+            },
+            log: LogOptions {
+                access_log_json: config.bool("access_log_json"),
+                python_logging: false,
+                access_log_format: config.str("access_log_format").to_owned(),
+                access_log: config
+                    .opt_str("accesslog")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                error_log: config.opt_str("errorlog").unwrap_or("-").to_owned(),
+                log_level,
+            },
         })
     }
 }
