@@ -66,6 +66,28 @@ class Variant:
         self.baseline = baseline  # "granian" / "gunicorn-sync" if reference row
 
 
+def add_baseline_arg(ap):
+    """``--baseline-ferrocorn``, for the scripts whose rows :func:`with_baseline` doubles."""
+    ap.add_argument("--baseline-ferrocorn", metavar="PATH",
+                    help="also run every ferrocorn row with this ferrocorn executable (another "
+                         "build, e.g. from a venv), as row KEY@base: a same-run A/B of two builds")
+
+
+def with_baseline(variants, baseline):
+    """``variants`` plus, when ``baseline`` (a ferrocorn executable) is given, a twin of every
+    ferrocorn row that runs it instead: the row ``KEY@base``, placed right after its twin."""
+    if not baseline:
+        return variants
+    out = []
+    for v in variants:
+        out.append(v)
+        if v.server == "ferrocorn":
+            fn = v.argv_fn
+            out.append(Variant(f"{v.key}@base", v.server, f"{v.config} [baseline build]",
+                               lambda p, w, m, fn=fn: [baseline] + fn(p, w, m)[1:]))
+    return out
+
+
 def server_variants(name):
     """Return the list of rows for a --servers entry."""
     if name == "ferrocorn":
@@ -758,6 +780,7 @@ def main():
     ap.add_argument("--retry-noisy", action="store_true",
                     help="rerun a row once if other CPU > --noisy-threshold")
     add_run_args(ap)
+    add_baseline_arg(ap)
     args = ap.parse_args()
 
     require_wrk()
@@ -769,6 +792,7 @@ def main():
     for s in args.servers.split(","):
         if s.strip():
             variants.extend(server_variants(s.strip()))
+    variants = with_baseline(variants, args.baseline_ferrocorn)
 
     ws = Workspace("ferrocorn-bench-")
     env, logdir = ws.env, ws.logdir

@@ -373,11 +373,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     ap.add_argument("--scenarios", default="io,asgi,cpu,gthread")
     compare.add_run_args(ap)
+    compare.add_baseline_arg(ap)
     args = ap.parse_args()
 
     compare.require_wrk()
     tools = {"httptools": has_module("httptools"), "uvicorn_worker": has_module("uvicorn.workers")}
     all_scen = scenarios(tools)
+    for scen in all_scen.values():
+        scen["variants"] = compare.with_baseline(scen["variants"], args.baseline_ferrocorn)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for n in names:
         if n not in all_scen:

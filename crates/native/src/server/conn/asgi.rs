@@ -9,6 +9,7 @@ use ferrocorn_http::{BodyPump, RequestHead, ResponseHead};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
+use super::respond::Body;
 use super::{BodyFeed, Conn, ConnError};
 use crate::asgi::{AsgiRequest, Bridge, Endpoints, Event, RequestShared};
 use crate::logging::error;
@@ -103,8 +104,8 @@ impl<S: ClientStream> Conn<S> {
                 match ResponseHead::new(&start.status.to_string(), start.headers) {
                     Ok(rhead) => {
                         let mut chunks = start.rest.map_or(Chunks::Complete, Chunks::Channel);
-                        self.send_stream(&head, &rhead, start.first, &mut chunks, &mut keep_alive)
-                            .await
+                        let body = Body::Stream { first: start.first, chunks: &mut chunks };
+                        self.send_response(&head, &rhead, body, &mut keep_alive).await
                     }
                     Err(e) => {
                         error!("Error handling request: the ASGI app sent {e}");
@@ -135,13 +136,7 @@ impl<S: ClientStream> Conn<S> {
             wake_receive(&backend.bridge, &state);
         }
         drop(permit);
-        shared.request_finished(
-            sent.as_ref().map(|s| s.record(&head.method, started, request_bytes)),
-            app_failed,
-        );
-        if let Some(sent) = &sent {
-            self.write_access_log(&head, &decoded_path, sent, started, None);
-        }
+        self.account(&head, &decoded_path, sent.as_ref(), started, request_bytes, app_failed, None);
         Ok(sent.is_some() && keep_alive)
     }
 }

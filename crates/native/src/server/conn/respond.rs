@@ -1,7 +1,10 @@
-//! Writing to a connection's client: response heads and bodies (whole, streamed, a file),
-//! error responses, the access log record, and the ways a connection closes (at once after
-//! a last request, or half-closed with a drain).
+//! Writing to a connection's client: a response head and its [`Body`] — whole bytes, a file
+//! range, or chunks as they come, whoever produced them (the app, later a cache or an
+//! upstream) — framed the same way; error responses; the bookkeeping after a response (the
+//! scoreboard's record, the access log); and the ways a connection closes (at once after a
+//! last request, or half-closed with a drain).
 
+use std::os::fd::RawFd;
 use std::time::Instant;
 
 use ferrocorn_http::{RequestHead, ResponseFraming, ResponseHead, write_error_response};
@@ -17,12 +20,82 @@ use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
 use crate::server::app_call::Chunks;
 use crate::server::shared::Shared;
-use crate::wsgi::{FileResponse, frame_chunk};
+use crate::wsgi::frame_chunk;
+
+/// A response body, as the writer sends it. Nothing in it needs Python except the iterator a
+/// sync worker's [`Chunks::Inline`] pulls.
+pub(super) enum Body<'a> {
+    /// All of it, in memory.
+    Whole(&'a [u8]),
+    /// Some bytes, then a range of an open file.
+    File(FileBody<'a>),
+    /// The first bytes, then chunks as they come.
+    Stream {
+        /// Bytes already at hand.
+        first: Vec<u8>,
+        /// The rest.
+        chunks: &'a mut Chunks,
+    },
+}
+
+/// A file range to send, after `prefix` (sent with `sendfile` where the stream allows it).
+pub(super) struct FileBody<'a> {
+    /// Bytes before the file (a WSGI app's `write()` output).
+    pub prefix: &'a [u8],
+    /// The file, kept open by the caller until the send returns.
+    pub fd: RawFd,
+    /// Where to start in the file.
+    pub offset: u64,
+    /// How many bytes of it to send.
+    pub length: u64,
+}
 use ferrocorn_net::client_stream::{ClientStream, send_file, write_last};
 
 impl<S: ClientStream> Conn<S> {
+    /// Send a response: `rhead` with `body`, framed for `req`. `keep_alive` says whether the
+    /// connection may carry another request; it is cleared when the response must end the
+    /// connection (the worker is stopping, the framing is the close, the body fell short).
+    /// None when the client could not be written to.
+    pub(super) async fn send_response(
+        &mut self,
+        req: &RequestHead,
+        rhead: &ResponseHead,
+        body: Body<'_>,
+        keep_alive: &mut bool,
+    ) -> Option<Sent> {
+        *keep_alive &= !self.shutting_down();
+        match body {
+            Body::Whole(bytes) => self.send_complete(req, rhead, bytes, keep_alive).await,
+            Body::File(file) => self.send_file_response(req, rhead, file, keep_alive).await,
+            Body::Stream { first, chunks } => {
+                self.send_stream(req, rhead, first, chunks, keep_alive).await
+            }
+        }
+    }
+
+    /// After a response (or a failure to send one): the worker's counts and the scoreboard's
+    /// record, then the access log line. `environ`: the WSGI environ, when the log format
+    /// reads it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn account(
+        &self,
+        head: &RequestHead,
+        decoded_path: &[u8],
+        sent: Option<&Sent>,
+        started: Instant,
+        request_bytes: u64,
+        failed: bool,
+        environ: Option<&Py<PyDict>>,
+    ) {
+        self.shared
+            .request_finished(sent.map(|s| s.record(&head.method, started, request_bytes)), failed);
+        if let Some(sent) = sent {
+            self.write_access_log(head, decoded_path, sent, started, environ);
+        }
+    }
+
     /// One access-log line (when the access log is on).
-    pub(super) fn write_access_log(
+    fn write_access_log(
         &self,
         head: &RequestHead,
         decoded_path: &[u8],
@@ -120,7 +193,7 @@ impl<S: ClientStream> Conn<S> {
         Sent { status: rhead.status(), body_bytes, headers }
     }
 
-    pub(super) async fn send_complete(
+    async fn send_complete(
         &mut self,
         req: &RequestHead,
         rhead: &ResponseHead,
@@ -146,7 +219,7 @@ impl<S: ClientStream> Conn<S> {
         ok.then(|| self.sent(rhead, send_len as u64))
     }
 
-    pub(super) async fn send_stream(
+    async fn send_stream(
         &mut self,
         req: &RequestHead,
         rhead: &ResponseHead,
@@ -165,7 +238,6 @@ impl<S: ClientStream> Conn<S> {
             *keep_alive = false;
             ResponseFraming::CloseDelimited
         };
-        *keep_alive &= !self.shutting_down();
         self.encode_head(req, rhead, framing, *keep_alive);
         self.stream_rest(rhead, framing, 0, Some(first), chunks, keep_alive).await
     }
@@ -248,22 +320,20 @@ impl<S: ClientStream> Conn<S> {
         Some(self.sent(rhead, sent))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn send_file_response(
+    async fn send_file_response(
         &mut self,
         req: &RequestHead,
-        file: &FileResponse,
+        rhead: &ResponseHead,
+        file: FileBody<'_>,
         keep_alive: &mut bool,
     ) -> Option<Sent> {
-        let FileResponse { head: rhead, prefix, fd, offset, length, .. } = file;
-        let (fd, offset, length) = (*fd, *offset, *length);
+        let FileBody { prefix, fd, offset, length } = file;
         let body_allowed = rhead.body_allowed(req.is_head());
         let total = prefix.len() as u64 + length;
         let framing = match rhead.content_length() {
             Some(cl) => ResponseFraming::Length(cl),
             None => ResponseFraming::Length(total),
         };
-        *keep_alive &= !self.shutting_down();
         self.encode_head(req, rhead, framing, *keep_alive);
         if !body_allowed {
             return self.flush().await.then(|| self.sent(rhead, 0));

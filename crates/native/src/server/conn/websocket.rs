@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ferrocorn_http::{RequestHead, ResponseHead, write_error_response};
 use tokio::time::{Duration, timeout};
 
+use super::respond::Body;
 use super::{Conn, ConnError, DenialResponse, SERVER};
 use crate::asgi::chunk_channel::{End, chunk_channel};
 use crate::asgi::{Event, WebSocketSession, WsIn, WsOut, WsShared};
@@ -76,7 +77,7 @@ impl<S: ClientStream> Conn<S> {
                     match ResponseHead::new(&status.to_string(), headers) {
                         Ok(rhead) => {
                             let mut keep = false;
-                            self.send_complete(&head, &rhead, &all, &mut keep).await;
+                            self.send_response(&head, &rhead, Body::Whole(&all), &mut keep).await;
                         }
                         Err(_) => {
                             self.send_error(500).await;

@@ -11,6 +11,7 @@ use pyo3::types::PyDict;
 use pyo3::types::PyString;
 
 use super::asgi::answer_within;
+use super::respond::{Body, FileBody};
 use super::{Conn, ConnError, Peer, RemoteStrings, Sent};
 use crate::server::app_call::{self, CallRequest, Called, Chunks, InputSource, Reply};
 use crate::server::shared::Executor;
@@ -151,12 +152,11 @@ impl<S: ClientStream> Conn<S> {
             }
             Reply::Complete { head: rhead, body } => {
                 drop(permit);
-                keep_alive &= !self.shutting_down();
-                self.send_complete(&head, &rhead, &body, &mut keep_alive).await
+                self.send_response(&head, &rhead, Body::Whole(&body), &mut keep_alive).await
             }
             Reply::Stream { head: rhead, first, mut chunks, result } => {
-                let sent =
-                    self.send_stream(&head, &rhead, first, &mut chunks, &mut keep_alive).await;
+                let body = Body::Stream { first, chunks: &mut chunks };
+                let sent = self.send_response(&head, &rhead, body, &mut keep_alive).await;
                 close_in_python(chunks, result);
                 drop(permit);
                 sent
@@ -192,7 +192,13 @@ impl<S: ClientStream> Conn<S> {
                 Some(self.send_error(504).await)
             }
             Reply::File(file) => {
-                let sent = self.send_file_response(&head, &file, &mut keep_alive).await;
+                let body = Body::File(FileBody {
+                    prefix: &file.prefix,
+                    fd: file.fd,
+                    offset: file.offset,
+                    length: file.length,
+                });
+                let sent = self.send_response(&head, &file.head, body, &mut keep_alive).await;
                 Python::attach(|py| {
                     wsgi::close_result(py, file.result.bind(py));
                     drop(file);
@@ -201,13 +207,15 @@ impl<S: ClientStream> Conn<S> {
                 sent
             }
         };
-        shared.request_finished(
-            sent.as_ref().map(|s| s.record(&head.method, started, request_bytes)),
+        self.account(
+            &head,
+            &decoded_path,
+            sent.as_ref(),
+            started,
+            request_bytes,
             app_failed,
+            environ.as_ref(),
         );
-        if let Some(sent) = &sent {
-            self.write_access_log(&head, &decoded_path, sent, started, environ.as_ref());
-        }
         let environ = match (post_hook, hook_request) {
             (true, Some(req)) => {
                 self.run_post_request(req, environ, sent.as_ref());
