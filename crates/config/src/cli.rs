@@ -5,10 +5,11 @@
 use std::sync::OnceLock;
 
 use crate::error::{ConfigError, ErrorKind};
+use crate::setting::check;
 use crate::setting::{Action, Setting};
 use crate::settings::settings;
 use crate::shlex::{SplitError, split};
-use crate::validate::{check, run};
+use crate::validate::run;
 use crate::value::Value;
 
 /// The result of parsing one argument list.

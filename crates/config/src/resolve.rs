@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use crate::cli::ParsedArgs;
 use crate::error::{ConfigError, ErrorKind};
 use crate::setting::Support;
+use crate::setting::check;
 use crate::settings::{index_of, settings};
-use crate::validate::check;
 use crate::value::Value;
 
 /// Everything the configuration is built from. The caller gathers it (reads the environment,

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::validate::Reject;
+use crate::error::{ConfigError, ErrorKind};
+pub use crate::validate::Validator;
 use crate::value::Value;
 
 /// Gunicorn's grouping of settings (plus ferrocorn's own group); order = documentation order.
@@ -167,35 +168,6 @@ impl DefaultValue {
             DefaultValue::Computed(f) => f(env),
         }
     }
-}
-
-/// How raw input (a CLI string or a Python-typed config-file value) is checked and normalised.
-#[derive(Clone, Copy, Debug)]
-pub enum Validator {
-    /// `True`/`False`, or the strings `true`/`false` (any case).
-    Bool,
-    /// Python `int(x, 0)`, must be >= 0 (Gunicorn's `validate_pos_int`).
-    PosInt,
-    /// Like `PosInt`, but a leading `0` means octal (`022`), as Gunicorn's `auto_int`.
-    OctalInt,
-    /// A number >= 0, fractions allowed.
-    PosFloat,
-    /// Text, surrounding whitespace stripped; `None` allowed.
-    Str,
-    /// A list of strings, or one string meaning a one-item list.
-    StrList,
-    /// A comma-separated string (or a list), split into a list.
-    CommaList,
-    /// Like `CommaList`, each item an IP address, a CIDR network, or `*`.
-    AddrList,
-    /// A mapping of string to string.
-    Map,
-    /// One of these words (case-insensitive, stored lowercase).
-    Choice(&'static [&'static str]),
-    /// Anything (hooks and opaque Python objects).
-    Any,
-    /// A setting-specific check.
-    Custom(fn(Value) -> Result<Value, Reject>),
 }
 
 /// One setting of the registry.
@@ -376,4 +348,21 @@ impl Setting {
     pub fn takes_value(&self) -> bool {
         matches!(self.action, Action::Store | Action::Append)
     }
+}
+
+/// Checks and normalises `value` for `setting`; a rejection names the setting and its flags.
+pub fn check(setting: &'static Setting, value: Value) -> Result<Value, ConfigError> {
+    crate::validate::run(setting.validator, value).map_err(|r| {
+        ConfigError::new(
+            ErrorKind::InvalidValue,
+            Some(setting.name),
+            format!(
+                "invalid value for `{}` ({}): {}; {}",
+                setting.name,
+                setting.flags_display(),
+                r.problem,
+                r.accepted
+            ),
+        )
+    })
 }

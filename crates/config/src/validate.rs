@@ -4,8 +4,6 @@
 
 use std::net::IpAddr;
 
-use crate::error::{ConfigError, ErrorKind};
-use crate::setting::{Setting, Validator};
 use crate::value::Value;
 
 /// Why a validator refused a value: what is wrong, and what would be accepted.
@@ -24,21 +22,33 @@ impl Reject {
     }
 }
 
-/// Checks and normalises `value` for `setting`.
-pub fn check(setting: &'static Setting, value: Value) -> Result<Value, ConfigError> {
-    run(setting.validator, value).map_err(|r| {
-        ConfigError::new(
-            ErrorKind::InvalidValue,
-            Some(setting.name),
-            format!(
-                "invalid value for `{}` ({}): {}; {}",
-                setting.name,
-                setting.flags_display(),
-                r.problem,
-                r.accepted
-            ),
-        )
-    })
+/// How raw input (a CLI string or a Python-typed config-file value) is checked and normalised.
+#[derive(Clone, Copy, Debug)]
+pub enum Validator {
+    /// `True`/`False`, or the strings `true`/`false` (any case).
+    Bool,
+    /// Python `int(x, 0)`, must be >= 0 (Gunicorn's `validate_pos_int`).
+    PosInt,
+    /// Like `PosInt`, but a leading `0` means octal (`022`), as Gunicorn's `auto_int`.
+    OctalInt,
+    /// A number >= 0, fractions allowed.
+    PosFloat,
+    /// Text, surrounding whitespace stripped; `None` allowed.
+    Str,
+    /// A list of strings, or one string meaning a one-item list.
+    StrList,
+    /// A comma-separated string (or a list), split into a list.
+    CommaList,
+    /// Like `CommaList`, each item an IP address, a CIDR network, or `*`.
+    AddrList,
+    /// A mapping of string to string.
+    Map,
+    /// One of these words (case-insensitive, stored lowercase).
+    Choice(&'static [&'static str]),
+    /// Anything (hooks and opaque Python objects).
+    Any,
+    /// A setting-specific check.
+    Custom(fn(Value) -> Result<Value, Reject>),
 }
 
 /// Runs one validator.

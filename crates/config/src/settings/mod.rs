@@ -63,8 +63,8 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+    use crate::setting::check;
     use crate::setting::{Env, Kind, Section, Support};
-    use crate::validate::check;
 
     #[test]
     fn names_and_flags_are_unique_and_help_is_present() {

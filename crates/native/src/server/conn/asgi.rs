@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 use super::respond::Body;
-use super::{BodyFeed, Conn, ConnError};
-use crate::asgi::{AsgiRequest, Bridge, Endpoints, Event, RequestShared};
+use super::{BodyFeed, Conn, ConnError, wake_receive};
+use crate::asgi::{AsgiRequest, Endpoints, Event, RequestShared};
 use crate::logging::error;
 use crate::server::app_call::Chunks;
 use crate::server::shared::Executor;
@@ -141,13 +141,6 @@ impl<S: ClientStream> Conn<S> {
     }
 }
 
-/// Resolves when the app takes request body from `state`'s full queue.
-pub(super) async fn body_taken(state: Option<Arc<RequestShared>>) {
-    if let Some(state) = state {
-        state.body_taken.notified().await;
-    }
-}
-
 /// Wait for the app's answer, at most `limit` (the per-request deadline; zero waits forever).
 /// None when the deadline passed; it is logged with the request's path.
 pub(super) async fn answer_within<T>(
@@ -169,12 +162,5 @@ pub(super) async fn answer_within<T>(
             );
             None
         }
-    }
-}
-
-/// Wake the request's waiting `receive()` (its future goes to the loop through the bridge).
-pub(super) fn wake_receive(bridge: &Bridge, state: &RequestShared) {
-    if let Some(future) = state.take_waiter() {
-        bridge.post(Event::Wake(future));
     }
 }

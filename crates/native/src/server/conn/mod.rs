@@ -133,6 +133,20 @@ struct BodyFeed {
     bridge: Arc<crate::asgi::Bridge>,
 }
 
+/// Resolves when the app takes request body from `state`'s full queue.
+pub(super) async fn body_taken(state: Option<Arc<RequestShared>>) {
+    if let Some(state) = state {
+        state.body_taken.notified().await;
+    }
+}
+
+/// Wake the request's waiting `receive()` (its future goes to the loop through the bridge).
+pub(super) fn wake_receive(bridge: &crate::asgi::Bridge, state: &RequestShared) {
+    if let Some(future) = state.take_waiter() {
+        bridge.post(crate::asgi::Event::Wake(future));
+    }
+}
+
 /// Serve one connection until it closes.
 /// `received`: what the client had sent when the connection was accepted.
 pub async fn serve<S: ClientStream>(

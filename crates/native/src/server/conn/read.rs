@@ -8,8 +8,7 @@ use ferrocorn_http::{
 use tokio::io::AsyncReadExt;
 use tokio::time::{Duration, timeout, timeout_at};
 
-use super::asgi::wake_receive;
-use super::{BODY_QUEUE_LIMIT, BODY_READ_CHUNK, Conn, ConnError, READ_CHUNK};
+use super::{BODY_QUEUE_LIMIT, BODY_READ_CHUNK, Conn, ConnError, READ_CHUNK, wake_receive};
 use crate::logging::debug;
 use crate::wsgi::{BodyCollector, RequestBody};
 use ferrocorn_net::client_stream::ClientStream;

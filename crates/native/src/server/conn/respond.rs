@@ -13,8 +13,7 @@ use pyo3::types::PyDict;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Duration, timeout, timeout_at};
 
-use super::asgi::body_taken;
-use super::{COALESCE_BYTES, Conn, ConnError, SERVER, Sent};
+use super::{COALESCE_BYTES, Conn, ConnError, SERVER, Sent, body_taken};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
