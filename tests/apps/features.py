@@ -331,6 +331,16 @@ def digest(environ, start_response):
 
 
 # --- 100-continue ----------------------------------------------------------------------------
+def latin1_header(environ, start_response):
+    """PEP 3333: header values are latin-1 native strings (one byte per character on the wire)."""
+    return _text(start_response, b"latin-1", extra=[("X-Word", "caf\xe9 \xff\xa0end")])
+
+
+def not_latin1_header(environ, start_response):
+    """A header value latin-1 cannot encode: the server must refuse it (500), not send UTF-8."""
+    return _text(start_response, b"never sent", extra=[("X-Price", "5 \u20ac")])
+
+
 def noread(environ, start_response):
     _mark("noread")
     return _text(start_response, b"did not read body")
@@ -470,6 +480,8 @@ ROUTES = {
     "/digest": digest,
     "/read_partial": read_partial,
     "/noread": noread,
+    "/latin1": latin1_header,
+    "/not_latin1": not_latin1_header,
     "/readbody": readbody,
     "/hop_by_hop": hop_by_hop,
     "/multi_headers": multi_headers,

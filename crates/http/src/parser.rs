@@ -155,7 +155,7 @@ fn parse_request_line<'a>(line: &'a [u8], limits: &Limits) -> Result<RequestLine
     if is_asterisk && method != "OPTIONS" {
         return Err(bad_line());
     }
-    let origin_or_absolute = target[0] == b'/' || memmem::find(target, b"://").is_some();
+    let origin_or_absolute = target[0] == b'/' || has_scheme(target);
     let (path, query, fragment): (&[u8], &[u8], &[u8]) = if is_asterisk {
         (target, b"", b"")
     } else if !origin_or_absolute {
@@ -184,6 +184,18 @@ fn parse_request_line<'a>(line: &'a [u8], limits: &Limits) -> Result<RequestLine
         ));
     }
     Ok(RequestLine { method, target, path, query, fragment, version })
+}
+
+/// Whether `target` is absolute-form: a valid scheme (RFC 3986: a letter, then letters,
+/// digits, `+`, `-`, `.`) followed by `://`. `1http://x` and `ht/tp://x` are not.
+fn has_scheme(target: &[u8]) -> bool {
+    memmem::find(target, b"://").is_some_and(|end| {
+        end > 0
+            && target[0].is_ascii_alphabetic()
+            && target[..end]
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    })
 }
 
 /// Split a target into `(path, query, fragment)` the way Gunicorn's `split_request_uri`
@@ -525,6 +537,19 @@ mod tests {
             (h.path.as_slice(), h.query.as_slice(), h.fragment.as_slice()),
             (&b"/p/q"[..], &b"x"[..], &b"y"[..])
         );
+        for bad in [
+            &b"GET 1http://127.0.0.1/p HTTP/1.1\r\n\r\n"[..],
+            b"GET ht/tp://h/ HTTP/1.1\r\n\r\n",
+            b"GET ://h/ HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                err(bad),
+                ErrorKind::InvalidRequestLine,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(ok(b"GET svn+ssh://h/p HTTP/1.1\r\n\r\n").path, b"/p");
         let h = ok(b"GET https://host?x HTTP/1.1\r\n\r\n");
         assert_eq!((h.path.as_slice(), h.query.as_slice()), (&b""[..], &b"x"[..]));
         let h = ok(b"GET http://[::1]:80/v6 HTTP/1.1\r\n\r\n");

@@ -1,6 +1,10 @@
 //! Response heads: validating what the app passed to `start_response`, dropping hop-by-hop
 //! headers the server owns, and serialising the status line and headers with the framing the
 //! connection driver chose. Also the small HTML error responses sent for bad requests.
+//!
+//! The status and header values are latin-1 text (PEP 3333's native strings; an ASGI app's
+//! bytes decoded as latin-1): each character is one byte on the wire, so `é` goes out as
+//! `0xE9`, and a character above U+00FF is refused.
 
 use std::fmt;
 
@@ -28,6 +32,8 @@ pub enum ResponseError {
     InvalidHeaderName(String),
     /// A header value has a control character (CR, LF, NUL, ...).
     InvalidHeaderValue(String),
+    /// A header value has a character latin-1 cannot encode (above U+00FF).
+    NotLatin1HeaderValue(String),
     /// Content-Length is not a number.
     InvalidContentLength(String),
 }
@@ -40,6 +46,11 @@ impl fmt::Display for ResponseError {
             ResponseError::InvalidHeaderValue(n) => {
                 write!(f, "invalid value for response header {n:?}")
             }
+            ResponseError::NotLatin1HeaderValue(n) => write!(
+                f,
+                "value of response header {n:?} is not latin-1 (PEP 3333 header values are \
+                 latin-1 strings; encode other text, e.g. as RFC 8187 or percent-encoding)"
+            ),
             ResponseError::InvalidContentLength(v) => {
                 write!(f, "invalid Content-Length response header {v:?}")
             }
@@ -81,6 +92,40 @@ fn is_field_value_byte(b: u8) -> bool {
     b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
+/// Why latin-1 text cannot be a field value.
+enum FieldTextError {
+    /// A control character.
+    Control,
+    /// A character above U+00FF.
+    NotLatin1,
+}
+
+/// Check `text` as a field value in latin-1: every character one byte, none a control.
+fn check_field_text(text: &str) -> Result<(), FieldTextError> {
+    if text.is_ascii() {
+        return match text.bytes().all(is_field_value_byte) {
+            true => Ok(()),
+            false => Err(FieldTextError::Control),
+        };
+    }
+    for c in text.chars() {
+        let byte = u8::try_from(u32::from(c)).map_err(|_| FieldTextError::NotLatin1)?;
+        if !is_field_value_byte(byte) {
+            return Err(FieldTextError::Control);
+        }
+    }
+    Ok(())
+}
+
+/// Append `text` (checked by [`check_field_text`]) as latin-1: one byte per character.
+fn put_latin1(out: &mut Vec<u8>, text: &str) {
+    if text.is_ascii() {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        out.extend(text.chars().map(|c| u32::from(c) as u8));
+    }
+}
+
 impl ResponseHead {
     /// Validate the status and headers from `start_response`. Hop-by-hop headers are removed;
     /// a Content-Length header is parsed and kept.
@@ -92,9 +137,7 @@ impl ResponseHead {
             .and_then(|c| c.parse::<u16>().ok())
             .filter(|c| *c >= 100)
             .ok_or_else(|| ResponseError::InvalidStatus(status.to_owned()))?;
-        if status.len() > 3 && status.as_bytes()[3] != b' '
-            || !status.bytes().all(is_field_value_byte)
-        {
+        if status.len() > 3 && status.as_bytes()[3] != b' ' || check_field_text(status).is_err() {
             return Err(ResponseError::InvalidStatus(status.to_owned()));
         }
         let status_line = if status.len() > 3 {
@@ -109,8 +152,14 @@ impl ResponseHead {
                 return Err(ResponseError::InvalidHeaderName(name));
             }
             let value = value.trim_matches([' ', '\t']);
-            if !value.bytes().all(is_field_value_byte) {
-                return Err(ResponseError::InvalidHeaderValue(name));
+            match check_field_text(value) {
+                Ok(()) => {}
+                Err(FieldTextError::Control) => {
+                    return Err(ResponseError::InvalidHeaderValue(name));
+                }
+                Err(FieldTextError::NotLatin1) => {
+                    return Err(ResponseError::NotLatin1HeaderValue(name));
+                }
             }
             if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
                 continue;
@@ -171,7 +220,7 @@ impl ResponseHead {
         server: &[u8],
     ) {
         out.extend_from_slice(if version == (1, 0) { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-        out.extend_from_slice(self.status_line.as_bytes());
+        put_latin1(out, &self.status_line);
         out.extend_from_slice(b"\r\nServer: ");
         out.extend_from_slice(server);
         out.extend_from_slice(b"\r\nDate: ");
@@ -184,7 +233,7 @@ impl ResponseHead {
             }
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
+            put_latin1(out, value);
             out.extend_from_slice(b"\r\n");
         }
         match framing {
@@ -337,6 +386,30 @@ mod tests {
         assert!(matches!(
             head("200 OK", &[("Content-Length", "x")]),
             Err(ResponseError::InvalidContentLength(_))
+        ));
+    }
+
+    #[test]
+    fn header_values_and_the_reason_go_out_as_latin1_bytes() {
+        let h = head("200 Tr\u{e8}s bien", &[("X-Word", "caf\u{e9} \u{ff}\u{a0}end")]).unwrap();
+        let mut out = Vec::new();
+        h.encode(&mut out, (1, 1), ResponseFraming::Length(0), true, b"D", b"s");
+        assert!(out.starts_with(b"HTTP/1.1 200 Tr\xe8s bien\r\n"), "{out:?}");
+        let line = b"X-Word: caf\xe9 \xff\xa0end\r\n";
+        assert!(out.windows(line.len()).any(|w| w == line), "{out:?}");
+    }
+
+    #[test]
+    fn a_header_value_beyond_latin1_is_refused() {
+        assert!(matches!(
+            head("200 OK", &[("X-Price", "5 \u{20ac}")]),
+            Err(ResponseError::NotLatin1HeaderValue(n)) if n == "X-Price"
+        ));
+        assert!(matches!(head("200 \u{20ac}", &[]), Err(ResponseError::InvalidStatus(_))));
+        // a control character is still a control character when the value is not ASCII
+        assert!(matches!(
+            head("200 OK", &[("X", "\u{e9}\r\n")]),
+            Err(ResponseError::InvalidHeaderValue(_))
         ));
     }
 

@@ -292,6 +292,9 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
 
+    if path == "/latin1":
+        return await send_text(send, b"latin-1", extra=[(b"x-word", b"caf\xe9 \xff\xa0end")])
+
     if path == "/boom-late":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
