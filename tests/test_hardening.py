@@ -3,6 +3,9 @@
 - Response header values are latin-1 on the wire (PEP 3333 native strings, ASGI bytes): one byte
   per character, never UTF-8; a value latin-1 cannot encode is refused with a 500.
 - An absolute-form target must start with a valid scheme (RFC 3986): `1http://...` is a 400.
+- An HTTP/1.1 request without Host is a 400 (RFC 9112 §3.2) unless `--no-require-host`.
+
+The smuggling matrix is tests/test_smuggling.py.
 """
 
 from pathlib import Path
@@ -60,3 +63,17 @@ def test_absolute_form_with_a_valid_scheme_still_reaches_the_app(wsgi):
     data, _ = exchange(wsgi.port, b"GET http://example.test/after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     resps, _ = parse_responses(data)
     assert resps[0].status == 200 and resps[0].body == b"hello /after"
+
+
+def test_no_require_host_serves_http11_without_host_as_gunicorn_does(module_server):
+    srv = module_server("features:app", "--no-require-host")
+    data, _ = exchange(srv.port, b"GET /after HTTP/1.1\r\nConnection: close\r\n\r\n")
+    resps, _ = parse_responses(data)
+    assert resps[0].status == 200 and resps[0].body == b"hello /after"
+
+
+def test_http11_without_host_is_refused_by_default(wsgi):
+    data, closed = exchange(wsgi.port, b"GET /after HTTP/1.1\r\n\r\n", shutdown=False)
+    resps, _ = parse_responses(data)
+    assert [r.status for r in resps] == [400] and closed
+    assert b"Host" in resps[0].body

@@ -1,5 +1,7 @@
 //! A parsed request head: what the parser hands to the connection driver.
 
+use crate::error::{ErrorKind, ParseError};
+
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -49,5 +51,40 @@ impl RequestHead {
     /// True for `HEAD` requests (no response body is sent).
     pub fn is_head(&self) -> bool {
         self.method.eq_ignore_ascii_case("HEAD")
+    }
+
+    /// RFC 9112 §3.2: an HTTP/1.1 request must carry a `Host` header, and a server answers
+    /// 400 to one without (as nginx and h11 do; Gunicorn serves it). Checked by the server
+    /// apart from [`crate::parse_request_head`], which keeps Gunicorn's rules.
+    pub fn require_host(&self) -> Result<(), ParseError> {
+        if self.version >= (1, 1) && self.header("HOST").is_none() {
+            return Err(ParseError::new(
+                ErrorKind::InvalidHeader,
+                "HOST: an HTTP/1.1 request must carry a Host header",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Limits, parse_request_head};
+
+    fn head(raw: &[u8]) -> super::RequestHead {
+        parse_request_head(raw, &Limits::default(), false).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn http11_needs_a_host_and_http10_does_not() {
+        let without = head(b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n");
+        let err = without.require_host().unwrap_err();
+        assert_eq!(err.status(), Some(400));
+        assert!(head(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").require_host().is_ok());
+        assert!(
+            head(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").require_host().is_ok(),
+            "empty is allowed"
+        );
+        assert!(head(b"GET / HTTP/1.0\r\n\r\n").require_host().is_ok());
     }
 }

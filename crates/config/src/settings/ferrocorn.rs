@@ -53,4 +53,12 @@ pub(super) const SETTINGS: &[Setting] = &[
              will: write() output is sent after the app returns, and a 100-continue body is \
              read before the app is called. A diagnostic switch; the default is faster.",
         ),
+    Setting::new("require_host", S, Kind::Bool, Validator::Bool, DefaultValue::Bool(true))
+        .cli(&["--no-require-host"])
+        .action(Action::StoreConst(false))
+        .help(
+            "Whether an HTTP/1.1 request without a Host header is refused with 400, as RFC 9112 \
+             section 3.2 requires and nginx and uvicorn do. Gunicorn serves such requests; \
+             --no-require-host does too, for clients that omit the header.",
+        ),
 ];

@@ -101,6 +101,8 @@ pub struct ServeOptions {
     pub sendfile: bool,
     /// The raw-descriptor fast paths may be used where the client stream allows them.
     pub direct_socket_io: bool,
+    /// Refuse an HTTP/1.1 request without a Host header (400).
+    pub require_host: bool,
     /// How workers run the app.
     pub worker_class: WorkerClass,
     /// `worker_connections`: the most open client connections one gthread or gevent worker
@@ -361,6 +363,7 @@ impl ServerOptions {
                     .collect(),
                 sendfile: sendfile_enabled(config, env),
                 direct_socket_io: config.bool("direct_socket_io"),
+                require_host: config.bool("require_host"),
                 worker_class,
                 worker_connections: usize::try_from(config.int("worker_connections"))
                     .unwrap_or(1000)

@@ -97,6 +97,9 @@ impl<S: ClientStream> Conn<S> {
             if !self.rbuf.is_empty() {
                 let opts = &self.shared.opts;
                 if let Some(parsed) = parse_request_head(&self.rbuf, &opts.limits, self.trusted)? {
+                    if opts.require_host {
+                        parsed.0.require_host()?;
+                    }
                     return Ok(Some(parsed));
                 }
             }
