@@ -18,7 +18,7 @@ use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
 use crate::logging::{debug, error, warning};
 use crate::server::app_call::Chunks;
-use crate::server::shared::Shared;
+use crate::server::shared::ConnectionLease;
 use crate::wsgi::frame_chunk;
 
 /// A response body, as the writer sends it. Nothing in it needs Python except the iterator a
@@ -138,7 +138,7 @@ impl<S: ClientStream> Conn<S> {
     pub(super) async fn flush(&mut self) -> bool {
         let written = self.stream.write_all(&self.wbuf);
         let result =
-            timeout(self.shared.opts.io_timeout, client_write(&self.shared, written)).await;
+            timeout(self.shared.opts.io_timeout, client_write(&mut self.lease, written)).await;
         self.wbuf.clear();
         Self::flushed(result)
     }
@@ -153,7 +153,7 @@ impl<S: ClientStream> Conn<S> {
             return self.flush().await;
         }
         let written =
-            client_write(&self.shared, write_last(&mut self.stream, self.direct, &self.wbuf));
+            client_write(&mut self.lease, write_last(&mut self.stream, self.direct, &self.wbuf));
         let result = timeout(self.shared.opts.io_timeout, written).await;
         self.wbuf.clear();
         Self::flushed(result)
@@ -347,7 +347,7 @@ impl<S: ClientStream> Conn<S> {
         let result = timeout(
             self.shared.opts.io_timeout.max(Duration::from_secs(1)) * 10,
             client_write(
-                &self.shared,
+                &mut self.lease,
                 send_file(&mut self.stream, self.direct, fd, offset, file_len),
             ),
         )
@@ -453,16 +453,22 @@ pub(super) fn close_follows(keep_alive: bool, framing: ResponseFraming, chunks: 
 }
 
 /// Await `write`, a write to the connection's client. When it cannot finish at once the
-/// request waits for its client; the worker is told first, so that a worker that can start no
-/// other request leaves the listener's wait queue meanwhile (a sync worker writing a large
-/// response to a slow reader).
-pub(super) async fn client_write<F: std::future::Future>(shared: &Shared, write: F) -> F::Output {
+/// connection waits for its client, which is no work the worker owes it
+/// ([`ConnectionLease::not_owed`]: a sync worker whose app slot is free takes the next
+/// connection meanwhile, however slowly this client reads); and a worker that can start no
+/// other request (a sync worker streaming its app's response) is told, so that it leaves the
+/// listener's wait queue meanwhile.
+pub(super) async fn client_write<F: std::future::Future>(
+    lease: &mut ConnectionLease,
+    write: F,
+) -> F::Output {
     let mut write = std::pin::pin!(write);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
     match first {
         std::task::Poll::Ready(out) => out,
         std::task::Poll::Pending => {
-            shared.waiting_for_client();
+            lease.not_owed();
+            lease.shared().waiting_for_client();
             write.await
         }
     }
