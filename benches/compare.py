@@ -395,15 +395,21 @@ def run_wrk(url, threads, conns, duration, latency, timeout_s=None, script=None)
 # --------------------------------------------------------------------------
 
 
+def proc_status_kib(pid, field):
+    """A ``/proc/PID/status`` size field (``VmRSS``, ``VmHWM``) in KiB; None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def peak_rss_kib(pids):
     """The largest peak resident set (VmHWM) among ``pids``, in KiB (None if none is readable)."""
-    peaks = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                peaks += [int(line.split()[1]) for line in f if line.startswith("VmHWM:")]
-        except OSError:
-            pass
+    peaks = [p for p in (proc_status_kib(pid, "VmHWM") for pid in pids) if p is not None]
     return max(peaks, default=None)
 
 

@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Chaos under continuous load: the server is disturbed every couple of seconds while
+`ferrocorn bench` keeps requesting, and afterwards nothing may have leaked.
+
+Usage (from the repository root)::
+
+    python benches/chaos.py [--klass sync] [--workers 4] [--duration 40] [--out FILE.md]
+
+One server (``-w 4 --max-requests 400 --max-requests-jitter 50 --timeout 3``) serves a small
+app. Four clients run for the whole time, each a ``ferrocorn bench`` process:
+
+* ``hello``   closed loop, 8 connections, ``GET /``: the load whose failures are counted;
+* ``raises``  20 req/s to an endpoint whose app raises: each must be a 500, never a hang;
+* ``hangs``   one request every 4 s to an endpoint that sleeps 6 s, past ``--timeout``:
+              the worker is recycled (sync: killed by the master; others: 504, then recycled);
+* ``uploads`` 4 req/s of a 1.5 MiB body, spooled to a temporary file before the app runs.
+
+Every ``--every`` seconds the next event of the cycle: SIGKILL of a random worker, HUP (new
+workers, same master), TTIN (one worker more), SIGKILL again, TTOU (one fewer), and
+``--max-requests`` recycles workers all along. At the end the master is stopped with TERM.
+
+Checks, printed and turned into the exit status:
+
+* ``hello`` failures (connection errors and non-2xx) are at most what the killed workers
+  could have had in flight: 8 (every connection) per SIGKILL, per worker the master killed
+  for a timeout, and per worker that stopped;
+* every ``raises`` answer is a 500; every ``uploads`` answer a 200 with the body's length;
+* the master's open descriptors did not grow, and its RSS grew by less than 2 MiB;
+* no process the master started outlives it; no file is left in the run's ``TMPDIR``.
+
+Bounded: ``--duration`` seconds of load plus start-up and a stop of at most 20 s. Servers and
+clients are stopped by PID. Standard library only; Linux only.
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402  (benches/compare.py: Server, Workspace, free_port, /proc helpers)
+
+log = compare.log
+
+APP = '''
+import time
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/raise":
+        raise RuntimeError("chaos: the app raised on purpose")
+    if path == "/hang":
+        time.sleep(6)
+    if path == "/upload":
+        body = str(len(environ["wsgi.input"].read())).encode()
+    else:
+        body = b"ok"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+ASGI_APP = '''
+import asyncio
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    if path == "/raise":
+        raise RuntimeError("chaos: the app raised on purpose")
+    if path == "/hang":
+        await asyncio.sleep(6)
+    body = str(size).encode() if path == "/upload" else b"ok"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+UPLOAD_BYTES = 1536 * 1024
+HELLO_CONNECTIONS = 8
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def rss_kib(pid):
+    return compare.proc_status_kib(pid, "VmRSS")
+
+
+def workers_of(master):
+    return sorted(pid for pid, st in compare.all_procs().items() if st[0] == master)
+
+
+def start_client(name, url, extra, duration, env, logdir):
+    argv = ["ferrocorn", "bench", "--json", "-d", f"{duration}s", "--timeout", "15s", *extra, url]
+    out = open(os.path.join(logdir, f"client-{name}.json"), "wb")
+    err = open(os.path.join(logdir, f"client-{name}.err"), "wb")
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    return name, proc, out.name
+
+
+def collect(client):
+    name, proc, path = client
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    try:
+        with open(path) as f:
+            return json.loads(f.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--klass", default="sync", choices=["sync", "gthread", "gevent", "asgi"])
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--duration", type=int, default=40, help="seconds of load (40)")
+    ap.add_argument("--every", type=float, default=2.0, help="seconds between events (2)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", help="append the markdown report to this file")
+    ap.add_argument("--keep-logs", action="store_true")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+
+    ws = compare.Workspace("ferrocorn-chaos-")
+    run_tmp = os.path.join(ws.tmp, "tmpdir")
+    os.makedirs(run_tmp)
+    env = dict(ws.env, TMPDIR=run_tmp)
+    apps_dir = os.path.join(ws.tmp, "apps")
+    os.makedirs(apps_dir)
+    with open(os.path.join(apps_dir, "chaos_app.py"), "w") as f:
+        f.write(textwrap.dedent(ASGI_APP if args.klass == "asgi" else APP))
+    compare.APPS_DIR = apps_dir
+    upload = os.path.join(ws.tmp, "upload.bin")
+    with open(upload, "wb") as f:
+        f.write(os.urandom(UPLOAD_BYTES))
+
+    port = compare.free_port()
+    argv = ["ferrocorn", "-b", f"127.0.0.1:{port}", "-w", str(args.workers), "-k", args.klass,
+            "--max-requests", "400", "--max-requests-jitter", "50", "--timeout", "3",
+            "--graceful-timeout", "5", "chaos_app:app"]
+    if args.klass == "gthread":
+        argv[argv.index("chaos_app:app"):argv.index("chaos_app:app")] = ["--threads", "4"]
+    srv = compare.Server(argv, env, ws.logdir, f"chaos-{args.klass}")
+    events = []
+    report = []
+    failures = []
+    try:
+        srv.start()
+        err = srv.wait_ready(port, 20)
+        if err:
+            raise SystemExit(f"server did not start: {err}")
+        master = srv.proc.pid
+        time.sleep(1.0)
+        fds_before, rss_before = fd_count(master), rss_kib(master)
+        base = f"http://127.0.0.1:{port}"
+        clients = [
+            start_client("hello", base + "/", ["-c", str(HELLO_CONNECTIONS), "-t", "1"],
+                         args.duration, env, ws.logdir),
+            start_client("raises", base + "/raise", ["-c", "2", "--rate", "20"], args.duration, env,
+                         ws.logdir),
+            start_client("hangs", base + "/hang", ["-c", "2", "--rate", "0.25"], args.duration,
+                         env, ws.logdir),
+            start_client("uploads", base + "/upload",
+                         ["-c", "2", "--rate", "4", "-m", "POST", "--body-file", upload],
+                         args.duration, env, ws.logdir),
+        ]
+        cycle = ["kill", "hup", "ttin", "kill", "ttou"]
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < args.duration - args.every:
+            time.sleep(args.every)
+            srv.snapshot()
+            what = cycle[n % len(cycle)]
+            n += 1
+            if what == "kill":
+                pids = workers_of(master)
+                if pids:
+                    victim = rng.choice(pids)
+                    os.kill(victim, signal.SIGKILL)
+                    events.append(f"SIGKILL worker {victim}")
+            else:
+                os.kill(master, {"hup": signal.SIGHUP, "ttin": signal.SIGTTIN,
+                                 "ttou": signal.SIGTTOU}[what])
+                events.append(what.upper())
+        results = {name: collect(c) for c, name in zip(clients, ["hello", "raises", "hangs", "uploads"])}
+        time.sleep(1.0)
+        srv.snapshot()
+        fds_after, rss_after = fd_count(master), rss_kib(master)
+
+        # Stop: TERM, then every process ever seen must be gone.
+        os.kill(master, signal.SIGTERM)
+        try:
+            srv.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            failures.append("the master did not stop within 20 s of TERM")
+        time.sleep(0.5)
+        survivors = [pid for pid, start in srv.known.items()
+                     if (st := compare.read_proc_stat_pid(pid)) is not None and st[3] == start]
+        leftovers = sorted(os.listdir(run_tmp))
+
+        with open(srv.err_path, errors="replace") as f:
+            errlog = f.read()
+        timeouts = errlog.count("WORKER TIMEOUT") + errlog.count("timed out after")
+        kills = sum(1 for e in events if e.startswith("SIGKILL"))
+        stops = sum(1 for e in events if e in ("HUP", "TTOU"))
+
+        hello = results["hello"] or {}
+        hello_failed = (sum((hello.get("errors") or {}).values()) + hello.get("non_2xx_3xx", 0)
+                        if hello else None)
+        allowed = HELLO_CONNECTIONS * (kills + timeouts + stops)
+        raises = results["raises"] or {}
+        raises_status = raises.get("status", {})
+        uploads = results["uploads"] or {}
+
+        if hello_failed is None:
+            failures.append("the hello client reported nothing")
+        elif hello_failed > allowed:
+            failures.append(f"hello: {hello_failed} failed requests, more than the {allowed} "
+                            "that killed or stopped workers could have had in flight")
+        bad_raises = {k: v for k, v in raises_status.items() if k != "500"}
+        if bad_raises or sum((raises.get("errors") or {}).values()) > allowed:
+            failures.append(f"raises: statuses {raises_status}, errors {raises.get('errors')}")
+        if set(uploads.get("status", {})) - {"200"}:
+            failures.append(f"uploads: statuses {uploads.get('status')}")
+        if fds_after is not None and fds_before is not None and fds_after > fds_before:
+            failures.append(f"master descriptors grew {fds_before} -> {fds_after}")
+        if rss_after is not None and rss_before is not None and rss_after - rss_before > 2048:
+            failures.append(f"master RSS grew {rss_before} -> {rss_after} KiB")
+        if survivors:
+            failures.append(f"processes outlived the master: {survivors}")
+        if leftovers:
+            failures.append(f"files left in TMPDIR: {leftovers[:10]}")
+
+        def row(name, r):
+            if not r:
+                return f"| {name} | (no report) | | | |"
+            errs = sum((r.get("errors") or {}).values())
+            return (f"| {name} | {r.get('requests', 0):,} | {r.get('status', {})} | "
+                    f"{r.get('errors', {})} | {errs + r.get('non_2xx_3xx', 0) if name == 'hello' else errs} |")
+
+        report.append(f"### Chaos: `-k {args.klass} -w {args.workers}`, {args.duration} s, "
+                      f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        report.append("")
+        report.append(f"- events ({len(events)}): {kills} SIGKILL, {events.count('HUP')} HUP, "
+                      f"{events.count('TTIN')} TTIN, {events.count('TTOU')} TTOU; workers the master "
+                      f"killed or answered 504 for a timeout: {timeouts}; plus --max-requests 400 recycling")
+        report.append("")
+        report.append("| client | requests | statuses | errors | failed |")
+        report.append("|---|---:|---|---|---:|")
+        for name in ["hello", "raises", "hangs", "uploads"]:
+            report.append(row(name, results[name]))
+        report.append("")
+        report.append(f"- hello failures allowed (in flight in killed or stopped workers, "
+                      f"{HELLO_CONNECTIONS} per event): {allowed}; failed: {hello_failed}")
+        report.append(f"- master descriptors {fds_before} -> {fds_after}, RSS {rss_before} -> "
+                      f"{rss_after} KiB; processes left after TERM: {len(survivors)}; files left "
+                      f"in TMPDIR: {len(leftovers)}")
+        report.append(f"- result: {'PASS' if not failures else 'FAIL: ' + '; '.join(failures)}")
+    except KeyboardInterrupt:
+        log("interrupted")
+        failures.append("interrupted")
+    finally:
+        srv.stop()
+        ws.close(args.keep_logs)
+    compare.emit("\n".join(report), args.out)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
