@@ -19,17 +19,16 @@ use crate::wsgi::{self, ClientSocket, DeferredBody, DirectWriter, RequestBody};
 use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {
-    /// Serve a request with the WSGI app: read its body (or, when `defer_continue`, leave it to
-    /// the app's first read, which sends `100 Continue`), call the app, write its response.
+    /// Serve a request with the WSGI app: read its body (or, when `deferred`, leave it to the
+    /// app's first read, which sends `100 Continue`), call the app, write its response.
     /// `Ok(true)`: the connection may carry another request.
     pub(super) async fn handle_wsgi(
         &mut self,
         head: RequestHead,
         https: bool,
-        defer_continue: bool,
+        deferred: bool,
         started: Instant,
     ) -> Result<bool, ConnError> {
-        let deferred = defer_continue;
         let body =
             if deferred { RequestBody::default() } else { self.read_body(head.framing).await? };
         let request_bytes = body.len();
@@ -50,6 +49,7 @@ impl<S: ClientStream> Conn<S> {
         let wait = shared.executor.app_wait();
         let socket =
             self.direct.map(|fd| ClientSocket { fd, timeout: self.shared.opts.io_timeout, wait });
+        debug_assert!(!deferred || socket.is_some(), "a body is deferred only with the socket");
         let input = match socket {
             Some(socket) if deferred => InputSource::Deferred(DeferredBody {
                 socket,
