@@ -17,7 +17,10 @@ app. Four clients run for the whole time, each a ``ferrocorn bench`` process:
 
 Every ``--every`` seconds the next event of the cycle: SIGKILL of a random worker, HUP (new
 workers, same master), TTIN (one worker more), SIGKILL again, TTOU (one fewer), and
-``--max-requests`` recycles workers all along. At the end the master is stopped with TERM.
+``--max-requests`` recycles workers all along. Halfway, once, the binary upgrade: USR2 (a new
+master re-executed beside the old one, on the same listeners), then TERM to the old master,
+which must exit cleanly while the new one serves on; the cycle goes on against the new
+master. At the end the master is stopped with TERM.
 
 Checks, printed and turned into the exit status:
 
@@ -25,7 +28,8 @@ Checks, printed and turned into the exit status:
   could have had in flight: 8 (every connection) per SIGKILL, per worker the master killed
   for a timeout, and per worker that stopped;
 * every ``raises`` answer is a 500; every ``uploads`` answer a 200 with the body's length;
-* the master's open descriptors did not grow, and its RSS grew by less than 2 MiB;
+* the master's open descriptors did not grow, and its RSS grew by less than 2 MiB (the
+  master serving at the end, from when it took over);
 * no process the master started outlives it; no file is left in the run's ``TMPDIR``.
 
 Bounded: ``--duration`` seconds of load plus start-up and a stop of at most 20 s. Servers and
@@ -106,6 +110,16 @@ def rss_kib(pid):
     return compare.proc_status_kib(pid, "VmRSS")
 
 
+def alive(pid, start=None):
+    """Whether ``pid`` runs (a zombie does not; with ``start``, only if it is that process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return rest[0] != "Z" and (start is None or int(rest[19]) == start)
+
+
 def workers_of(master):
     return sorted(pid for pid, st in compare.all_procs().items() if st[0] == master)
 
@@ -131,6 +145,36 @@ def collect(client):
             return json.loads(f.read().strip().splitlines()[-1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def upgrade(master, pidfile, srv, remember, failures):
+    """USR2 to ``master``, wait for the new master (``PIDFILE.2``) and its workers, TERM the
+    old one and wait for it to exit; returns the master serving afterwards."""
+    os.kill(master, signal.SIGUSR2)
+    new_pidfile = pidfile + ".2"
+    deadline = time.monotonic() + 20
+    new_master = None
+    while time.monotonic() < deadline:
+        try:
+            new_master = int(open(new_pidfile).read().strip())
+            if workers_of(new_master):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    if new_master is None or not workers_of(new_master):
+        failures.append("USR2: no new master with workers within 20 s")
+        return master
+    remember(master)
+    remember(new_master)
+    os.kill(master, signal.SIGTERM)
+    if master == srv.proc.pid:
+        try:
+            if srv.proc.wait(20) != 0:
+                failures.append(f"USR2: the old master exited with {srv.proc.returncode}")
+        except subprocess.TimeoutExpired:
+            failures.append("USR2: the old master did not exit within 20 s of TERM")
+    return new_master
 
 
 def main():
@@ -159,7 +203,9 @@ def main():
         f.write(os.urandom(UPLOAD_BYTES))
 
     port = compare.free_port()
+    pidfile = os.path.join(ws.tmp, "master.pid")
     argv = ["ferrocorn", "-b", f"127.0.0.1:{port}", "-w", str(args.workers), "-k", args.klass,
+            "--pid", pidfile,
             "--max-requests", "400", "--max-requests-jitter", "50", "--timeout", "3",
             "--graceful-timeout", "5", "chaos_app:app"]
     if args.klass == "gthread":
@@ -174,8 +220,15 @@ def main():
         if err:
             raise SystemExit(f"server did not start: {err}")
         master = srv.proc.pid
+        known = {}  # every process seen under a master: pid -> start time
+
+        def remember(root):
+            for pid, st in compare.tree(root).items():
+                known[pid] = st[3]
+
         time.sleep(1.0)
         fds_before, rss_before = fd_count(master), rss_kib(master)
+        upgraded = False
         base = f"http://127.0.0.1:{port}"
         clients = [
             start_client("hello", base + "/", ["-c", str(HELLO_CONNECTIONS), "-t", "1"],
@@ -193,10 +246,18 @@ def main():
         n = 0
         while time.monotonic() - started < args.duration - args.every:
             time.sleep(args.every)
-            srv.snapshot()
+            remember(master)
             what = cycle[n % len(cycle)]
-            n += 1
-            if what == "kill":
+            if not upgraded and time.monotonic() - started >= args.duration / 2:
+                what, upgraded = "usr2", True
+            else:
+                n += 1
+            if what == "usr2":
+                master = upgrade(master, pidfile, srv, remember, failures)
+                events.append("USR2")
+                time.sleep(1.0)
+                fds_before, rss_before = fd_count(master), rss_kib(master)
+            elif what == "kill":
                 pids = workers_of(master)
                 if pids:
                     victim = rng.choice(pids)
@@ -208,25 +269,31 @@ def main():
                 events.append(what.upper())
         results = {name: collect(c) for c, name in zip(clients, ["hello", "raises", "hangs", "uploads"])}
         time.sleep(1.0)
-        srv.snapshot()
+        remember(master)
         fds_after, rss_after = fd_count(master), rss_kib(master)
 
         # Stop: TERM, then every process ever seen must be gone.
         os.kill(master, signal.SIGTERM)
-        try:
-            srv.proc.wait(20)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + 20
+        if master == srv.proc.pid:
+            try:
+                srv.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        while alive(master) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(master):
             failures.append("the master did not stop within 20 s of TERM")
         time.sleep(0.5)
-        survivors = [pid for pid, start in srv.known.items()
-                     if (st := compare.read_proc_stat_pid(pid)) is not None and st[3] == start]
+        survivors = [pid for pid, start in known.items() if alive(pid, start)]
+        srv.known.update(known)  # srv.stop() kills anything left, by PID
         leftovers = sorted(os.listdir(run_tmp))
 
         with open(srv.err_path, errors="replace") as f:
             errlog = f.read()
         timeouts = errlog.count("WORKER TIMEOUT") + errlog.count("timed out after")
         kills = sum(1 for e in events if e.startswith("SIGKILL"))
-        stops = sum(1 for e in events if e in ("HUP", "TTOU"))
+        stops = sum(1 for e in events if e in ("HUP", "TTOU")) + args.workers * events.count("USR2")
 
         hello = results["hello"] or {}
         hello_failed = (sum((hello.get("errors") or {}).values()) + hello.get("non_2xx_3xx", 0)
@@ -266,7 +333,8 @@ def main():
                       f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         report.append("")
         report.append(f"- events ({len(events)}): {kills} SIGKILL, {events.count('HUP')} HUP, "
-                      f"{events.count('TTIN')} TTIN, {events.count('TTOU')} TTOU; workers the master "
+                      f"{events.count('TTIN')} TTIN, {events.count('TTOU')} TTOU, "
+                      f"{events.count('USR2')} USR2 upgrade; workers the master "
                       f"killed or answered 504 for a timeout: {timeouts}; plus --max-requests 400 recycling")
         report.append("")
         report.append("| client | requests | statuses | errors | failed |")
