@@ -59,9 +59,19 @@ CLASS_ARGS = {
 
 
 def installed_module():
-    import ferrocorn
-    here = os.path.dirname(ferrocorn.__file__)
+    # Found without importing it: a loaded _native would be mapped into this process, and
+    # replacing it under a mapping crashes the process.
+    import importlib.util
+    here = importlib.util.find_spec("ferrocorn").submodule_search_locations[0]
     return glob.glob(os.path.join(here, "_native*.so"))[0], os.path.join(here, "_asgi.py")
+
+
+def put(src, dst):
+    """Install ``src`` at ``dst`` as a new file (a rename, never a rewrite in place), so a
+    process that still has the old module mapped keeps an intact copy."""
+    tmp = dst + ".instructions-tmp"
+    shutil.copy(src, tmp)
+    os.replace(tmp, dst)
 
 
 def free_port():
@@ -145,8 +155,8 @@ def main():
     try:
         for index, build in enumerate(args.builds):
             so, _, build_glue = build.partition(":")
-            shutil.copy(so, module)
-            shutil.copy(build_glue or os.path.join(saved, os.path.basename(glue)), glue)
+            put(so, module)
+            put(build_glue or os.path.join(saved, os.path.basename(glue)), glue)
             for klass in classes:
                 with tempfile.TemporaryDirectory(prefix="callgrind-") as outdir:
                     per_request = count(klass, args.requests, not args.new_connections, apps, outdir)
@@ -154,8 +164,8 @@ def main():
                 print(f"{os.path.basename(so)} {klass}: {per_request:,.0f} instructions per request",
                       flush=True)
     finally:
-        shutil.copy(os.path.join(saved, os.path.basename(module)), module)
-        shutil.copy(os.path.join(saved, os.path.basename(glue)), glue)
+        put(os.path.join(saved, os.path.basename(module)), module)
+        put(os.path.join(saved, os.path.basename(glue)), glue)
     pattern = "one connection per request" if args.new_connections else "keep-alive, 4 connections"
     lines = [f"Instructions per request (callgrind, `-w 1`, {pattern}, {args.requests} requests):", "",
              "| class | " + " | ".join(os.path.basename(b.partition(':')[0]) for b in args.builds) + " |",
