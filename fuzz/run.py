@@ -36,6 +36,7 @@ TARGETS = [
     "environ_mapping",
     "config_values",
     "response_head",
+    "cache_headers",
 ]
 
 
@@ -55,6 +56,8 @@ def hand_seeds(target: str) -> list[bytes]:
         return [b"/a%20b/%E2%82%AC?x=%2F\nX-FORWARDED-PROTO: https\nX-FORWARDED-SSL:on"]
     if target == "config_values":
         return [b"-w 4 -k gthread --threads 2 -b 127.0.0.1:8000 app:app", b"--timeout 30 --max-requests 1000 x:y"]
+    if target == "cache_headers":
+        return [b"\x32\x00max-age=60, stale-while-revalidate=30\n\x01Tue, 14 Nov 2023 23:13:20 GMT\n\x03Accept"]
     if target == "response_head":
         return [b"200 OK\x01Content-Type\x01text/plain\x01X-Word\x01caf\xe9"]
     return []

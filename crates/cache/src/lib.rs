@@ -1,0 +1,17 @@
+//! The response cache's decisions, apart from any I/O: no clock is read (the time is passed
+//! in), no store is touched, no setting is looked up. The worker's dispatch seam asks these
+//! functions what to do and carries the answer out against its store.
+//!
+//! - [`valid`]: `--cache-valid` (nginx's `proxy_cache_valid`): seconds of validity per
+//!   response status, for responses that say nothing about their own freshness.
+//! - [`storability`]: whether a response may be stored and until when, from its headers in
+//!   the order they came, with nginx's precedence (`X-Accel-Expires` > `Cache-Control` >
+//!   `Expires` > `--cache-valid`) and its refusals (`no-store`, `no-cache`, `private`, a zero
+//!   max-age, `Set-Cookie`, `Vary: *`), plus the stale windows a response grants itself
+//!   (`stale-while-revalidate`, `stale-if-error`).
+
+pub mod storability;
+pub mod valid;
+
+pub use storability::{Freshness, NotStored, Storability, storability};
+pub use valid::{CacheValid, ValidSpecError};
