@@ -9,9 +9,12 @@
 //!   `Expires` > `--cache-valid`) and its refusals (`no-store`, `no-cache`, `private`, a zero
 //!   max-age, `Set-Cookie`, `Vary: *`), plus the stale windows a response grants itself
 //!   (`stale-while-revalidate`, `stale-if-error`).
+//! - [`key`]: `--cache-key`, the template of nginx variables a response is filed under.
 
+pub mod key;
 pub mod storability;
 pub mod valid;
 
+pub use key::{KeyRequest, KeyTemplate, KeyTemplateError};
 pub use storability::{Freshness, NotStored, Storability, storability};
 pub use valid::{CacheValid, ValidSpecError};
