@@ -10,11 +10,16 @@
 //!   max-age, `Set-Cookie`, `Vary: *`), plus the stale windows a response grants itself
 //!   (`stale-while-revalidate`, `stale-if-error`).
 //! - [`key`]: `--cache-key`, the template of nginx variables a response is filed under.
+//! - [`stale`]: what a request does with a stored copy (HIT, refresh, stale while another
+//!   request refreshes, stale with a background refresh) and when a stale copy stands in for
+//!   a failed refresh (`--cache-use-stale`, `--cache-background-update`).
 
 pub mod key;
+pub mod stale;
 pub mod storability;
 pub mod valid;
 
 pub use key::{KeyRequest, KeyTemplate, KeyTemplateError};
+pub use stale::{OnLookup, RefreshFailure, UseStale, UseStaleError, on_lookup, stale_on_failure};
 pub use storability::{Freshness, NotStored, Storability, storability};
 pub use valid::{CacheValid, ValidSpecError};
