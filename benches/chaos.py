@@ -43,7 +43,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -104,10 +103,6 @@ def fd_count(pid):
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
-
-
-def rss_kib(pid):
-    return compare.proc_status_kib(pid, "VmRSS")
 
 
 def alive(pid, start=None):
@@ -227,7 +222,7 @@ def main():
                 known[pid] = st[3]
 
         time.sleep(1.0)
-        fds_before, rss_before = fd_count(master), rss_kib(master)
+        fds_before, rss_before = fd_count(master), compare.rss_kib(master)
         upgraded = False
         base = f"http://127.0.0.1:{port}"
         clients = [
@@ -256,7 +251,7 @@ def main():
                 master = upgrade(master, pidfile, srv, remember, failures)
                 events.append("USR2")
                 time.sleep(1.0)
-                fds_before, rss_before = fd_count(master), rss_kib(master)
+                fds_before, rss_before = fd_count(master), compare.rss_kib(master)
             elif what == "kill":
                 pids = workers_of(master)
                 if pids:
@@ -270,7 +265,7 @@ def main():
         results = {name: collect(c) for c, name in zip(clients, ["hello", "raises", "hangs", "uploads"])}
         time.sleep(1.0)
         remember(master)
-        fds_after, rss_after = fd_count(master), rss_kib(master)
+        fds_after, rss_after = fd_count(master), compare.rss_kib(master)
 
         # Stop: TERM, then every process ever seen must be gone.
         os.kill(master, signal.SIGTERM)

@@ -407,6 +407,11 @@ def proc_status_kib(pid, field):
     return None
 
 
+def rss_kib(pid):
+    """The resident set (VmRSS) of ``pid`` in KiB; None if unreadable."""
+    return proc_status_kib(pid, "VmRSS")
+
+
 def peak_rss_kib(pids):
     """The largest peak resident set (VmHWM) among ``pids``, in KiB (None if none is readable)."""
     peaks = [p for p in (proc_status_kib(pid, "VmHWM") for pid in pids) if p is not None]

@@ -31,29 +31,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
-HELLO_WSGI = '''
-BODY = b"Hello, World!"
-HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
-def app(environ, start_response):
-    start_response("200 OK", HEADERS)
-    return [BODY]
-'''
-HELLO_ASGI = '''
-BODY = b"Hello, World!"
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
-    await send({"type": "http.response.body", "body": BODY})
-'''
+# The apps: benches/apps/hello.py and hello_asgi.py (the 13-byte hello every bench uses).
+APPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 CLASS_ARGS = {
-    "sync": ("hello_wsgi:app", []),
-    "gthread": ("hello_wsgi:app", ["-k", "gthread", "--threads", "4"]),
-    "gevent": ("hello_wsgi:app", ["-k", "gevent"]),
+    "sync": ("hello:app", []),
+    "gthread": ("hello:app", ["-k", "gthread", "--threads", "4"]),
+    "gevent": ("hello:app", ["-k", "gevent"]),
     "asgi": ("hello_asgi:app", ["-k", "asgi"]),
 }
 
@@ -147,9 +132,7 @@ def main():
     saved = tempfile.mkdtemp(prefix="instructions-")
     shutil.copy(module, saved)
     shutil.copy(glue, saved)
-    apps = tempfile.mkdtemp(prefix="instructions-apps-")
-    open(os.path.join(apps, "hello_wsgi.py"), "w").write(textwrap.dedent(HELLO_WSGI))
-    open(os.path.join(apps, "hello_asgi.py"), "w").write(textwrap.dedent(HELLO_ASGI))
+    apps = APPS_DIR
     classes = args.classes.split(",")
     results = {}
     try:

@@ -6,7 +6,8 @@ Usage (from the repository root)::
 
     python benches/soak.py [--requests 1000000] [--classes sync,gthread,gevent,asgi] [--out F]
 
-For each class: ``ferrocorn -w 1 -k CLASS`` serving a hello app (WSGI, or raw ASGI for asgi),
+For each class: ``ferrocorn -w 1 -k CLASS`` serving the 13-byte hello of ``benches/apps``
+(``hello.py``, or ``hello_asgi.py`` for asgi),
 ``ferrocorn bench -n REQUESTS -c 32`` against it (keep-alive, plus every tenth connection
 opened anew by a second client with ``--no-keepalive`` so accept and close paths soak too;
 ``--churn`` sets the share),
@@ -27,7 +28,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,33 +35,7 @@ import compare  # noqa: E402
 
 log = compare.log
 
-WSGI_APP = '''
-BODY = b"Hello, World!"
-HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
-
-
-def app(environ, start_response):
-    start_response("200 OK", HEADERS)
-    return [BODY]
-'''
-
-ASGI_APP = '''
-START = {"type": "http.response.start", "status": 200,
-         "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]}
-BODY = {"type": "http.response.body", "body": b"Hello, World!"}
-
-
-async def app(scope, receive, send):
-    if scope["type"] == "http":
-        await send(START)
-        await send(BODY)
-'''
-
 FLAT_KIB_PER_100K = 16.0
-
-
-def rss_kib(pid):
-    return compare.proc_status_kib(pid, "VmRSS")
 
 
 def slope(points):
@@ -77,7 +51,7 @@ def slope(points):
 
 def soak_one(klass, args, env, logdir):
     port = compare.free_port()
-    module = "soak_asgi:app" if klass == "asgi" else "soak_wsgi:app"
+    module = "hello_asgi:app" if klass == "asgi" else "hello:app"  # benches/apps
     argv = ["ferrocorn", "-b", f"127.0.0.1:{port}", "-w", "1", "-k", klass, module]
     if klass == "gthread":
         argv[-1:-1] = ["--threads", "4"]
@@ -104,7 +78,7 @@ def soak_one(klass, args, env, logdir):
         samples = []
         started = time.monotonic()
         while bench.poll() is None or churn.poll() is None:
-            rss = rss_kib(worker)
+            rss = compare.rss_kib(worker)
             if rss is None:
                 break
             samples.append((time.monotonic() - started, rss))
@@ -119,7 +93,7 @@ def soak_one(klass, args, env, logdir):
         elapsed = time.monotonic() - started
         done = sum(r.get("requests", 0) for r in reports)
         errors = sum(sum((r.get("errors") or {}).values()) for r in reports)
-        if rss_kib(worker) is None:
+        if compare.rss_kib(worker) is None:
             return {"class": klass, "error": "the worker exited during the soak"}
         warm = max(1, len(samples) // 10)
         steady = samples[warm:]
@@ -156,12 +130,6 @@ def main():
     ap.add_argument("--keep-logs", action="store_true")
     args = ap.parse_args()
     ws = compare.Workspace("ferrocorn-soak-")
-    apps_dir = os.path.join(ws.tmp, "apps")
-    os.makedirs(apps_dir)
-    for name, src in (("soak_wsgi.py", WSGI_APP), ("soak_asgi.py", ASGI_APP)):
-        with open(os.path.join(apps_dir, name), "w") as f:
-            f.write(textwrap.dedent(src))
-    compare.APPS_DIR = apps_dir
     rows = []
     try:
         for klass in [c.strip() for c in args.classes.split(",") if c.strip()]:

@@ -62,14 +62,20 @@ def test_an_error_after_write_is_a_clean_500(feat):
     assert b"partial;" not in data
 
 
+def post_after_100_continue(c: Conn, path: str, body: bytes):
+    """Send a POST that expects 100-continue, check the 100 comes before any body is sent,
+    then send the body; returns the final response."""
+    c.send(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+    buf = c.read_until(b"\r\n\r\n", timeout=5)
+    assert buf.startswith(b"HTTP/1.1 100 Continue\r\n"), buf
+    c.buf = c.buf[c.buf.index(b"\r\n\r\n") + 4 :]
+    c.send(body)
+    return c.read_response()
+
+
 def test_100_continue_is_sent_and_the_body_read_before_the_app_runs(feat):
     with Conn(feat.port) as c:
-        c.send(b"POST /readbody HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-        buf = c.read_until(b"\r\n\r\n", timeout=5)
-        assert buf.startswith(b"HTTP/1.1 100 Continue\r\n"), buf
-        c.buf = c.buf[c.buf.index(b"\r\n\r\n") + 4 :]
-        c.send(b"hello")
-        r = c.read_response()
+        r = post_after_100_continue(c, "/readbody", b"hello")
         assert r.status == 200 and r.body == b"read:hello"
         # the connection stays usable: the body was read by the server, not left on the socket
         c.send(request_bytes("GET", "/after"))
@@ -78,12 +84,7 @@ def test_100_continue_is_sent_and_the_body_read_before_the_app_runs(feat):
 
 def test_100_continue_body_of_an_app_that_does_not_read_it(feat):
     with Conn(feat.port) as c:
-        c.send(b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-        buf = c.read_until(b"\r\n\r\n", timeout=5)
-        assert buf.startswith(b"HTTP/1.1 100 Continue\r\n"), buf
-        c.buf = c.buf[c.buf.index(b"\r\n\r\n") + 4 :]
-        c.send(b"hello")
-        r = c.read_response()
+        r = post_after_100_continue(c, "/noread", b"hello")
         assert r.status == 200 and r.body == b"did not read body"
 
 

@@ -206,6 +206,22 @@ impl ResponseHead {
         !(is_head_request || self.status < 200 || self.status == 204 || self.status == 304)
     }
 
+    /// How to frame a body whose length is not known before it is sent (streamed, or written
+    /// piece by piece): none for HEAD and the statuses without a body, the app's
+    /// `Content-Length` when it set one, chunked on HTTP/1.1, and on HTTP/1.0 the connection's
+    /// close (the caller must then not keep the connection alive).
+    pub fn streamed_framing(&self, is_head_request: bool, version: (u8, u8)) -> ResponseFraming {
+        if !self.body_allowed(is_head_request) {
+            ResponseFraming::NoBody
+        } else if let Some(cl) = self.content_length {
+            ResponseFraming::Length(cl)
+        } else if version == (1, 1) {
+            ResponseFraming::Chunked
+        } else {
+            ResponseFraming::CloseDelimited
+        }
+    }
+
     /// Serialise the status line and headers. `version` is the request's version (Gunicorn
     /// answers in the request's version), `date` a preformatted IMF-fixdate, `server` the
     /// `Server` header value. Adds Content-Length (when `framing` is `Length` and the app did
@@ -424,6 +440,18 @@ mod tests {
         assert!(text.starts_with("HTTP/1.0 404 Not Found\r\n"));
         assert_eq!(text.matches("Content-Length").count(), 1);
         assert!(text.ends_with("Connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_streamed_body_is_framed_by_length_chunks_or_the_close() {
+        let plain = head("200 OK", &[]).unwrap();
+        assert_eq!(plain.streamed_framing(false, (1, 1)), ResponseFraming::Chunked);
+        assert_eq!(plain.streamed_framing(false, (1, 0)), ResponseFraming::CloseDelimited);
+        assert_eq!(plain.streamed_framing(true, (1, 1)), ResponseFraming::NoBody);
+        let sized = head("200 OK", &[("Content-Length", "7")]).unwrap();
+        assert_eq!(sized.streamed_framing(false, (1, 0)), ResponseFraming::Length(7));
+        let empty = head("304 Not Modified", &[]).unwrap();
+        assert_eq!(empty.streamed_framing(false, (1, 1)), ResponseFraming::NoBody);
     }
 
     #[test]

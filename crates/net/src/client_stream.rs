@@ -28,31 +28,29 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
     const LAST_WRITE_FLAGS: libc::c_int;
 }
 
-impl ClientStream for TcpStream {
-    const LAST_WRITE_FLAGS: libc::c_int = libc::MSG_MORE;
-    fn direct_fd(&self) -> Option<RawFd> {
-        Some(self.as_raw_fd())
-    }
-    async fn wait_writable(&self) -> std::io::Result<()> {
-        self.writable().await
-    }
-    fn try_write_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
-        self.try_io(Interest::WRITABLE, f)
-    }
+/// `ClientStream` for a tokio socket type, with its last-write flags.
+macro_rules! socket_client_stream {
+    ($stream:ty, $last_write_flags:expr) => {
+        impl ClientStream for $stream {
+            const LAST_WRITE_FLAGS: libc::c_int = $last_write_flags;
+            fn direct_fd(&self) -> Option<RawFd> {
+                Some(self.as_raw_fd())
+            }
+            async fn wait_writable(&self) -> std::io::Result<()> {
+                self.writable().await
+            }
+            fn try_write_io<R>(
+                &self,
+                f: impl FnOnce() -> std::io::Result<R>,
+            ) -> std::io::Result<R> {
+                self.try_io(Interest::WRITABLE, f)
+            }
+        }
+    };
 }
 
-impl ClientStream for UnixStream {
-    const LAST_WRITE_FLAGS: libc::c_int = 0;
-    fn direct_fd(&self) -> Option<RawFd> {
-        Some(self.as_raw_fd())
-    }
-    async fn wait_writable(&self) -> std::io::Result<()> {
-        self.writable().await
-    }
-    fn try_write_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
-        self.try_io(Interest::WRITABLE, f)
-    }
-}
+socket_client_stream!(TcpStream, libc::MSG_MORE);
+socket_client_stream!(UnixStream, 0);
 
 /// Run the non-blocking write-side operation `op` until it succeeds, waiting for the socket to
 /// become writable whenever it would block.

@@ -188,17 +188,8 @@ impl StartResponse {
         if state.committed.is_none() {
             let head = ResponseHead::new(&status, state.headers.clone())
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
-            let mut keep_alive = writer.keep_alive;
-            let framing = if !head.body_allowed(writer.is_head) {
-                ResponseFraming::NoBody
-            } else if let Some(cl) = head.content_length() {
-                ResponseFraming::Length(cl)
-            } else if writer.version == (1, 1) {
-                ResponseFraming::Chunked
-            } else {
-                keep_alive = false;
-                ResponseFraming::CloseDelimited
-            };
+            let framing = head.streamed_framing(writer.is_head, writer.version);
+            let keep_alive = writer.keep_alive && framing != ResponseFraming::CloseDelimited;
             crate::clock::with_http_date(|date| {
                 head.encode(&mut out, writer.version, framing, keep_alive, date, b"ferrocorn")
             });

@@ -226,17 +226,8 @@ impl<S: ClientStream> Conn<S> {
         chunks: &mut Chunks,
         keep_alive: &mut bool,
     ) -> Option<Sent> {
-        let body_allowed = rhead.body_allowed(req.is_head());
-        let framing = if !body_allowed {
-            ResponseFraming::NoBody
-        } else if let Some(cl) = rhead.content_length() {
-            ResponseFraming::Length(cl)
-        } else if req.version == (1, 1) {
-            ResponseFraming::Chunked
-        } else {
-            *keep_alive = false;
-            ResponseFraming::CloseDelimited
-        };
+        let framing = rhead.streamed_framing(req.is_head(), req.version);
+        *keep_alive &= framing != ResponseFraming::CloseDelimited;
         self.encode_head(req, rhead, framing, *keep_alive);
         self.stream_rest(rhead, framing, 0, Some(first), chunks, keep_alive).await
     }
