@@ -1,7 +1,8 @@
 //! Shared memory for a pre-fork server: `MAP_SHARED | MAP_ANONYMOUS` mappings made by the master
 //! before the first fork and inherited by every worker, and the tables laid over them — the
 //! worker [`scoreboard`] (one slot per worker: state, heartbeat, request counters) and the
-//! app-metrics [`series`] table (`Counter`/`Gauge`/`Histogram` series every worker adds into).
+//! app-metrics [`series`] table (`Counter`/`Gauge`/`Histogram` series every worker adds into), and
+//! the [`cache_store`] every worker's caches share.
 //! Everything in them is written with atomics only: no lock a SIGKILLed process could leave held.
 //!
 //! Only libc (and `ferrocorn-metrics`, whose fixed label spaces size the counters): no runtime,
@@ -10,6 +11,7 @@
 //! a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod cache_store;
 mod mapping;
 pub mod scoreboard;
 pub mod series;
