@@ -121,13 +121,23 @@ impl KeyTemplate {
     /// The key of `request`.
     pub fn render(&self, request: &KeyRequest<'_>) -> Vec<u8> {
         let mut key = Vec::with_capacity(64);
+        self.render_into(request, &mut key);
+        key
+    }
+
+    /// Append the key of `request` to `key` (a buffer kept across requests).
+    pub fn render_into(&self, request: &KeyRequest<'_>, key: &mut Vec<u8>) {
         for part in &self.parts {
             match part {
                 Part::Text(text) => key.extend_from_slice(text.as_bytes()),
-                Part::Var(var) => append(&mut key, var, request),
+                Part::Var(var) => append(key, var, request),
             }
         }
-        key
+    }
+
+    /// Whether rendering reads the decoded path (`$uri`), which costs a decoding per request.
+    pub fn reads_decoded_path(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Var(Var::Uri)))
     }
 }
 

@@ -10,16 +10,27 @@
 //!   max-age, `Set-Cookie`, `Vary: *`), plus the stale windows a response grants itself
 //!   (`stale-while-revalidate`, `stale-if-error`).
 //! - [`key`]: `--cache-key`, the template of nginx variables a response is filed under.
+//! - [`conditions`]: `--cache-bypass` / `--cache-no-store`, variables that are true when set.
+//! - [`entry`]: a stored response's bytes, and the key of a `Vary` variant.
+//! - [`lookup`]: what a request does with what its lookup found (answer, wait, fill, pass).
 //! - [`stale`]: what a request does with a stored copy (HIT, refresh, stale while another
 //!   request refreshes, stale with a background refresh) and when a stale copy stands in for
 //!   a failed refresh (`--cache-use-stale`, `--cache-background-update`).
 
+pub mod conditions;
+pub mod entry;
 pub mod key;
+pub mod lookup;
 pub mod stale;
 pub mod storability;
 pub mod valid;
 
+pub use conditions::Conditions;
+pub use entry::{
+    EntryMeta, EntryView, append_variant, decode_entry, encode_entry, header_is_stored,
+};
 pub use key::{KeyRequest, KeyTemplate, KeyTemplateError};
+pub use lookup::{CacheStatus, Filler, LookupRules, Step, Stored, decide};
 pub use stale::{OnLookup, RefreshFailure, UseStale, UseStaleError, on_lookup, stale_on_failure};
 pub use storability::{Freshness, NotStored, Storability, storability};
 pub use valid::{CacheValid, ValidSpecError};

@@ -39,11 +39,13 @@ pub enum Section {
     Control,
     /// Settings ferrocorn adds on top of Gunicorn's.
     Ferrocorn,
+    /// ferrocorn's response cache.
+    Cache,
 }
 
 impl Section {
     /// Every section, in documentation order.
-    pub const ALL: [Section; 14] = [
+    pub const ALL: [Section; 15] = [
         Section::ConfigFile,
         Section::ServerSocket,
         Section::WorkerProcesses,
@@ -58,6 +60,7 @@ impl Section {
         Section::DirtyArbiters,
         Section::Control,
         Section::Ferrocorn,
+        Section::Cache,
     ];
 
     /// The section's title as Gunicorn's documentation spells it.
@@ -77,6 +80,7 @@ impl Section {
             Section::DirtyArbiters => "Dirty Arbiters",
             Section::Control => "Control",
             Section::Ferrocorn => "Ferrocorn",
+            Section::Cache => "Response Cache",
         }
     }
 }

@@ -30,6 +30,7 @@ pub use proxy::{ProxyInfo, ProxyMode, ProxyParse, parse_proxy_header};
 pub use request::{BodyFraming, RequestHead};
 pub use response::{
     ResponseError, ResponseFraming, ResponseHead, reason_phrase, write_error_response,
+    write_error_response_with,
 };
 pub use scheme::{percent_decode, url_scheme_from_headers};
 pub use websocket::{

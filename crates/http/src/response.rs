@@ -201,6 +201,28 @@ impl ResponseHead {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// This head with one more header, set by the server (its name and value are plain
+    /// ASCII the server chose, not the app's).
+    pub fn with_server_header(&self, name: &str, value: &str) -> ResponseHead {
+        debug_assert!(name.bytes().all(is_token_byte) && check_field_text(value).is_ok());
+        let mut head = self.clone();
+        head.headers.push((name.to_owned(), value.to_owned()));
+        head
+    }
+
+    /// Append the status line's text, CRLF, and the header lines `keep` accepts, as they go on
+    /// the wire (latin-1): what a cache stores to send again.
+    pub fn encode_kept(&self, out: &mut Vec<u8>, keep: impl Fn(&str) -> bool) {
+        put_latin1(out, &self.status_line);
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in self.headers.iter().filter(|(n, _)| keep(n)) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            put_latin1(out, value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// Whether a body may follow this status for this request method.
     pub fn body_allowed(&self, is_head_request: bool) -> bool {
         !(is_head_request || self.status < 200 || self.status == 204 || self.status == 304)
@@ -329,6 +351,18 @@ pub fn write_error_response(
     date: &[u8],
     server: &[u8],
 ) {
+    write_error_response_with(out, status, detail, b"", date, server);
+}
+
+/// [`write_error_response`] with `extra` header lines (each ending in CRLF) after `Date`.
+pub fn write_error_response_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    detail: &str,
+    extra: &[u8],
+    date: &[u8],
+    server: &[u8],
+) {
     let reason = reason_phrase(status);
     let mut body =
         format!("<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1>");
@@ -351,9 +385,11 @@ pub fn write_error_response(
     out.extend_from_slice(server);
     out.extend_from_slice(b"\r\nDate: ");
     out.extend_from_slice(date);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra);
     out.extend_from_slice(
         format!(
-            "\r\nConnection: close\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+            "Connection: close\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),

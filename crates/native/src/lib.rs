@@ -18,6 +18,7 @@ mod master;
 mod options;
 mod server;
 mod settings_load;
+mod shared_cache;
 mod timer_fd;
 mod user_metrics;
 mod wsgi;

@@ -1,5 +1,6 @@
 //! The registry: every setting, assembled from one file per section, and lookup by name.
 
+mod cache;
 mod config_file;
 mod control;
 mod debugging;
@@ -39,6 +40,7 @@ pub fn settings() -> &'static [Setting] {
             dirty_arbiters::SETTINGS,
             control::SETTINGS,
             ferrocorn::SETTINGS,
+            cache::SETTINGS,
         ]
         .concat()
     })
@@ -89,7 +91,10 @@ mod tests {
     #[test]
     fn covers_every_gunicorn_setting() {
         // All 119 Gunicorn settings at HEAD (incl. http2_cleartext), plus ferrocorn's own.
-        let gunicorn = settings().iter().filter(|s| s.section != Section::Ferrocorn).count();
+        let gunicorn = settings()
+            .iter()
+            .filter(|s| !matches!(s.section, Section::Ferrocorn | Section::Cache))
+            .count();
         assert_eq!(gunicorn, 119);
         for name in [
             "bind",

@@ -251,6 +251,12 @@ pub fn run(
     if let Err(e) = crate::user_metrics::init() {
         warning!("cannot map the app-metrics table: {e}");
     }
+    if let Some(cache) = &opts.serve.cache
+        && let Err(e) = crate::shared_cache::init(cache.max_size)
+    {
+        error!("cannot map the response cache's {} bytes: {e}", cache.max_size);
+        return ExitCode::Failure.code();
+    }
     let statsd = opts.serve.statsd.clone().and_then(crate::server::statsd::Statsd::connect);
     let start_time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -442,6 +448,10 @@ impl Supervisor for Master {
             let env = |key: &str| std::env::var(key).ok();
             let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
+            if let Some(cache) = &opts.serve.cache {
+                crate::shared_cache::init(cache.max_size)
+                    .map_err(|e| format!("cannot map the response cache: {e}"))?;
+            }
             self.reapply_raw_env(py, &opts.app.raw_env)
                 .map_err(|e| format!("cannot apply `raw_env`: {e}"))?;
             if opts.master.binds != self.opts.master.binds {

@@ -10,8 +10,10 @@ use ferrocorn_http::{HeaderMapPolicy, Limits, ProxyMode};
 
 use crate::logging::Level;
 
+mod cache;
 mod worker_class;
 
+pub use cache::CacheOptions;
 use ferrocorn_net::allowlist::AllowList;
 use ferrocorn_net::listen::{BindSpec, ListenOptions};
 pub use worker_class::WorkerClass;
@@ -115,6 +117,8 @@ pub struct ServeOptions {
     pub statsd: Option<StatsdTarget>,
     /// ASGI `root_path`.
     pub root_path: String,
+    /// The response cache (None without `--cache`).
+    pub cache: Option<std::sync::Arc<CacheOptions>>,
 }
 
 /// What loads the app: where it is and the process environment it is imported in.
@@ -382,6 +386,7 @@ impl ServerOptions {
                     }
                 }),
                 root_path: config.str("root_path").to_owned(),
+                cache: cache::cache_options(config)?.map(std::sync::Arc::new),
             },
             app: AppOptions {
                 app_spec,

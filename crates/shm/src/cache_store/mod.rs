@@ -646,19 +646,19 @@ impl CacheStore {
         true
     }
 
-    /// Remove `key`'s value (a fill lock on it stays). Returns how many were removed (0 or 1).
-    pub fn remove(&self, key: &[u8]) -> usize {
+    /// Remove `key`'s value (a fill lock on it stays). Returns the removed values' tags.
+    pub fn remove(&self, key: &[u8]) -> Vec<u32> {
         let hash = key_hash(key);
         self.remove_where(|view, _| view.key_hash == hash)
     }
 
-    /// Remove every value of `group`.
-    pub fn remove_group(&self, group: u64) -> usize {
+    /// Remove every value of `group`; their tags.
+    pub fn remove_group(&self, group: u64) -> Vec<u32> {
         self.remove_where(|view, _| view.group_hash == group)
     }
 
-    /// Remove every value whose key starts with `prefix`.
-    pub fn remove_prefix(&self, prefix: &[u8]) -> usize {
+    /// Remove every value whose key starts with `prefix`; their tags.
+    pub fn remove_prefix(&self, prefix: &[u8]) -> Vec<u32> {
         self.remove_where(|view, store| {
             let header = store.record_header(view.data_pos);
             header.key_len as usize >= prefix.len()
@@ -666,14 +666,14 @@ impl CacheStore {
         })
     }
 
-    /// Remove every value.
-    pub fn clear(&self) -> usize {
+    /// Remove every value; their tags.
+    pub fn clear(&self) -> Vec<u32> {
         self.remove_where(|_, _| true)
     }
 
-    fn remove_where(&self, matches: impl Fn(&SlotView, &CacheStore) -> bool) -> usize {
+    fn remove_where(&self, matches: impl Fn(&SlotView, &CacheStore) -> bool) -> Vec<u32> {
         let _locked = self.lock();
-        let mut removed = 0;
+        let mut removed = Vec::new();
         for index in 0..self.slot_count {
             let view = self.slot(index).load();
             if view.tag == 0 || !matches(&view, self) {
@@ -684,7 +684,7 @@ impl CacheStore {
                 _ => SlotView { tag: 0, data_pos: NO_DATA, data_len: 0, ..view },
             };
             self.set_slot(index, &view, &new);
-            removed += 1;
+            removed.push(view.tag);
         }
         removed
     }

@@ -183,13 +183,19 @@ fn removal_by_key_group_prefix_and_all() {
     put(&store, b"/pages/1", b"v");
     put(&store, b"/pages/2", b"v");
     put(&store, b"/other", b"v");
-    assert_eq!(store.remove(b"/nothing"), 0);
-    assert_eq!(store.remove_group(group), 3);
-    assert_eq!(store.remove_prefix(b"/pages/"), 2);
+    assert_eq!(store.remove(b"/nothing"), []);
+    assert_eq!(store.remove_group(group), [1, 1, 1]);
+    assert_eq!(store.remove_prefix(b"/pages/").len(), 2);
     assert_eq!(get(&store, b"/other", NOW).unwrap().1, b"v");
-    assert_eq!(store.remove(b"/other"), 1);
-    put(&store, b"/x", b"v");
-    assert_eq!(store.clear(), 1);
+    assert_eq!(store.remove(b"/other"), [1]);
+    store
+        .insert(
+            NewEntry { key: b"/x", group: 0, tag: 5, expires: i64::MAX, value: b"v" },
+            NOW,
+            None,
+        )
+        .unwrap();
+    assert_eq!(store.clear(), [5]);
     assert_eq!(store.stats().entries, 0);
 }
 

@@ -1,7 +1,7 @@
-//! The one place a connection asks what serves a request once its head is read. Today that is
-//! the app, by worker class: a WSGI call, an ASGI HTTP request, or an ASGI WebSocket session;
-//! the response cache, an upstream and another worker pool are to be added here, without
-//! touching the reading or writing code. The choice is a pure function of the head and the
+//! The one place a connection asks what serves a request once its head is read: the response
+//! cache first (when on), which may answer it; then the app, by worker class: a WSGI call, an
+//! ASGI HTTP request, or an ASGI WebSocket session. An upstream and another worker pool are to
+//! be added here, without touching the reading or writing code. The choice is a pure function of the head and the
 //! worker's protocol ([`responder_for`]); [`Conn::serve_request`] carries it out.
 
 use std::time::Instant;
@@ -11,6 +11,7 @@ use ferrocorn_http::{
     url_scheme_from_headers, websocket_request,
 };
 
+use super::cache::Consulted;
 use super::{Conn, ConnError, SERVER};
 use crate::clock::with_http_date;
 use crate::server::shared::Executor;
@@ -67,6 +68,32 @@ impl<S: ClientStream> Conn<S> {
         } else {
             false
         };
+        if let Some(opts) = &self.shared.opts.cache
+            && let Some(store) = crate::shared_cache::store()
+        {
+            match self.consult_cache(opts.clone(), store, &head, https, started).await {
+                Consulted::Answered(result) => return result,
+                Consulted::ToApp(request) => self.cache.request = Some(request),
+                Consulted::Refresh { request, answered } => {
+                    self.cache.request = Some(request);
+                    let refreshed = self.serve_with_app(head, https, started).await;
+                    self.cache.finish_request();
+                    return answered.and_then(|keep| refreshed.map(|kept| keep && kept));
+                }
+            }
+        }
+        let served = self.serve_with_app(head, https, started).await;
+        self.cache.finish_request();
+        served
+    }
+
+    /// Serve a request with the worker's app (or answer an invalid WebSocket handshake).
+    async fn serve_with_app(
+        &mut self,
+        head: RequestHead,
+        https: bool,
+        started: Instant,
+    ) -> Result<bool, ConnError> {
         let wants_continue = head.expect_continue && head.framing != BodyFraming::Empty;
         let responder = responder_for(AppProtocol::of(&self.shared.executor), &head);
         // A WSGI app asks for a `100-continue` body itself, on its first read from the socket

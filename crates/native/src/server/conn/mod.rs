@@ -25,6 +25,7 @@ use crate::wsgi::{CollectError, SpoolError};
 use ferrocorn_net::client_stream::ClientStream;
 
 mod asgi;
+mod cache;
 mod dispatch;
 mod read;
 mod respond;
@@ -124,6 +125,8 @@ struct Conn<S: ClientStream> {
     /// Part of the last request's body may still be on its way (the app did not read it):
     /// closing must drain it, or the kernel would answer it with a reset.
     body_unread: bool,
+    /// The response cache's buffers and its part in the current request.
+    cache: cache::ConnCache,
 }
 
 /// An ASGI request body being fed to the app while it runs.
@@ -173,6 +176,7 @@ pub async fn serve<S: ClientStream>(
         remote: Arc::default(),
         body_feed: None,
         body_unread: false,
+        cache: cache::ConnCache::default(),
     };
     conn.run().await;
     // Not attaching here: pyo3 defers the decref to the next time a Python thread attaches, so

@@ -7,12 +7,15 @@
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use ferrocorn_http::{RequestHead, ResponseFraming, ResponseHead, write_error_response};
+use ferrocorn_http::{
+    RequestHead, ResponseFraming, ResponseHead, write_error_response, write_error_response_with,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Duration, timeout, timeout_at};
 
+use super::cache::CacheStart;
 use super::{COALESCE_BYTES, Conn, ConnError, SERVER, Sent, body_taken};
 use crate::access_log::AccessRecord;
 use crate::clock::with_http_date;
@@ -20,6 +23,7 @@ use crate::logging::{debug, error, warning};
 use crate::server::app_call::Chunks;
 use crate::server::shared::ConnectionLease;
 use crate::wsgi::frame_chunk;
+use ferrocorn_cache::RefreshFailure;
 
 /// A response body, as the writer sends it. Nothing in it needs Python except the iterator a
 /// sync worker's [`Chunks::Inline`] pulls.
@@ -63,13 +67,26 @@ impl<S: ClientStream> Conn<S> {
         keep_alive: &mut bool,
     ) -> Option<Sent> {
         *keep_alive &= !self.shutting_down();
-        match body {
-            Body::Whole(bytes) => self.send_complete(req, rhead, bytes, keep_alive).await,
-            Body::File(file) => self.send_file_response(req, rhead, file, keep_alive).await,
-            Body::Stream { first, chunks } => {
-                self.send_stream(req, rhead, first, chunks, keep_alive).await
+        let tagged = match self.cache_response_start(req, rhead, keep_alive).await {
+            CacheStart::Answered(sent) => return sent,
+            CacheStart::Refresh => {
+                let sent = self.refresh_body(rhead, body).await;
+                self.cache_response_end(rhead, Some(&sent));
+                return Some(sent);
             }
-        }
+            CacheStart::Send(tagged) => tagged,
+        };
+        self.capture_body(&body);
+        let sending = tagged.as_ref().unwrap_or(rhead);
+        let sent = match body {
+            Body::Whole(bytes) => self.send_complete(req, sending, bytes, keep_alive).await,
+            Body::File(file) => self.send_file_response(req, sending, file, keep_alive).await,
+            Body::Stream { first, chunks } => {
+                self.send_stream(req, sending, first, chunks, keep_alive).await
+            }
+        };
+        self.cache_response_end(rhead, sent.as_ref());
+        sent
     }
 
     /// After a response (or a failure to send one): the worker's counts and the scoreboard's
@@ -103,6 +120,9 @@ impl<S: ClientStream> Conn<S> {
         environ: Option<&Py<PyDict>>,
     ) {
         let Some(log) = &self.shared.access_log else { return };
+        if self.refreshing_in_background() {
+            return; // the client's answer (the stale copy) was logged
+        }
         let path_info: String = decoded_path.iter().map(|&b| b as char).collect();
         let protocol = format!("HTTP/{}.{}", head.version.0, head.version.1);
         let remote_addr = match self.proxy.as_ref().and_then(|p| p.source) {
@@ -252,6 +272,9 @@ impl<S: ClientStream> Conn<S> {
         loop {
             let take = (chunk.len() as u64).min(limit.saturating_sub(sent)) as usize;
             frame_chunk(&mut self.wbuf, framing, &chunk[..take]);
+            if let Some(capture) = self.cache.capture.as_mut() {
+                capture.push(&chunk[..take]);
+            }
             sent += take as u64;
             if sent >= limit {
                 break;
@@ -359,9 +382,24 @@ impl<S: ClientStream> Conn<S> {
     }
 
     /// Answer `status` with a small error page (`Connection: close`); what the logs record.
+    /// A 500 or 504 of a request refreshing a cached copy answers that copy instead, when
+    /// `--cache-use-stale` allows it.
     pub(super) async fn send_error(&mut self, status: u16) -> Sent {
+        let failure = match status {
+            504 => RefreshFailure::Timeout,
+            _ => RefreshFailure::Error,
+        };
+        if self.refreshing_in_background() {
+            return Sent { status, body_bytes: 0, headers: Vec::new() }; // the client has its answer
+        }
+        if matches!(status, 500 | 504)
+            && let Some(sent) = self.answer_stale(failure, &mut false).await
+        {
+            return sent;
+        }
+        let tag = self.cache_status_line();
         let wbuf = &mut self.wbuf;
-        with_http_date(|date| write_error_response(wbuf, status, "", date, SERVER));
+        with_http_date(|date| write_error_response_with(wbuf, status, "", &tag, date, SERVER));
         self.flush().await;
         Sent { status, body_bytes: 0, headers: Vec::new() }
     }

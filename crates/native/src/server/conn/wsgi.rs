@@ -47,8 +47,10 @@ impl<S: ClientStream> Conn<S> {
         // The app's thread uses the socket itself (`write()`, a deferred body) only where the
         // stream allows it; otherwise `write()` output waits for the app's return.
         let wait = shared.executor.app_wait();
+        // (Not for a background refresh of the cache: its answer must not reach the client.)
+        let direct = self.direct.filter(|_| !self.refreshing_in_background());
         let socket =
-            self.direct.map(|fd| ClientSocket { fd, timeout: self.shared.opts.io_timeout, wait });
+            direct.map(|fd| ClientSocket { fd, timeout: self.shared.opts.io_timeout, wait });
         debug_assert!(!deferred || socket.is_some(), "a body is deferred only with the socket");
         let input = match socket {
             Some(socket) if deferred => InputSource::Deferred(DeferredBody {
