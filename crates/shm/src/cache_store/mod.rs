@@ -114,6 +114,37 @@ pub struct NewEntry<'a> {
     pub value: &'a [u8],
 }
 
+/// A key's live value, as [`CacheStore::update`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Current<'a> {
+    /// Its tag.
+    pub tag: u32,
+    /// Unix seconds it expires.
+    pub expires: i64,
+    /// Its bytes.
+    pub value: &'a [u8],
+}
+
+/// What [`CacheStore::update`] does with the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// Leave it as it is.
+    Keep,
+    /// Store this value under it.
+    Put {
+        /// The group it is purged with.
+        group: u64,
+        /// Its tag (not 0).
+        tag: u32,
+        /// Unix seconds after which it is gone.
+        expires: i64,
+        /// Its bytes.
+        value: Vec<u8>,
+    },
+    /// Remove its value.
+    Remove,
+}
+
 /// Why a value was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
@@ -494,10 +525,9 @@ impl CacheStore {
         now: i64,
         fill: Option<FillToken>,
     ) -> Result<(), InsertError> {
-        let NewEntry { key, group, tag, expires, value } = entry;
-        debug_assert!(tag != 0, "tag 0 means no value");
-        let hash = key_hash(key);
-        let payload = (key.len() + value.len()) as u64;
+        debug_assert!(entry.tag != 0, "tag 0 means no value");
+        let hash = key_hash(entry.key);
+        let payload = (entry.key.len() + entry.value.len()) as u64;
         let span = record_span(payload);
         if span > self.ring_size / 2 || payload > u64::from(u32::MAX) {
             if let Some(fill) = fill {
@@ -506,8 +536,23 @@ impl CacheStore {
             return Err(InsertError::TooLarge);
         }
         let _locked = self.lock();
+        self.insert_locked(entry, hash, span, now, fill);
+        Ok(())
+    }
+
+    /// [`CacheStore::insert`] with the writer lock held and the record's size checked.
+    fn insert_locked(
+        &self,
+        entry: NewEntry<'_>,
+        hash: u64,
+        span: u64,
+        now: i64,
+        fill: Option<FillToken>,
+    ) {
+        let NewEntry { key, group, tag, expires, value } = entry;
+        let payload = (key.len() + value.len()) as u64;
         let Some((index, _)) = self.find(hash).or_else(|| self.victim(hash, now)) else {
-            return Ok(()); // every slot of the set is being filled: not stored, no harm
+            return; // every slot of the set is being filled: not stored, no harm
         };
         let pos = self.allocate(span);
         let header = RecordHeader {
@@ -540,7 +585,46 @@ impl CacheStore {
             ..fill_fields
         };
         self.set_slot(index, &old, &new);
-        Ok(())
+    }
+
+    /// Change `key`'s value atomically with respect to every other writer: `decide` is given
+    /// the live value (None when there is none at `now`) and says what becomes of it, and
+    /// what to return. The app cache's `add`, `incr` and `touch` are made of this.
+    pub fn update<R>(
+        &self,
+        key: &[u8],
+        now: i64,
+        decide: impl FnOnce(Option<Current<'_>>) -> (Update, R),
+    ) -> Result<R, InsertError> {
+        let hash = key_hash(key);
+        let _locked = self.lock();
+        let mut bytes = Vec::new();
+        let current = self.find(hash).filter(|(_, v)| v.tag != 0 && v.expires >= now).and_then(
+            |(_, view)| {
+                // The lock keeps every writer out, so the copy needs no sequence check.
+                self.copy_value(&view, key, &mut bytes).then_some((view.tag, view.expires))
+            },
+        );
+        let current =
+            current.map(|(tag, expires)| Current { tag, expires, value: bytes.as_slice() });
+        let (update, result) = decide(current);
+        match update {
+            Update::Keep => {}
+            Update::Remove => {
+                self.remove_locked(|view, _| view.key_hash == hash);
+            }
+            Update::Put { group, tag, expires, value } => {
+                debug_assert!(tag != 0, "tag 0 means no value");
+                let payload = (key.len() + value.len()) as u64;
+                let span = record_span(payload);
+                if span > self.ring_size / 2 || payload > u64::from(u32::MAX) {
+                    return Err(InsertError::TooLarge);
+                }
+                let entry = NewEntry { key, group, tag, expires, value: &value };
+                self.insert_locked(entry, hash, span, now, None);
+            }
+        }
+        Ok(result)
     }
 
     /// Free ring space for a record of `span` bytes and return its position (writer lock
@@ -671,8 +755,18 @@ impl CacheStore {
         self.remove_where(|_, _| true)
     }
 
+    /// Remove every value whose tag and group `matches`; their tags.
+    pub fn remove_matching(&self, matches: impl Fn(u32, u64) -> bool) -> Vec<u32> {
+        self.remove_where(|view, _| matches(view.tag, view.group_hash))
+    }
+
     fn remove_where(&self, matches: impl Fn(&SlotView, &CacheStore) -> bool) -> Vec<u32> {
         let _locked = self.lock();
+        self.remove_locked(matches)
+    }
+
+    /// [`CacheStore::remove_where`] with the writer lock held.
+    fn remove_locked(&self, matches: impl Fn(&SlotView, &CacheStore) -> bool) -> Vec<u32> {
         let mut removed = Vec::new();
         for index in 0..self.slot_count {
             let view = self.slot(index).load();

@@ -204,6 +204,7 @@ fn readers_racing_a_writer_see_whole_values_only() {
     let store = CacheStore::new(32 * 1024, NOW).unwrap();
     let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key-{i}").into_bytes()).collect();
     let done = std::sync::atomic::AtomicBool::new(false);
+    let readers_that_saw_values = AtomicU32::new(0);
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
@@ -222,13 +223,20 @@ fn readers_racing_a_writer_see_whole_values_only() {
                             );
                             assert!(body.chunks(key.len()).all(|c| key.starts_with(c)));
                             seen += 1;
+                            if seen == 1 {
+                                readers_that_saw_values.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
                 assert!(seen > 0);
             });
         }
-        for round in 0..3000 {
+        // At least 3000 writes, and on until both readers ran (a busy machine may start them late).
+        for round in 0..1_000_000 {
+            if round >= 3000 && readers_that_saw_values.load(Ordering::Relaxed) == 2 {
+                break;
+            }
             let key = &keys[round % keys.len()];
             let mut value: Vec<u8> = key.repeat(1 + round % 50);
             value.extend_from_slice(&(value.len() as u32).to_le_bytes());
@@ -236,4 +244,77 @@ fn readers_racing_a_writer_see_whole_values_only() {
         }
         done.store(true, Ordering::Relaxed);
     });
+}
+
+fn counter(store: &CacheStore, key: &[u8], now: i64) -> Result<i64, InsertError> {
+    store.update(key, now, |current| {
+        let next =
+            current.map_or(0, |c| std::str::from_utf8(c.value).unwrap().parse().unwrap()) + 1;
+        let value = next.to_string().into_bytes();
+        (Update::Put { group: 7, tag: 5, expires: i64::MAX, value }, next)
+    })
+}
+
+#[test]
+fn update_sees_the_live_value_and_replaces_it() {
+    let store = CacheStore::new(1 << 16, NOW).unwrap();
+    assert_eq!(counter(&store, b"n", NOW), Ok(1));
+    assert_eq!(counter(&store, b"n", NOW), Ok(2));
+    assert_eq!(get(&store, b"n", NOW), Some((5, b"2".to_vec())));
+    let kept = store.update(b"n", NOW, |c| (Update::Keep, c.map(|c| (c.tag, c.value.to_vec()))));
+    assert_eq!(kept, Ok(Some((5, b"2".to_vec()))));
+    let removed = store.update(b"n", NOW, |c| (Update::Remove, c.is_some()));
+    assert_eq!(removed, Ok(true));
+    assert_eq!(get(&store, b"n", NOW), None);
+    assert_eq!(store.update(b"n", NOW, |c| (Update::Keep, c.is_some())), Ok(false));
+}
+
+#[test]
+fn update_does_not_see_an_expired_value() {
+    let store = CacheStore::new(1 << 16, NOW).unwrap();
+    store
+        .insert(NewEntry { key: b"k", group: 0, tag: 3, expires: NOW + 1, value: b"9" }, NOW, None)
+        .unwrap();
+    assert_eq!(store.update(b"k", NOW + 1, |c| (Update::Keep, c.is_some())), Ok(true));
+    assert_eq!(store.update(b"k", NOW + 2, |c| (Update::Keep, c.is_some())), Ok(false));
+}
+
+#[test]
+fn updates_from_many_processes_lose_no_increment() {
+    let store = CacheStore::new(1 << 16, NOW).unwrap();
+    let children: Vec<libc::pid_t> = (0..4)
+        .map(|_| {
+            // SAFETY: the child only touches the shared mapping and exits with _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                for _ in 0..500 {
+                    counter(&store, b"hits", NOW).unwrap();
+                }
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(0) };
+            }
+            pid
+        })
+        .collect();
+    for pid in children {
+        let mut status = 0;
+        // SAFETY: waits for a child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    assert_eq!(get(&store, b"hits", NOW), Some((5, b"2000".to_vec())));
+}
+
+#[test]
+fn remove_matching_picks_by_tag_and_group() {
+    let store = CacheStore::new(1 << 16, NOW).unwrap();
+    for (key, group, tag) in [(&b"a"[..], 1, 1), (b"b", 1, 2), (b"c", 9, 1)] {
+        let entry = NewEntry { key, group, tag, expires: i64::MAX, value: b"v" };
+        store.insert(entry, NOW, None).unwrap();
+    }
+    let mut removed = store.remove_matching(|_, group| group != 9);
+    removed.sort_unstable();
+    assert_eq!(removed, vec![1, 2]);
+    assert_eq!(get(&store, b"c", NOW), Some((1, b"v".to_vec())));
+    assert_eq!(store.stats().entries, 1);
 }
