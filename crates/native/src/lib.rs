@@ -8,6 +8,7 @@
 
 mod access_log;
 mod app;
+mod app_cache;
 mod asgi;
 mod cli;
 mod clock;
@@ -55,5 +56,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(user_metrics::counter, m)?)?;
     m.add_function(wrap_pyfunction!(user_metrics::gauge, m)?)?;
     m.add_function(wrap_pyfunction!(user_metrics::histogram, m)?)?;
+    app_cache::register(m)?;
     Ok(())
 }

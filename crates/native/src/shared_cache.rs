@@ -1,13 +1,15 @@
-//! The instance's one cache store ([`ferrocorn_shm::cache_store`]): mapped by the master before
-//! the first fork when `--cache` is on (or turned on by a HUP), inherited by every worker, and
-//! kept for the master's whole life, so entries outlive worker restarts and reloads. A store
-//! already mapped keeps its size across a HUP (a new size needs a restart).
+//! The instance's one cache store ([`ferrocorn_shm::cache_store`]), shared by the response
+//! cache (`--cache`) and the app cache (`ferrocorn.cache`): mapped by the master before the
+//! first fork, inherited by every worker, and kept for the master's whole life, so entries
+//! outlive worker restarts and reloads. The mapping costs address space, not memory, until
+//! entries fill it. A store already mapped keeps its size across a HUP (a new size needs a
+//! restart).
 
 use std::sync::OnceLock;
 
 use ferrocorn_shm::cache_store::CacheStore;
 
-use crate::logging::{info, warning};
+use crate::logging::{debug, info, warning};
 
 static STORE: OnceLock<CacheStore> = OnceLock::new();
 
@@ -20,8 +22,8 @@ pub fn unix_now() -> i64 {
 }
 
 /// Map the store with a ring of `max_size` bytes, unless it is mapped already (the master
-/// calls this before forking workers).
-pub fn init(max_size: u64) -> std::io::Result<()> {
+/// calls this before forking workers). `announce`: say so at info level (with `--cache`).
+pub fn init(max_size: u64, announce: bool) -> std::io::Result<()> {
     if let Some(store) = STORE.get() {
         let have = store.stats().capacity;
         if have.abs_diff(max_size) > 8 {
@@ -33,11 +35,16 @@ pub fn init(max_size: u64) -> std::io::Result<()> {
         return Ok(());
     }
     let store = CacheStore::new(max_size, unix_now())?;
-    info!(
-        "Response cache: {} MiB shared by all workers ({} MiB mapped with its index)",
+    let line = format!(
+        "Cache store: {} MiB shared by all workers ({} MiB mapped with its index)",
         max_size >> 20,
         store.mapped_bytes() >> 20
     );
+    if announce {
+        info!("{line}");
+    } else {
+        debug!("{line}");
+    }
     let _ = STORE.set(store);
     Ok(())
 }

@@ -126,7 +126,8 @@ pub(super) const SETTINGS: &[Setting] = &[
     .cli(&["--cache-backend"])
     .meta("STORE")
     .help(
-        "Where cached entries live: local, a shared-memory store made by the master and \
+        "Where cached entries live, for the response cache and the app cache \
+         (ferrocorn.cache) alike: local, a shared-memory store made by the master and \
          shared by all its workers (it survives worker restarts and HUP reloads).",
     ),
     Setting::new(
@@ -139,9 +140,11 @@ pub(super) const SETTINGS: &[Setting] = &[
     .cli(&["--cache-max-size"])
     .meta("BYTES")
     .help(
-        "Bytes of stored responses (headers and bodies), e.g. 256m. The store never holds \
-         more; the oldest entries make room, except that one requested since it was stored \
-         gets a second chance. An index of 64 bytes per KiB comes on top.",
+        "Bytes of the cache store: stored responses (headers and bodies) and the app \
+         cache's values (ferrocorn.cache, with or without --cache), e.g. 256m. The store \
+         never holds more; the oldest entries make room, except that one read since it was \
+         stored gets a second chance. An index of 64 bytes per KiB comes on top. Memory is \
+         taken as entries fill it, not at start.",
     ),
     Setting::new(
         "cache_max_entry_size",

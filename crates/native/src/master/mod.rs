@@ -251,10 +251,10 @@ pub fn run(
     if let Err(e) = crate::user_metrics::init() {
         warning!("cannot map the app-metrics table: {e}");
     }
-    if let Some(cache) = &opts.serve.cache
-        && let Err(e) = crate::shared_cache::init(cache.max_size)
+    if let Err(e) =
+        crate::shared_cache::init(opts.serve.cache_store_size, opts.serve.cache.is_some())
     {
-        error!("cannot map the response cache's {} bytes: {e}", cache.max_size);
+        error!("cannot map the cache store's {} bytes: {e}", opts.serve.cache_store_size);
         return ExitCode::Failure.code();
     }
     let statsd = opts.serve.statsd.clone().and_then(crate::server::statsd::Statsd::connect);
@@ -448,10 +448,8 @@ impl Supervisor for Master {
             let env = |key: &str| std::env::var(key).ok();
             let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
-            if let Some(cache) = &opts.serve.cache {
-                crate::shared_cache::init(cache.max_size)
-                    .map_err(|e| format!("cannot map the response cache: {e}"))?;
-            }
+            crate::shared_cache::init(opts.serve.cache_store_size, opts.serve.cache.is_some())
+                .map_err(|e| format!("cannot map the cache store: {e}"))?;
             self.reapply_raw_env(py, &opts.app.raw_env)
                 .map_err(|e| format!("cannot apply `raw_env`: {e}"))?;
             if opts.master.binds != self.opts.master.binds {

@@ -13,8 +13,6 @@ use super::{OptionsError, seconds};
 /// What the response cache does (present only with `--cache`).
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
-    /// Bytes of the shared store's ring.
-    pub max_size: u64,
     /// The largest response stored.
     pub max_entry_size: u64,
     /// `--cache-valid`.
@@ -50,6 +48,12 @@ fn bad(setting: &str, problem: impl std::fmt::Display) -> OptionsError {
     OptionsError(format!("Invalid value for {setting}: {problem}"))
 }
 
+/// Bytes of the shared store's ring (`cache_max_size`), used by the app cache with or without
+/// `--cache`.
+pub(super) fn store_size(config: &Config) -> u64 {
+    config.int("cache_max_size").max(4096) as u64
+}
+
 /// The cache's options, or None without `--cache`.
 pub(super) fn cache_options(config: &Config) -> Result<Option<CacheOptions>, OptionsError> {
     if !config.bool("cache") {
@@ -58,7 +62,6 @@ pub(super) fn cache_options(config: &Config) -> Result<Option<CacheOptions>, Opt
     let use_stale =
         UseStale::parse(config.str("cache_use_stale")).map_err(|e| bad("cache_use_stale", e))?;
     Ok(Some(CacheOptions {
-        max_size: config.int("cache_max_size").max(4096) as u64,
         max_entry_size: config.int("cache_max_entry_size").max(0) as u64,
         valid: CacheValid::parse(config.str("cache_valid")).map_err(|e| bad("cache_valid", e))?,
         key: KeyTemplate::parse(config.str("cache_key")).map_err(|e| bad("cache_key", e))?,

@@ -119,6 +119,8 @@ pub struct ServeOptions {
     pub root_path: String,
     /// The response cache (None without `--cache`).
     pub cache: Option<std::sync::Arc<CacheOptions>>,
+    /// Bytes of the cache store the app cache (always) and the response cache share.
+    pub cache_store_size: u64,
 }
 
 /// What loads the app: where it is and the process environment it is imported in.
@@ -387,6 +389,7 @@ impl ServerOptions {
                 }),
                 root_path: config.str("root_path").to_owned(),
                 cache: cache::cache_options(config)?.map(std::sync::Arc::new),
+                cache_store_size: cache::store_size(config),
             },
             app: AppOptions {
                 app_spec,
