@@ -221,3 +221,46 @@ def test_a_sync_worker_writing_to_a_slow_reader_leaves_new_connections_to_its_si
             raw, _ = http10_get(srv.port)  # times out (10 s) if left with the writer
             assert raw.startswith(b"HTTP/1.0 200 "), (i, raw[:200])
             assert body_pid(raw) in pids - {writer}, (i, body_pid(raw), writer)
+
+
+BURST = 64
+
+
+@pytest.mark.parametrize("cls", [*CLASSES, "sync-cache-hits"])
+def test_a_burst_of_keep_alive_connections_is_accepted_without_timers(server, cls):
+    # 64 clients connect at once (wrk -c64, a proxy filling its pool) and each sends a request,
+    # then keeps its connection. Every worker is soon over its share by one in turn, while the
+    # connections wait in the listener's queue; a worker that left them to a sibling must look
+    # again when the sibling takes one (a cross-process wake-up), not after the 50 ms fallback:
+    # with the fallback alone, two sync workers took ~32 of them and the last client waited
+    # ~0.9 s for its first answer. Answers from the response cache never enter the app, the
+    # event a sync worker otherwise looks again on.
+    if cls == "sync-cache-hits":
+        srv = start(server, "--cache", "--cache-valid", "any=60", workers=2, app="pid_apps:app", cwd=APPS_DIR)
+        wait_workers(srv, 2)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as warm:
+            warm.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            while warm.recv(65536):
+                pass
+    else:
+        srv, _ = two_workers(server, cls)
+    socks = [socket.socket() for _ in range(BURST)]
+    try:
+        for s in socks:
+            s.settimeout(10)
+            s.connect(("127.0.0.1", srv.port))
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        for s in socks:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                assert chunk, "closed before an answer"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    finally:
+        for s in socks:
+            s.close()
+    by_cause = {c: value(metric_snapshot(srv), "ferrocorn_accept_rechecks_total", cause=c)
+                for c in ("event", "deadline", "fallback")}
+    assert by_cause["fallback"] <= 2, by_cause

@@ -100,7 +100,7 @@ static CATALOGUE: [MetricDef; 19] = [
         "ferrocorn_accept_rechecks",
         Counter,
         &["cause"],
-        "Times a worker that had left a waiting connection to its siblings (over its fair share) looked at it again, by what woke it: event (a request or connection of its own ended), deadline (a busy sibling's request became long), fallback (nothing happened for 50 ms).",
+        "Times a worker that had left a waiting connection to its siblings (over its fair share) looked at it again, by what woke it: event (a request or connection of its own ended, or a sibling took a connection), deadline (a busy sibling's request became long), fallback (nothing happened for 50 ms).",
     ),
     def(
         "ferrocorn_accept_missed",

@@ -14,6 +14,7 @@ use super::accept_policy::{self, Decision, Weighing, WorkerView};
 use super::conn::{Peer, log_accept_error, serve};
 use super::shared::{ConnectionLease, Executor, Shared};
 use super::shared_listener::{Accepted, AcceptedStream, SharedListener};
+use super::sibling_wake::{self, SiblingWaker, Waiting};
 
 /// Whether fewer requests are admitted than the worker runs at once, and fewer new
 /// connections wait for their first answer than it could serve at once. A connection that is
@@ -28,13 +29,10 @@ fn could_start_a_request(shared: &Shared) -> bool {
 }
 
 /// How long a worker that left a waiting connection to its siblings goes without looking at
-/// it again when nothing of its own happens and the policy named no deadline. Siblings publish
-/// their changes in the scoreboard without an event this worker could wait on; the rules make
-/// the sibling that should take the connection take it (it is woken by the connection's
-/// arrival, or comes back to the listener after its own request), so this only covers a change
-/// the rules cannot foresee, such as a sibling that exited. Counted as
-/// `ferrocorn_accept_rechecks_total{cause="fallback"}`; never on the path of a short
-/// connection, which the events cover.
+/// it again when nothing wakes it and the policy named no deadline. It is woken by its own
+/// events and by a sibling taking a connection (`sibling_wake.rs`: a sibling's new count can
+/// make this worker's share room for one more); this only covers a change neither reports,
+/// such as a sibling that exited. Counted as `ferrocorn_accept_rechecks_total{cause="fallback"}`.
 const RECHECK_FALLBACK_MS: u64 = 50;
 
 /// The accept policy's view of this worker and its serving siblings, from the scoreboard.
@@ -100,6 +98,7 @@ async fn wait_until_it_could_serve(shared: &Shared) {
 async fn wait_after_leaving(
     shared: &Shared,
     changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    sibling_took: Option<&Waiting<'_>>,
     recheck_at_ms: Option<u64>,
 ) {
     let now = ferrocorn_shm::monotonic_ms();
@@ -108,9 +107,16 @@ async fn wait_after_leaving(
         Some(ms) if ms < RECHECK_FALLBACK_MS => (ms, AcceptRecheck::Deadline),
         _ => (RECHECK_FALLBACK_MS, AcceptRecheck::Fallback),
     };
+    let sibling_took = async {
+        match sibling_took {
+            Some(waiting) => waiting.posted().await,
+            None => std::future::pending().await,
+        }
+    };
     let cause = tokio::select! {
         biased;
         _ = changed => AcceptRecheck::Event,
+        _ = sibling_took => AcceptRecheck::Event,
         _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => cause,
     };
     shared.slot().accept_deferred(cause);
@@ -125,10 +131,12 @@ async fn left_to_a_sibling(
     shared: &Shared,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
     listener: Option<&mut SharedListener>,
+    sibling: Option<&SiblingWaker>,
 ) -> Option<bool> {
     let changed = shared.accept_inputs_changed.notified();
     let mut changed = std::pin::pin!(changed);
     changed.as_mut().enable();
+    let sibling_took = sibling.map(SiblingWaker::register_wait);
     let Decision::Leave { recheck_at_ms } = accept_decision(shared) else {
         return Some(false);
     };
@@ -136,13 +144,14 @@ async fn left_to_a_sibling(
         listener.set_waiting(false);
     }
     tokio::select! {
-        _ = wait_after_leaving(shared, changed, recheck_at_ms) => Some(true),
+        _ = wait_after_leaving(shared, changed, sibling_took.as_ref(), recheck_at_ms) => Some(true),
         _ = shutdown.wait_for(|stop| *stop) => None,
     }
 }
 
 pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListener, index: usize) {
     let mut shutdown = shared.shutdown.clone();
+    let sibling = SiblingWaker::register();
     loop {
         let exclusive = listener.exclusive();
         // A busy worker does not even look: the connection stays in the kernel queue for an
@@ -157,7 +166,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
         if exclusive {
             // Only a worker that would take a connection waits for one: an arrival wakes one
             // waiting worker, and it takes the connection.
-            match left_to_a_sibling(&shared, &mut shutdown, Some(&mut listener)).await {
+            match left_to_a_sibling(&shared, &mut shutdown, Some(&mut listener), sibling.as_ref()).await {
                 None => return,
                 Some(true) => continue,
                 Some(false) => listener.set_waiting(true),
@@ -200,7 +209,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
                     // siblings' state of this moment (time may have passed since the last
                     // look: a sync worker's app ran meanwhile). A connection left stays
                     // readable for the sibling that takes it and for this worker's next look.
-                    match left_to_a_sibling(&shared, &mut shutdown, None).await {
+                    match left_to_a_sibling(&shared, &mut shutdown, None, sibling.as_ref()).await {
                         None => return,
                         Some(true) => continue,
                         Some(false) => {}
@@ -225,6 +234,9 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
         match accepted {
             Ok(Accepted { stream, received }) => {
                 let lease = ConnectionLease::new(&shared, !received.is_empty());
+                // Its count is published: a sibling that left connections to this worker
+                // may take one now.
+                sibling_wake::post();
                 match stream {
                     // (TCP_NODELAY comes from the listener: `listen.rs`.)
                     AcceptedStream::Tcp(stream, addr) => {

@@ -12,6 +12,7 @@ pub mod loop_driver;
 mod pool;
 mod shared;
 mod shared_listener;
+pub mod sibling_wake;
 pub mod statsd;
 pub mod worker;
 

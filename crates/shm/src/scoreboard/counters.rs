@@ -92,11 +92,13 @@ impl Counters {
 /// `ferrocorn_metrics::ACCEPT_RECHECK_CAUSES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcceptRecheck {
-    /// An event of its own: a request ended, a connection started closing or closed.
+    /// An event of its own (a request ended, a connection started closing or closed), or a
+    /// sibling took a connection.
     Event = 0,
     /// A busy sibling's request became long (the sync rules' deadline).
     Deadline = 1,
-    /// Nothing for the fallback interval: a sibling's change sends no event across processes.
+    /// Nothing for the fallback interval (a change no event reports, such as a sibling that
+    /// exited).
     Fallback = 2,
 }
 
