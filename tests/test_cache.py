@@ -329,6 +329,27 @@ def test_head_after_get_is_a_hit(shared, shared_counts, base):
     assert calls(shared_counts, path=base) == 1
 
 
+def test_a_conditional_request_for_a_stored_response_gets_304(shared, shared_counts, base):
+    # nginx's not_modified filter on cached responses: If-None-Match compared weakly with the
+    # stored ETag, If-Modified-Since equal to Last-Modified; both must hold when both are sent.
+    lm = "Tue, 15 Nov 1994 12:45:26 GMT"
+    target = base + "?" + urlencode([("cc", "max-age=60"), ("h", 'ETag:"v1"'), ("h", f"Last-Modified:{lm}")])
+    first = fetch(shared, target)
+    assert (first.status_code, xcs(first), first.headers.get("ETag")) == (200, "MISS", '"v1"')
+    for headers in ({"If-None-Match": '"v1"'}, {"If-None-Match": 'W/"v0", W/"v1"'},
+                    {"If-None-Match": "*"}, {"If-Modified-Since": lm},
+                    {"If-None-Match": '"v1"', "If-Modified-Since": lm}):
+        r = fetch(shared, target, headers=headers)
+        assert (r.status_code, xcs(r), r.content) == (304, "HIT", b""), headers
+        assert r.headers.get("ETag") == '"v1"' and r.headers.get("Last-Modified") == lm
+        assert "Content-Type" not in r.headers and "Content-Length" not in r.headers
+    for headers in ({"If-None-Match": '"v2"'}, {"If-Modified-Since": "Wed, 16 Nov 1994 00:00:00 GMT"},
+                    {"If-None-Match": '"v1"', "If-Modified-Since": "Mon, 14 Nov 1994 00:00:00 GMT"}):
+        r = fetch(shared, target, headers=headers)
+        assert (r.status_code, xcs(r), r.content) == (200, "HIT", first.content), headers
+    assert calls(shared_counts, path=base) == 1
+
+
 def test_a_head_miss_goes_to_the_app_and_is_not_stored(shared, shared_counts, base):
     target = url(base, cc="max-age=60")
     h = fetch(shared, target, "HEAD")

@@ -21,6 +21,7 @@ pub mod conditions;
 pub mod entry;
 pub mod key;
 pub mod lookup;
+pub mod not_modified;
 pub mod stale;
 pub mod storability;
 pub mod valid;
@@ -31,6 +32,7 @@ pub use entry::{
 };
 pub use key::{KeyRequest, KeyTemplate, KeyTemplateError};
 pub use lookup::{CacheStatus, Filler, LookupRules, Step, Stored, decide};
+pub use not_modified::{Validators, answers_not_modified};
 pub use stale::{OnLookup, RefreshFailure, UseStale, UseStaleError, on_lookup, stale_on_failure};
 pub use storability::{Freshness, NotStored, Storability, storability};
 pub use valid::{CacheValid, ValidSpecError};

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use ferrocorn_cache::{
     CacheStatus, EntryMeta, Filler, Freshness, KeyRequest, RefreshFailure, Step, Storability,
-    Stored, append_variant, decide, decode_entry, encode_entry, header_is_stored, stale_on_failure,
-    storability,
+    Stored, Validators, answers_not_modified, append_variant, decide, decode_entry, encode_entry,
+    header_is_stored, stale_on_failure, storability,
 };
 use ferrocorn_http::{BodyFraming, RequestHead, ResponseHead, percent_decode};
 use ferrocorn_shm::cache_store::{CacheStore, FillAttempt, FillToken, Filling, NewEntry, key_hash};
@@ -181,28 +181,68 @@ fn look_up(
     }
 }
 
+/// A request's conditional headers (`If-None-Match`, `If-Modified-Since`), for
+/// [`answers_not_modified`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Conditional<'a> {
+    if_none_match: Option<&'a [u8]>,
+    if_modified_since: Option<&'a [u8]>,
+}
+
+impl<'a> Conditional<'a> {
+    fn of(head: &'a RequestHead) -> Conditional<'a> {
+        Conditional {
+            if_none_match: head.header("IF-NONE-MATCH"),
+            if_modified_since: head.header("IF-MODIFIED-SINCE"),
+        }
+    }
+}
+
+/// Headers a `304 Not Modified` leaves out of the stored ones (as nginx's not_modified filter).
+fn left_out_of_304(line: &[u8]) -> bool {
+    let name = line.split(|&b| b == b':').next().unwrap_or(line);
+    name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"content-encoding")
+}
+
 /// Write a stored response (`entry`, laid out by `ferrocorn_cache::entry`) to `out`, for a
-/// request of `version` (a HEAD gets no body), tagged `status`.
+/// request of `version` (a HEAD gets no body), tagged `status`; a `304 Not Modified` instead
+/// when the request's `conditional` headers match the stored validators.
+#[allow(clippy::too_many_arguments)]
 fn encode_stored(
     out: &mut Vec<u8>,
     entry: &[u8],
     version: (u8, u8),
     is_head: bool,
+    conditional: Conditional<'_>,
     status: CacheStatus,
     keep_alive: bool,
     date: &[u8],
 ) -> Option<(u16, u64)> {
     let view = decode_entry(entry)?;
-    let code = view.meta.status;
+    let not_modified = answers_not_modified(
+        view.meta.status,
+        Validators::from_header_lines(view.header_lines),
+        conditional.if_none_match,
+        conditional.if_modified_since,
+    );
+    let code = if not_modified { 304 } else { view.meta.status };
     let bodiless = code < 200 || code == 204 || code == 304;
     out.extend_from_slice(if version == (1, 0) { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    out.extend_from_slice(view.status_line);
+    out.extend_from_slice(if not_modified { b"304 Not Modified" } else { view.status_line });
     out.extend_from_slice(b"\r\nServer: ");
     out.extend_from_slice(SERVER);
     out.extend_from_slice(b"\r\nDate: ");
     out.extend_from_slice(date);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(view.header_lines);
+    if not_modified {
+        for line in view.header_lines.split_inclusive(|&b| b == b'\n') {
+            if !left_out_of_304(line) {
+                out.extend_from_slice(line);
+            }
+        }
+    } else {
+        out.extend_from_slice(view.header_lines);
+    }
     if !bodiless {
         let _ = write!(out, "Content-Length: {}\r\n", view.body.len());
     }
@@ -382,7 +422,14 @@ impl<S: ClientStream> Conn<S> {
         self.shared.request_started();
         let mut keep_alive = head.keep_alive && !self.shared.opts.keepalive.is_zero();
         let entry = std::mem::take(&mut self.cache.value);
-        let sent = self.write_stored(&entry, head.version, head.is_head(), status, &mut keep_alive);
+        let conditional = Conditional::of(head);
+        let sent = self.write_stored(
+            &entry,
+            (head.version, head.is_head()),
+            conditional,
+            status,
+            &mut keep_alive,
+        );
         self.cache.value = entry;
         let sent = match sent {
             Some(sent) => self.flush_response_end(!keep_alive).await.then_some(sent),
@@ -398,8 +445,8 @@ impl<S: ClientStream> Conn<S> {
     fn write_stored(
         &mut self,
         entry: &[u8],
-        version: (u8, u8),
-        is_head: bool,
+        (version, is_head): ((u8, u8), bool),
+        conditional: Conditional<'_>,
         status: CacheStatus,
         keep_alive: &mut bool,
     ) -> Option<Sent> {
@@ -407,7 +454,7 @@ impl<S: ClientStream> Conn<S> {
         let alive = *keep_alive;
         let wbuf = &mut self.wbuf;
         let (code, body_bytes) = with_http_date(|date| {
-            encode_stored(wbuf, entry, version, is_head, status, alive, date)
+            encode_stored(wbuf, entry, version, is_head, conditional, status, alive, date)
         })?;
         Some(Sent { status: code, body_bytes, headers: Vec::new() })
     }
@@ -545,7 +592,9 @@ impl<S: ClientStream> Conn<S> {
         let stale = fill.stale.take()?;
         let (version, is_head) = (request.version, request.is_head);
         request.status = CacheStatus::Stale;
-        let sent = self.write_stored(&stale, version, is_head, CacheStatus::Stale, keep_alive)?;
+        let plain = Conditional::default(); // (the request's own headers went to the app)
+        let sent =
+            self.write_stored(&stale, (version, is_head), plain, CacheStatus::Stale, keep_alive)?;
         self.flush_response_end(!*keep_alive).await.then_some(sent)
     }
 
@@ -691,7 +740,8 @@ mod tests {
         let e = entry(200, b"200 OK\r\nContent-Type: text/plain\r\n", b"hello");
         let mut out = Vec::new();
         let sent =
-            encode_stored(&mut out, &e, (1, 1), false, CacheStatus::Hit, true, b"DATE").unwrap();
+            encode_stored(&mut out, &e, (1, 1), false, PLAIN, CacheStatus::Hit, true, b"DATE")
+                .unwrap();
         assert_eq!(sent, (200, 5));
         assert_eq!(
             out,
@@ -705,7 +755,8 @@ mod tests {
         let e = entry(200, b"200 OK\r\n", b"hello");
         let mut out = Vec::new();
         let sent =
-            encode_stored(&mut out, &e, (1, 0), true, CacheStatus::Stale, false, b"D").unwrap();
+            encode_stored(&mut out, &e, (1, 0), true, PLAIN, CacheStatus::Stale, false, b"D")
+                .unwrap();
         assert_eq!(sent, (200, 0));
         assert!(out.starts_with(b"HTTP/1.0 200 OK\r\n"));
         assert!(
@@ -715,15 +766,38 @@ mod tests {
         );
         let e = entry(304, b"304 Not Modified\r\n", b"");
         out.clear();
-        encode_stored(&mut out, &e, (1, 1), false, CacheStatus::Hit, true, b"D").unwrap();
+        encode_stored(&mut out, &e, (1, 1), false, PLAIN, CacheStatus::Hit, true, b"D").unwrap();
         assert!(!out.windows(14).any(|w| w == b"Content-Length"));
+    }
+
+    const PLAIN: Conditional<'static> =
+        Conditional { if_none_match: None, if_modified_since: None };
+
+    #[test]
+    fn a_matching_conditional_request_gets_a_304_without_body_or_content_type() {
+        let e = entry(200, b"200 OK\r\nContent-Type: text/plain\r\nETag: \"v1\"\r\n", b"hello");
+        let mut out = Vec::new();
+        let matching = Conditional { if_none_match: Some(b"\"v1\""), if_modified_since: None };
+        let sent =
+            encode_stored(&mut out, &e, (1, 1), false, matching, CacheStatus::Hit, true, b"D");
+        assert_eq!(sent, Some((304, 0)));
+        assert_eq!(
+            out,
+            b"HTTP/1.1 304 Not Modified\r\nServer: ferrocorn\r\nDate: D\r\nETag: \"v1\"\r\n\
+              X-Cache-Status: HIT\r\nConnection: keep-alive\r\n\r\n"
+        );
+        out.clear();
+        let other = Conditional { if_none_match: Some(b"\"v2\""), if_modified_since: None };
+        let sent = encode_stored(&mut out, &e, (1, 1), false, other, CacheStatus::Hit, true, b"D");
+        assert_eq!(sent, Some((200, 5)));
     }
 
     #[test]
     fn bytes_that_are_not_an_entry_are_not_written() {
         let mut out = Vec::new();
         assert!(
-            encode_stored(&mut out, b"junk", (1, 1), false, CacheStatus::Hit, true, b"D").is_none()
+            encode_stored(&mut out, b"junk", (1, 1), false, PLAIN, CacheStatus::Hit, true, b"D")
+                .is_none()
         );
     }
 }
