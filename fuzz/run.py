@@ -37,6 +37,7 @@ TARGETS = [
     "config_values",
     "response_head",
     "cache_headers",
+    "cache_entry",
 ]
 
 
@@ -58,6 +59,12 @@ def hand_seeds(target: str) -> list[bytes]:
         return [b"-w 4 -k gthread --threads 2 -b 127.0.0.1:8000 app:app", b"--timeout 30 --max-requests 1000 x:y"]
     if target == "cache_headers":
         return [b"\x32\x00max-age=60, stale-while-revalidate=30\n\x01Tue, 14 Nov 2023 23:13:20 GMT\n\x03Accept"]
+    if target == "cache_entry":
+        # version 1, status 200, valid until, two "no window" stale windows, stored at, head length
+        fixed = (b"\x01" + (200).to_bytes(2, "little") + (1_700_000_060).to_bytes(8, "little")
+                 + b"\xff" * 8 + (1_700_000_000).to_bytes(8, "little"))
+        head = b'200 OK\r\nETag: "v1"\r\nLast-Modified: Tue, 15 Nov 1994 12:45:26 GMT\r\n'
+        return [fixed + len(head).to_bytes(4, "little") + head + b"hello"]
     if target == "response_head":
         return [b"200 OK\x01Content-Type\x01text/plain\x01X-Word\x01caf\xe9"]
     return []

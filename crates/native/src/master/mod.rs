@@ -252,7 +252,9 @@ pub fn run(
         warning!("cannot map the app-metrics table: {e}");
     }
     if let Err(e) = crate::server::sibling_wake::init() {
-        warning!("cannot make the workers' accept wake-up (bursts of connections accept slower): {e}");
+        warning!(
+            "cannot make the workers' accept wake-up (bursts of connections accept slower): {e}"
+        );
     }
     if let Err(e) =
         crate::shared_cache::init(opts.serve.cache_store_size, opts.serve.cache.is_some())

@@ -166,7 +166,9 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: SharedListene
         if exclusive {
             // Only a worker that would take a connection waits for one: an arrival wakes one
             // waiting worker, and it takes the connection.
-            match left_to_a_sibling(&shared, &mut shutdown, Some(&mut listener), sibling.as_ref()).await {
+            match left_to_a_sibling(&shared, &mut shutdown, Some(&mut listener), sibling.as_ref())
+                .await
+            {
                 None => return,
                 Some(true) => continue,
                 Some(false) => listener.set_waiting(true),
