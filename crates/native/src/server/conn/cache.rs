@@ -219,12 +219,15 @@ fn encode_stored(
     date: &[u8],
 ) -> Option<(u16, u64)> {
     let view = decode_entry(entry)?;
-    let not_modified = answers_not_modified(
-        view.meta.status,
-        Validators::from_header_lines(view.header_lines),
-        conditional.if_none_match,
-        conditional.if_modified_since,
-    );
+    let conditional_request =
+        conditional.if_none_match.is_some() || conditional.if_modified_since.is_some();
+    let not_modified = conditional_request
+        && answers_not_modified(
+            view.meta.status,
+            Validators::from_header_lines(view.header_lines),
+            conditional.if_none_match,
+            conditional.if_modified_since,
+        );
     let code = if not_modified { 304 } else { view.meta.status };
     let bodiless = code < 200 || code == 204 || code == 304;
     out.extend_from_slice(if version == (1, 0) { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
