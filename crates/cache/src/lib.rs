@@ -22,6 +22,7 @@ pub mod entry;
 pub mod key;
 pub mod lookup;
 pub mod not_modified;
+pub mod revalidate;
 pub mod stale;
 pub mod storability;
 pub mod valid;
