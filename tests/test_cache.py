@@ -350,6 +350,62 @@ def test_a_conditional_request_for_a_stored_response_gets_304(shared, shared_cou
     assert calls(shared_counts, path=base) == 1
 
 
+def test_revalidation_renews_an_expired_copy_on_304(start, counts):
+    # --cache-revalidate (nginx's proxy_cache_revalidate): the refresh of an expired copy
+    # carries If-None-Match from its ETag; the app's 304 renews the copy, answered REVALIDATED
+    # with the stored body, fresh again for the 304's own max-age.
+    srv = start("-w", "2", "--cache-revalidate")
+    target = url("/rv", cc="max-age=1", etag="v1", cc304="max-age=60")
+    first = fetch(srv, target)
+    assert xcs(first) == "MISS"
+    time.sleep(LATE)
+    again = fetch(srv, target)
+    assert (again.status_code, xcs(again)) == (200, "REVALIDATED")
+    assert again.content == first.content and again.headers.get("ETag") == '"v1"'
+    assert again.headers.get("Content-Type") == "text/plain"
+    assert calls(counts, path="/rv") == 2
+    assert xcs(fetch(srv, target)) == "HIT"  # renewed for 60 s by the 304
+    assert calls(counts, path="/rv") == 2
+    # The client's own conditional request still gets its 304 from the renewed copy.
+    r = fetch(srv, target, headers={"If-None-Match": '"v1"'})
+    assert (r.status_code, xcs(r)) == (304, "HIT")
+
+
+def test_a_changed_validator_replaces_the_copy(start, counts):
+    srv = start("-w", "1", "--cache-revalidate")
+    target = url("/rv2", cc="max-age=1", etag="v1")
+    first = fetch(srv, target)
+    time.sleep(LATE)
+    # The app's ETag changed: the conditional refresh gets a full 200, stored in its place.
+    changed = fetch(srv, target, headers={"X-Backend": "etag=v2"})
+    assert (changed.status_code, xcs(changed)) == (200, "EXPIRED")
+    assert changed.headers.get("ETag") == '"v2"' and changed.content != first.content
+    assert calls(counts, path="/rv2") == 2
+
+
+def test_without_revalidate_an_expired_copy_is_fetched_whole(start, counts):
+    srv = start("-w", "1")
+    target = url("/rv3", cc="max-age=1", etag="v1", cc304="max-age=60")
+    first = fetch(srv, target)
+    time.sleep(LATE)
+    again = fetch(srv, target)
+    assert (again.status_code, xcs(again)) == (200, "EXPIRED")
+    assert again.content != first.content  # a new app answer, not the stored one
+
+
+def test_background_revalidation_renews_the_copy(start, counts):
+    srv = start("-w", "1", "--cache-revalidate", "--cache-use-stale", "updating",
+                "--cache-background-update")
+    target = url("/rv4", cc="max-age=1", etag="v1", cc304="max-age=60")
+    first = fetch(srv, target)
+    time.sleep(LATE)
+    stale = fetch(srv, target)
+    assert (xcs(stale), stale.content) == ("STALE", first.content)
+    wait_until(lambda: calls(counts, path="/rv4") == 2, timeout=10)
+    renewed = fetch(srv, target)
+    assert (xcs(renewed), renewed.content) == ("HIT", first.content)
+
+
 def test_a_head_miss_goes_to_the_app_and_is_not_stored(shared, shared_counts, base):
     target = url(base, cc="max-age=60")
     h = fetch(shared, target, "HEAD")

@@ -24,7 +24,8 @@ nginx is configured to match the spec where its defaults differ:
   ``Authorization`` by default; the spec neither serves them from nor stores them.
 - ``proxy_cache_valid 200 60s; proxy_cache_valid 404 30s`` = ``--cache-valid 200=60,404=30``,
   ``proxy_cache_use_stale error http_500`` = ``--cache-use-stale error,http_500``,
-  ``proxy_cache_lock on`` (the spec's default), ``--cache-no-store '$http_x_nostore'``.
+  ``proxy_cache_lock on`` (the spec's default), ``--cache-no-store '$http_x_nostore'``,
+  ``proxy_cache_revalidate on`` = ``--cache-revalidate``.
 - ``proxy_http_version 1.1``: with nginx's default HTTP/1.0 to the upstream, gunicorn sends a
   streamed body close-delimited, so a body the app broke off (``raise_at``) looks complete to
   nginx and *is stored truncated*; over HTTP/1.1 it is chunked, the missing last chunk shows,
@@ -83,6 +84,7 @@ FERROCORN_CACHE_ARGS = [
     "$http_x_nocache $cookie_nocache $arg_nocache",
     "--cache-no-store",
     "$http_x_nostore",
+    "--cache-revalidate",
 ]
 NO_HEADER = "(none)"
 
@@ -177,6 +179,22 @@ CASES = [
     Case("xae_1_expires", [("xae", "1")], [G(), G(), LATE()], ["MISS", "HIT", "EXPIRED"], 2),
     Case("expires_plus_1_expires", [("expires", "+1")], [G(), G(), LATE()], ["MISS", "HIT", "EXPIRED"], 2),
     Case("max_age_60_still_fresh", [("cc", "max-age=60")], [G(), LATE()], HIT2, 1),
+    # --cache-revalidate / proxy_cache_revalidate: the refresh asks If-None-Match, the app's 304
+    # renews the copy (for the 304's own max-age), a changed ETag replaces it.
+    Case(
+        "revalidate_304_renews",
+        [("cc", "max-age=1"), ("etag", "v1"), ("cc304", "max-age=60")],
+        [G(), LATE(), LATE()],
+        ["MISS", "REVALIDATED", "HIT"],
+        2,
+    ),
+    Case(
+        "revalidate_changed_etag_replaces",
+        [("cc", "max-age=1"), ("etag", "v1")],
+        [G(), LATE(X_Backend="etag=v2"), LATE()],
+        ["MISS", "EXPIRED", "HIT"],
+        2,
+    ),
     # stale on a failed refresh (--cache-use-stale error,http_500); the failure is asked for by a
     # request header, so the key is the same
     Case(
@@ -421,6 +439,7 @@ http {{
             proxy_cache_valid 404 30s;
             proxy_cache_lock on;
             proxy_cache_use_stale error http_500;
+            proxy_cache_revalidate on;
             proxy_cache_bypass $http_x_nocache $cookie_nocache $arg_nocache $http_authorization;
             proxy_no_cache $http_authorization $http_x_nostore;
             add_header X-Cache-Status $upstream_cache_status always;

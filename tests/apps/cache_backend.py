@@ -11,6 +11,9 @@ appear, which is what nginx's header handlers see):
 - ``cookie=V``   ``Set-Cookie: c=V; Path=/``
 - ``vary=V``     ``Vary: V``
 - ``h=Name:V``   any other response header
+- ``etag=V``     ``ETag: "V"``; a request whose ``If-None-Match`` is ``"V"`` gets ``304 Not
+                 Modified`` (no body) with the same headers, ``Cache-Control`` from ``cc304=``
+                 when given (a revalidation, ``--cache-revalidate``)
 - ``status=N``   the status (default 200)
 - ``sleep=S``    sleep S seconds before answering
 - ``hang=1``     sleep 30 s before answering (a test kills the worker meanwhile)
@@ -153,6 +156,8 @@ class Plan:
             elif k == "h":
                 name, _, value = v.partition(":")
                 self.headers.append((name.strip(), value.strip()))
+            elif k == "etag" and v == p["etag"]:  # one ETag: the last value (X-Backend's)
+                self.headers.append(("ETag", f'"{v}"'))
         self.headers.append(("X-Backend-Pid", str(os.getpid())))
         self.headers.append(("X-Backend-Call", str(self.call)))
         head = f"call={self.call} pid={os.getpid()} method={method} target={target} al={accept_language}\n"
@@ -216,6 +221,14 @@ def app(environ, start_response):
     if plan.raise_before:
         raise RuntimeError("cache_backend: raise requested")
     headers = list(plan.headers)
+    etag = plan.params.get("etag")
+    if etag is not None and environ.get("HTTP_IF_NONE_MATCH") == f'"{etag}"':
+        kept = [(n, v) for n, v in headers if n != "Content-Type"]
+        if "cc304" in plan.params:
+            kept = [(n, v) for n, v in kept if n != "Cache-Control"]
+            kept.append(("Cache-Control", plan.params["cc304"]))
+        start_response("304 Not Modified", kept)
+        return [b""]
     if not plan.stream:
         headers.append(("Content-Length", str(len(plan.body))))
     start_response(plan.status_line(), headers)

@@ -34,6 +34,7 @@ pub use entry::{
 pub use key::{KeyRequest, KeyTemplate, KeyTemplateError};
 pub use lookup::{CacheStatus, Filler, LookupRules, Step, Stored, decide};
 pub use not_modified::{Validators, answers_not_modified};
+pub use revalidate::{CONDITIONAL_REQUEST_HEADERS, conditional_headers, renewed_freshness};
 pub use stale::{OnLookup, RefreshFailure, UseStale, UseStaleError, on_lookup, stale_on_failure};
 pub use storability::{Freshness, NotStored, Storability, storability};
 pub use valid::{CacheValid, ValidSpecError};

@@ -44,6 +44,8 @@ pub enum CacheStatus {
     Stale,
     /// An expired copy answered while another request refreshes it.
     Updating,
+    /// An expired copy the app confirmed with `304 Not Modified` (`--cache-revalidate`).
+    Revalidated,
     /// Not looked up: the request may not be answered from the store.
     Bypass,
 }
@@ -57,6 +59,7 @@ impl CacheStatus {
             CacheStatus::Expired => "EXPIRED",
             CacheStatus::Stale => "STALE",
             CacheStatus::Updating => "UPDATING",
+            CacheStatus::Revalidated => "REVALIDATED",
             CacheStatus::Bypass => "BYPASS",
         }
     }

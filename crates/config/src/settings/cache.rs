@@ -273,6 +273,12 @@ pub(super) const SETTINGS: &[Setting] = &[
          http_500, http_502, http_503, http_504, http_403, http_404, http_429. A response's \
          own stale-while-revalidate and stale-if-error windows count as well.",
     ),
+    Setting::flag("cache_revalidate", S).cli(&["--cache-revalidate"]).help(
+        "Refresh an expired entry that has an ETag or Last-Modified with a conditional \
+         request (If-None-Match, If-Modified-Since): when the app answers 304 Not Modified, \
+         the stored copy is answered and kept, fresh again (X-Cache-Status: REVALIDATED), \
+         as nginx's proxy_cache_revalidate.",
+    ),
     Setting::flag("cache_background_update", S).cli(&["--cache-background-update"]).help(
         "With stale answers allowed while updating, answer an expired entry at once and \
          refresh it after the response is sent.",

@@ -29,6 +29,8 @@ pub struct CacheOptions {
     pub rules: LookupRules,
     /// How long a request waits for another filling its key.
     pub lock_timeout: Duration,
+    /// `--cache-revalidate`: refresh an expired entry with a conditional request.
+    pub revalidate: bool,
     /// How long an uncacheable key is remembered (0: not at all).
     pub hit_for_miss: i64,
     /// Who may send PURGE.
@@ -77,6 +79,7 @@ pub(super) fn cache_options(config: &Config) -> Result<Option<CacheOptions>, Opt
             background_update: config.bool("cache_background_update"),
         },
         lock_timeout: seconds(config.float("cache_lock_timeout")),
+        revalidate: config.bool("cache_revalidate"),
         hit_for_miss: config.float("cache_hit_for_miss").max(0.0) as i64,
         purge_allow: AllowList::parse(config.list("cache_purge_allow"), "cache_purge_allow")
             .map_err(OptionsError)?,

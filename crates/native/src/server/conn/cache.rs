@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use ferrocorn_cache::{
     CacheStatus, EntryMeta, Filler, Freshness, KeyRequest, RefreshFailure, Step, Storability,
-    Stored, Validators, answers_not_modified, append_variant, decide, decode_entry, encode_entry,
-    header_is_stored, stale_on_failure, storability,
+    Stored, Validators, answers_not_modified, append_variant, conditional_headers, decide,
+    decode_entry, encode_entry, header_is_stored, renewed_freshness, stale_on_failure, storability,
 };
 use ferrocorn_http::{BodyFraming, RequestHead, ResponseHead, percent_decode};
 use ferrocorn_shm::cache_store::{CacheStore, FillAttempt, FillToken, Filling, NewEntry, key_hash};
@@ -69,6 +69,8 @@ pub(super) struct CacheRequest {
     is_head: bool,
     /// A refresh after the client was answered: the app's response goes to the store only.
     pub background: bool,
+    /// The conditional headers the app gets instead of the client's (`--cache-revalidate`).
+    pub revalidation: Vec<(String, Vec<u8>)>,
 }
 
 /// A response on its way into the store; dropping it releases the key's fill lock.
@@ -88,6 +90,9 @@ pub(super) struct Fill {
     storable: bool,
     /// Whether it refreshes an expired copy (which an unstorable answer leaves in place).
     refreshes: bool,
+    /// Whether the refresh asks the app about the expired copy's validators, so that a 304
+    /// renews the copy (`--cache-revalidate`).
+    revalidates: bool,
 }
 
 impl Drop for Fill {
@@ -285,6 +290,7 @@ impl<S: ClientStream> Conn<S> {
             version: head.version,
             is_head: head.is_head(),
             background: false,
+            revalidation: Vec::new(),
         };
         if head.method == "PURGE" {
             return Consulted::Answered(self.purge(&opts, store, head, https, started).await);
@@ -350,12 +356,16 @@ impl<S: ClientStream> Conn<S> {
                         FillAttempt::Busy => continue, // another request refreshes it
                         FillAttempt::NoRoom => None,
                     };
+                    let stale = Some(self.cache.value.clone());
                     let mut fill =
-                        self.new_fill(&opts, store, head, primary_len, token, None, storable);
-                    fill.refreshes = true;
+                        self.new_fill(&opts, store, head, primary_len, token, stale, storable);
+                    let revalidation = fill.revalidation_headers();
                     let answered = self.answer_stored(head, CacheStatus::Stale, started).await;
-                    let request =
-                        CacheRequest { background: true, ..tagged(CacheStatus::Stale, Some(fill)) };
+                    let request = CacheRequest {
+                        background: true,
+                        revalidation,
+                        ..tagged(CacheStatus::Stale, Some(fill))
+                    };
                     return Consulted::Refresh { request, answered };
                 }
                 Step::Fill { status, .. } | Step::Pass { status, .. } => status,
@@ -385,8 +395,9 @@ impl<S: ClientStream> Conn<S> {
                 }
             };
             let stale = expired.then(|| self.cache.value.clone());
-            let fill = self.new_fill(&opts, store, head, primary_len, token, stale, store_it);
-            return Consulted::ToApp(tagged(status, Some(fill)));
+            let mut fill = self.new_fill(&opts, store, head, primary_len, token, stale, store_it);
+            let revalidation = fill.revalidation_headers();
+            return Consulted::ToApp(CacheRequest { revalidation, ..tagged(status, Some(fill)) });
         }
     }
 
@@ -412,6 +423,7 @@ impl<S: ClientStream> Conn<S> {
             stale,
             request_headers: head.headers.clone(),
             storable,
+            revalidates: false,
         }
     }
 
@@ -480,6 +492,11 @@ impl<S: ClientStream> Conn<S> {
                 return CacheStart::Refresh;
             }
             Some(_) => {}
+        }
+        if rhead.status() == 304
+            && let Some(sent) = self.answer_revalidated(rhead, keep_alive).await
+        {
+            return CacheStart::Answered(sent);
         }
         let failure = RefreshFailure::Status(rhead.status());
         if let Some(sent) = self.answer_stale(failure, keep_alive).await {
@@ -566,6 +583,10 @@ impl<S: ClientStream> Conn<S> {
     pub(super) fn cache_response_end(&mut self, rhead: &ResponseHead, sent: Option<&Sent>) {
         let Some(capture) = self.cache.capture.take() else { return };
         let Some(fill) = self.cache.request.as_mut().and_then(|r| r.fill.take()) else { return };
+        if fill.revalidates && rhead.status() == 304 {
+            fill.renew(rhead, unix_now()); // a background revalidation
+            return;
+        }
         let Some(sent) = sent else { return };
         let mut body = capture.bytes;
         if capture.overflowed || (body.len() as u64) < sent.body_bytes {
@@ -576,6 +597,30 @@ impl<S: ClientStream> Conn<S> {
             return; // cut short
         }
         fill.store_response(rhead, &body, unix_now());
+    }
+
+    /// When the app answered a revalidation (`--cache-revalidate`) with 304: renew the expired
+    /// copy and answer it (REVALIDATED), flushed. None when the request did not revalidate;
+    /// Some(None) when the client could not be written to.
+    async fn answer_revalidated(
+        &mut self,
+        rhead: &ResponseHead,
+        keep_alive: &mut bool,
+    ) -> Option<Option<Sent>> {
+        let request = self.cache.request.as_mut()?;
+        if !request.fill.as_ref().is_some_and(|f| f.revalidates) {
+            return None;
+        }
+        let copy = request.fill.take()?.renew(rhead, unix_now())?;
+        request.status = CacheStatus::Revalidated;
+        let (version, is_head) = (request.version, request.is_head);
+        let status = CacheStatus::Revalidated;
+        let plain = Conditional::default(); // (the app got the revalidation's headers)
+        let Some(sent) = self.write_stored(&copy, (version, is_head), plain, status, keep_alive)
+        else {
+            return Some(None);
+        };
+        Some(self.flush_response_end(!*keep_alive).await.then_some(sent))
     }
 
     /// When the app's answer failed as `failure` and the request refreshes an expired copy
@@ -657,6 +702,48 @@ pub(super) enum CacheStart {
 }
 
 impl Fill {
+    /// With `--cache-revalidate`, the conditional headers the app gets for refreshing the
+    /// expired copy (from its validators); marks the fill as a revalidation when there are any.
+    fn revalidation_headers(&mut self) -> Vec<(String, Vec<u8>)> {
+        if !self.opts.revalidate || !self.storable {
+            return Vec::new();
+        }
+        let Some(view) = self.stale.as_deref().and_then(decode_entry) else { return Vec::new() };
+        let headers = conditional_headers(view.header_lines);
+        self.revalidates = !headers.is_empty();
+        headers
+    }
+
+    /// The app answered the revalidation with `rhead`, a 304: give the expired copy the
+    /// freshness nginx would (`renewed_freshness`) and store it again, releasing the key's
+    /// lock. Returns the copy to answer (renewed, or as it was when the 304 gave no lifetime).
+    fn renew(mut self, rhead: &ResponseHead, now: i64) -> Option<Vec<u8>> {
+        let stale = self.stale.take()?;
+        let view = decode_entry(&stale)?;
+        let headers: Vec<(&str, &[u8])> =
+            rhead.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        let fresh = renewed_freshness(view.header_lines, None, &headers, now, &self.opts.valid);
+        let Some(fresh) = fresh else { return Some(stale.clone()) };
+        let meta = EntryMeta { status: view.meta.status, freshness: fresh, stored_at: now };
+        let mut head = Vec::with_capacity(view.status_line.len() + 2 + view.header_lines.len());
+        head.extend_from_slice(view.status_line);
+        head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(view.header_lines);
+        let mut renewed = Vec::new();
+        encode_entry(&meta, &head, view.body, &mut renewed);
+        let group = key_hash(&self.primary);
+        let token = self.token.take();
+        let entry = NewEntry {
+            key: &self.key,
+            group,
+            tag: TAG_RESPONSE,
+            expires: i64::MAX,
+            value: &renewed,
+        };
+        let _ = self.store.insert(entry, now, token);
+        Some(renewed)
+    }
+
     /// Store `body` sent with `rhead` at `now`, or mark the key uncacheable — unless it
     /// refreshes an expired copy, which then stays for the next request to refresh (as nginx
     /// keeps it, and `--cache-use-stale` may still answer it).

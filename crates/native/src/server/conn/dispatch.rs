@@ -15,6 +15,7 @@ use super::cache::Consulted;
 use super::{Conn, ConnError, SERVER};
 use crate::clock::with_http_date;
 use crate::server::shared::Executor;
+use ferrocorn_cache::CONDITIONAL_REQUEST_HEADERS;
 use ferrocorn_net::client_stream::ClientStream;
 
 /// The protocol the worker's app speaks.
@@ -58,9 +59,19 @@ pub(super) fn responder_for(protocol: AppProtocol, head: &RequestHead) -> Respon
     }
 }
 
+/// A revalidation (`--cache-revalidate`) asks the app about the stored copy: its conditional
+/// headers replace the client's (none: the request goes as it came).
+fn ask_about_stored_copy(head: &mut RequestHead, revalidation: Vec<(String, Vec<u8>)>) {
+    if revalidation.is_empty() {
+        return;
+    }
+    head.headers.retain(|(name, _)| !CONDITIONAL_REQUEST_HEADERS.contains(&name.as_str()));
+    head.headers.extend(revalidation);
+}
+
 impl<S: ClientStream> Conn<S> {
     /// Serve one request whose head was read. `Ok(true)`: the connection may carry another.
-    pub(super) async fn serve_request(&mut self, head: RequestHead) -> Result<bool, ConnError> {
+    pub(super) async fn serve_request(&mut self, mut head: RequestHead) -> Result<bool, ConnError> {
         let started = Instant::now();
         let https = if self.trusted {
             url_scheme_from_headers(&head.headers, &self.shared.opts.secure_scheme_headers)?
@@ -73,8 +84,12 @@ impl<S: ClientStream> Conn<S> {
         {
             match self.consult_cache(opts.clone(), store, &head, https, started).await {
                 Consulted::Answered(result) => return result,
-                Consulted::ToApp(request) => self.cache.request = Some(request),
-                Consulted::Refresh { request, answered } => {
+                Consulted::ToApp(mut request) => {
+                    ask_about_stored_copy(&mut head, std::mem::take(&mut request.revalidation));
+                    self.cache.request = Some(request);
+                }
+                Consulted::Refresh { mut request, answered } => {
+                    ask_about_stored_copy(&mut head, std::mem::take(&mut request.revalidation));
                     self.cache.request = Some(request);
                     let refreshed = self.serve_with_app(head, https, started).await;
                     self.cache.finish_request();
