@@ -72,7 +72,7 @@ const fn def(
     MetricDef { name, kind, help, labels }
 }
 
-static CATALOGUE: [MetricDef; 19] = [
+static CATALOGUE: [MetricDef; 30] = [
     def(
         "ferrocorn_requests",
         Counter,
@@ -146,6 +146,62 @@ static CATALOGUE: [MetricDef; 19] = [
         "Connections waiting in the kernel accept queue, per listening socket.",
     ),
     def(
+        "ferrocorn_cache_requests",
+        Counter,
+        &["status"],
+        "Responses of the response cache (--cache), by the X-Cache-Status they carry: hit, miss, expired, stale, updating, revalidated, bypass (PURGE answers are not counted).",
+    ),
+    def(
+        "ferrocorn_cache_lock_waits",
+        Counter,
+        &[],
+        "Requests that waited for another request filling the same cache key (--cache-lock).",
+    ),
+    def(
+        "ferrocorn_cache_lock_wait_seconds",
+        Counter,
+        &[],
+        "Time requests spent waiting for another request filling the same cache key, in seconds.",
+    ),
+    def("ferrocorn_cache_stores", Counter, &[], "Responses stored by the response cache."),
+    def(
+        "ferrocorn_cache_not_stored",
+        Counter,
+        &[],
+        "Responses the response cache tried to store and did not: not storable by their status or headers, over --cache-max-entry-size, or cut short.",
+    ),
+    def(
+        "ferrocorn_cache_purges",
+        Counter,
+        &[],
+        "Purges carried out: PURGE requests from allowed clients and ferrocorn ctl cache purge commands.",
+    ),
+    def(
+        "ferrocorn_cache_entries",
+        Gauge,
+        &[],
+        "Values in the shared cache store now: stored responses with their Vary and hit-for-miss marks, and the app cache's values.",
+    ),
+    def("ferrocorn_cache_bytes", Gauge, &[], "Bytes of the shared cache store's ring in use now."),
+    def(
+        "ferrocorn_cache_capacity_bytes",
+        Gauge,
+        &[],
+        "Size of the shared cache store's ring (--cache-max-size), in bytes.",
+    ),
+    def(
+        "ferrocorn_cache_evictions",
+        Counter,
+        &[],
+        "Values dropped from the shared cache store to make room for new ones.",
+    ),
+    def(
+        "ferrocorn_cache_repairs",
+        Counter,
+        &[],
+        "Cache store slots freed after a process died while writing them.",
+    ),
+    def(
         "ferrocorn_start_time_seconds",
         Gauge,
         &[],
@@ -212,6 +268,14 @@ pub fn render_metrics_markdown() -> String {
          - `ferrocorn_workers` always has all four states and `ferrocorn_worker_restarts_total` \
          all six reasons, at 0 when there are none, so `rate()` and stacking work from the \
          start.\n\
+         - `ferrocorn_cache_requests_total` always has all seven statuses, at 0 without \
+         `--cache`. The hit ratio is \
+         `sum(rate(ferrocorn_cache_requests_total{{status=\"hit\"}}[5m])) / \
+         sum(rate(ferrocorn_cache_requests_total[5m]))`. The `ferrocorn_cache_entries`, \
+         `_bytes`, `_capacity_bytes`, `_evictions_total` and `_repairs_total` series are read \
+         from the one shared cache store at scrape time; the store is shared with the app cache \
+         (`ferrocorn.cache`), so they count its values too. `ferrocorn ctl cache stats` shows \
+         the same numbers.\n\
          - `ferrocorn_build_info` is a gauge in Prometheus text and an `info` family \
          (`ferrocorn_build`) in OpenMetrics; either way the series is \
          `ferrocorn_build_info{{version=\"…\"}} 1`.\n\

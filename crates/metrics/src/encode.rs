@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
+use crate::cache::{CACHE_STATUSES, CacheStoreCounts};
 use crate::catalogue::{MetricDef, MetricKind, RESTART_REASONS, WORKER_STATES, catalogue};
 use crate::snapshot::{
     ACCEPT_RECHECK_CAUSES, DURATION_BUCKETS, METHODS, Snapshot, UserMetric, UserMetricKind,
@@ -251,6 +252,12 @@ fn builtin_samples(w: &mut Writer, def: &MetricDef, s: &Snapshot) {
     let name = def.name;
     let suffix = if def.kind == MetricKind::Counter { "_total" } else { "" };
     let int = |w: &mut Writer, n: u64| w.sample(name, suffix, &[], Value::Int(n));
+    // the store's counts: no sample without a store
+    let store = |w: &mut Writer, field: fn(&CacheStoreCounts) -> u64| {
+        if let Some(counts) = &s.cache_store {
+            int(w, field(counts));
+        }
+    };
     match name {
         "ferrocorn_requests" => {
             let totals = s.totals();
@@ -280,6 +287,24 @@ fn builtin_samples(w: &mut Writer, def: &MetricDef, s: &Snapshot) {
                 w.sample(name, suffix, &[("cause", cause)], Value::Int(n));
             }
         }
+        "ferrocorn_cache_requests" => {
+            for (status, n) in CACHE_STATUSES.iter().zip(s.cache_totals().requests) {
+                w.sample(name, suffix, &[("status", status)], Value::Int(n));
+            }
+        }
+        "ferrocorn_cache_lock_waits" => int(w, s.cache_totals().lock_waits),
+        "ferrocorn_cache_lock_wait_seconds" => {
+            let seconds = s.cache_totals().lock_wait_micros as f64 / 1e6;
+            w.sample(name, suffix, &[], Value::Float(seconds));
+        }
+        "ferrocorn_cache_stores" => int(w, s.cache_totals().stores),
+        "ferrocorn_cache_not_stored" => int(w, s.cache_totals().not_stored),
+        "ferrocorn_cache_purges" => int(w, s.cache_totals().purges),
+        "ferrocorn_cache_entries" => store(w, |c| c.entries),
+        "ferrocorn_cache_bytes" => store(w, |c| c.bytes),
+        "ferrocorn_cache_capacity_bytes" => store(w, |c| c.capacity),
+        "ferrocorn_cache_evictions" => store(w, |c| c.evictions),
+        "ferrocorn_cache_repairs" => store(w, |c| c.repairs),
         "ferrocorn_workers" => {
             let states = s.workers.iter().map(|x| (x.state.as_str(), 1));
             for (state, n) in counts_by(&WORKER_STATES, states) {
@@ -385,6 +410,12 @@ mod tests {
         t.response_bytes = 2000;
         t.exceptions = 1;
         t.connections = 10;
+        t.cache.requests[0] = 2; // hit
+        t.cache.requests[1] = 1; // miss
+        t.cache.lock_waits = 1;
+        t.cache.lock_wait_micros = 250_000;
+        t.cache.stores = 1;
+        t.cache.purges = 1;
         t
     }
 
@@ -443,6 +474,14 @@ mod tests {
                 hist,
                 user("ferrocorn_requests", UserMetricKind::Counter, &[], 1.0),
             ],
+            cache_store: Some(crate::cache::CacheStoreCounts {
+                entries: 12,
+                bytes: 4096,
+                capacity: 1 << 20,
+                evictions: 5,
+                repairs: 0,
+            }),
+            master_cache_purges: 1,
         }
     }
 
@@ -487,6 +526,41 @@ mod tests {
         assert_eq!(l.iter().filter(|x| x.starts_with("ferrocorn_requests_total{")).count(), 4);
         assert!(!text.contains("# EOF"));
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn cache_counters_sum_over_workers_and_the_store_is_read_as_is() {
+        let text = encode(&sample_snapshot(), Format::Prometheus);
+        let l = lines(&text);
+        for want in [
+            "# TYPE ferrocorn_cache_requests_total counter",
+            "ferrocorn_cache_requests_total{status=\"hit\"} 6",
+            "ferrocorn_cache_requests_total{status=\"miss\"} 3",
+            "ferrocorn_cache_requests_total{status=\"bypass\"} 0",
+            "ferrocorn_cache_lock_waits_total 3",
+            "ferrocorn_cache_lock_wait_seconds_total 0.75",
+            "ferrocorn_cache_stores_total 3",
+            "ferrocorn_cache_not_stored_total 0",
+            "ferrocorn_cache_purges_total 4",
+            "# TYPE ferrocorn_cache_entries gauge",
+            "ferrocorn_cache_entries 12",
+            "ferrocorn_cache_bytes 4096",
+            "ferrocorn_cache_capacity_bytes 1048576",
+            "ferrocorn_cache_evictions_total 5",
+            "ferrocorn_cache_repairs_total 0",
+        ] {
+            assert!(l.contains(&want), "missing {want:?} in\n{text}");
+        }
+        let statuses = l.iter().filter(|x| x.starts_with("ferrocorn_cache_requests_total{"));
+        assert_eq!(statuses.count(), CACHE_STATUSES.len());
+        // without a store: the families are described, with no sample
+        let empty = encode(&Snapshot::default(), Format::Prometheus);
+        assert!(empty.contains("# TYPE ferrocorn_cache_entries gauge\n"));
+        assert!(!empty.contains("\nferrocorn_cache_entries "));
+        assert!(empty.contains("ferrocorn_cache_requests_total{status=\"hit\"} 0\n"));
+        let om = encode(&sample_snapshot(), Format::OpenMetrics);
+        assert!(om.contains("# UNIT ferrocorn_cache_lock_wait_seconds seconds\n"));
+        assert!(om.contains("# UNIT ferrocorn_cache_capacity_bytes bytes\n"));
     }
 
     #[test]
@@ -594,7 +668,7 @@ mod tests {
                 }
             }
             assert!(families.iter().all(|(_, help, ty)| *help && *ty));
-            // Built-ins (17) plus three app-defined families.
+            // The built-ins plus three app-defined families.
             assert_eq!(families.len(), catalogue().len() + 3, "{format:?}");
         }
     }

@@ -1,12 +1,17 @@
 //! ferrocorn's metrics, free of I/O: the fixed label spaces the scoreboard counts in
 //! ([`METHODS`], [`STATUS_CODES`], [`DURATION_BUCKETS`]), the [`Snapshot`] of a whole server
 //! instance that the master assembles from shared memory and `/proc`, the one metric catalogue,
-//! and its Prometheus text (0.0.4) and OpenMetrics (1.0) encodings.
+//! and its Prometheus text (0.0.4) and OpenMetrics (1.0) encodings. The response cache's label
+//! space and counts are in `cache.rs`.
 
+mod cache;
 mod catalogue;
 mod encode;
 mod snapshot;
 
+pub use cache::{
+    CACHE_STATUSES, CacheStoreCounts, CacheTotals, N_CACHE_STATUSES, cache_status_index,
+};
 pub use catalogue::{MetricDef, MetricKind, catalogue, render_metrics_markdown};
 pub use encode::{Format, encode};
 pub use snapshot::{

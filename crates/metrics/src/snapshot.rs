@@ -1,5 +1,8 @@
 //! The data a scrape encodes: per-worker counters (fixed label spaces, so they fit in shared
-//! memory), folded totals of retired workers, master-side counters, and app-defined metrics.
+//! memory), folded totals of retired workers, master-side counters, the cache store's counts,
+//! and app-defined metrics.
+
+use crate::cache::{CacheStoreCounts, CacheTotals};
 
 /// Methods counted individually; everything else is `other`.
 pub const METHODS: [&str; 8] =
@@ -75,6 +78,8 @@ pub struct Totals {
     pub accept_rechecks: [u64; N_ACCEPT_RECHECKS],
     /// Wake-ups by a waiting connection that a sibling took first.
     pub accept_missed: u64,
+    /// The response cache's counters.
+    pub cache: CacheTotals,
 }
 
 impl Default for Totals {
@@ -89,6 +94,7 @@ impl Default for Totals {
             connections: 0,
             accept_rechecks: [0; N_ACCEPT_RECHECKS],
             accept_missed: 0,
+            cache: CacheTotals::default(),
         }
     }
 }
@@ -113,6 +119,7 @@ impl Totals {
             *c += o;
         }
         self.accept_missed += other.accept_missed;
+        self.cache.add(&other.cache);
     }
 
     /// All completed requests.
@@ -211,6 +218,10 @@ pub struct Snapshot {
     pub listeners: Vec<(String, u64)>,
     /// App-defined metrics.
     pub user: Vec<UserMetric>,
+    /// The shared cache store's counts (None: no store is mapped).
+    pub cache_store: Option<CacheStoreCounts>,
+    /// Purges the master carried out for `ferrocorn ctl cache purge`.
+    pub master_cache_purges: u64,
 }
 
 impl Snapshot {
@@ -221,6 +232,13 @@ impl Snapshot {
             t.add(&w.totals);
         }
         t
+    }
+
+    /// The response cache's counters over live and retired workers, with the master's purges.
+    pub fn cache_totals(&self) -> CacheTotals {
+        let mut cache = self.totals().cache;
+        cache.purges += self.master_cache_purges;
+        cache
     }
 }
 

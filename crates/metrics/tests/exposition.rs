@@ -6,8 +6,8 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use ferrocorn_metrics::{
-    Format, Snapshot, Totals, UserMetric, UserMetricKind, WorkerSnapshot, catalogue,
-    duration_bucket, encode, method_index, status_index,
+    CacheStoreCounts, Format, Snapshot, Totals, UserMetric, UserMetricKind, WorkerSnapshot,
+    catalogue, duration_bucket, encode, method_index, status_index,
 };
 
 fn busy_totals(seed: u64) -> Totals {
@@ -29,6 +29,11 @@ fn busy_totals(seed: u64) -> Totals {
     t.response_bytes = seed * 50_000;
     t.exceptions = seed / 3;
     t.connections = seed * 4;
+    t.cache.requests = [seed * 5, seed, seed / 2, 1, 0, 0, seed / 4];
+    t.cache.lock_waits = seed / 5;
+    t.cache.lock_wait_micros = seed * 1_234;
+    t.cache.stores = seed;
+    t.cache.purges = seed / 7;
     t
 }
 
@@ -84,6 +89,14 @@ fn snapshot() -> Snapshot {
             hist,
             hist2,
         ],
+        cache_store: Some(CacheStoreCounts {
+            entries: 40,
+            bytes: 123_456,
+            capacity: 64 << 20,
+            evictions: 7,
+            repairs: 1,
+        }),
+        master_cache_purges: 2,
     }
 }
 

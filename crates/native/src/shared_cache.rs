@@ -3,14 +3,21 @@
 //! first fork, inherited by every worker, and kept for the master's whole life, so entries
 //! outlive worker restarts and reloads. The mapping costs address space, not memory, until
 //! entries fill it. A store already mapped keeps its size across a HUP (a new size needs a
-//! restart).
+//! restart). The response cache's value tags are here.
 
 use std::sync::OnceLock;
 
+use ferrocorn_metrics::CacheStoreCounts;
 use ferrocorn_shm::cache_store::CacheStore;
 
 use crate::logging::{debug, info, warning};
 
+/// A stored response (`ferrocorn_cache::entry`).
+pub const TAG_RESPONSE: u32 = 1;
+/// The `Vary` of a key's responses: they are stored per variant.
+pub const TAG_VARY: u32 = 2;
+/// The key's last response could not be stored (hit-for-miss).
+pub const TAG_UNCACHEABLE: u32 = 3;
 static STORE: OnceLock<CacheStore> = OnceLock::new();
 
 /// Unix seconds now (the clock every cache decision is given).
@@ -52,4 +59,16 @@ pub fn init(max_size: u64, announce: bool) -> std::io::Result<()> {
 /// The store, when one was mapped.
 pub fn store() -> Option<&'static CacheStore> {
     STORE.get()
+}
+
+/// The store's counts for a scrape (None: no store was mapped).
+pub fn store_counts() -> Option<CacheStoreCounts> {
+    let stats = store()?.stats();
+    Some(CacheStoreCounts {
+        entries: stats.entries,
+        bytes: stats.bytes,
+        capacity: stats.capacity,
+        evictions: stats.evictions,
+        repairs: stats.repairs,
+    })
 }

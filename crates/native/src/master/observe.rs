@@ -1,6 +1,7 @@
 //! Reading the instance's state for metrics and the control socket: the scoreboard (live
 //! workers and the master's retired totals and restarts), `/proc` (per-worker RSS and CPU), the
-//! listeners' accept-queue depth (`TCP_INFO`), and app-defined metrics.
+//! listeners' accept-queue depth (`TCP_INFO`), the cache store's counts, and app-defined
+//! metrics.
 
 use std::os::fd::AsRawFd;
 
@@ -94,6 +95,8 @@ pub fn snapshot(
         restarts: board.master().restarts().into_iter().map(|(r, n)| (r.to_owned(), n)).collect(),
         listeners: listeners.iter().map(|l| (l.addr.to_string(), listen_queue_depth(l))).collect(),
         user: crate::user_metrics::collect(),
+        cache_store: crate::shared_cache::store_counts(),
+        master_cache_purges: board.master().cache_purges(),
     }
 }
 

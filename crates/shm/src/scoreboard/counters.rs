@@ -1,10 +1,12 @@
 //! A slot's request counters in `ferrocorn_metrics`' fixed label spaces, and what a worker
 //! records into them: one finished request ([`RequestRecord`]), an accept re-check's cause
-//! ([`AcceptRecheck`]).
+//! ([`AcceptRecheck`]); the response cache's share is [`CacheCounters`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrocorn_metrics::{N_ACCEPT_RECHECKS, N_BUCKETS, N_METHODS, N_STATUS, Totals};
+
+use super::CacheCounters;
 
 /// Monotonic request counters in a fixed layout (see `ferrocorn_metrics` label spaces).
 #[repr(C)]
@@ -19,6 +21,7 @@ pub struct Counters {
     pub(super) connections: AtomicU64,
     pub(super) accept_rechecks: [AtomicU64; N_ACCEPT_RECHECKS],
     pub(super) accept_missed: AtomicU64,
+    pub(super) cache: CacheCounters,
 }
 
 impl Counters {
@@ -36,6 +39,12 @@ impl Counters {
             f(c);
         }
         self.accept_rechecks.iter().for_each(&mut f);
+        self.cache.each(&mut f);
+    }
+
+    /// The response cache's counters.
+    pub fn cache(&self) -> &CacheCounters {
+        &self.cache
     }
 
     pub(super) fn reset(&self) {
@@ -62,6 +71,7 @@ impl Counters {
             *v = a.load(Ordering::Relaxed);
         }
         t.accept_missed = self.accept_missed.load(Ordering::Relaxed);
+        t.cache = self.cache.totals();
         t
     }
 
@@ -84,6 +94,7 @@ impl Counters {
             a.fetch_add(*v, Ordering::Relaxed);
         }
         self.accept_missed.fetch_add(t.accept_missed, Ordering::Relaxed);
+        self.cache.add(&t.cache);
     }
 }
 

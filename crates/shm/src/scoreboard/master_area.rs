@@ -1,5 +1,6 @@
 //! The master's own area at the head of the scoreboard: counters folded from reaped workers,
-//! restarts by reason, and how far into the slots any worker has ever been.
+//! restarts by reason, the cache purges the master carried out itself, and how far into the
+//! slots any worker has ever been.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -55,12 +56,24 @@ pub struct MasterArea {
     restarts: [AtomicU64; 6],
     /// One past the highest slot index ever claimed: slots beyond it have never held a worker.
     pub(super) claimed_end: AtomicUsize,
+    /// Purges of the response cache the master carried out (`ferrocorn ctl cache purge`).
+    cache_purges: AtomicU64,
 }
 
 impl MasterArea {
     /// Count one restart.
     pub fn count_restart(&self, reason: RestartReason) {
         self.restarts[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count one purge of the response cache carried out by the master.
+    pub fn count_cache_purge(&self) {
+        self.cache_purges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Purges of the response cache carried out by the master.
+    pub fn cache_purges(&self) -> u64 {
+        self.cache_purges.load(Ordering::Relaxed)
     }
 
     /// Restarts by reason label.

@@ -4,12 +4,14 @@
 //! SIGKILLed worker could leave held. This file owns the mapping's layout (the [`MasterArea`]
 //! then the [`Slot`]s) and claiming and releasing slots.
 
+mod cache_counters;
 mod counters;
 mod master_area;
 mod slot;
 
 use std::sync::atomic::Ordering;
 
+pub use cache_counters::CacheCounters;
 pub use counters::{AcceptRecheck, Counters, RequestRecord};
 pub use master_area::{MasterArea, RestartReason};
 pub use slot::{Slot, SlotState};
@@ -204,6 +206,40 @@ mod tests {
         assert_eq!(retired.requests[0][1], 2 * EACH);
         assert_eq!(retired.response_bytes, 10 * EACH);
         assert_eq!(retired.connections, 2 * EACH + 2);
+    }
+
+    #[test]
+    fn cache_counters_are_shared_folded_and_reset() {
+        let board = Scoreboard::new(2).unwrap();
+        let index = board.claim(0, 1).unwrap();
+        let pid = fork_child(|| {
+            let cache = board.slot(index).counters().cache();
+            cache.answered(0);
+            cache.answered(0);
+            cache.answered(6);
+            cache.answered(99); // out of range: counted in the last status
+            cache.lock_wait_started();
+            cache.lock_waited(std::time::Duration::from_micros(1500));
+            cache.store_outcome(true);
+            cache.store_outcome(false);
+            cache.purged();
+            0
+        });
+        assert_eq!(wait_child(pid), 0);
+        let t = board.slot(index).counters().totals().cache;
+        assert_eq!(t.requests, [2, 0, 0, 0, 0, 0, 2]);
+        assert_eq!((t.lock_waits, t.lock_wait_micros), (1, 1500));
+        assert_eq!((t.stores, t.not_stored, t.purges), (1, 1, 1));
+        // reaped: folded into the retired area, and the reclaimed slot starts from zero
+        board.master().retired.add(&board.slot(index).counters().totals());
+        board.master().retired.add(&board.slot(index).counters().totals());
+        board.release(index);
+        assert_eq!(board.claim(0, 2), Some(index));
+        assert_eq!(board.slot(index).counters().totals().cache, Default::default());
+        let retired = board.master().retired.totals().cache;
+        assert_eq!((retired.requests[0], retired.lock_wait_micros, retired.stores), (4, 3000, 2));
+        board.master().count_cache_purge();
+        assert_eq!(board.master().cache_purges(), 1);
     }
 
     #[test]

@@ -18,19 +18,13 @@ use ferrocorn_cache::{
 use ferrocorn_http::{BodyFraming, RequestHead, ResponseHead, percent_decode};
 use ferrocorn_shm::cache_store::{CacheStore, FillAttempt, FillToken, Filling, NewEntry, key_hash};
 
+use super::cache_count::LockWait;
 use super::respond::Body;
 use super::{Conn, ConnError, SERVER, Sent};
 use crate::clock::with_http_date;
 use crate::options::CacheOptions;
-use crate::shared_cache::unix_now;
+use crate::shared_cache::{TAG_RESPONSE, TAG_UNCACHEABLE, TAG_VARY, unix_now};
 use ferrocorn_net::client_stream::ClientStream;
-
-/// A stored response ([`ferrocorn_cache::entry`]).
-const TAG_RESPONSE: u32 = 1;
-/// The `Vary` of a key's responses: they are stored per variant.
-const TAG_VARY: u32 = 2;
-/// The key's last response could not be stored (hit-for-miss).
-const TAG_UNCACHEABLE: u32 = 3;
 
 /// The longest pause between two looks at a key another request is filling.
 const MAX_WAIT_STEP: Duration = Duration::from_millis(50);
@@ -325,6 +319,7 @@ impl<S: ClientStream> Conn<S> {
         }
         let waiting_since = Instant::now();
         let mut pause = Duration::from_millis(1);
+        let mut lock_wait = LockWait::default();
         loop {
             let now = unix_now();
             self.cache.key.truncate(primary_len);
@@ -339,11 +334,15 @@ impl<S: ClientStream> Conn<S> {
             };
             let waited_out = waiting_since.elapsed() >= opts.lock_timeout;
             let step = decide(stored, filler, now, &opts.rules, waited_out);
+            if step != Step::Wait {
+                lock_wait.over(self.cache_counters());
+            }
             let status = match step {
                 Step::Answer(status) => {
                     return Consulted::Answered(self.answer_stored(head, status, started).await);
                 }
                 Step::Wait => {
+                    lock_wait.waiting(self.cache_counters());
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_WAIT_STEP);
                     continue;
@@ -471,6 +470,7 @@ impl<S: ClientStream> Conn<S> {
         let (code, body_bytes) = with_http_date(|date| {
             encode_stored(wbuf, entry, version, is_head, conditional, status, alive, date)
         })?;
+        self.count_cache_answer(status);
         Some(Sent { status: code, body_bytes, headers: Vec::new() })
     }
 
@@ -504,6 +504,7 @@ impl<S: ClientStream> Conn<S> {
         }
         let Some(request) = &self.cache.request else { return CacheStart::Send(None) };
         let tagged = rhead.with_server_header("X-Cache-Status", request.status.as_str());
+        self.count_cache_answer(request.status);
         if let Some(fill) = &request.fill
             && fill.storable
             && !req.is_head()
@@ -544,10 +545,12 @@ impl<S: ClientStream> Conn<S> {
         Sent { status: rhead.status(), body_bytes, headers: Vec::new() }
     }
 
-    /// The `X-Cache-Status` header line of the request being served (empty without one).
+    /// The `X-Cache-Status` header line of the request being served (empty without one), for
+    /// a response about to go out (counted).
     pub(super) fn cache_status_line(&self) -> Vec<u8> {
         match &self.cache.request {
             Some(request) => {
+                self.count_cache_answer(request.status);
                 format!("X-Cache-Status: {}\r\n", request.status.as_str()).into_bytes()
             }
             None => Vec::new(),
@@ -579,24 +582,16 @@ impl<S: ClientStream> Conn<S> {
 
     /// After the app's response went out (`sent` None: it did not): store it when it was
     /// sent whole and may be stored, else mark the key uncacheable; either way release the
-    /// key's lock.
+    /// key's lock. Whether it was stored is counted.
     pub(super) fn cache_response_end(&mut self, rhead: &ResponseHead, sent: Option<&Sent>) {
         let Some(capture) = self.cache.capture.take() else { return };
         let Some(fill) = self.cache.request.as_mut().and_then(|r| r.fill.take()) else { return };
         if fill.revalidates && rhead.status() == 304 {
-            fill.renew(rhead, unix_now()); // a background revalidation
+            fill.renew(rhead, unix_now()); // a background revalidation: renewed, not a new store
             return;
         }
-        let Some(sent) = sent else { return };
-        let mut body = capture.bytes;
-        if capture.overflowed || (body.len() as u64) < sent.body_bytes {
-            return;
-        }
-        body.truncate(sent.body_bytes as usize);
-        if rhead.content_length().is_some_and(|cl| cl != sent.body_bytes) {
-            return; // cut short
-        }
-        fill.store_response(rhead, &body, unix_now());
+        let stored = store_captured(fill, capture, rhead, sent);
+        self.cache_counters().store_outcome(stored);
     }
 
     /// When the app answered a revalidation (`--cache-revalidate`) with 304: renew the expired
@@ -660,6 +655,7 @@ impl<S: ClientStream> Conn<S> {
         let (code, removed) = if !opts.purge_allow.allows(peer_ip) {
             ("403 Forbidden", 0)
         } else {
+            self.cache_counters().purged();
             let prefix = head.target.ends_with(b"*");
             let target = &head.target[..head.target.len() - usize::from(prefix)];
             let path = head.path.strip_suffix(b"*").unwrap_or(&head.path);
@@ -689,6 +685,21 @@ impl<S: ClientStream> Conn<S> {
         self.account(head, &head.path, sent.as_ref(), started, 0, false, None);
         Ok(sent.is_some() && keep_alive)
     }
+}
+
+/// Store the `capture` of a response sent with `rhead` (`sent` None: it did not go out)
+/// when it went out whole; whether it was stored.
+fn store_captured(fill: Fill, capture: Capture, rhead: &ResponseHead, sent: Option<&Sent>) -> bool {
+    let Some(sent) = sent else { return false };
+    let mut body = capture.bytes;
+    if capture.overflowed || (body.len() as u64) < sent.body_bytes {
+        return false;
+    }
+    body.truncate(sent.body_bytes as usize);
+    if rhead.content_length().is_some_and(|cl| cl != sent.body_bytes) {
+        return false; // cut short
+    }
+    fill.store_response(rhead, &body, unix_now())
 }
 
 /// How a response of the app starts, as the cache sees it.
@@ -746,8 +757,8 @@ impl Fill {
 
     /// Store `body` sent with `rhead` at `now`, or mark the key uncacheable — unless it
     /// refreshes an expired copy, which then stays for the next request to refresh (as nginx
-    /// keeps it, and `--cache-use-stale` may still answer it).
-    fn store_response(mut self, rhead: &ResponseHead, body: &[u8], now: i64) {
+    /// keeps it, and `--cache-use-stale` may still answer it). Whether the response was stored.
+    fn store_response(mut self, rhead: &ResponseHead, body: &[u8], now: i64) -> bool {
         let headers: Vec<(&str, &[u8])> =
             rhead.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
         let group = key_hash(&self.primary);
@@ -763,9 +774,9 @@ impl Fill {
                     value: b"",
                 };
                 let _ = self.store.insert(mark, now, token);
-                return;
+                return false;
             }
-            Storability::NotStored(_) => return,
+            Storability::NotStored(_) => return false,
         };
         let mut head = Vec::with_capacity(256);
         rhead.encode_kept(&mut head, header_is_stored);
@@ -792,7 +803,7 @@ impl Fill {
         let token = self.token.take_if(|_| self.key == key);
         let entry =
             NewEntry { key: &key, group, tag: TAG_RESPONSE, expires: i64::MAX, value: &value };
-        let _ = self.store.insert(entry, now, token);
+        self.store.insert(entry, now, token).is_ok()
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! This file holds the connection's state and its loop; the jobs are apart: reading
 //! (`read.rs`), a WSGI request (`wsgi.rs`), an ASGI request (`asgi.rs`), a WebSocket session
-//! (`websocket.rs`), and writing responses and closing (`respond.rs`).
+//! (`websocket.rs`), the response cache (`cache.rs`, its counts in `cache_count.rs`), and
+//! writing responses and closing (`respond.rs`).
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -26,6 +27,7 @@ use ferrocorn_net::client_stream::ClientStream;
 
 mod asgi;
 mod cache;
+mod cache_count;
 mod dispatch;
 mod read;
 mod respond;
