@@ -1,11 +1,13 @@
 //! `ferrocorn ctl`: argument parsing, the one-shot request and the human (or
-//! `--json`) rendering of the reply.
+//! `--json`) rendering of the reply (the `cache` commands' words and rendering are in
+//! `cache.rs`).
 
 use std::io::Write;
 
 use serde_json::{Value, json};
 
 use crate::SocketEnv;
+use crate::cache::{self, CacheCommand, PurgeOptions};
 use crate::client::request;
 use crate::render;
 
@@ -20,6 +22,11 @@ commands:
   reload                 graceful reload (like SIGHUP)
   reopen-logs            reopen log files (like SIGUSR1)
   shutdown [--graceful]  stop the server (immediately unless --graceful)
+  cache stats            the response cache's store and counters
+  cache purge KEY        remove a cached response with all its Vary variants
+                         (KEY as --cache-key renders it, e.g. httpexample.com/a?b)
+  cache purge --prefix P remove every cached response whose key starts with P
+  cache purge --all      remove every cached response (the app cache stays)
 
 options:
   --socket PATH  control socket (default: $FERROCORN_CONTROL_SOCKET,
@@ -38,6 +45,7 @@ pub(crate) enum Command {
     Reload,
     ReopenLogs,
     Shutdown { graceful: bool },
+    Cache(CacheCommand),
 }
 
 impl Command {
@@ -51,6 +59,7 @@ impl Command {
             Command::Reload => json!({"command": "reload"}),
             Command::ReopenLogs => json!({"command": "reopen-logs"}),
             Command::Shutdown { graceful } => json!({"command": "shutdown", "graceful": graceful}),
+            Command::Cache(command) => command.request(),
         }
     }
 }
@@ -84,6 +93,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
     let mut socket = None;
     let mut json = false;
     let mut graceful = false;
+    let mut purge = PurgeOptions::default();
     let mut words: Vec<&String> = Vec::new();
     let mut iter = args.iter();
     let mut options_done = false;
@@ -97,14 +107,24 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--json" => json = true,
             "--graceful" => graceful = true,
+            "--all" => purge.all = true,
             "--socket" => match iter.next() {
                 Some(p) => socket = Some(p.clone()),
                 None => return Err("--socket needs a PATH".to_owned()),
             },
-            other => match other.strip_prefix("--socket=") {
-                Some(p) => socket = Some(p.to_owned()),
-                None => return Err(format!("unknown option {other:?}")),
+            "--prefix" => match iter.next() {
+                Some(p) => purge.prefix = Some(p.clone()),
+                None => return Err("--prefix needs a PREFIX".to_owned()),
             },
+            other => {
+                if let Some(p) = other.strip_prefix("--socket=") {
+                    socket = Some(p.to_owned());
+                } else if let Some(p) = other.strip_prefix("--prefix=") {
+                    purge.prefix = Some(p.to_owned());
+                } else {
+                    return Err(format!("unknown option {other:?}"));
+                }
+            }
         }
     }
     let command = match words.as_slice() {
@@ -119,6 +139,9 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
         [c] if c.as_str() == "reload" => Command::Reload,
         [c] if c.as_str() == "reopen-logs" => Command::ReopenLogs,
         [c] if c.as_str() == "shutdown" => Command::Shutdown { graceful },
+        [c, rest @ ..] if c.as_str() == "cache" => {
+            Command::Cache(cache::parse(rest, std::mem::take(&mut purge))?)
+        }
         [c, ..]
             if ["status", "workers", "reload", "reopen-logs", "shutdown"].contains(&c.as_str()) =>
         {
@@ -128,6 +151,9 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
     };
     if graceful && !matches!(command, Command::Shutdown { .. }) {
         return Err("--graceful only applies to shutdown".to_owned());
+    }
+    if purge != PurgeOptions::default() {
+        return Err("--prefix and --all only apply to cache purge".to_owned());
     }
     Ok(Parsed::Run(CtlArgs { socket, json, command }))
 }
@@ -167,6 +193,7 @@ pub fn run_ctl(args: &[String], env: &SocketEnv, out: &mut dyn Write, err: &mut 
         let lines = match parsed.command {
             Command::Status => render::status_lines(&reply.value),
             Command::Workers => render::worker_table(render::workers(&reply.value)),
+            Command::Cache(CacheCommand::Stats) => cache::stats_lines(&reply.value),
             _ => vec![render::get_str(&reply.value, "message").unwrap_or("ok").to_owned()],
         };
         for line in lines {
@@ -204,6 +231,13 @@ mod tests {
         assert_eq!(cmd(&["shutdown"]), Command::Shutdown { graceful: false });
         assert_eq!(cmd(&["shutdown", "--graceful"]), Command::Shutdown { graceful: true });
         assert_eq!(cmd(&["--graceful", "shutdown"]), Command::Shutdown { graceful: true });
+        assert_eq!(cmd(&["cache", "stats"]), Command::Cache(CacheCommand::Stats));
+        let prefix =
+            |p: &str| Command::Cache(CacheCommand::Purge(cache::PurgeTarget::Prefix(p.into())));
+        assert_eq!(cmd(&["cache", "purge", "--prefix", "http/a"]), prefix("http/a"));
+        assert_eq!(cmd(&["--prefix=http/b", "cache", "purge"]), prefix("http/b"));
+        let all = Command::Cache(CacheCommand::Purge(cache::PurgeTarget::All));
+        assert_eq!(cmd(&["cache", "purge", "--all"]), all);
     }
 
     #[test]
@@ -229,6 +263,10 @@ mod tests {
             &["reload", "--graceful"],
             &["status", "--bogus"],
             &["status", "--socket"],
+            &["status", "--all"],
+            &["cache", "purge", "--prefix"],
+            &["cache", "purge"],
+            &["cache"],
         ] {
             assert!(p(bad).is_err(), "{bad:?} should fail");
         }

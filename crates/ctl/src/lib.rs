@@ -13,6 +13,7 @@
 //! terminal; [`run_ctl`] and [`run_top`] take the environment and output
 //! streams explicitly, for tests and embedding.
 
+mod cache;
 mod client;
 mod ctl;
 mod render;

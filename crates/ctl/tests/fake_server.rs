@@ -175,6 +175,13 @@ fn each_command_sends_the_right_json_line() {
         (&["reopen-logs"], json!({"command": "reopen-logs"})),
         (&["shutdown"], json!({"command": "shutdown", "graceful": false})),
         (&["shutdown", "--graceful"], json!({"command": "shutdown", "graceful": true})),
+        (&["cache", "stats"], json!({"command": "cache.stats"})),
+        (&["cache", "purge", "http/a?b"], json!({"command": "cache.purge", "key": "http/a?b"})),
+        (
+            &["cache", "purge", "--prefix", "http/"],
+            json!({"command": "cache.purge", "prefix": "http/"}),
+        ),
+        (&["cache", "purge", "--all"], json!({"command": "cache.purge", "all": true})),
     ];
     let server = FakeServer::one(r#"{"ok":true,"message":"done"}"#);
     for (args, _) in cases {
@@ -190,6 +197,26 @@ fn each_command_sends_the_right_json_line() {
         let parsed: Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(&parsed, want, "{args:?}");
     }
+}
+
+#[test]
+fn cache_stats_render_and_cache_off_is_an_error() {
+    let reply = json!({"ok": true,
+        "store": {"entries": 2, "bytes": 4096, "capacity_bytes": 1048576, "evictions": 0,
+                  "repairs": 0},
+        "requests": {"hit": 1, "miss": 2, "expired": 0, "stale": 0, "updating": 0, "bypass": 0},
+        "hit_ratio": 0.3333, "lock_waits": 0, "lock_wait_seconds": 0.0, "stores": 2,
+        "not_stored": 0, "purges": 0});
+    let server = FakeServer::one(&reply.to_string());
+    let (code, out, _) = ctl(&["--socket", &server.socket_arg(), "cache", "stats"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("store:    2 entries, 4096 B of 1.0 MiB used"), "{out}");
+    assert!(out.contains("hit ratio: 33.3%") && out.contains("\nMISS "), "{out}");
+    let off = r#"{"ok":false,"error":"the response cache is off (start with --cache)"}"#;
+    let server = FakeServer::one(off);
+    let (code, _, err) = ctl(&["--socket", &server.socket_arg(), "cache", "purge", "--all"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("the response cache is off (start with --cache)"), "{err}");
 }
 
 #[test]

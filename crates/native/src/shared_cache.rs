@@ -3,7 +3,8 @@
 //! first fork, inherited by every worker, and kept for the master's whole life, so entries
 //! outlive worker restarts and reloads. The mapping costs address space, not memory, until
 //! entries fill it. A store already mapped keeps its size across a HUP (a new size needs a
-//! restart). The response cache's value tags are here.
+//! restart). The value tags say whose a value is: below [`FIRST_APP_TAG`] the response
+//! cache's, from it the app cache's.
 
 use std::sync::OnceLock;
 
@@ -18,6 +19,19 @@ pub const TAG_RESPONSE: u32 = 1;
 pub const TAG_VARY: u32 = 2;
 /// The key's last response could not be stored (hit-for-miss).
 pub const TAG_UNCACHEABLE: u32 = 3;
+/// The app cache's tags start here (`crate::app_cache`); the response cache's are below.
+pub const FIRST_APP_TAG: u32 = 16;
+
+const _: () = assert!(
+    crate::app_cache::TAG_PICKLED >= FIRST_APP_TAG
+        && crate::app_cache::TAG_INTEGER >= FIRST_APP_TAG
+);
+
+/// Whether a value tagged `tag` is the response cache's (a response or one of its marks).
+pub fn is_response_cache_tag(tag: u32) -> bool {
+    tag < FIRST_APP_TAG
+}
+
 static STORE: OnceLock<CacheStore> = OnceLock::new();
 
 /// Unix seconds now (the clock every cache decision is given).

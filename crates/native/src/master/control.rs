@@ -1,7 +1,8 @@
 //! The control socket, served by the master's own loop: a unix stream socket (mode 0600 by
 //! default) where `ferrocorn ctl` and `ferrocorn top` send one JSON line and get one JSON line
 //! back. Commands: `status`, `workers`, `workers.add`, `workers.remove`, `reload`,
-//! `reopen-logs`, `shutdown`.
+//! `reopen-logs`, `shutdown`, and the response cache's `cache.stats` and `cache.purge`
+//! (`cache_control.rs`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -13,6 +14,7 @@ use ferrocorn_arbiter::Command;
 use ferrocorn_metrics::{Snapshot, WorkerSnapshot};
 use serde_json::{Value, json};
 
+use super::cache_control::{self, CacheControl};
 use super::observe::quantile_ms;
 
 /// The bound control socket.
@@ -54,14 +56,16 @@ impl ControlSocket {
         std::os::fd::AsRawFd::as_raw_fd(&self.listener)
     }
 
-    /// Answer one pending client (if any); returns the action it asked for.
+    /// Answer one pending client (if any); returns the action it asked for. `cache`: what
+    /// the cache commands act on (None: the response cache is off).
     pub fn serve_one(
         &self,
         snapshot: &mut dyn FnMut() -> Snapshot,
+        cache: Option<CacheControl<'_>>,
         master_pid: u32,
     ) -> Option<Command> {
         let (stream, _) = self.listener.accept().ok()?;
-        match answer(stream, snapshot, master_pid) {
+        match answer(stream, snapshot, cache, master_pid) {
             Ok(command) => command,
             Err(e) => {
                 crate::logging::debug!("control request failed: {e}");
@@ -131,6 +135,7 @@ fn status_json(s: &Snapshot, master_pid: u32) -> Value {
 fn answer(
     stream: UnixStream,
     snapshot: &mut dyn FnMut() -> Snapshot,
+    cache: Option<CacheControl<'_>>,
     master_pid: u32,
 ) -> std::io::Result<Option<Command>> {
     stream.set_nonblocking(false)?;
@@ -140,7 +145,7 @@ fn answer(
     BufReader::new(&stream).take(64 * 1024).read_line(&mut line)?;
     let (reply, command) = match serde_json::from_str::<Value>(line.trim()) {
         Err(e) => (json!({"ok": false, "error": format!("request is not JSON: {e}")}), None),
-        Ok(request) => dispatch(&request, snapshot, master_pid),
+        Ok(request) => dispatch(&request, snapshot, cache, master_pid),
     };
     let mut out = reply.to_string();
     out.push('\n');
@@ -159,6 +164,7 @@ fn count_arg(request: &Value) -> Result<usize, Value> {
 fn dispatch(
     request: &Value,
     snapshot: &mut dyn FnMut() -> Snapshot,
+    cache: Option<CacheControl<'_>>,
     master_pid: u32,
 ) -> (Value, Option<Command>) {
     let ok = |message: &str| json!({"ok": true, "message": message});
@@ -188,6 +194,8 @@ fn dispatch(
                 Some(Command::Shutdown { graceful }),
             )
         }
+        Some("cache.stats") => (cache_control::stats(cache, snapshot), None),
+        Some("cache.purge") => (cache_control::purge(cache, request), None),
         Some(other) => (json!({"ok": false, "error": format!("unknown command {other:?}")}), None),
         None => (json!({"ok": false, "error": "request needs a \"command\""}), None),
     }

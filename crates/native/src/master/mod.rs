@@ -3,6 +3,7 @@
 //! [`Supervisor`] the Rust arbiter calls back into (fork, hooks, HUP reload, USR2 re-exec), and
 //! a forked worker's boot (`post_fork`, privilege drop, app import, `post_worker_init`).
 
+mod cache_control;
 mod control;
 mod fork;
 mod metrics_endpoint;
@@ -552,8 +553,11 @@ impl Supervisor for Master {
             m.serve_pending(&mut snapshot);
             return None;
         }
+        let cache = crate::shared_cache::store()
+            .filter(|_| self.opts.serve.cache.is_some())
+            .map(|store| cache_control::CacheControl { store, master: board.master() });
         match self.control.as_ref().filter(|c| c.fd() == fd) {
-            Some(c) => c.serve_one(&mut snapshot, std::process::id()),
+            Some(c) => c.serve_one(&mut snapshot, cache, std::process::id()),
             None => None,
         }
     }
