@@ -343,6 +343,29 @@ mod tests {
         }
     }
 
+    /// Every `ferrocorn_…` series contrib/grafana-dashboard.json queries is one a scrape shows.
+    #[test]
+    fn the_grafana_dashboard_queries_only_exposed_series() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/grafana-dashboard.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut exposed = HashSet::new();
+        for d in catalogue() {
+            exposed.insert(d.exposed_name());
+            if d.kind == MetricKind::Histogram {
+                exposed.extend(["_bucket", "_sum", "_count"].map(|s| format!("{}{s}", d.name)));
+            }
+        }
+        let mut queried = 0;
+        for (at, _) in text.match_indices("ferrocorn_") {
+            let rest = &text[at..];
+            let end =
+                rest.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(rest.len());
+            assert!(exposed.contains(&rest[..end]), "the dashboard queries {}", &rest[..end]);
+            queried += 1;
+        }
+        assert!(queried > 20 && text.contains("ferrocorn_cache_requests_total"));
+    }
+
     #[test]
     fn doc_lists_every_metric() {
         let md = render_metrics_markdown();
