@@ -70,29 +70,22 @@ fn expires_at(now: i64, ttl: Option<f64>) -> i64 {
     }
 }
 
-/// A value as the store keeps it.
-enum Stored {
-    Pickled(Vec<u8>),
-    Integer(i64),
-}
-
-impl Stored {
-    fn from_py(value: &Bound<'_, PyAny>) -> PyResult<Stored> {
-        if let Ok(bytes) = value.cast::<PyBytes>() {
-            return Ok(Stored::Pickled(bytes.as_bytes().to_vec()));
-        }
-        if value.is_exact_instance_of::<PyInt>() {
-            return Ok(Stored::Integer(value.extract()?));
-        }
-        Err(PyValueError::new_err("a cache value is pickled bytes or an int"))
+/// A value as the store keeps it (tag and bytes), copied once; None when it could never fit
+/// under `key` (checked before copying: a refused 30 MiB value costs no copy).
+fn stored_form(
+    store: &CacheStore,
+    key: &[u8],
+    value: &Bound<'_, PyAny>,
+) -> PyResult<Option<(u32, Vec<u8>)>> {
+    if let Ok(bytes) = value.cast::<PyBytes>() {
+        let bytes = bytes.as_bytes();
+        return Ok(store.fits(key.len(), bytes.len()).then(|| (TAG_PICKLED, bytes.to_vec())));
     }
-
-    fn tag_and_bytes(&self) -> (u32, Vec<u8>) {
-        match self {
-            Stored::Pickled(bytes) => (TAG_PICKLED, bytes.clone()),
-            Stored::Integer(n) => (TAG_INTEGER, n.to_string().into_bytes()),
-        }
+    if value.is_exact_instance_of::<PyInt>() {
+        let n: i64 = value.extract()?;
+        return Ok(Some((TAG_INTEGER, n.to_string().into_bytes())));
     }
+    Err(PyValueError::new_err("a cache value is pickled bytes or an int"))
 }
 
 fn too_large(_: InsertError) -> PyErr {
@@ -135,13 +128,14 @@ pub fn cache_set(
     ttl: Option<f64>,
     only_if_absent: bool,
 ) -> PyResult<bool> {
-    let stored = Stored::from_py(value)?;
     let store = store()?;
+    let key = store_key(key);
+    let Some((tag, bytes)) = stored_form(store, &key, value)? else {
+        return Err(too_large(InsertError::TooLarge));
+    };
     let now = unix_now();
     let expires = expires_at(now, ttl);
     let group = app_group();
-    let (tag, bytes) = stored.tag_and_bytes();
-    let key = store_key(key);
     let stored = store.update(&key, now, |current| match current {
         Some(_) if only_if_absent => (Update::Keep, false),
         _ if expires < now => (Update::Remove, !only_if_absent),
@@ -226,12 +220,19 @@ pub fn cache_touch(key: &[u8], ttl: Option<f64>) -> PyResult<bool> {
     touched.map_err(too_large)
 }
 
-/// Remove every app-cache value (response-cache entries stay); how many there were.
+/// Remove every app-cache value whose key starts with `prefix` (None: every one; the
+/// response cache's entries stay); how many there were. A framework backend clears its own
+/// namespace this way.
 #[pyfunction]
-pub fn cache_clear(py: Python<'_>) -> PyResult<usize> {
+#[pyo3(signature = (prefix=None))]
+pub fn cache_clear(py: Python<'_>, prefix: Option<&[u8]>) -> PyResult<usize> {
     let store = store()?;
     let group = app_group();
-    Ok(py.detach(|| store.remove_matching(|tag, g| g == group && is_app_tag(tag)).len()))
+    Ok(py.detach(|| match prefix {
+        None => store.remove_matching(|tag, g| g == group && is_app_tag(tag)).len(),
+        // Every app key, and only they, start with the namespace.
+        Some(prefix) => store.remove_prefix(&store_key(prefix)).len(),
+    }))
 }
 
 /// Whether another live process or thread is computing `key` (holds its fill lock).

@@ -796,6 +796,13 @@ impl CacheStore {
         }
     }
 
+    /// Whether a value of `value_len` bytes under a key of `key_len` bytes could be stored at
+    /// all (a record takes at most half the ring).
+    pub fn fits(&self, key_len: usize, value_len: usize) -> bool {
+        let payload = (key_len + value_len) as u64;
+        payload <= u64::from(u32::MAX) && record_span(payload) <= self.ring_size / 2
+    }
+
     /// Bytes mapped in all (ring, index and header).
     pub fn mapped_bytes(&self) -> usize {
         self.mapped
