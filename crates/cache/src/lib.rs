@@ -16,17 +16,22 @@
 //! - [`stale`]: what a request does with a stored copy (HIT, refresh, stale while another
 //!   request refreshes, stale with a background refresh) and when a stale copy stands in for
 //!   a failed refresh (`--cache-use-stale`, `--cache-background-update`).
+//! - [`backend`]: `--cache-backend` (`local`, or a Redis server or cluster URL).
+//! - [`remote`]: how entries are laid out in Redis (names, value header, lock values).
 
+pub mod backend;
 pub mod conditions;
 pub mod entry;
 pub mod key;
 pub mod lookup;
 pub mod not_modified;
+pub mod remote;
 pub mod revalidate;
 pub mod stale;
 pub mod storability;
 pub mod valid;
 
+pub use backend::{BACKEND_FORMS, Backend, BackendError, RedisTarget};
 pub use conditions::Conditions;
 pub use entry::{
     EntryMeta, EntryView, append_variant, decode_entry, encode_entry, header_is_stored,

@@ -3,7 +3,7 @@
 //! checked here by the same parsers the worker uses, so a bad one stops the start naming the
 //! setting and the form it takes.
 
-use ferrocorn_cache::{CacheValid, KeyTemplate, UseStale};
+use ferrocorn_cache::{BACKEND_FORMS, Backend, CacheValid, KeyTemplate, UseStale};
 
 use crate::setting::{Action, DefaultValue, Kind, Section, Setting, Validator};
 use crate::validate::{Reject, parse_py_int};
@@ -98,15 +98,14 @@ fn size_value(value: Value) -> Result<Value, Reject> {
     }
 }
 
-/// `local` (the shared-memory store of this instance).
+/// `local` (the shared-memory store of this instance) or a Redis URL, checked by the parser
+/// the worker connects with.
 fn backend_value(value: Value) -> Result<Value, Reject> {
-    let accepted = "give local (the store shared by this instance's workers); Redis URLs \
-                    (redis://, rediss://, redis+cluster://) are not supported by this version";
-    let backend = text(&value, accepted)?;
-    if backend.is_empty() || backend.eq_ignore_ascii_case("local") {
-        return Ok(Value::Str("local".to_owned()));
+    let backend = text(&value, BACKEND_FORMS)?;
+    match Backend::parse(&backend).map_err(|e| Reject::new(e.to_string(), BACKEND_FORMS))? {
+        Backend::Local => Ok(Value::Str("local".to_owned())),
+        Backend::Redis(_) => Ok(Value::Str(backend)),
     }
-    Err(Reject::new(format!("'{backend}' is not a cache backend"), accepted))
 }
 
 pub(super) const SETTINGS: &[Setting] = &[
@@ -128,7 +127,13 @@ pub(super) const SETTINGS: &[Setting] = &[
     .help(
         "Where cached entries live, for the response cache and the app cache \
          (ferrocorn.cache) alike: local, a shared-memory store made by the master and \
-         shared by all its workers (it survives worker restarts and HUP reloads).",
+         shared by all its workers (it survives worker restarts and HUP reloads); or Redis, \
+         shared by every instance that names it: redis://[user:password@]host[:port][/db], \
+         rediss://... (TLS), or redis+cluster://host:port,host:port,... (a Redis Cluster's \
+         seed nodes). With Redis, each worker connects after it starts; while Redis cannot \
+         be reached, requests go to the app and nothing is stored (one warning per 10 s per \
+         worker), and the worker reconnects by itself. Entries not read for --cache-inactive \
+         seconds expire in Redis.",
     ),
     Setting::new(
         "cache_max_size",
