@@ -175,7 +175,12 @@ class FillLock:
     def release(self) -> None: ...
 
 def cache_backend() -> str:
-    """``"shared"`` in a ferrocorn worker, ``"process"`` elsewhere."""
+    """``"redis"`` with a Redis ``--cache-backend``, ``"shared"`` in a ferrocorn worker,
+    ``"process"`` elsewhere."""
+    ...
+
+def cache_remote_errors() -> int:
+    """How many Redis operations failed in this process (0 without Redis)."""
     ...
 
 def cache_get(key: bytes) -> bytes | int | None: ...

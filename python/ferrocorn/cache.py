@@ -7,12 +7,18 @@ values make room). Values are any picklable object; exact ints are kept as integ
 ``incr``/``decr`` are atomic across workers. ``timeout`` is in seconds (``None``: until evicted;
 ``0`` or less: not kept). Keys are ``str`` (UTF-8) or ``bytes``.
 
+With ``--cache-backend redis://…`` (or ``rediss://…``, ``redis+cluster://…``) the values live in
+Redis instead, shared by every instance using it (keys ``fc:a:<key>``). Each call then waits for
+Redis, with the GIL released, for at most about 250 ms; when Redis cannot be reached, calls answer
+as for a missing key and keep nothing (``get`` returns the default, ``set`` False, ``incr`` counts
+from 0 without storing), and a warning is logged at most every 10 s per worker.
+
 Outside ferrocorn (a unit test, a script) the same calls use a store private to the process and
 warn once, so app code stays importable and testable.
 
 The ``a``-prefixed functions (``await cache.aget(key)``) are the same operations for async code;
-they never block on I/O (the store is memory), only ``acached(lock=True)`` waits, with
-``asyncio.sleep``.
+with the local store they never block on I/O (the store is memory), only ``acached(lock=True)``
+waits, with ``asyncio.sleep``; with Redis each call blocks the loop for one round trip.
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ _LOCK_POLL = 0.005
 
 def _check_backend() -> None:
     global _warned
-    if not _warned and _native.cache_backend() != "shared":
+    if not _warned and _native.cache_backend() not in ("shared", "redis"):
         _warned = True
         warnings.warn(
             "ferrocorn.cache is not running under a ferrocorn worker: values are kept in this "
@@ -103,7 +109,8 @@ def _load(raw: bytes | int | None) -> object:
 
 
 def backend() -> str:
-    """``"shared"`` in a ferrocorn worker (one store for every worker), ``"process"`` elsewhere."""
+    """``"redis"`` with a Redis ``--cache-backend`` (one store for every instance using it),
+    ``"shared"`` in a ferrocorn worker (one store for every worker), ``"process"`` elsewhere."""
     return _native.cache_backend()
 
 

@@ -7,6 +7,11 @@
 //!
 //! Outside a ferrocorn worker (a unit test, a script, the master before its store exists) the
 //! functions use a store private to the process, made on first use; `backend()` says which.
+//!
+//! With a Redis `--cache-backend` every function goes to Redis instead
+//! ([`crate::redis_cache::app`]), with the GIL released while it waits; when Redis cannot be
+//! reached they answer as for a missing key and store nothing (`get` None, `set` False, `incr`
+//! counts from 0 without storing).
 
 use std::sync::OnceLock;
 
@@ -17,7 +22,10 @@ use pyo3::exceptions::{PyKeyError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt};
 
+use crate::redis_cache::RemoteError;
+use crate::redis_cache::app::{self as remote, AppLock, Lifetime};
 use crate::shared_cache::unix_now;
+use ferrocorn_cache::remote::{AppValue, decode_app_value, encode_app_value};
 
 /// A value the Python side pickled.
 pub const TAG_PICKLED: u32 = 16;
@@ -88,6 +96,17 @@ fn stored_form(
     Err(PyValueError::new_err("a cache value is pickled bytes or an int"))
 }
 
+/// The bytes Redis keeps for a value (pickled bytes or an int).
+fn remote_form(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(bytes) = value.cast::<PyBytes>() {
+        return Ok(encode_app_value(&AppValue::Pickled(bytes.as_bytes())));
+    }
+    if value.is_exact_instance_of::<PyInt>() {
+        return Ok(encode_app_value(&AppValue::Integer(value.extract()?)));
+    }
+    Err(PyValueError::new_err("a cache value is pickled bytes or an int"))
+}
+
 fn too_large(_: InsertError) -> PyErr {
     PyValueError::new_err("the value is larger than half the cache store (cache_max_size)")
 }
@@ -96,15 +115,35 @@ fn parse_integer(value: &[u8]) -> Option<i64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// `"shared"` in a ferrocorn worker (one store for all workers), `"process"` elsewhere.
+/// Whether the app cache is in Redis.
+fn in_redis() -> bool {
+    crate::redis_cache::target().is_some()
+}
+
+/// `"redis"` with a Redis backend, `"shared"` in a ferrocorn worker (one store for all
+/// workers), `"process"` elsewhere.
 #[pyfunction]
 pub fn cache_backend() -> &'static str {
-    if crate::shared_cache::store().is_some() { "shared" } else { "process" }
+    if in_redis() {
+        "redis"
+    } else if crate::shared_cache::store().is_some() {
+        "shared"
+    } else {
+        "process"
+    }
 }
 
 /// The value under `key`: bytes (pickled), an int, or None.
 #[pyfunction]
 pub fn cache_get(py: Python<'_>, key: &[u8]) -> PyResult<Option<Py<PyAny>>> {
+    if in_redis() {
+        let stored = py.detach(|| remote::get(key)).ok().flatten();
+        return Ok(match stored.as_deref().and_then(decode_app_value) {
+            Some(AppValue::Pickled(bytes)) => Some(PyBytes::new(py, bytes).into_any().unbind()),
+            Some(AppValue::Integer(n)) => Some(n.into_pyobject(py)?.into_any().unbind()),
+            None => None,
+        });
+    }
     let store = store()?;
     let mut value = Vec::new();
     let found = store.lookup(&store_key(key), unix_now(), &mut value);
@@ -123,11 +162,19 @@ pub fn cache_get(py: Python<'_>, key: &[u8]) -> PyResult<Option<Py<PyAny>>> {
 #[pyfunction]
 #[pyo3(signature = (key, value, ttl, only_if_absent=false))]
 pub fn cache_set(
+    py: Python<'_>,
     key: &[u8],
     value: &Bound<'_, PyAny>,
     ttl: Option<f64>,
     only_if_absent: bool,
 ) -> PyResult<bool> {
+    if in_redis() {
+        let bytes = remote_form(value)?;
+        let lifetime = Lifetime::of(ttl);
+        return Ok(py
+            .detach(|| remote::set(key, &bytes, lifetime, only_if_absent))
+            .unwrap_or(false));
+    }
     let store = store()?;
     let key = store_key(key);
     let Some((tag, bytes)) = stored_form(store, &key, value)? else {
@@ -146,7 +193,10 @@ pub fn cache_set(
 
 /// Remove `key`'s value; whether it had one.
 #[pyfunction]
-pub fn cache_delete(key: &[u8]) -> PyResult<bool> {
+pub fn cache_delete(py: Python<'_>, key: &[u8]) -> PyResult<bool> {
+    if in_redis() {
+        return Ok(py.detach(|| remote::delete(key)).unwrap_or(false));
+    }
     let store = store()?;
     let removed = store.update(&store_key(key), unix_now(), |current| {
         (if current.is_some() { Update::Remove } else { Update::Keep }, current.is_some())
@@ -165,7 +215,22 @@ enum IncrError {
 /// missing key counts from 0 (as Redis's INCRBY), unless `must_exist` (KeyError).
 #[pyfunction]
 #[pyo3(signature = (key, delta, must_exist=false))]
-pub fn cache_incr(key: &[u8], delta: i64, must_exist: bool) -> PyResult<i64> {
+pub fn cache_incr(py: Python<'_>, key: &[u8], delta: i64, must_exist: bool) -> PyResult<i64> {
+    if in_redis() {
+        let missing = || PyKeyError::new_err(String::from_utf8_lossy(key).into_owned());
+        return match py.detach(|| remote::incr(key, delta, must_exist)) {
+            Ok(Some(n)) => Ok(n),
+            Ok(None) => Err(missing()),
+            Err(RemoteError::Unavailable) if must_exist => Err(missing()),
+            Err(RemoteError::Unavailable) => Ok(delta), // as for a missing key; nothing stored
+            Err(RemoteError::Refused(e)) if e.contains("overflow") => {
+                Err(PyOverflowError::new_err("the cached integer would overflow"))
+            }
+            Err(RemoteError::Refused(_)) => {
+                Err(PyValueError::new_err("the cached value is not an integer"))
+            }
+        };
+    }
     let store = store()?;
     let group = app_group();
     let outcome = store
@@ -204,7 +269,11 @@ fn incremented(
 
 /// Give `key`'s value a new lifetime of `ttl` seconds (None: until evicted); whether it had one.
 #[pyfunction]
-pub fn cache_touch(key: &[u8], ttl: Option<f64>) -> PyResult<bool> {
+pub fn cache_touch(py: Python<'_>, key: &[u8], ttl: Option<f64>) -> PyResult<bool> {
+    if in_redis() {
+        let lifetime = Lifetime::of(ttl);
+        return Ok(py.detach(|| remote::touch(key, lifetime)).unwrap_or(false));
+    }
     let store = store()?;
     let now = unix_now();
     let expires = expires_at(now, ttl);
@@ -226,6 +295,9 @@ pub fn cache_touch(key: &[u8], ttl: Option<f64>) -> PyResult<bool> {
 #[pyfunction]
 #[pyo3(signature = (prefix=None))]
 pub fn cache_clear(py: Python<'_>, prefix: Option<&[u8]>) -> PyResult<usize> {
+    if in_redis() {
+        return Ok(py.detach(|| remote::clear(prefix.unwrap_or(b""))).unwrap_or(0));
+    }
     let store = store()?;
     let group = app_group();
     Ok(py.detach(|| match prefix {
@@ -237,7 +309,10 @@ pub fn cache_clear(py: Python<'_>, prefix: Option<&[u8]>) -> PyResult<usize> {
 
 /// Whether another live process or thread is computing `key` (holds its fill lock).
 #[pyfunction]
-pub fn cache_filling(key: &[u8]) -> PyResult<bool> {
+pub fn cache_filling(py: Python<'_>, key: &[u8]) -> PyResult<bool> {
+    if in_redis() {
+        return Ok(py.detach(|| remote::filling(key)).unwrap_or(false));
+    }
     let store = store()?;
     let mut value = Vec::new();
     let found = store.lookup(&store_key(key), unix_now(), &mut value);
@@ -249,14 +324,18 @@ pub fn cache_filling(key: &[u8]) -> PyResult<bool> {
 #[pyclass(module = "ferrocorn._native", frozen)]
 pub struct FillLock {
     token: Option<FillToken>,
+    remote: Option<AppLock>,
 }
 
 #[pymethods]
 impl FillLock {
     /// Let the next computer of the key go (after storing its value, or on failure).
-    fn release(&self) -> PyResult<()> {
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
         if let Some(token) = self.token {
             store()?.end_fill(token);
+        }
+        if let Some(lock) = &self.remote {
+            py.detach(|| lock.release());
         }
         Ok(())
     }
@@ -265,14 +344,27 @@ impl FillLock {
 /// Take the fill lock of `key` for at most `seconds`: a `FillLock`, or None when another live
 /// process holds it.
 #[pyfunction]
-pub fn cache_lock(key: &[u8], seconds: f64) -> PyResult<Option<FillLock>> {
-    let store = store()?;
+pub fn cache_lock(py: Python<'_>, key: &[u8], seconds: f64) -> PyResult<Option<FillLock>> {
     let secs = seconds.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+    if in_redis() {
+        return Ok(match py.detach(|| remote::lock(key, secs)) {
+            Ok(Some(lock)) => Some(FillLock { token: None, remote: Some(lock) }),
+            Ok(None) => None,
+            Err(_) => Some(FillLock { token: None, remote: None }), // go ahead without a lock
+        });
+    }
+    let store = store()?;
     Ok(match store.begin_fill(&store_key(key), app_group(), unix_now(), secs) {
-        FillAttempt::Acquired(token) => Some(FillLock { token: Some(token) }),
-        FillAttempt::NoRoom => Some(FillLock { token: None }),
+        FillAttempt::Acquired(token) => Some(FillLock { token: Some(token), remote: None }),
+        FillAttempt::NoRoom => Some(FillLock { token: None, remote: None }),
         FillAttempt::Busy => None,
     })
+}
+
+/// How many Redis operations failed in this process (0 without Redis).
+#[pyfunction]
+pub fn cache_remote_errors() -> u64 {
+    crate::redis_cache::error_count()
 }
 
 /// Register the functions and classes on the extension module.
@@ -287,6 +379,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cache_clear, m)?)?;
     m.add_function(wrap_pyfunction!(cache_filling, m)?)?;
     m.add_function(wrap_pyfunction!(cache_lock, m)?)?;
+    m.add_function(wrap_pyfunction!(cache_remote_errors, m)?)?;
     Ok(())
 }
 

@@ -17,6 +17,8 @@ mod hub_timer_wake;
 mod logging;
 mod master;
 mod options;
+mod redis_cache;
+mod response_store;
 mod server;
 mod settings_load;
 mod shared_cache;

@@ -4,10 +4,12 @@
 //! outlive worker restarts and reloads. The mapping costs address space, not memory, until
 //! entries fill it. A store already mapped keeps its size across a HUP (a new size needs a
 //! restart). The value tags say whose a value is: below [`FIRST_APP_TAG`] the response
-//! cache's, from it the app cache's.
+//! cache's, from it the app cache's. With a Redis `--cache-backend` the master records it here
+//! for the workers.
 
 use std::sync::OnceLock;
 
+use ferrocorn_cache::Backend;
 use ferrocorn_metrics::CacheStoreCounts;
 use ferrocorn_shm::cache_store::CacheStore;
 
@@ -42,9 +44,29 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Map the store with a ring of `max_size` bytes, unless it is mapped already (the master
-/// calls this before forking workers). `announce`: say so at info level (with `--cache`).
-pub fn init(max_size: u64, announce: bool) -> std::io::Result<()> {
+/// Map the store with a ring of `max_size` bytes, unless it is mapped already, and record a
+/// Redis `backend` (the master calls this before forking workers; nothing connects to Redis
+/// here). `announce`: say so at info level (with `--cache`).
+pub fn init(max_size: u64, announce: bool, backend: &Backend) -> std::io::Result<()> {
+    match (backend, crate::redis_cache::target()) {
+        (Backend::Redis(target), None) => {
+            crate::redis_cache::configure(target.clone());
+            info!("Cache backend: {} (each worker connects after it starts)", target.display());
+        }
+        (Backend::Redis(target), Some(had)) if had != target => warning!(
+            "cache_backend changed to {}; the workers keep {} until the server is restarted",
+            target.display(),
+            had.display()
+        ),
+        (Backend::Local, Some(had)) => warning!(
+            "cache_backend changed to local; the workers keep {} until the server is restarted",
+            had.display()
+        ),
+        _ => {}
+    }
+    if matches!(backend, Backend::Redis(_)) && STORE.get().is_none() {
+        return Ok(()); // both caches are in Redis: no local store to map
+    }
     if let Some(store) = STORE.get() {
         let have = store.stats().capacity;
         if have.abs_diff(max_size) > 8 {

@@ -16,6 +16,20 @@ use crate::shared_cache::{TAG_RESPONSE, is_response_cache_tag};
 /// The answer to a cache command when the server runs without `--cache`.
 pub const CACHE_OFF: &str = "the response cache is off (start with --cache)";
 
+/// The error a cache command answers when there is no local store to act on: the response
+/// cache is off, or it is in Redis (which the master never connects to: purge there with a
+/// `PURGE` request to any instance).
+fn unavailable() -> Value {
+    match crate::redis_cache::target() {
+        Some(target) => json!({"ok": false, "error": format!(
+            "the response cache is in Redis ({}); ferrocorn ctl cache acts on the local store \
+             only: purge with a PURGE request to any instance",
+            target.display()
+        )}),
+        None => json!({"ok": false, "error": CACHE_OFF}),
+    }
+}
+
 /// What the cache commands act on: the store and the master's counters, when `--cache` is on.
 #[derive(Clone, Copy)]
 pub struct CacheControl<'a> {
@@ -121,7 +135,7 @@ impl Purge {
 
 /// The reply to `cache.purge`.
 pub fn purge(cache: Option<CacheControl<'_>>, request: &Value) -> Value {
-    let Some(cache) = cache else { return json!({"ok": false, "error": CACHE_OFF}) };
+    let Some(cache) = cache else { return unavailable() };
     match Purge::from_request(request) {
         Err(e) => json!({"ok": false, "error": e.to_string()}),
         Ok(target) => {
@@ -139,7 +153,7 @@ pub fn purge(cache: Option<CacheControl<'_>>, request: &Value) -> Value {
 /// The reply to `cache.stats`: the store's counts and the response cache's counters.
 pub fn stats(cache: Option<CacheControl<'_>>, snapshot: &mut dyn FnMut() -> Snapshot) -> Value {
     if cache.is_none() {
-        return json!({"ok": false, "error": CACHE_OFF});
+        return unavailable();
     }
     stats_json(&snapshot())
 }

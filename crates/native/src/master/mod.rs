@@ -257,9 +257,11 @@ pub fn run(
             "cannot make the workers' accept wake-up (bursts of connections accept slower): {e}"
         );
     }
-    if let Err(e) =
-        crate::shared_cache::init(opts.serve.cache_store_size, opts.serve.cache.is_some())
-    {
+    if let Err(e) = crate::shared_cache::init(
+        opts.serve.cache_store_size,
+        opts.serve.cache.is_some(),
+        &opts.serve.cache_backend,
+    ) {
         error!("cannot map the cache store's {} bytes: {e}", opts.serve.cache_store_size);
         return ExitCode::Failure.code();
     }
@@ -454,7 +456,8 @@ impl Supervisor for Master {
             let env = |key: &str| std::env::var(key).ok();
             let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
-            crate::shared_cache::init(opts.serve.cache_store_size, opts.serve.cache.is_some())
+            let (size, announce) = (opts.serve.cache_store_size, opts.serve.cache.is_some());
+            crate::shared_cache::init(size, announce, &opts.serve.cache_backend)
                 .map_err(|e| format!("cannot map the cache store: {e}"))?;
             self.reapply_raw_env(py, &opts.app.raw_env)
                 .map_err(|e| format!("cannot apply `raw_env`: {e}"))?;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferrocorn_cache::{CacheValid, Conditions, KeyTemplate, LookupRules, UseStale};
+use ferrocorn_cache::{Backend, CacheValid, Conditions, KeyTemplate, LookupRules, UseStale};
 use ferrocorn_config::Config;
 use ferrocorn_net::allowlist::AllowList;
 
@@ -54,6 +54,11 @@ fn bad(setting: &str, problem: impl std::fmt::Display) -> OptionsError {
 /// `--cache`.
 pub(super) fn store_size(config: &Config) -> u64 {
     config.int("cache_max_size").max(4096) as u64
+}
+
+/// Where the caches keep their entries (`cache_backend`).
+pub(super) fn backend(config: &Config) -> Result<Backend, OptionsError> {
+    Backend::parse(config.str("cache_backend")).map_err(|e| bad("cache_backend", e))
 }
 
 /// The cache's options, or None without `--cache`.

@@ -121,6 +121,8 @@ pub struct ServeOptions {
     pub cache: Option<std::sync::Arc<CacheOptions>>,
     /// Bytes of the cache store the app cache (always) and the response cache share.
     pub cache_store_size: u64,
+    /// Where both caches keep their entries (`--cache-backend`).
+    pub cache_backend: ferrocorn_cache::Backend,
 }
 
 /// What loads the app: where it is and the process environment it is imported in.
@@ -390,6 +392,7 @@ impl ServerOptions {
                 root_path: config.str("root_path").to_owned(),
                 cache: cache::cache_options(config)?.map(std::sync::Arc::new),
                 cache_store_size: cache::store_size(config),
+                cache_backend: cache::backend(config)?,
             },
             app: AppOptions {
                 app_spec,

@@ -16,13 +16,15 @@ use ferrocorn_cache::{
     decode_entry, encode_entry, header_is_stored, renewed_freshness, stale_on_failure, storability,
 };
 use ferrocorn_http::{BodyFraming, RequestHead, ResponseHead, percent_decode};
-use ferrocorn_shm::cache_store::{CacheStore, FillAttempt, FillToken, Filling, NewEntry, key_hash};
+use ferrocorn_shm::cache_store::Filling;
 
 use super::cache_count::LockWait;
 use super::respond::Body;
 use super::{Conn, ConnError, SERVER, Sent};
 use crate::clock::with_http_date;
 use crate::options::CacheOptions;
+use crate::redis_cache::RemoteError;
+use crate::response_store::{Attempt, Put, ResponseStore, StoreFill};
 use crate::shared_cache::{TAG_RESPONSE, TAG_UNCACHEABLE, TAG_VARY, unix_now};
 use ferrocorn_net::client_stream::ClientStream;
 
@@ -69,13 +71,13 @@ pub(super) struct CacheRequest {
 
 /// A response on its way into the store; dropping it releases the key's fill lock.
 pub(super) struct Fill {
-    store: &'static CacheStore,
+    store: ResponseStore,
     opts: Arc<CacheOptions>,
     /// The key before any `Vary` variant.
     primary: Vec<u8>,
     /// The key looked up and locked (the primary key or a variant of it).
     key: Vec<u8>,
-    token: Option<FillToken>,
+    token: Option<StoreFill>,
     /// The expired copy this request refreshes, for `--cache-use-stale`.
     stale: Option<Vec<u8>>,
     /// The request's headers, for a response that varies on them.
@@ -149,23 +151,30 @@ fn filler_of(filling: Filling) -> Filler {
     }
 }
 
-/// Look `key` up; a `Vary` mark sends the lookup on to the request's variant, whose key is
-/// then left in `key`.
-fn look_up(
-    store: &CacheStore,
+/// Look `key` (whose first `primary_len` bytes are the primary key) up; a `Vary` mark sends
+/// the lookup on to the request's variant, whose key is then left in `key`. Err: the store
+/// could not be reached.
+async fn look_up(
+    store: ResponseStore,
     key: &mut Vec<u8>,
+    primary_len: usize,
     value: &mut Vec<u8>,
     headers: &[(String, Vec<u8>)],
     now: i64,
-) -> Found {
-    let mut found = store.lookup(key, now, value);
+) -> Result<Found, RemoteError> {
+    let mut found = store.lookup(&key[..primary_len], &key[..], now, value).await?;
     if let Some(f) = found
         && f.tag == TAG_VARY
     {
         let vary = String::from_utf8_lossy(value).into_owned();
         append_variant(key, &vary, headers);
-        found = store.lookup(key, now, value);
+        found = store.lookup(&key[..primary_len], &key[..], now, value).await?;
     }
+    Ok(look_up_found(found, value))
+}
+
+/// What a lookup's result means for the request.
+fn look_up_found(found: Option<ferrocorn_shm::cache_store::Found>, value: &[u8]) -> Found {
     let Some(found) = found else { return Found::Nothing { filler: Filler::None } };
     let filler = filler_of(found.filling);
     match found.tag {
@@ -273,7 +282,7 @@ impl<S: ClientStream> Conn<S> {
     pub(super) async fn consult_cache(
         &mut self,
         opts: Arc<CacheOptions>,
-        store: &'static CacheStore,
+        store: ResponseStore,
         head: &RequestHead,
         https: bool,
         started: Instant,
@@ -323,8 +332,13 @@ impl<S: ClientStream> Conn<S> {
         loop {
             let now = unix_now();
             self.cache.key.truncate(primary_len);
-            let found =
-                look_up(store, &mut self.cache.key, &mut self.cache.value, &head.headers, now);
+            let key = &mut self.cache.key;
+            let looked =
+                look_up(store, key, primary_len, &mut self.cache.value, &head.headers, now).await;
+            let Ok(found) = looked else {
+                // the store is unreachable: pass the request through, store nothing
+                return Consulted::ToApp(tagged(CacheStatus::Bypass, None));
+            };
             let (stored, filler) = match &found {
                 Found::Nothing { filler } => (Stored::Nothing, *filler),
                 Found::Response { meta, last_access, filler } => {
@@ -348,12 +362,12 @@ impl<S: ClientStream> Conn<S> {
                     continue;
                 }
                 Step::AnswerThenRefresh => {
-                    let group = key_hash(&self.cache.key[..primary_len]);
+                    let (group, key) = (&self.cache.key[..primary_len], &self.cache.key[..]);
                     let lock_secs = opts.lock_timeout.as_secs_f64().ceil().max(1.0) as u32;
-                    let token = match store.begin_fill(&self.cache.key, group, now, lock_secs) {
-                        FillAttempt::Acquired(token) => Some(token),
-                        FillAttempt::Busy => continue, // another request refreshes it
-                        FillAttempt::NoRoom => None,
+                    let token = match store.begin_fill(group, key, now, lock_secs).await {
+                        Attempt::Acquired(token) => Some(token),
+                        Attempt::Busy => continue, // another request refreshes it
+                        Attempt::NoLock => None,
                     };
                     let stale = Some(self.cache.value.clone());
                     let mut fill =
@@ -384,12 +398,12 @@ impl<S: ClientStream> Conn<S> {
             let token = match lock {
                 false => None,
                 true => {
-                    let group = key_hash(&self.cache.key[..primary_len]);
+                    let (group, key) = (&self.cache.key[..primary_len], &self.cache.key[..]);
                     let lock_secs = opts.lock_timeout.as_secs_f64().ceil().max(1.0) as u32;
-                    match store.begin_fill(&self.cache.key, group, now, lock_secs) {
-                        FillAttempt::Acquired(token) => Some(token),
-                        FillAttempt::Busy => continue, // another request took it first
-                        FillAttempt::NoRoom => None,
+                    match store.begin_fill(group, key, now, lock_secs).await {
+                        Attempt::Acquired(token) => Some(token),
+                        Attempt::Busy => continue, // another request took it first
+                        Attempt::NoLock => None,
                     }
                 }
             };
@@ -405,10 +419,10 @@ impl<S: ClientStream> Conn<S> {
     fn new_fill(
         &self,
         opts: &Arc<CacheOptions>,
-        store: &'static CacheStore,
+        store: ResponseStore,
         head: &RequestHead,
         primary_len: usize,
-        token: Option<FillToken>,
+        token: Option<StoreFill>,
         stale: Option<Vec<u8>>,
         storable: bool,
     ) -> Fill {
@@ -646,7 +660,7 @@ impl<S: ClientStream> Conn<S> {
     async fn purge(
         &mut self,
         opts: &CacheOptions,
-        store: &CacheStore,
+        store: ResponseStore,
         head: &RequestHead,
         https: bool,
         started: Instant,
@@ -669,11 +683,16 @@ impl<S: ClientStream> Conn<S> {
                 query,
                 headers: &head.headers,
             });
-            let removed =
-                if prefix { store.remove_prefix(&key) } else { store.remove_group(key_hash(&key)) };
+            let removed = match prefix {
+                true => store.remove_prefix(&key).await,
+                false => store.remove_group(&key).await,
+            };
             // responses, not the marks kept beside them (Vary, uncacheable)
-            let responses = removed.iter().filter(|&&tag| tag == TAG_RESPONSE).count();
-            (if responses > 0 { "200 OK" } else { "404 Not Found" }, responses)
+            match removed.map(|r| r.iter().filter(|&&tag| tag == TAG_RESPONSE).count()) {
+                Ok(0) => ("404 Not Found", 0),
+                Ok(responses) => ("200 OK", responses),
+                Err(_) => ("503 Service Unavailable", 0),
+            }
         };
         let body = format!("{{\"purged\": {removed}}}\n");
         let headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
@@ -742,16 +761,14 @@ impl Fill {
         head.extend_from_slice(view.header_lines);
         let mut renewed = Vec::new();
         encode_entry(&meta, &head, view.body, &mut renewed);
-        let group = key_hash(&self.primary);
-        let token = self.token.take();
-        let entry = NewEntry {
+        let entry = Put {
             key: &self.key,
-            group,
             tag: TAG_RESPONSE,
             expires: i64::MAX,
             value: &renewed,
+            fill: self.token.take(),
         };
-        let _ = self.store.insert(entry, now, token);
+        self.store.insert_all(&self.primary, vec![entry], now);
         Some(renewed)
     }
 
@@ -761,19 +778,17 @@ impl Fill {
     fn store_response(mut self, rhead: &ResponseHead, body: &[u8], now: i64) -> bool {
         let headers: Vec<(&str, &[u8])> =
             rhead.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        let group = key_hash(&self.primary);
         let freshness = match storability(rhead.status(), &headers, now, &self.opts.valid) {
             Storability::Store(freshness) => freshness,
             Storability::NotStored(_) if self.opts.hit_for_miss > 0 && !self.refreshes => {
-                let token = self.token.take();
-                let mark = NewEntry {
+                let mark = Put {
                     key: &self.key,
-                    group,
                     tag: TAG_UNCACHEABLE,
                     expires: now + self.opts.hit_for_miss,
                     value: b"",
+                    fill: self.token.take(),
                 };
-                let _ = self.store.insert(mark, now, token);
+                self.store.insert_all(&self.primary, vec![mark], now);
                 return false;
             }
             Storability::NotStored(_) => return false,
@@ -788,22 +803,20 @@ impl Fill {
         let mut value = Vec::new();
         encode_entry(&meta, &head, body, &mut value);
         let mut key = self.primary.clone();
+        let mut puts = Vec::with_capacity(2);
         if let Some(vary) = &freshness.vary {
-            let token = self.token.take_if(|_| self.key == self.primary);
-            let mark = NewEntry {
+            puts.push(Put {
                 key: &self.primary,
-                group,
                 tag: TAG_VARY,
                 expires: i64::MAX,
                 value: vary.as_bytes(),
-            };
-            let _ = self.store.insert(mark, now, token);
+                fill: self.token.take_if(|_| self.key == self.primary),
+            });
             append_variant(&mut key, vary, &self.request_headers);
         }
-        let token = self.token.take_if(|_| self.key == key);
-        let entry =
-            NewEntry { key: &key, group, tag: TAG_RESPONSE, expires: i64::MAX, value: &value };
-        self.store.insert(entry, now, token).is_ok()
+        let fill = self.token.take_if(|_| self.key == key);
+        puts.push(Put { key: &key, tag: TAG_RESPONSE, expires: i64::MAX, value: &value, fill });
+        self.store.insert_all(&self.primary, puts, now)
     }
 }
 

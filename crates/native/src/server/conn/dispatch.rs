@@ -4,6 +4,7 @@
 //! be added here, without touching the reading or writing code. The choice is a pure function of the head and the
 //! worker's protocol ([`responder_for`]); [`Conn::serve_request`] carries it out.
 
+use crate::response_store::ResponseStore;
 use std::time::Instant;
 
 use ferrocorn_http::{
@@ -80,7 +81,7 @@ impl<S: ClientStream> Conn<S> {
             false
         };
         if let Some(opts) = &self.shared.opts.cache
-            && let Some(store) = crate::shared_cache::store()
+            && let Some(store) = ResponseStore::current(opts.rules.inactive)
         {
             match self.consult_cache(opts.clone(), store, &head, https, started).await {
                 Consulted::Answered(result) => return result,
