@@ -1,0 +1,343 @@
+"""The Redis cache backend (issue 17, "Many hosts"): ``--cache-backend redis://…`` and
+``redis+cluster://…`` keep the response cache's and the app cache's entries in Redis, so two
+ferrocorn instances share them. Each test starts its own ``redis-server`` on a free loopback port
+(no persistence, stopped by PID); the module is skipped when ``redis-server`` is missing.
+
+Checked: a fill on one instance is a HIT on the other (Vary variants, PURGE of a key and of a
+prefix, across instances); concurrent misses over both instances make one app call; the app
+cache's set/get and incr across instances; Redis SIGKILLed under a request loop (every answer a
+200, a warning logged, HITs again once Redis is back); Redis unreachable at start; a bad URL
+refused at start; a three-node Redis Cluster (entries spread over the nodes, HITs across
+instances, a prefix PURGE on every node).
+
+The response-cache key is ``$scheme$request_uri``: two instances on different ports see
+different Host headers, which are part of the default key.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+from apps.cache_backend import calls
+from procs import wait_until
+from wire import Conn, request_bytes
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
+    reason="redis-server and redis-cli are not installed (apt-get install redis-server)",
+)
+
+APP = "cache_backend:app"
+APP_CACHE = "app_cache_app:app"
+KEY = ["--cache-key", "$scheme$request_uri"]
+
+
+# -- Redis processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        if bindable(port) and bindable(port + 10000):
+            return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+def cli(port: int, *args: str, timeout: float = 5.0) -> str:
+    out = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return out.stdout.strip()
+
+
+class Redis:
+    """A ``redis-server`` on a loopback port, without persistence."""
+
+    def __init__(self, port: int | None = None, *extra: str):
+        self.port = port or free_port()
+        self.extra = extra
+        self.dir = tempfile.mkdtemp(prefix="ferrocorn-redis-")
+        self.proc: subprocess.Popen | None = None
+        self.log = open(f"{self.dir}/redis.log", "wb")  # noqa: SIM115 (kept open while it runs)
+
+    def start(self) -> Redis:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning", *self.extra],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(lambda: cli(self.port, "PING") == "PONG", 10.0, f"redis-server on {self.port}")
+        except AssertionError as e:
+            self.kill()
+            raise AssertionError(f"{e}; its output:\n{open(self.log.name).read()[-2000:]}") from None
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # SIGKILL, by PID
+            self.proc.wait(5)
+        self.log.close()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def redis_server():
+    started: list[Redis] = []
+
+    def start(port: int | None = None) -> Redis:
+        r = Redis(port).start()
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.kill()
+        shutil.rmtree(r.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def counts(tmp_path):
+    d = tmp_path / "counts"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def pair(server, counts):
+    """``pair(url, *args)``: two response-cache instances on one Redis backend."""
+
+    def start(url: str, *args: str):
+        flags = ["-w", "2", "--cache", "--cache-backend", url, *KEY, *args]
+        env = {"CACHE_BACKEND_COUNTS": str(counts)}
+        return server(APP, *flags, env=env), server(APP, *flags, env=env)
+
+    return start
+
+
+def get(srv, target: str, headers=None) -> requests.Response:
+    h = {"Connection": "close", **(headers or {})}
+    return requests.get(srv.url + target, headers=h, timeout=10)
+
+
+def xcs(resp) -> str | None:
+    return resp.headers.get("X-Cache-Status")
+
+
+def purge(srv, target: str):
+    with Conn(srv.port, timeout=10) as c:
+        c.send(request_bytes("PURGE", target, headers=[("Connection", "close")]))
+        resp = c.read_response()
+    return resp.status, json.loads(resp.body)["purged"]
+
+
+def op(srv, path: str, **params) -> dict:
+    r = requests.get(srv.url + path, params=params, headers={"Connection": "close"}, timeout=10)
+    return {"status": r.status_code, **r.json()}
+
+
+def fire(n: int, fn) -> list:
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def run(i):
+        barrier.wait(10)
+        try:
+            results[i] = fn(i)
+        except BaseException as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "requests did not finish"
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+# -- one Redis server -----------------------------------------------------------------------------
+
+
+def test_two_instances_share_entries_variants_and_purges(redis_server, pair, counts):
+    redis = redis_server()
+    a, b = pair(redis.url, "--cache-inactive", "30")
+    target = "/shared?cc=max-age=60"
+    assert xcs(get(a, target)) == "MISS"
+    hit = get(b, target)
+    assert (hit.status_code, xcs(hit)) == (200, "HIT")
+    assert calls(counts, target) == 1
+    names = cli(redis.port, "--scan", "--pattern", "fc:r:*").split()
+    assert len(names) == 1 and names[0].endswith(":http/shared?cc=max-age=60"), names
+    assert 0 < int(cli(redis.port, "TTL", names[0])) <= 30  # Redis drops it when inactive
+
+    vary = "/vary?cc=max-age=60&vary=Accept-Language"
+    fr, en = {"Accept-Language": "fr"}, {"Accept-Language": "en"}
+    assert xcs(get(a, vary, fr)) == "MISS"
+    assert xcs(get(b, vary, fr)) == "HIT"
+    assert xcs(get(b, vary, en)) == "MISS"
+    assert xcs(get(a, vary, en)) == "HIT"
+    assert calls(counts, vary) == 2
+    assert purge(b, vary) == (200, 2)  # the key with both its variants
+    assert xcs(get(a, vary, fr)) == "MISS"
+
+    for i in range(3):
+        assert xcs(get(a, f"/prefix/{i}?cc=max-age=60")) == "MISS"
+    assert purge(b, "/prefix/*") == (200, 3)
+    assert xcs(get(a, "/prefix/1?cc=max-age=60")) == "MISS"
+    assert xcs(get(b, target)) == "HIT"  # other keys stay
+    assert int(cli(redis.port, "DBSIZE")) > 0
+
+
+def test_concurrent_misses_over_two_instances_make_one_app_call(redis_server, pair, counts):
+    a, b = pair(redis_server().url)
+    target = "/locked?cc=max-age=60&sleep=0.5"
+    answers = fire(20, lambda i: get((a, b)[i % 2], target))
+    assert all(r.status_code == 200 for r in answers)
+    assert calls(counts, target) == 1, [xcs(r) for r in answers]
+    assert {xcs(r) for r in answers} <= {"MISS", "HIT"}, [xcs(r) for r in answers]
+
+
+def test_app_cache_is_shared_and_incr_is_exact(redis_server, server):
+    url = redis_server().url
+    a = server(APP_CACHE, "-w", "2", "--cache-backend", url)
+    b = server(APP_CACHE, "-w", "2", "-k", "gthread", "--threads", "4", "--cache-backend", url)
+    assert op(a, "/backend")["result"] == "redis"
+    assert op(a, "/set", k="greeting", v='{"text": "hello"}', t="60")["result"] is True
+    assert op(b, "/get", k="greeting")["result"] == {"text": "hello"}
+    assert op(b, "/add", k="greeting", v='"other"')["result"] is False
+    assert op(b, "/get", k="missing")["result"] == "<missing>"
+    results = fire(8, lambda i: [op((a, b)[i % 2], "/incr", k="hits")["result"] for _ in range(25)])
+    assert sorted(v for batch in results for v in batch) == list(range(1, 201))
+    assert op(a, "/get", k="hits")["result"] == 200
+    assert op(a, "/incr", k="greeting")["status"] == 409  # a pickled value is not an integer
+    assert op(b, "/delete", k="greeting")["result"] is True
+    assert op(a, "/get", k="greeting")["result"] == "<missing>"
+
+
+def test_redis_killed_mid_run_passes_through_then_recovers(redis_server, server, counts):
+    redis = redis_server()
+    srv = server(APP, "-w", "2", "--cache", "--cache-backend", redis.url, *KEY,
+                 env={"CACHE_BACKEND_COUNTS": str(counts)})
+    target = "/steady?cc=max-age=60"
+    assert xcs(get(srv, target)) == "MISS"
+    assert xcs(get(srv, target)) == "HIT"
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            r = get(srv, target)
+            seen.append((r.status_code, xcs(r)))
+            time.sleep(0.01)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    time.sleep(0.3)
+    redis.kill()
+    before = calls(counts, target)
+    wait_until(lambda: calls(counts, target) >= before + 5, 10, "requests passed to the app")
+    srv.wait_log(r"Cache backend redis://127\.0\.0\.1:\d+/0 unreachable", timeout=5)
+    redis_server(redis.port)  # back on the same port, empty
+    wait_until(lambda: seen[-1][1] == "HIT", 10, "HITs again after Redis came back")
+    stop.set()
+    t.join(10)
+    assert all(status == 200 for status, _ in seen), sorted(set(seen))
+    assert {s for _, s in seen} <= {"HIT", "MISS", "BYPASS"}, sorted(set(seen))
+    assert "HIT" in {s for _, s in seen[:5]}
+    warnings = srv.stderr_text().count("unreachable")
+    assert 1 <= warnings <= 4, srv.stderr_text()[-3000:]  # one per worker per interval
+
+
+def test_redis_unreachable_at_start_is_a_warning(server):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    srv = server(APP, "--cache", "--cache-backend", url, *KEY)
+    for _ in range(3):
+        r = get(srv, "/nobody?cc=max-age=60")
+        assert r.status_code == 200
+        assert xcs(r) in ("BYPASS", "MISS")
+    srv.wait_log("unreachable", timeout=5)
+
+
+def test_a_bad_url_is_refused_at_start(server):
+    srv = server(APP, "--cache", "--cache-backend", "redis://:notaport", expect_fail=True)
+    assert srv.returncode != 0
+    err = srv.stderr_text()
+    assert "cache_backend" in err and "notaport" in err, err
+
+
+# -- a Redis Cluster ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster():
+    nodes: list[Redis] = []
+    try:
+        for _ in range(3):
+            port = free_cluster_port()
+            r = Redis(port, "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                      "--cluster-node-timeout", "2000")
+            nodes.append(r.start())
+        made = subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        for n in nodes:
+            wait_until(lambda n=n: "cluster_state:ok" in cli(n.port, "CLUSTER", "INFO"), 15, "cluster_state:ok")
+        yield nodes
+    finally:
+        for n in nodes:
+            n.kill()
+            shutil.rmtree(n.dir, ignore_errors=True)
+
+
+def test_a_cluster_spreads_entries_and_purges_on_every_node(cluster, pair, counts):
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in cluster)
+    a, b = pair(url)
+    targets = [f"/c/{i}?cc=max-age=60" for i in range(24)]
+    assert all(xcs(get(a, t)) == "MISS" for t in targets)
+    assert all(xcs(get(b, t)) == "HIT" for t in targets)
+    assert all(int(cli(n.port, "DBSIZE")) > 0 for n in cluster), [cli(n.port, "DBSIZE") for n in cluster]
+    assert sum(calls(counts, t) for t in targets) == len(targets)
+    assert purge(b, "/c/*") == (200, len(targets))
+    assert xcs(get(a, targets[3])) == "MISS"
+    assert purge(a, targets[3].split("?")[0] + "?cc=max-age=60") == (200, 1)
