@@ -7,8 +7,8 @@ Checked: a fill on one instance is a HIT on the other (Vary variants, PURGE of a
 prefix, across instances); concurrent misses over both instances make one app call; the app
 cache's set/get and incr across instances; Redis SIGKILLed under a request loop (every answer a
 200, a warning logged, HITs again once Redis is back); Redis unreachable at start; a bad URL
-refused at start; a three-node Redis Cluster (entries spread over the nodes, HITs across
-instances, a prefix PURGE on every node).
+refused at start; ``rediss://`` to a TLS-only Redis with a test CA; a three-node Redis Cluster
+(entries spread over the nodes, HITs across instances, a prefix PURGE on every node).
 
 The response-cache key is ``$scheme$request_uri``: two instances on different ports see
 different Host headers, which are part of the default key.
@@ -301,6 +301,62 @@ def test_a_bad_url_is_refused_at_start(server):
     assert srv.returncode != 0
     err = srv.stderr_text()
     assert "cache_backend" in err and "notaport" in err, err
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_redis(tmp_path):
+    """A ``redis-server`` serving TLS only, with a certificate for localhost from a test CA (the
+    servers under test trust it through ``SSL_CERT_FILE``)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make the test certificates)")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, capture_output=True, check=True, timeout=30)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "1", "-subj", "/CN=ferrocorn-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+            "-subj", "/CN=localhost")
+    (tmp_path / "ext.cnf").write_text("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "srv.pem", "-days", "1", "-extfile", "ext.cnf")
+    port = free_port()
+    r = Redis(None, "--tls-port", str(port), "--tls-cert-file", str(tmp_path / "srv.pem"),
+              "--tls-key-file", str(tmp_path / "srv.key"), "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+              "--tls-auth-clients", "no")
+    r.port = 0  # plain TCP off; checked over TLS below
+    r.proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", r.dir, *r.extra],
+        stdout=r.log, stderr=subprocess.STDOUT,
+    )
+    ca = str(tmp_path / "ca.pem")
+    ping = ["redis-cli", "--tls", "--cacert", ca, "-h", "localhost", "-p", str(port), "PING"]
+    try:
+        wait_until(lambda: subprocess.run(ping, capture_output=True, text=True, timeout=5).stdout.strip() == "PONG",
+                   10, "redis-server over TLS")
+        yield f"rediss://localhost:{port}/0", ca
+    finally:
+        r.kill()
+        shutil.rmtree(r.dir, ignore_errors=True)
+
+
+def test_rediss_shares_entries_over_tls(tls_redis, server, counts):
+    url, ca = tls_redis
+    env = {"CACHE_BACKEND_COUNTS": str(counts), "SSL_CERT_FILE": ca}
+    flags = ["--cache", "--cache-backend", url, *KEY]
+    a, b = server(APP, *flags, env=env), server(APP, *flags, env=env)
+    target = "/tls?cc=max-age=60"
+    assert xcs(get(a, target)) == "MISS"
+    assert xcs(get(b, target)) == "HIT"
+    assert calls(counts, target) == 1
+    assert "unreachable" not in a.stderr_text() + b.stderr_text()
+    app = server(APP_CACHE, "--cache-backend", url, env={"SSL_CERT_FILE": ca})
+    assert op(app, "/set", k="secure", v="7", t="60")["result"] is True
+    assert op(app, "/incr", k="secure")["result"] == 8
 
 
 # -- a Redis Cluster ------------------------------------------------------------------------------
