@@ -9,9 +9,10 @@ values make room). Values are any picklable object; exact ints are kept as integ
 
 With ``--cache-backend redis://…`` (or ``rediss://…``, ``redis+cluster://…``) the values live in
 Redis instead, shared by every instance using it (keys ``fc:a:<key>``). Each call then waits for
-Redis, with the GIL released, for at most about 250 ms; when Redis cannot be reached, calls answer
-as for a missing key and keep nothing (``get`` returns the default, ``set`` False, ``incr`` counts
-from 0 without storing), and a warning is logged at most every 10 s per worker.
+Redis, with the GIL released, for at most ``--cache-backend-timeout`` (250 ms); when Redis
+cannot be reached, calls answer as for a missing key and keep nothing (``get`` returns the
+default, ``set`` False, ``incr`` counts from 0 without storing), and a warning is logged at most
+every 10 s per worker.
 
 Outside ferrocorn (a unit test, a script) the same calls use a store private to the process and
 warn once, so app code stays importable and testable.

@@ -45,12 +45,17 @@ pub fn unix_now() -> i64 {
 }
 
 /// Map the store with a ring of `max_size` bytes, unless it is mapped already, and record a
-/// Redis `backend` (the master calls this before forking workers; nothing connects to Redis
+/// Redis `backend` whose operations take at most `backend_timeout` (the master calls this before forking workers; nothing connects to Redis
 /// here). `announce`: say so at info level (with `--cache`).
-pub fn init(max_size: u64, announce: bool, backend: &Backend) -> std::io::Result<()> {
+pub fn init(
+    max_size: u64,
+    announce: bool,
+    backend: &Backend,
+    backend_timeout: std::time::Duration,
+) -> std::io::Result<()> {
     match (backend, crate::redis_cache::target()) {
         (Backend::Redis(target), None) => {
-            crate::redis_cache::configure(target.clone());
+            crate::redis_cache::configure(target.clone(), backend_timeout);
             info!("Cache backend: {} (each worker connects after it starts)", target.display());
         }
         (Backend::Redis(target), Some(had)) if had != target => warning!(

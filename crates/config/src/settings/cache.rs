@@ -136,6 +136,19 @@ pub(super) const SETTINGS: &[Setting] = &[
          seconds expire in Redis.",
     ),
     Setting::new(
+        "cache_backend_timeout",
+        S,
+        Kind::Float,
+        Validator::PosFloat,
+        DefaultValue::Float(0.25),
+    )
+    .cli(&["--cache-backend-timeout"])
+    .meta("SECONDS")
+    .help(
+        "With a Redis --cache-backend, the longest a connect or a reply may take before the \
+         request goes on without the cache (fractions allowed, e.g. 0.25).",
+    ),
+    Setting::new(
         "cache_max_size",
         S,
         Kind::Int,

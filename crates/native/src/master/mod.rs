@@ -261,6 +261,7 @@ pub fn run(
         opts.serve.cache_store_size,
         opts.serve.cache.is_some(),
         &opts.serve.cache_backend,
+        opts.serve.cache_backend_timeout,
     ) {
         error!("cannot map the cache store's {} bytes: {e}", opts.serve.cache_store_size);
         return ExitCode::Failure.code();
@@ -457,7 +458,8 @@ impl Supervisor for Master {
             let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
             let (size, announce) = (opts.serve.cache_store_size, opts.serve.cache.is_some());
-            crate::shared_cache::init(size, announce, &opts.serve.cache_backend)
+            let backend = (&opts.serve.cache_backend, opts.serve.cache_backend_timeout);
+            crate::shared_cache::init(size, announce, backend.0, backend.1)
                 .map_err(|e| format!("cannot map the cache store: {e}"))?;
             self.reapply_raw_env(py, &opts.app.raw_env)
                 .map_err(|e| format!("cannot apply `raw_env`: {e}"))?;

@@ -123,6 +123,8 @@ pub struct ServeOptions {
     pub cache_store_size: u64,
     /// Where both caches keep their entries (`--cache-backend`).
     pub cache_backend: ferrocorn_cache::Backend,
+    /// The longest a Redis connect or reply may take (`--cache-backend-timeout`).
+    pub cache_backend_timeout: std::time::Duration,
 }
 
 /// What loads the app: where it is and the process environment it is imported in.
@@ -393,6 +395,7 @@ impl ServerOptions {
                 cache: cache::cache_options(config)?.map(std::sync::Arc::new),
                 cache_store_size: cache::store_size(config),
                 cache_backend: cache::backend(config)?,
+                cache_backend_timeout: seconds(config.float("cache_backend_timeout")),
             },
             app: AppOptions {
                 app_spec,

@@ -1,7 +1,8 @@
 //! This process's connections to the Redis backend, made on first use after the fork (never in
 //! the master's runtime-less loop): one multiplexed async connection (or cluster connection)
 //! for the worker's tokio runtime, and a small pool of blocking ones for the app cache, which
-//! Python calls from app threads. Every operation is bounded by [`TIMEOUT`]; a failure to reach
+//! Python calls from app threads. Every connect and reply is bounded by the configured timeout
+//! (`--cache-backend-timeout`, 250 ms by default); a failure to reach
 //! Redis drops the connection, pauses Redis for this process ([`Health`]), counts an error and
 //! logs at most one warning per interval; the next operation after the pause reconnects.
 
@@ -21,8 +22,6 @@ use super::ERRORS;
 use super::health::Health;
 use crate::logging::{info, warning};
 
-/// The longest a connect or a reply may take.
-pub const TIMEOUT: Duration = Duration::from_millis(250);
 /// Blocking connections kept for reuse.
 const POOL: usize = 8;
 
@@ -94,6 +93,8 @@ impl SyncConn {
 pub struct Remote {
     /// Where it is.
     pub target: &'static RedisTarget,
+    /// The longest a connect or a reply may take.
+    pub timeout: Duration,
     health: Health,
     /// The pid whose connections these are (a pool inherited over a fork is not used).
     pid: u32,
@@ -116,10 +117,11 @@ fn now_ms() -> u64 {
 }
 
 impl Remote {
-    /// The backend at `target`, not connected yet.
-    pub fn new(target: &'static RedisTarget) -> Remote {
+    /// The backend at `target`, not connected yet, with operations bounded by `timeout`.
+    pub fn new(target: &'static RedisTarget, timeout: Duration) -> Remote {
         Remote {
             target,
+            timeout,
             health: Health::new(),
             pid: std::process::id(),
             async_conn: Mutex::new(None),
@@ -165,7 +167,7 @@ impl Remote {
     fn timed_out(&self, what: &str) -> RemoteError {
         let error = RedisError::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("no answer within {} ms", TIMEOUT.as_millis()),
+            format!("no answer within {} ms", self.timeout.as_millis()),
         ));
         self.failed(what, &error)
     }
@@ -177,16 +179,16 @@ impl Remote {
     async fn connect_async(&self) -> RedisResult<AsyncConn> {
         if self.target.cluster {
             let client = ClusterClientBuilder::new(self.node_urls())
-                .connection_timeout(TIMEOUT)
-                .response_timeout(TIMEOUT)
+                .connection_timeout(self.timeout)
+                .response_timeout(self.timeout)
                 .retries(2)
                 .build()?;
             Ok(AsyncConn::Cluster(client.get_async_connection().await?))
         } else {
             let client = Client::open(self.target.node_url(&self.target.nodes[0]))?;
             let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(TIMEOUT))
-                .set_response_timeout(Some(TIMEOUT));
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout));
             Ok(AsyncConn::Single(
                 client.get_multiplexed_async_connection_with_config(&config).await?,
             ))
@@ -201,7 +203,7 @@ impl Remote {
         if let Some(conn) = self.async_conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(conn);
         }
-        let conn = match tokio::time::timeout(TIMEOUT * 2, self.connect_async()).await {
+        let conn = match tokio::time::timeout(self.timeout * 2, self.connect_async()).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(self.failed(what, &e)),
             Err(_) => return Err(self.timed_out(what)),
@@ -213,7 +215,7 @@ impl Remote {
     /// Run `cmd` on the async connection.
     pub async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T, RemoteError> {
         let mut conn = self.async_conn(what).await?;
-        match tokio::time::timeout(TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(value)) => {
                 self.reached();
                 Ok(value)
@@ -230,7 +232,7 @@ impl Remote {
         pipe: &Pipeline,
     ) -> Result<T, RemoteError> {
         let mut conn = self.async_conn(what).await?;
-        match tokio::time::timeout(TIMEOUT, pipe.query_async::<T>(&mut conn)).await {
+        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(Ok(value)) => {
                 self.reached();
                 Ok(value)
@@ -243,14 +245,15 @@ impl Remote {
     fn connect_blocking(&self) -> RedisResult<SyncConn> {
         if self.target.cluster {
             let client = ClusterClientBuilder::new(self.node_urls()).retries(2).build()?;
-            let config =
-                ClusterConfig::new().set_connection_timeout(TIMEOUT).set_response_timeout(TIMEOUT);
+            let config = ClusterConfig::new()
+                .set_connection_timeout(self.timeout)
+                .set_response_timeout(self.timeout);
             Ok(SyncConn::Cluster(Box::new(client.get_connection_with_config(config)?)))
         } else {
             let client = Client::open(self.target.node_url(&self.target.nodes[0]))?;
-            let conn = client.get_connection_with_timeout(TIMEOUT)?;
-            conn.set_read_timeout(Some(TIMEOUT))?;
-            conn.set_write_timeout(Some(TIMEOUT))?;
+            let conn = client.get_connection_with_timeout(self.timeout)?;
+            conn.set_read_timeout(Some(self.timeout))?;
+            conn.set_write_timeout(Some(self.timeout))?;
             Ok(SyncConn::Single(conn))
         }
     }

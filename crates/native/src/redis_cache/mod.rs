@@ -19,6 +19,7 @@ mod scan;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use ferrocorn_cache::RedisTarget;
 
@@ -28,9 +29,15 @@ pub use response::{RedisResponses, RemoteAttempt, RemoteFill};
 use conn::Remote;
 
 static TARGET: OnceLock<RedisTarget> = OnceLock::new();
+static TIMEOUT: OnceLock<Duration> = OnceLock::new();
 static REMOTE: Mutex<Option<&'static Remote>> = Mutex::new(None);
 static RESPONSES: OnceLock<RedisResponses> = OnceLock::new();
 static HOST: OnceLock<String> = OnceLock::new();
+
+/// The shortest timeout an operation gets.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// The timeout when none was configured.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Operations on Redis that failed in this process (unreachable, timed out or refused).
 pub(crate) static ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -40,11 +47,12 @@ pub fn error_count() -> u64 {
     ERRORS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Record where Redis is (the master, before forking; nothing connects). False when another
-/// backend was recorded before (a change needs a restart).
-pub fn configure(target: RedisTarget) -> bool {
-    let wanted = target.clone();
-    TARGET.get_or_init(|| target) == &wanted
+/// Record where Redis is and how long an operation may take (the master, before forking;
+/// nothing connects). The first target recorded stays for the process's life (a change
+/// needs a restart).
+pub fn configure(target: RedisTarget, timeout: Duration) {
+    let _ = TIMEOUT.set(timeout.max(MIN_TIMEOUT));
+    let _ = TARGET.set(target);
 }
 
 /// Where Redis is, when it is the backend.
@@ -60,7 +68,8 @@ fn remote() -> Option<&'static Remote> {
         Some(remote) if remote.owned_here() => Some(remote),
         _ => {
             // First use, or connections inherited over a fork: this process makes its own.
-            let remote: &'static Remote = Box::leak(Box::new(Remote::new(target)));
+            let timeout = TIMEOUT.get().copied().unwrap_or(DEFAULT_TIMEOUT);
+            let remote: &'static Remote = Box::leak(Box::new(Remote::new(target, timeout)));
             *slot = Some(remote);
             Some(remote)
         }

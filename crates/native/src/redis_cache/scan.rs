@@ -6,7 +6,7 @@
 use ferrocorn_cache::RedisTarget;
 use redis::{Client, RedisResult};
 
-use super::conn::{Remote, RemoteError, TIMEOUT};
+use super::conn::{Remote, RemoteError};
 
 /// Names asked for per `SCAN` step.
 const SCAN_COUNT: usize = 1000;
@@ -53,11 +53,11 @@ pub async fn delete_matching(
 ) -> Result<Vec<Vec<u8>>, RemoteError> {
     let mut removed = Vec::new();
     for node in masters(remote).await? {
-        let result = tokio::time::timeout(TIMEOUT * 40, async {
+        let result = tokio::time::timeout(remote.timeout * 40, async {
             let client = Client::open(remote.target.node_url(&node))?;
             let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(TIMEOUT))
-                .set_response_timeout(Some(TIMEOUT));
+                .set_connection_timeout(Some(remote.timeout))
+                .set_response_timeout(Some(remote.timeout));
             let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
             let mut cursor: u64 = 0;
             loop {
@@ -108,9 +108,9 @@ pub fn delete_matching_blocking(remote: &Remote, pattern: &[u8]) -> Result<usize
     for node in masters {
         let result = (|| {
             let client = Client::open(remote.target.node_url(&node))?;
-            let mut conn = client.get_connection_with_timeout(TIMEOUT)?;
-            conn.set_read_timeout(Some(TIMEOUT))?;
-            conn.set_write_timeout(Some(TIMEOUT))?;
+            let mut conn = client.get_connection_with_timeout(remote.timeout)?;
+            conn.set_read_timeout(Some(remote.timeout))?;
+            conn.set_write_timeout(Some(remote.timeout))?;
             let mut cursor: u64 = 0;
             loop {
                 let (next, names): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -121,8 +121,13 @@ pub fn delete_matching_blocking(remote: &Remote, pattern: &[u8]) -> Result<usize
                     .arg(SCAN_COUNT)
                     .query(&mut conn)?;
                 if !names.is_empty() {
-                    let deleted: usize = redis::cmd("DEL").arg(&names).query(&mut conn)?;
-                    removed += deleted;
+                    // one DEL per name: a cluster node refuses a DEL across hash slots
+                    let mut pipe = redis::pipe();
+                    for name in &names {
+                        pipe.cmd("DEL").arg(name);
+                    }
+                    let deleted: Vec<usize> = pipe.query(&mut conn)?;
+                    removed += deleted.iter().sum::<usize>();
                 }
                 if next == 0 {
                     return RedisResult::Ok(());
