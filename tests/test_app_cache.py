@@ -81,10 +81,17 @@ WORKER_CLASSES = {
 }
 
 
+def started(server, app, args, env=None):
+    """A server whose workers have all started (so requests can spread over them)."""
+    srv = server(app, *args, env=env)
+    wait_workers(srv.proc.pid, int(args[args.index("-w") + 1]))
+    return srv
+
+
 @pytest.mark.parametrize("worker_class", list(WORKER_CLASSES))
 def test_one_worker_writes_and_every_worker_reads(server, worker_class):
     app, args = WORKER_CLASSES[worker_class]
-    srv = server(app, *args)
+    srv = started(server, app, args)
     assert op(srv, "/backend")["result"] == "shared"
     assert op(srv, "/set", k="greeting", v='{"text": "hello", "n": [1, 2]}')["result"] is True
     assert op(srv, "/set", k="number", v="41")["result"] is True
@@ -122,7 +129,7 @@ def test_add_succeeds_once_across_workers(server):
 @pytest.mark.parametrize("worker_class", list(WORKER_CLASSES))
 def test_cached_with_lock_computes_once(server, calls_file, worker_class):
     app, args = WORKER_CLASSES[worker_class]
-    srv = server(app, *args, env={"APP_CACHE_CALLS": str(calls_file)})
+    srv = started(server, app, args, env={"APP_CACHE_CALLS": str(calls_file)})
     answers = fire(40, lambda i: op(srv, "/computed", x="cold", sleep="0.5", hold="0.05"))
     assert {a["result"] for a in answers} == {"value-of-cold"}
     if worker_class in SPREADS:
