@@ -260,7 +260,9 @@ def test_app_cache_is_shared_and_incr_is_exact(redis_server, server):
 
 def test_redis_killed_mid_run_passes_through_then_recovers(redis_server, server, counts):
     redis = redis_server()
+    metrics_port = free_port()
     srv = server(APP, "-w", "2", "--cache", "--cache-backend", redis.url, *KEY,
+                 "--metrics-bind", f"127.0.0.1:{metrics_port}",
                  env={"CACHE_BACKEND_COUNTS": str(counts)})
     target = "/steady?cc=max-age=60"
     assert xcs(get(srv, target)) == "MISS"
@@ -290,6 +292,14 @@ def test_redis_killed_mid_run_passes_through_then_recovers(redis_server, server,
     assert "HIT" in {s for _, s in seen[:5]}
     warnings = srv.stderr_text().count("unreachable")
     assert 1 <= warnings <= 4, srv.stderr_text()[-3000:]  # one per worker per interval
+
+    def remote_errors() -> float:
+        text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        lines = [ln for ln in text.splitlines() if ln.startswith("ferrocorn_cache_remote_errors_total ")]
+        return float(lines[0].split()[1]) if lines else 0.0
+
+    # the workers publish their failed Redis operations with their heartbeat (every 0.5 s)
+    wait_until(lambda: remote_errors() >= 1, 5, "Redis errors in the metrics")
 
 
 def test_redis_unreachable_at_start_is_a_warning(server):

@@ -32,6 +32,8 @@ pub struct CacheTotals {
     pub not_stored: u64,
     /// `PURGE` requests carried out.
     pub purges: u64,
+    /// Operations on the Redis backend that failed (`--cache-backend redis://…`).
+    pub remote_errors: u64,
 }
 
 impl CacheTotals {
@@ -45,6 +47,7 @@ impl CacheTotals {
         self.stores += other.stores;
         self.not_stored += other.not_stored;
         self.purges += other.purges;
+        self.remote_errors += other.remote_errors;
     }
 
     /// Answers with any `X-Cache-Status`.

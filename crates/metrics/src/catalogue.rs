@@ -72,7 +72,7 @@ const fn def(
     MetricDef { name, kind, help, labels }
 }
 
-static CATALOGUE: [MetricDef; 30] = [
+static CATALOGUE: [MetricDef; 31] = [
     def(
         "ferrocorn_requests",
         Counter,
@@ -175,6 +175,12 @@ static CATALOGUE: [MetricDef; 30] = [
         Counter,
         &[],
         "Purges carried out: PURGE requests from allowed clients and ferrocorn ctl cache purge commands.",
+    ),
+    def(
+        "ferrocorn_cache_remote_errors",
+        Counter,
+        &[],
+        "Operations on the cache's Redis backend (--cache-backend redis://...) that failed: unreachable, timed out or refused. Each one degrades to the app answering (nothing stored), never to an error.",
     ),
     def(
         "ferrocorn_cache_entries",

@@ -300,6 +300,7 @@ fn builtin_samples(w: &mut Writer, def: &MetricDef, s: &Snapshot) {
         "ferrocorn_cache_stores" => int(w, s.cache_totals().stores),
         "ferrocorn_cache_not_stored" => int(w, s.cache_totals().not_stored),
         "ferrocorn_cache_purges" => int(w, s.cache_totals().purges),
+        "ferrocorn_cache_remote_errors" => int(w, s.cache_totals().remote_errors),
         "ferrocorn_cache_entries" => store(w, |c| c.entries),
         "ferrocorn_cache_bytes" => store(w, |c| c.bytes),
         "ferrocorn_cache_capacity_bytes" => store(w, |c| c.capacity),

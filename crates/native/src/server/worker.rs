@@ -188,7 +188,10 @@ async fn worker_main(
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tick.tick().await;
-            heartbeat_shared.slot().heartbeat();
+            let slot = heartbeat_shared.slot();
+            slot.heartbeat();
+            let failed = crate::redis_cache::error_count();
+            slot.counters().cache().publish_remote_errors(failed);
         }
     });
     let mut retire = stop_rx;

@@ -18,6 +18,7 @@ pub struct CacheCounters {
     stores: AtomicU64,
     not_stored: AtomicU64,
     purges: AtomicU64,
+    remote_errors: AtomicU64,
 }
 
 impl CacheCounters {
@@ -49,11 +50,21 @@ impl CacheCounters {
         self.purges.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The worker's Redis operations that failed so far (its own running count, published).
+    pub fn publish_remote_errors(&self, failed_so_far: u64) {
+        self.remote_errors.fetch_max(failed_so_far, Ordering::Relaxed);
+    }
+
     pub(super) fn each(&self, mut f: impl FnMut(&AtomicU64)) {
         self.by_status.iter().for_each(&mut f);
-        for c in
-            [&self.lock_waits, &self.lock_wait_micros, &self.stores, &self.not_stored, &self.purges]
-        {
+        for c in [
+            &self.lock_waits,
+            &self.lock_wait_micros,
+            &self.stores,
+            &self.not_stored,
+            &self.purges,
+            &self.remote_errors,
+        ] {
             f(c);
         }
     }
@@ -68,6 +79,7 @@ impl CacheCounters {
             stores: load(&self.stores),
             not_stored: load(&self.not_stored),
             purges: load(&self.purges),
+            remote_errors: load(&self.remote_errors),
         }
     }
 
@@ -81,5 +93,6 @@ impl CacheCounters {
         self.stores.fetch_add(t.stores, Ordering::Relaxed);
         self.not_stored.fetch_add(t.not_stored, Ordering::Relaxed);
         self.purges.fetch_add(t.purges, Ordering::Relaxed);
+        self.remote_errors.fetch_add(t.remote_errors, Ordering::Relaxed);
     }
 }
