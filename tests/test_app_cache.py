@@ -23,40 +23,15 @@ import pytest
 import requests
 
 from apps.master.helpers import wait_workers
+from concurrent_calls import fire
+from concurrent_calls import json_op as op
 
 APP = "app_cache_app:app"
 ASGI_APP = "app_cache_app:asgi_app"
 
 
-def op(srv, path: str, **params) -> dict:
-    """One operation on a fresh connection (so requests spread over the workers)."""
-    r = requests.get(srv.url + path, params=params, headers={"Connection": "close"}, timeout=30)
-    assert r.headers.get("Content-Type") == "application/json", r.text
-    return {"status": r.status_code, **r.json()}
 
 
-def fire(n: int, fn) -> list:
-    """``fn(i)`` on ``n`` threads released together; their results."""
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def run(i):
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except BaseException as e:  # noqa: BLE001
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "requests did not finish"
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results
 
 
 @pytest.fixture

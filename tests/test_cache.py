@@ -45,6 +45,7 @@ from apps.cache_backend import call_pids, calls
 from apps.master.helpers import wait_workers
 from procs import pid_alive, ppid_of, wait_until
 from wire import Conn, connect, request_bytes
+from concurrent_calls import fire as fire_raising
 
 APP = "cache_backend:app"
 LATE = 2.3  # seconds after which a max-age=1 entry is certainly stale (whole-second freshness)
@@ -112,26 +113,11 @@ class Background:
         return self._out
 
 
+
+
 def fire(n: int, fn, timeout=30.0) -> list:
-    """``fn(i)`` on ``n`` threads released together by a barrier; results (or exceptions)."""
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def run(i):
-        try:
-            barrier.wait(timeout)
-            results[i] = fn(i)
-        except BaseException as e:  # noqa: BLE001
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    end = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.1, end - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "concurrent requests did not finish"
-    return results
+    """``fn(i)`` on ``n`` threads released together; results, exceptions in place."""
+    return fire_raising(n, fn, timeout, raise_errors=False)
 
 
 def wait_calls(counts, n, timeout=10.0, **filters):

@@ -23,7 +23,6 @@ import json
 import pickle
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -40,6 +39,8 @@ from flask_caching import Cache
 from ferrocorn import cache as ferrocorn_cache
 from ferrocorn.contrib.django import FerrocornCache as DjangoCache
 from ferrocorn.contrib.flask_caching import FerrocornCache as CachelibCache
+from concurrent_calls import fire
+from concurrent_calls import json_op as op
 
 DJANGO_APP = "django_cache_app:app"
 FLASK_APP = "flask_cache_app:app"
@@ -56,36 +57,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:ferrocorn.cache is not running u
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def op(srv, path: str, **params) -> dict:
-    """One request on a fresh connection (so requests spread over the workers): its status and
-    JSON body."""
-    r = requests.get(srv.url + path, params=params, headers={"Connection": "close"}, timeout=30)
-    assert r.headers.get("Content-Type") == "application/json", r.text
-    return {"status": r.status_code, **r.json()}
 
 
-def fire(n: int, fn) -> list:
-    """``fn(i)`` on ``n`` threads released together; their results."""
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def run(i):
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except BaseException as e:  # noqa: BLE001
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(40)
-    assert not any(t.is_alive() for t in threads), "requests did not finish"
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results
 
 
 def lines(path: Path) -> list[str]:

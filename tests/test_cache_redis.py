@@ -31,6 +31,8 @@ import requests
 from apps.cache_backend import calls
 from procs import wait_until
 from wire import Conn, request_bytes
+from concurrent_calls import fire
+from concurrent_calls import json_op as op
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
@@ -168,32 +170,8 @@ def purge(srv, target: str):
     return resp.status, json.loads(resp.body)["purged"]
 
 
-def op(srv, path: str, **params) -> dict:
-    r = requests.get(srv.url + path, params=params, headers={"Connection": "close"}, timeout=10)
-    return {"status": r.status_code, **r.json()}
 
 
-def fire(n: int, fn) -> list:
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def run(i):
-        barrier.wait(10)
-        try:
-            results[i] = fn(i)
-        except BaseException as e:  # noqa: BLE001
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not any(t.is_alive() for t in threads), "requests did not finish"
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results
 
 
 # -- one Redis server -----------------------------------------------------------------------------

@@ -3,13 +3,13 @@
 //! integer, so `INCRBY` is the atomic increment; a marker byte then the pickle otherwise), and
 //! `fc:al:<key>` the lock of `cached(lock=True)`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use ferrocorn_cache::remote::{LockHolder, app_entry, app_lock};
+use ferrocorn_cache::remote::{app_entry, app_lock};
+use ferrocorn_shm::cache_store::Filling;
 use redis::ConnectionLike;
 
 use super::conn::RemoteError;
-use super::{own_host, process_alive, remote};
+use super::locks::{RELEASE, TAKE_OVER, filling_of, new_holder};
+use super::remote;
 
 /// `touch`: whether the key exists, then its new lifetime. KEYS: value; ARGV: seconds or "".
 const TOUCH: &str = r"
@@ -23,23 +23,6 @@ const INCR_EXISTING: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 ";
-
-/// Delete a lock only if it is still the caller's. KEYS: lock; ARGV: holder.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
-
-/// Replace a lock's holder only if it is still the one seen. KEYS: lock; ARGV: seen, new, ms.
-const TAKE_OVER: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-";
-
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
 /// How long a value is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +132,7 @@ pub fn clear(prefix: &[u8]) -> Result<usize, RemoteError> {
 }
 
 fn holder_dead(value: &[u8]) -> bool {
-    LockHolder::decode(value).is_some_and(|h| h.host == own_host() && !process_alive(h.pid))
+    filling_of(Some(value)) == Filling::Dead
 }
 
 /// Whether a live process holds `key`'s lock.
@@ -177,9 +160,7 @@ impl AppLock {
 /// Take `key`'s lock for `seconds`: Some(lock), or None when a live process holds it.
 pub fn lock(key: &[u8], seconds: u32) -> Result<Option<AppLock>, RemoteError> {
     let lock = app_lock(key);
-    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-    let holder = LockHolder { host: own_host().to_owned(), pid: std::process::id(), token };
-    let holder = holder.encode();
+    let holder = new_holder();
     let ms = u64::from(seconds.max(1)) * 1000;
     let taken: Option<String> = run("a lock", |c| {
         redis::cmd("SET").arg(&lock).arg(&holder).arg("NX").arg("PX").arg(ms).query(c)

@@ -14,6 +14,7 @@
 pub mod app;
 mod conn;
 mod health;
+mod locks;
 mod response;
 mod scan;
 

@@ -10,16 +10,15 @@
 //! - A group's entry names are kept in a set in the group's hash slot, so a key is purged with
 //!   all its `Vary` variants by one script.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use ferrocorn_cache::remote::{
-    LockHolder, decode_value, encode_value, expiry_secs, response_entry, response_key_of,
-    response_lock, response_members, response_prefix_pattern,
+    decode_value, encode_value, expiry_secs, response_entry, response_key_of, response_lock,
+    response_members, response_prefix_pattern,
 };
 use ferrocorn_shm::cache_store::{Filling, Found};
 
 use super::conn::{Remote, RemoteError};
-use super::{own_host, process_alive, scan};
+use super::locks::{RELEASE, TAKE_OVER, filling_of, new_holder};
+use super::scan;
 
 /// Store a value, remember it in its group, release the filler's lock if still its own.
 /// KEYS: entry, members, lock; ARGV: value, seconds, holder ("" without a lock).
@@ -30,21 +29,6 @@ local left = redis.call('TTL', KEYS[2])
 if left < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
 return 1
-";
-
-/// Delete a lock only if it is still the caller's. KEYS: lock; ARGV: holder.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
-
-/// Replace a lock's holder only if it is still the one seen. KEYS: lock; ARGV: seen, new, ms.
-const TAKE_OVER: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
 ";
 
 /// Remove every entry of a group; the first 4 bytes (the tag) of each. KEYS: members.
@@ -84,7 +68,6 @@ pub struct RedisResponses {
     remote: &'static Remote,
     /// `--cache-inactive`, in seconds.
     inactive: u64,
-    next_token: AtomicU64,
 }
 
 fn eval(script: &str, keys: &[&[u8]]) -> redis::Cmd {
@@ -96,19 +79,10 @@ fn eval(script: &str, keys: &[&[u8]]) -> redis::Cmd {
     cmd
 }
 
-/// Who holds a lock, as a lookup weighs it.
-fn filling_of(lock: Option<&[u8]>) -> Filling {
-    let Some(value) = lock else { return Filling::No };
-    match LockHolder::decode(value) {
-        Some(h) if h.host == own_host() && !process_alive(h.pid) => Filling::Dead,
-        _ => Filling::Alive,
-    }
-}
-
 impl RedisResponses {
     /// The store over `remote`, keeping unread entries `inactive` seconds.
     pub fn new(remote: &'static Remote, inactive: u64) -> RedisResponses {
-        RedisResponses { remote, inactive: inactive.max(1), next_token: AtomicU64::new(1) }
+        RedisResponses { remote, inactive: inactive.max(1) }
     }
 
     /// Look `key` (of `group`) up at `now`; a live value's bytes go to `value`.
@@ -146,9 +120,7 @@ impl RedisResponses {
     /// Take `key`'s fill lock for `lock_secs`.
     pub async fn begin_fill(&self, group: &[u8], key: &[u8], lock_secs: u32) -> RemoteAttempt {
         let lock = response_lock(group, key);
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let holder = LockHolder { host: own_host().to_owned(), pid: std::process::id(), token };
-        let holder = holder.encode();
+        let holder = new_holder();
         let ms = u64::from(lock_secs.max(1)) * 1000;
         let set = redis::cmd("SET").arg(&lock).arg(&holder).arg("NX").arg("PX").arg(ms).clone();
         let taken: Option<String> = match self.remote.query("a fill lock", &set).await {

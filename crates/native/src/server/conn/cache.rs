@@ -4,27 +4,29 @@
 //! [`CacheRequest`], whose response is tagged with `X-Cache-Status`, captured while it is sent
 //! and stored afterwards (or the key marked uncacheable). `PURGE` requests are answered here
 //! too. What to do is decided by `ferrocorn_cache` (pure, clock passed in); this file only
-//! carries it out against the store and the socket.
+//! carries it out against the store and the socket. The stored response's bytes on the wire
+//! are `cache_hit.rs`'s; the way of a response into the store is `cache_fill.rs`'s.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocorn_cache::{
-    CacheStatus, EntryMeta, Filler, Freshness, KeyRequest, RefreshFailure, Step, Storability,
-    Stored, Validators, answers_not_modified, append_variant, conditional_headers, decide,
-    decode_entry, encode_entry, header_is_stored, renewed_freshness, stale_on_failure, storability,
+    CacheStatus, EntryMeta, Filler, KeyRequest, RefreshFailure, Step, Stored, append_variant,
+    decide, decode_entry, stale_on_failure,
 };
 use ferrocorn_http::{BodyFraming, RequestHead, ResponseHead, percent_decode};
 use ferrocorn_shm::cache_store::Filling;
 
 use super::cache_count::LockWait;
+use super::cache_fill::store_captured;
+pub(super) use super::cache_fill::{Capture, Fill};
+use super::cache_hit::{Conditional, encode_stored};
 use super::respond::Body;
-use super::{Conn, ConnError, SERVER, Sent};
+use super::{Conn, ConnError, Sent};
 use crate::clock::with_http_date;
 use crate::options::CacheOptions;
 use crate::redis_cache::RemoteError;
-use crate::response_store::{Attempt, Put, ResponseStore, StoreFill};
+use crate::response_store::{Attempt, ResponseStore, StoreFill};
 use crate::shared_cache::{TAG_RESPONSE, TAG_UNCACHEABLE, TAG_VARY, unix_now};
 use ferrocorn_net::client_stream::ClientStream;
 
@@ -67,58 +69,6 @@ pub(super) struct CacheRequest {
     pub background: bool,
     /// The conditional headers the app gets instead of the client's (`--cache-revalidate`).
     pub revalidation: Vec<(String, Vec<u8>)>,
-}
-
-/// A response on its way into the store; dropping it releases the key's fill lock.
-pub(super) struct Fill {
-    store: ResponseStore,
-    opts: Arc<CacheOptions>,
-    /// The key before any `Vary` variant.
-    primary: Vec<u8>,
-    /// The key looked up and locked (the primary key or a variant of it).
-    key: Vec<u8>,
-    token: Option<StoreFill>,
-    /// The expired copy this request refreshes, for `--cache-use-stale`.
-    stale: Option<Vec<u8>>,
-    /// The request's headers, for a response that varies on them.
-    request_headers: Vec<(String, Vec<u8>)>,
-    /// Whether the response may be stored (`--cache-no-store` did not hold).
-    storable: bool,
-    /// Whether it refreshes an expired copy (which an unstorable answer leaves in place).
-    refreshes: bool,
-    /// Whether the refresh asks the app about the expired copy's validators, so that a 304
-    /// renews the copy (`--cache-revalidate`).
-    revalidates: bool,
-}
-
-impl Drop for Fill {
-    fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            self.store.end_fill(token);
-        }
-    }
-}
-
-/// A response body being copied for the store, up to a limit.
-pub(super) struct Capture {
-    bytes: Vec<u8>,
-    limit: usize,
-    overflowed: bool,
-}
-
-impl Capture {
-    /// Keep `bytes` (or give up once past the limit).
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.overflowed {
-            return;
-        }
-        if self.bytes.len() + bytes.len() > self.limit {
-            self.overflowed = true;
-            self.bytes = Vec::new();
-            return;
-        }
-        self.bytes.extend_from_slice(bytes);
-    }
 }
 
 /// What consulting the cache came to.
@@ -187,86 +137,6 @@ fn look_up_found(found: Option<ferrocorn_shm::cache_store::Found>, value: &[u8])
         TAG_UNCACHEABLE => Found::Uncacheable,
         _ => Found::Nothing { filler },
     }
-}
-
-/// A request's conditional headers (`If-None-Match`, `If-Modified-Since`), for
-/// [`answers_not_modified`].
-#[derive(Debug, Clone, Copy, Default)]
-struct Conditional<'a> {
-    if_none_match: Option<&'a [u8]>,
-    if_modified_since: Option<&'a [u8]>,
-}
-
-impl<'a> Conditional<'a> {
-    fn of(head: &'a RequestHead) -> Conditional<'a> {
-        Conditional {
-            if_none_match: head.header("IF-NONE-MATCH"),
-            if_modified_since: head.header("IF-MODIFIED-SINCE"),
-        }
-    }
-}
-
-/// Headers a `304 Not Modified` leaves out of the stored ones (as nginx's not_modified filter).
-fn left_out_of_304(line: &[u8]) -> bool {
-    let name = line.split(|&b| b == b':').next().unwrap_or(line);
-    name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"content-encoding")
-}
-
-/// Write a stored response (`entry`, laid out by `ferrocorn_cache::entry`) to `out`, for a
-/// request of `version` (a HEAD gets no body), tagged `status`; a `304 Not Modified` instead
-/// when the request's `conditional` headers match the stored validators.
-#[allow(clippy::too_many_arguments)]
-fn encode_stored(
-    out: &mut Vec<u8>,
-    entry: &[u8],
-    version: (u8, u8),
-    is_head: bool,
-    conditional: Conditional<'_>,
-    status: CacheStatus,
-    keep_alive: bool,
-    date: &[u8],
-) -> Option<(u16, u64)> {
-    let view = decode_entry(entry)?;
-    let conditional_request =
-        conditional.if_none_match.is_some() || conditional.if_modified_since.is_some();
-    let not_modified = conditional_request
-        && answers_not_modified(
-            view.meta.status,
-            Validators::from_header_lines(view.header_lines),
-            conditional.if_none_match,
-            conditional.if_modified_since,
-        );
-    let code = if not_modified { 304 } else { view.meta.status };
-    let bodiless = code < 200 || code == 204 || code == 304;
-    out.extend_from_slice(if version == (1, 0) { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    out.extend_from_slice(if not_modified { b"304 Not Modified" } else { view.status_line });
-    out.extend_from_slice(b"\r\nServer: ");
-    out.extend_from_slice(SERVER);
-    out.extend_from_slice(b"\r\nDate: ");
-    out.extend_from_slice(date);
-    out.extend_from_slice(b"\r\n");
-    if not_modified {
-        for line in view.header_lines.split_inclusive(|&b| b == b'\n') {
-            if !left_out_of_304(line) {
-                out.extend_from_slice(line);
-            }
-        }
-    } else {
-        out.extend_from_slice(view.header_lines);
-    }
-    if !bodiless {
-        let _ = write!(out, "Content-Length: {}\r\n", view.body.len());
-    }
-    out.extend_from_slice(b"X-Cache-Status: ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.extend_from_slice(if keep_alive {
-        b"\r\nConnection: keep-alive\r\n\r\n"
-    } else {
-        b"\r\nConnection: close\r\n\r\n"
-    });
-    let body: &[u8] = if is_head || bodiless { b"" } else { view.body };
-    out.extend_from_slice(body);
-    Some((code, body.len() as u64))
 }
 
 /// Whether a request may be answered from or stored into the cache at all: a method it
@@ -706,21 +576,6 @@ impl<S: ClientStream> Conn<S> {
     }
 }
 
-/// Store the `capture` of a response sent with `rhead` (`sent` None: it did not go out)
-/// when it went out whole; whether it was stored.
-fn store_captured(fill: Fill, capture: Capture, rhead: &ResponseHead, sent: Option<&Sent>) -> bool {
-    let Some(sent) = sent else { return false };
-    let mut body = capture.bytes;
-    if capture.overflowed || (body.len() as u64) < sent.body_bytes {
-        return false;
-    }
-    body.truncate(sent.body_bytes as usize);
-    if rhead.content_length().is_some_and(|cl| cl != sent.body_bytes) {
-        return false; // cut short
-    }
-    fill.store_response(rhead, &body, unix_now())
-}
-
 /// How a response of the app starts, as the cache sees it.
 pub(super) enum CacheStart {
     /// Send it, with this head instead of the app's when Some.
@@ -731,95 +586,6 @@ pub(super) enum CacheStart {
     Refresh,
 }
 
-impl Fill {
-    /// With `--cache-revalidate`, the conditional headers the app gets for refreshing the
-    /// expired copy (from its validators); marks the fill as a revalidation when there are any.
-    fn revalidation_headers(&mut self) -> Vec<(String, Vec<u8>)> {
-        if !self.opts.revalidate || !self.storable {
-            return Vec::new();
-        }
-        let Some(view) = self.stale.as_deref().and_then(decode_entry) else { return Vec::new() };
-        let headers = conditional_headers(view.header_lines);
-        self.revalidates = !headers.is_empty();
-        headers
-    }
-
-    /// The app answered the revalidation with `rhead`, a 304: give the expired copy the
-    /// freshness nginx would (`renewed_freshness`) and store it again, releasing the key's
-    /// lock. Returns the copy to answer (renewed, or as it was when the 304 gave no lifetime).
-    fn renew(mut self, rhead: &ResponseHead, now: i64) -> Option<Vec<u8>> {
-        let stale = self.stale.take()?;
-        let view = decode_entry(&stale)?;
-        let headers: Vec<(&str, &[u8])> =
-            rhead.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        let fresh = renewed_freshness(view.header_lines, None, &headers, now, &self.opts.valid);
-        let Some(fresh) = fresh else { return Some(stale.clone()) };
-        let meta = EntryMeta { status: view.meta.status, freshness: fresh, stored_at: now };
-        let mut head = Vec::with_capacity(view.status_line.len() + 2 + view.header_lines.len());
-        head.extend_from_slice(view.status_line);
-        head.extend_from_slice(b"\r\n");
-        head.extend_from_slice(view.header_lines);
-        let mut renewed = Vec::new();
-        encode_entry(&meta, &head, view.body, &mut renewed);
-        let entry = Put {
-            key: &self.key,
-            tag: TAG_RESPONSE,
-            expires: i64::MAX,
-            value: &renewed,
-            fill: self.token.take(),
-        };
-        self.store.insert_all(&self.primary, vec![entry], now);
-        Some(renewed)
-    }
-
-    /// Store `body` sent with `rhead` at `now`, or mark the key uncacheable — unless it
-    /// refreshes an expired copy, which then stays for the next request to refresh (as nginx
-    /// keeps it, and `--cache-use-stale` may still answer it). Whether the response was stored.
-    fn store_response(mut self, rhead: &ResponseHead, body: &[u8], now: i64) -> bool {
-        let headers: Vec<(&str, &[u8])> =
-            rhead.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        let freshness = match storability(rhead.status(), &headers, now, &self.opts.valid) {
-            Storability::Store(freshness) => freshness,
-            Storability::NotStored(_) if self.opts.hit_for_miss > 0 && !self.refreshes => {
-                let mark = Put {
-                    key: &self.key,
-                    tag: TAG_UNCACHEABLE,
-                    expires: now + self.opts.hit_for_miss,
-                    value: b"",
-                    fill: self.token.take(),
-                };
-                self.store.insert_all(&self.primary, vec![mark], now);
-                return false;
-            }
-            Storability::NotStored(_) => return false,
-        };
-        let mut head = Vec::with_capacity(256);
-        rhead.encode_kept(&mut head, header_is_stored);
-        let meta = EntryMeta {
-            status: rhead.status(),
-            freshness: Freshness { vary: None, ..freshness.clone() },
-            stored_at: now,
-        };
-        let mut value = Vec::new();
-        encode_entry(&meta, &head, body, &mut value);
-        let mut key = self.primary.clone();
-        let mut puts = Vec::with_capacity(2);
-        if let Some(vary) = &freshness.vary {
-            puts.push(Put {
-                key: &self.primary,
-                tag: TAG_VARY,
-                expires: i64::MAX,
-                value: vary.as_bytes(),
-                fill: self.token.take_if(|_| self.key == self.primary),
-            });
-            append_variant(&mut key, vary, &self.request_headers);
-        }
-        let fill = self.token.take_if(|_| self.key == key);
-        puts.push(Put { key: &key, tag: TAG_RESPONSE, expires: i64::MAX, value: &value, fill });
-        self.store.insert_all(&self.primary, puts, now)
-    }
-}
-
 /// Read `buf.len()` bytes of the file `fd` from `offset`; false when it is shorter.
 fn read_file_range(fd: std::os::fd::RawFd, offset: u64, buf: &mut [u8]) -> bool {
     use std::os::fd::FromRawFd;
@@ -827,91 +593,4 @@ fn read_file_range(fd: std::os::fd::RawFd, offset: u64, buf: &mut [u8]) -> bool 
     // SAFETY: the caller keeps `fd` open for the call; ManuallyDrop never closes it.
     let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
     file.read_exact_at(buf, offset).is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(status: u16, head: &[u8], body: &[u8]) -> Vec<u8> {
-        let meta = EntryMeta {
-            status,
-            freshness: Freshness {
-                valid_until: 0,
-                updating_sec: None,
-                error_sec: None,
-                vary: None,
-            },
-            stored_at: 0,
-        };
-        let mut out = Vec::new();
-        encode_entry(&meta, head, body, &mut out);
-        out
-    }
-
-    #[test]
-    fn a_stored_response_is_written_with_the_server_s_own_headers() {
-        let e = entry(200, b"200 OK\r\nContent-Type: text/plain\r\n", b"hello");
-        let mut out = Vec::new();
-        let sent =
-            encode_stored(&mut out, &e, (1, 1), false, PLAIN, CacheStatus::Hit, true, b"DATE")
-                .unwrap();
-        assert_eq!(sent, (200, 5));
-        assert_eq!(
-            out,
-            b"HTTP/1.1 200 OK\r\nServer: ferrocorn\r\nDate: DATE\r\nContent-Type: text/plain\r\n\
-              Content-Length: 5\r\nX-Cache-Status: HIT\r\nConnection: keep-alive\r\n\r\nhello"
-        );
-    }
-
-    #[test]
-    fn a_head_or_a_bodiless_status_gets_no_body() {
-        let e = entry(200, b"200 OK\r\n", b"hello");
-        let mut out = Vec::new();
-        let sent =
-            encode_stored(&mut out, &e, (1, 0), true, PLAIN, CacheStatus::Stale, false, b"D")
-                .unwrap();
-        assert_eq!(sent, (200, 0));
-        assert!(out.starts_with(b"HTTP/1.0 200 OK\r\n"));
-        assert!(
-            out.ends_with(
-                b"Content-Length: 5\r\nX-Cache-Status: STALE\r\nConnection: close\r\n\r\n"
-            )
-        );
-        let e = entry(304, b"304 Not Modified\r\n", b"");
-        out.clear();
-        encode_stored(&mut out, &e, (1, 1), false, PLAIN, CacheStatus::Hit, true, b"D").unwrap();
-        assert!(!out.windows(14).any(|w| w == b"Content-Length"));
-    }
-
-    const PLAIN: Conditional<'static> =
-        Conditional { if_none_match: None, if_modified_since: None };
-
-    #[test]
-    fn a_matching_conditional_request_gets_a_304_without_body_or_content_type() {
-        let e = entry(200, b"200 OK\r\nContent-Type: text/plain\r\nETag: \"v1\"\r\n", b"hello");
-        let mut out = Vec::new();
-        let matching = Conditional { if_none_match: Some(b"\"v1\""), if_modified_since: None };
-        let sent =
-            encode_stored(&mut out, &e, (1, 1), false, matching, CacheStatus::Hit, true, b"D");
-        assert_eq!(sent, Some((304, 0)));
-        assert_eq!(
-            out,
-            b"HTTP/1.1 304 Not Modified\r\nServer: ferrocorn\r\nDate: D\r\nETag: \"v1\"\r\n\
-              X-Cache-Status: HIT\r\nConnection: keep-alive\r\n\r\n"
-        );
-        out.clear();
-        let other = Conditional { if_none_match: Some(b"\"v2\""), if_modified_since: None };
-        let sent = encode_stored(&mut out, &e, (1, 1), false, other, CacheStatus::Hit, true, b"D");
-        assert_eq!(sent, Some((200, 5)));
-    }
-
-    #[test]
-    fn bytes_that_are_not_an_entry_are_not_written() {
-        let mut out = Vec::new();
-        assert!(
-            encode_stored(&mut out, b"junk", (1, 1), false, PLAIN, CacheStatus::Hit, true, b"D")
-                .is_none()
-        );
-    }
 }

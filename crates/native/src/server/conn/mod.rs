@@ -28,6 +28,8 @@ use ferrocorn_net::client_stream::ClientStream;
 mod asgi;
 mod cache;
 mod cache_count;
+mod cache_fill;
+mod cache_hit;
 mod dispatch;
 mod read;
 mod respond;
