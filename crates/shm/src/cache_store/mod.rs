@@ -19,6 +19,8 @@
 //!   another request finds it [`Filling::Alive`] and waits or answers stale. A lock whose
 //!   process died, or whose deadline passed, is [`Filling::Dead`] and is taken over at once.
 
+mod fill_lock;
+mod removal;
 mod ring;
 mod slot;
 mod space;
@@ -31,7 +33,7 @@ use std::hash::Hasher;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use ring::{HEADER, RecordHeader, record_span};
-use slot::{NO_DATA, Slot, SlotView};
+use slot::{Slot, SlotView};
 use writer_lock::{Taken, WriterLock};
 
 use crate::{map_shared_zeroed, monotonic_ms};
@@ -470,54 +472,6 @@ impl CacheStore {
         self.slot(index).store(new);
     }
 
-    /// Take the fill lock of `key` (in `group`) at `now` for at most `lock_secs` seconds.
-    pub fn begin_fill(&self, key: &[u8], group: u64, now: i64, lock_secs: u32) -> FillAttempt {
-        let hash = key_hash(key);
-        let _locked = self.lock();
-        let (index, old) = match self.find(hash) {
-            Some((_, v)) if filler_alive(v.fill_pid, v.fill_deadline) => {
-                return FillAttempt::Busy;
-            }
-            Some(found) => found,
-            None => match self.victim(hash, now) {
-                Some((index, old)) => {
-                    let fresh = SlotView { key_hash: hash, group_hash: group, ..SlotView::FREE };
-                    self.set_slot(index, &old, &fresh);
-                    (index, fresh)
-                }
-                None => return FillAttempt::NoRoom,
-            },
-        };
-        let token = self.header().next_token.fetch_add(1, Ordering::Relaxed).max(1);
-        let locked = SlotView {
-            fill_pid: own_pid(),
-            fill_token: token,
-            fill_deadline: monotonic_secs().saturating_add(lock_secs.max(1)),
-            ..old
-        };
-        self.set_slot(index, &old, &locked);
-        FillAttempt::Acquired(FillToken { slot: index as u32, key_hash: hash, token })
-    }
-
-    /// Release a fill lock without storing a value.
-    pub fn end_fill(&self, fill: FillToken) {
-        let _locked = self.lock();
-        let index = fill.slot as usize;
-        let old = self.slot(index).load();
-        if old.key_hash != fill.key_hash
-            || old.fill_token != fill.token
-            || old.fill_pid != own_pid()
-        {
-            return; // taken over meanwhile
-        }
-        let new = if old.tag == 0 {
-            SlotView::FREE
-        } else {
-            SlotView { fill_pid: 0, fill_token: 0, fill_deadline: 0, ..old }
-        };
-        self.set_slot(index, &old, &new);
-    }
-
     /// Store `entry` at `now`. `fill`: the lock this request holds on the key, released by
     /// the store.
     pub fn insert(
@@ -626,59 +580,6 @@ impl CacheStore {
             }
         }
         Ok(result)
-    }
-
-    /// Remove `key`'s value (a fill lock on it stays). Returns the removed values' tags.
-    pub fn remove(&self, key: &[u8]) -> Vec<u32> {
-        let hash = key_hash(key);
-        self.remove_where(|view, _| view.key_hash == hash)
-    }
-
-    /// Remove every value of `group`; their tags.
-    pub fn remove_group(&self, group: u64) -> Vec<u32> {
-        self.remove_where(|view, _| view.group_hash == group)
-    }
-
-    /// Remove every value whose key starts with `prefix`; their tags.
-    pub fn remove_prefix(&self, prefix: &[u8]) -> Vec<u32> {
-        self.remove_where(|view, store| {
-            let header = store.record_header(view.data_pos);
-            header.key_len as usize >= prefix.len()
-                && store.ring_equals(view.data_pos + HEADER, prefix)
-        })
-    }
-
-    /// Remove every value; their tags.
-    pub fn clear(&self) -> Vec<u32> {
-        self.remove_where(|_, _| true)
-    }
-
-    /// Remove every value whose tag and group `matches`; their tags.
-    pub fn remove_matching(&self, matches: impl Fn(u32, u64) -> bool) -> Vec<u32> {
-        self.remove_where(|view, _| matches(view.tag, view.group_hash))
-    }
-
-    fn remove_where(&self, matches: impl Fn(&SlotView, &CacheStore) -> bool) -> Vec<u32> {
-        let _locked = self.lock();
-        self.remove_locked(matches)
-    }
-
-    /// [`CacheStore::remove_where`] with the writer lock held.
-    fn remove_locked(&self, matches: impl Fn(&SlotView, &CacheStore) -> bool) -> Vec<u32> {
-        let mut removed = Vec::new();
-        for index in 0..self.slot_count {
-            let view = self.slot(index).load();
-            if view.tag == 0 || !matches(&view, self) {
-                continue;
-            }
-            let new = match view.fill_pid {
-                0 => SlotView::FREE,
-                _ => SlotView { tag: 0, data_pos: NO_DATA, data_len: 0, ..view },
-            };
-            self.set_slot(index, &view, &new);
-            removed.push(view.tag);
-        }
-        removed
     }
 
     /// The store's counts now.
