@@ -57,9 +57,18 @@ WORKER_CLASSES = {
 
 
 def started(server, app, args, env=None):
-    """A server whose workers have all started (so requests can spread over them)."""
+    """A server whose workers have all started, and, for the classes whose requests spread
+    (``SPREADS``), have each answered a request: a worker still booting when a burst comes
+    leaves the whole burst to its sibling."""
     srv = server(app, *args, env=env)
-    wait_workers(srv.proc.pid, int(args[args.index("-w") + 1]))
+    workers = int(args[args.index("-w") + 1])
+    wait_workers(srv.proc.pid, workers)
+    if args[args.index("-k") + 1] in SPREADS:
+        answered: set[int] = set()
+        deadline = time.monotonic() + 15
+        while len(answered) < workers and time.monotonic() < deadline:
+            answered |= {a["pid"] for a in fire(2 * workers, lambda i: op(srv, "/backend", hold="0.05"))}
+        assert len(answered) == workers, f"only {len(answered)} of {workers} workers answered"
     return srv
 
 
