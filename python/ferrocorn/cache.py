@@ -30,7 +30,7 @@ import inspect
 import pickle
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 from ferrocorn import _native
@@ -307,7 +307,16 @@ def cached(
     return decorate
 
 
-def _compute_once(cache_key: str | bytes, compute: Callable[[], Any], timeout: float | None) -> Any:
+# Steps of computing a key once across workers, yielded to a sync or async driver.
+_COMPUTE = object()  # compute the value and send it in
+_PAUSE = object()  # wait one poll interval
+
+
+def _once(cache_key: str | bytes, timeout: float | None) -> Generator[object, Any, Any]:
+    """``cached(lock=True)`` on a miss: take the key's lock and compute (``_COMPUTE``), or wait
+    (``_PAUSE``) while another worker computes and take its value; when the holder fails or
+    dies, try the lock again; when it outlives ``LOCK_SECONDS``, compute without it. Returns
+    the value."""
     raw_key = _key(cache_key)
     deadline = time.monotonic() + LOCK_SECONDS
     while True:
@@ -316,19 +325,60 @@ def _compute_once(cache_key: str | bytes, compute: Callable[[], Any], timeout: f
             try:
                 value = get(cache_key, _MISSING)
                 if value is _MISSING:
-                    value = compute()
+                    value = yield _COMPUTE
                     set(cache_key, value, timeout)
                 return value
             finally:
                 held.release()
         while _native.cache_filling(raw_key) and time.monotonic() < deadline:
-            time.sleep(_LOCK_POLL)
+            yield _PAUSE
         value = get(cache_key, _MISSING)
         if value is not _MISSING:
             return value
         if time.monotonic() >= deadline:
-            return compute()  # the holder outlived the lock: compute without it
-        # the holder failed or died without a value: try to take the lock
+            return (yield _COMPUTE)  # the holder outlived the lock: compute without it
+
+
+def _compute_once(cache_key: str | bytes, compute: Callable[[], Any], timeout: float | None) -> Any:
+    """Drive :func:`_once` with ``time.sleep`` and a plain call."""
+    steps = _once(cache_key, timeout)
+    try:
+        step = next(steps)
+        while True:
+            if step is _PAUSE:
+                time.sleep(_LOCK_POLL)
+                step = steps.send(None)
+                continue
+            try:
+                value = compute()
+            except BaseException as e:  # noqa: BLE001  (released by the generator, re-raised)
+                step = steps.throw(e)
+            else:
+                step = steps.send(value)
+    except StopIteration as done:
+        return done.value
+
+
+async def _acompute_once(
+    cache_key: str | bytes, compute: Callable[[], Awaitable[Any]], timeout: float | None
+) -> Any:
+    """Drive :func:`_once` with ``asyncio.sleep`` and an awaited call."""
+    steps = _once(cache_key, timeout)
+    try:
+        step = next(steps)
+        while True:
+            if step is _PAUSE:
+                await asyncio.sleep(_LOCK_POLL)
+                step = steps.send(None)
+                continue
+            try:
+                value = await compute()
+            except BaseException as e:  # noqa: BLE001  (released by the generator, re-raised)
+                step = steps.throw(e)
+            else:
+                step = steps.send(value)
+    except StopIteration as done:
+        return done.value
 
 
 def _async_cached(
@@ -347,25 +397,6 @@ def _async_cached(
             value = await func(*args, **kwargs)
             set(cache_key, value, timeout)
             return value
-        raw_key = _key(cache_key)
-        deadline = time.monotonic() + LOCK_SECONDS
-        while True:
-            held = _native.cache_lock(raw_key, LOCK_SECONDS)
-            if held is not None:
-                try:
-                    value = get(cache_key, _MISSING)
-                    if value is _MISSING:
-                        value = await func(*args, **kwargs)
-                        set(cache_key, value, timeout)
-                    return value
-                finally:
-                    held.release()
-            while _native.cache_filling(raw_key) and time.monotonic() < deadline:
-                await asyncio.sleep(_LOCK_POLL)
-            value = get(cache_key, _MISSING)
-            if value is not _MISSING:
-                return value
-            if time.monotonic() >= deadline:
-                return await func(*args, **kwargs)
+        return await _acompute_once(cache_key, lambda: func(*args, **kwargs), timeout)
 
     return wrapper

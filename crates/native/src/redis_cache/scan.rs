@@ -44,6 +44,13 @@ async fn masters(remote: &Remote) -> Result<Vec<(String, u16)>, RemoteError> {
     Ok(masters_in(&nodes))
 }
 
+/// One `SCAN cursor MATCH pattern COUNT n` (the async and the blocking deletes both walk with it).
+fn scan_step(cursor: u64, pattern: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
+    cmd
+}
+
 /// Delete, on every master, the names matching `pattern` that `keep` accepts; the values
 /// deleted.
 pub async fn delete_matching(
@@ -61,14 +68,8 @@ pub async fn delete_matching(
             let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
             let mut cursor: u64 = 0;
             loop {
-                let (next, names): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query_async(&mut conn)
-                    .await?;
+                let (next, names): (u64, Vec<Vec<u8>>) =
+                    scan_step(cursor, pattern).query_async(&mut conn).await?;
                 let names: Vec<Vec<u8>> = names.into_iter().filter(|n| keep(n)).collect();
                 if !names.is_empty() {
                     let mut pipe = redis::pipe();
@@ -113,13 +114,8 @@ pub fn delete_matching_blocking(remote: &Remote, pattern: &[u8]) -> Result<usize
             conn.set_write_timeout(Some(remote.timeout))?;
             let mut cursor: u64 = 0;
             loop {
-                let (next, names): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query(&mut conn)?;
+                let (next, names): (u64, Vec<Vec<u8>>) =
+                    scan_step(cursor, pattern).query(&mut conn)?;
                 if !names.is_empty() {
                     // one DEL per name: a cluster node refuses a DEL across hash slots
                     let mut pipe = redis::pipe();
