@@ -1,0 +1,38 @@
+//! ferrocorn balance's decision core: which upstream a request goes to, with nginx's `upstream`
+//! semantics and HAProxy's health checks, apart from any I/O. No clock is read (every call takes
+//! the time as an [`Instant`](std::time::Instant)), randomness is a seeded xorshift in the group,
+//! and nothing is sent anywhere: the proxy asks, carries the answer out, and reports back.
+//!
+//! - [`time`]: nginx's duration syntax (`30s`, `1m30s`, `500ms`).
+//! - [`spec`]: one upstream server and its parameters (`weight=`, `max_fails=`, …).
+//! - [`method`]: the balancing method (`round_robin`, `least_conn`, `ip_hash`, `hash KEY
+//!   [consistent]`, `random_two`).
+//! - [`health`]: the active health check's spec and the per-peer rise/fall state machine.
+//! - [`peer`]: peer ids, the tried set, outcomes, operator overrides, snapshots.
+//! - [`group`]: the group itself: `select`, `release`, status and health reports.
+//!
+//! The picking rules live in `round_robin`, `least_conn`, `hash` (ip_hash and hash), `ketama`
+//! (consistent hash, bounded load) and `random` (random two).
+//!
+//! One attempt goes: `select` (the peer's in-flight count goes up), the proxy tries it,
+//! `observe_status` with the response status if one came, `release` with the outcome. A retry
+//! inserts the peer into its [`Tried`] set and selects again.
+
+pub mod group;
+mod hash;
+pub mod health;
+mod ketama;
+mod least_conn;
+pub mod method;
+pub mod peer;
+mod random;
+mod round_robin;
+pub mod spec;
+pub mod time;
+
+pub use group::{Group, GroupError, SelectKey};
+pub use health::{HealthCheckSpec, HealthError, HealthState, HealthTracker};
+pub use method::{Method, MethodError};
+pub use peer::{Admin, Outcome, PeerId, PeerState, PeerView, Tried};
+pub use spec::{SpecError, UpstreamAddr, UpstreamSpec};
+pub use time::{DurationError, parse_duration};
