@@ -2,6 +2,30 @@
 //! This file owns the public API (building, picking, the end of an attempt, passive and active
 //! health reports, operator overrides, snapshots); each method's picking rule lives in its own
 //! file (`round_robin`, `least_conn`, `hash`, `ketama`, `random`).
+//!
+//! A peer can take a request when all of these hold (checked by every method):
+//!
+//! - it is not `down` in its spec and the operator has it [`Admin::Up`];
+//! - active health checks are not in use, or its check says [`HealthState::Up`] (once checks
+//!   are in use, `Unknown` counts as not up: run a round of checks before serving);
+//! - it is not failed: nginx skips a peer while `max_fails != 0 && fails >= max_fails` (or
+//!   `error_limit` tripped) and `now - checked <= fail_timeout`; the pick after that window
+//!   sets `checked = now`, so it gets exactly one probe per window. A group with a single
+//!   primary and no backup never takes it out for failures, as nginx does;
+//! - it has fewer than `max_conns` requests in flight (when set);
+//! - the request has not tried it yet.
+//!
+//! Backups (round robin and least_conn only) are considered only when no primary can take the
+//! request.
+//!
+//! Slow start: when a peer comes back (a successful probe after it was failed, a health check
+//! going from `Down` to `Up`, the operator setting it `Up` again; not at start-up) its weight
+//! ramps linearly over `slow_start`, from a thousandth of a unit to its full weight. Round robin
+//! uses `min(effective_weight, ramp)`, so nginx's own failure penalty (lowered by `weight /
+//! max_fails` per failure, +1 per round) and the ramp both hold it back, the lower one winning;
+//! least_conn and random_two divide in-flight requests by `min(weight, ramp)`. The hash
+//! methods keep their mapping and ignore the ramp (except for round robin among the peers of
+//! one consistent-hash server).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -18,11 +42,12 @@ use crate::spec::{MAX_WEIGHT, UpstreamAddr, UpstreamSpec};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SelectKey<'a> {
     /// Nothing: hash methods fall back to round robin, `ip_hash` maps every such request to one
-    /// peer (nginx's pseudo address for non-IP clients).
+    /// peer (nginx's pseudo address for non-IP clients). Other methods ignore the key.
     None,
     /// The client's address, for `ip_hash` (a hash method uses its text as the key).
     ClientIp(IpAddr),
     /// The rendered hash key, for `hash KEY [consistent]`; empty falls back to round robin.
+    /// `ip_hash` treats it like `None`.
     Hash(&'a [u8]),
 }
 
@@ -251,7 +276,8 @@ impl Group {
     }
 
     /// Records an active check result for `peer`. From the first report on, only peers whose
-    /// check says `Up` are picked; a peer coming back from `Down` starts slow start.
+    /// check says `Up` are picked; a peer coming back from `Down` starts slow start. `rise` and
+    /// `fall` come from [`set_health_check`](Group::set_health_check), else HAProxy's 2 and 3.
     pub fn health_observed(&mut self, peer: PeerId, passed: bool, now: Instant) {
         self.health_gated = true;
         let (rise, fall) = self.health_check.as_ref().map_or((2, 3), |c| (c.rise, c.fall));

@@ -202,4 +202,33 @@ mod tests {
         let picks: Vec<usize> = (0..6).map(|_| pick(&mut g, SelectKey::None, now)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
+
+    #[test]
+    fn fallback_finds_the_last_peer_and_none_when_all_are_out() {
+        let now = Instant::now();
+        for method in [Method::IpHash, Method::parse("hash $uri").unwrap()] {
+            let mut g = group(4, method.clone());
+            for p in 0..3 {
+                g.set_admin(PeerId(p), Admin::Down);
+            }
+            for n in 0..50u8 {
+                let key = format!("10.{n}.0.1");
+                let got = match method {
+                    Method::IpHash => pick(&mut g, ip(&key), now),
+                    _ => pick(&mut g, SelectKey::Hash(key.as_bytes()), now),
+                };
+                assert_eq!(got, 3, "{method} {key}");
+            }
+            g.set_admin(PeerId(3), Admin::Drain);
+            assert_eq!(g.select(ip("10.0.0.1"), &Tried::default(), now), None, "{method}");
+        }
+    }
+
+    #[test]
+    fn hash_uses_the_client_address_text_when_given_one() {
+        let now = Instant::now();
+        let mut g = group(3, Method::parse("hash $remote_addr").unwrap());
+        let by_ip = pick(&mut g, ip("192.0.2.7"), now);
+        assert_eq!(pick(&mut g, SelectKey::Hash(b"192.0.2.7"), now), by_ip);
+    }
 }

@@ -274,4 +274,29 @@ mod tests {
             assert_eq!(plain.select(hot, &tried, now), Some(home));
         }
     }
+
+    #[test]
+    fn weight_scales_the_share_of_keys() {
+        let now = Instant::now();
+        let mut g =
+            group(&["10.0.0.1:80 weight=2", "10.0.0.2:80", "10.0.0.3:80"], "hash $uri consistent");
+        assert_eq!(g.ring.points.len(), 640);
+        let heavy =
+            (0..4000).filter(|k| owner(&mut g, &format!("/{k}"), now) == "10.0.0.1:80").count();
+        assert!((1600..2400).contains(&heavy), "{heavy} of 4000");
+    }
+
+    #[test]
+    fn a_tried_server_passes_the_request_along_the_ring() {
+        let now = Instant::now();
+        let mut g = group(&NODES, "hash $uri consistent");
+        let mut tried = Tried::default();
+        let mut seen = Vec::new();
+        while let Some(p) = g.select(SelectKey::Hash(b"/x"), &tried, now) {
+            tried.insert(p);
+            seen.push(p.0);
+        }
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2, 3], "every peer once, then none");
+    }
 }

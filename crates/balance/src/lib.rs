@@ -17,6 +17,29 @@
 //! One attempt goes: `select` (the peer's in-flight count goes up), the proxy tries it,
 //! `observe_status` with the response status if one came, `release` with the outcome. A retry
 //! inserts the peer into its [`Tried`] set and selects again.
+//!
+//! ```
+//! use std::time::Instant;
+//! use ferrocorn_balance::{Group, Method, Outcome, SelectKey, Tried, UpstreamSpec};
+//!
+//! let specs = ["127.0.0.1:8001 weight=5", "127.0.0.1:8002", "127.0.0.1:8003"]
+//!     .iter()
+//!     .map(|s| UpstreamSpec::parse(s))
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! let mut group = Group::new(specs, Method::parse("round_robin")?, 42)?;
+//! let now = Instant::now();
+//! let mut tried = Tried::default();
+//! let peer = group.select(SelectKey::None, &tried, now).expect("a peer");
+//! assert_eq!(group.spec(peer).unwrap().addr.to_string(), "127.0.0.1:8001");
+//! // The connection failed: count it and try another peer.
+//! group.release(peer, Outcome::Failure, now);
+//! tried.insert(peer);
+//! let retry = group.select(SelectKey::None, &tried, now).expect("another peer");
+//! assert_ne!(retry, peer);
+//! group.observe_status(retry, 200, now);
+//! group.release(retry, Outcome::Success, now);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod group;
 mod hash;
