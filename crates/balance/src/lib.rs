@@ -10,6 +10,7 @@
 //! - [`health`]: the active health check's spec and the per-peer rise/fall state machine.
 //! - [`peer`]: peer ids, the tried set, outcomes, operator overrides, snapshots.
 //! - [`group`]: the group itself: `select`, `release`, status and health reports.
+//! - [`next_upstream`]: which failures send a request on to another upstream, and which count.
 //!
 //! The picking rules live in `round_robin`, `least_conn`, `hash` (ip_hash and hash), `ketama`
 //! (consistent hash, bounded load) and `random` (random two).
@@ -47,6 +48,7 @@ pub mod health;
 mod ketama;
 mod least_conn;
 pub mod method;
+pub mod next_upstream;
 pub mod peer;
 mod random;
 mod round_robin;
@@ -56,6 +58,7 @@ pub mod time;
 pub use group::{Group, GroupError, SelectKey};
 pub use health::{HealthCheckSpec, HealthError, HealthState, HealthTracker};
 pub use method::{Method, MethodError};
+pub use next_upstream::{Failure, NextUpstream, NextUpstreamError, idempotent};
 pub use peer::{Admin, Outcome, PeerId, PeerState, PeerView, Tried};
 pub use spec::{SpecError, UpstreamAddr, UpstreamSpec};
 pub use time::{DurationError, parse_duration};

@@ -31,6 +31,11 @@ impl Conditions {
     pub fn reads_decoded_path(&self) -> bool {
         self.templates.iter().any(KeyTemplate::reads_decoded_path)
     }
+
+    /// Whether a condition reads the client's address (`$remote_addr`).
+    pub fn reads_remote_addr(&self) -> bool {
+        self.templates.iter().any(KeyTemplate::reads_remote_addr)
+    }
 }
 
 #[cfg(test)]
@@ -45,6 +50,7 @@ mod tests {
             decoded_path: b"/",
             query,
             headers,
+            remote_addr: b"",
         }
     }
 

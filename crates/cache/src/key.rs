@@ -7,7 +7,8 @@
 //! Variables, with nginx's meaning:
 //! `$scheme`, `$host` (the host from an absolute-form target, else the `Host` header, lower
 //! case, without its port), `$request_uri` (the target as sent), `$uri` (the decoded path),
-//! `$args` (the query string), `$request_method`, `$arg_NAME` (the first query argument NAME,
+//! `$args` (the query string), `$request_method`, `$remote_addr` (the client's address),
+//! `$arg_NAME` (the first query argument NAME,
 //! case-insensitive, undecoded), `$http_NAME` (request header NAME with `_` for `-`,
 //! case-insensitive; several joined with `, `, `Cookie` lines with `; `), `$cookie_NAME`
 //! (cookie NAME from the `Cookie` headers). `$uri` is the decoded path without nginx's
@@ -25,6 +26,8 @@ enum Var {
     Uri,
     Args,
     RequestMethod,
+    /// `$remote_addr`: the client's address (for the balancer's `hash $remote_addr`).
+    RemoteAddr,
     /// `$arg_NAME`.
     Arg(String),
     /// `$http_NAME`, the header name with dashes.
@@ -80,6 +83,8 @@ pub struct KeyRequest<'a> {
     pub query: &'a [u8],
     /// Headers with upper-case names (as `ferrocorn_http::RequestHead` holds them).
     pub headers: &'a [(String, Vec<u8>)],
+    /// The client's address as text (empty for a Unix-socket client).
+    pub remote_addr: &'a [u8],
 }
 
 impl KeyTemplate {
@@ -139,6 +144,11 @@ impl KeyTemplate {
     pub fn reads_decoded_path(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Var(Var::Uri)))
     }
+
+    /// Whether rendering reads the client's address (`$remote_addr`), formatted per request.
+    pub fn reads_remote_addr(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Var(Var::RemoteAddr)))
+    }
 }
 
 fn variable(name: &str) -> Result<Var, KeyTemplateError> {
@@ -152,6 +162,7 @@ fn variable(name: &str) -> Result<Var, KeyTemplateError> {
         "uri" | "document_uri" => Var::Uri,
         "args" | "query_string" => Var::Args,
         "request_method" => Var::RequestMethod,
+        "remote_addr" => Var::RemoteAddr,
         _ => {
             if let Some(arg) = named("arg_") {
                 Var::Arg(arg)
@@ -178,6 +189,7 @@ fn append(key: &mut Vec<u8>, var: &Var, request: &KeyRequest<'_>) {
         Var::Uri => key.extend_from_slice(request.decoded_path),
         Var::Args => key.extend_from_slice(request.query),
         Var::RequestMethod => key.extend_from_slice(request.method.as_bytes()),
+        Var::RemoteAddr => key.extend_from_slice(request.remote_addr),
         Var::Arg(name) => {
             let found = request.query.split(|&b| b == b'&').find_map(|pair| {
                 let (n, v) = split_once(pair, b'=').unwrap_or((pair, b""));
@@ -281,6 +293,7 @@ mod tests {
             decoded_path: path.as_bytes(),
             query: query.as_bytes(),
             headers: &headers,
+            remote_addr: b"192.0.2.7",
         };
         let key = KeyTemplate::parse(template).unwrap().render(&request);
         String::from_utf8(key).unwrap()
@@ -314,6 +327,13 @@ mod tests {
             render(t, "/list?Page=3&page=4&x", &hdrs),
             "/list|Page=3&page=4&x|3||fr|a, b|s1|de|GET|theme=dark; session=s1; lang=de"
         );
+    }
+
+    #[test]
+    fn the_clients_address_is_a_variable() {
+        assert_eq!(render("$remote_addr|$uri", "/p", &[]), "192.0.2.7|/p");
+        assert!(KeyTemplate::parse("x$remote_addr").unwrap().reads_remote_addr());
+        assert!(!KeyTemplate::parse("$uri").unwrap().reads_remote_addr());
     }
 
     #[test]

@@ -41,11 +41,13 @@ pub enum Section {
     Ferrocorn,
     /// ferrocorn's response cache.
     Cache,
+    /// `ferrocorn balance`: the load balancer in front of upstream servers.
+    Balance,
 }
 
 impl Section {
     /// Every section, in documentation order.
-    pub const ALL: [Section; 15] = [
+    pub const ALL: [Section; 16] = [
         Section::ConfigFile,
         Section::ServerSocket,
         Section::WorkerProcesses,
@@ -61,6 +63,7 @@ impl Section {
         Section::Control,
         Section::Ferrocorn,
         Section::Cache,
+        Section::Balance,
     ];
 
     /// The section's title as Gunicorn's documentation spells it.
@@ -81,6 +84,7 @@ impl Section {
             Section::Control => "Control",
             Section::Ferrocorn => "Ferrocorn",
             Section::Cache => "Response Cache",
+            Section::Balance => "Load Balancer",
         }
     }
 }

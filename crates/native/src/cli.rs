@@ -1,4 +1,5 @@
-//! The `ferrocorn` command line: subcommand dispatch (`bench`), Gunicorn's settings layers
+//! The `ferrocorn` command line: subcommand dispatch (`bench`, `ctl`, `top`; `balance` is the
+//! server with upstreams instead of an app), Gunicorn's settings layers
 //! (defaults and env, config file, `GUNICORN_CMD_ARGS`/`FERROCORN_CMD_ARGS`, argv), the
 //! `--print-config`/`--check-config` modes, then hand-over to the master. Returns the exit
 //! code (`ferrocorn_arbiter::ExitCode`: Gunicorn's values).
@@ -19,6 +20,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         Some("top") => return py.detach(|| ferrocorn_ctl::top_main(argv[1..].to_vec())),
         _ => {}
     }
+    // `ferrocorn balance ...` is the server with upstreams and no app.
+    let balance = argv.first().is_some_and(|a| a == "balance");
+    let argv = if balance { argv[1..].to_vec() } else { argv };
     let cli = match ferrocorn_config::parse_args(&argv) {
         Ok(p) => p,
         Err(e) => {
@@ -43,6 +47,13 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
     };
     let config = &loaded.config;
+    if balance && config.list("upstreams").is_empty() {
+        eprintln!(
+            "ferrocorn: error: `ferrocorn balance` needs at least one upstream: give \
+             --upstream HOST:PORT (once per upstream) or `upstreams = [...]` in the config file"
+        );
+        return ExitCode::Usage.code();
+    }
     if config.bool("print_config") {
         println!("{}", config.render());
         return 0;

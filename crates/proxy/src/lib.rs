@@ -14,16 +14,38 @@
 //! * [`client_framing`] and [`write_client_head`] (`response_out`): the response head sent
 //!   on to the client.
 //!
-//! These modules are pure: no I/O, no clock, no settings. The upstream connection pool
-//! (`pool.rs`) and the forwarding loop that moves heads and bodies between the two
-//! connections (`forward.rs`) are tokio code still to come in this crate.
+//! These modules are pure: no I/O, no clock, no settings. The I/O is tokio code over them,
+//! with the selection policy in `ferrocorn-balance`:
+//!
+//! * [`Balancer`] (`balancer`): one worker's upstream group, pool and settings, and one
+//!   request carried through them — choose, send, go on to another upstream when
+//!   `--next-upstream` allows, relay the response or open a tunnel (101).
+//! * `exchange`: one attempt's bytes — the request body held for a retry or streamed, the
+//!   wait for the response head, the relay of the body with the client's framing.
+//! * `connection` ([`UpstreamConn`]) and `pool` ([`Pool`]): upstream connections and the
+//!   keep-alive pool (`--keepalive`).
+//! * `health_check`: the active health check (`--health-check`).
+//! * `config` ([`ProxyConfig`]): what a balancer worker is told at start.
 
+mod balancer;
+mod config;
+mod connection;
 mod error;
+mod exchange;
 mod fields;
 mod forwarding;
+mod health_check;
+mod pool;
 mod request_out;
 mod response_head;
 mod response_out;
+
+pub use balancer::{Balancer, Observer, Proxied, ProxyRequest};
+pub use config::ProxyConfig;
+pub use connection::{ConnectError, UpstreamConn};
+pub use exchange::{ClientError, REPLAY_LIMIT, Relayed};
+pub use health_check::{CheckFailure, HealthReport, check_once, check_round, run_checks};
+pub use pool::Pool;
 
 pub use error::UpstreamHeadError;
 pub use forwarding::ForwardContext;

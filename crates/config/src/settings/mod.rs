@@ -1,5 +1,6 @@
 //! The registry: every setting, assembled from one file per section, and lookup by name.
 
+mod balance;
 mod cache;
 mod config_file;
 mod control;
@@ -41,6 +42,7 @@ pub fn settings() -> &'static [Setting] {
             control::SETTINGS,
             ferrocorn::SETTINGS,
             cache::SETTINGS,
+            balance::SETTINGS,
         ]
         .concat()
     })
@@ -93,7 +95,7 @@ mod tests {
         // All 119 Gunicorn settings at HEAD (incl. http2_cleartext), plus ferrocorn's own.
         let gunicorn = settings()
             .iter()
-            .filter(|s| !matches!(s.section, Section::Ferrocorn | Section::Cache))
+            .filter(|s| !matches!(s.section, Section::Ferrocorn | Section::Cache | Section::Balance))
             .count();
         assert_eq!(gunicorn, 119);
         for name in [

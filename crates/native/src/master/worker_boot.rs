@@ -234,10 +234,13 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
             return ExitCode::WorkerBoot.code();
         }
     }
-    let app = match &master.preloaded {
-        Some(app) => app.clone_ref(py),
-        None => match crate::app::load(py, &opts.app.app_spec) {
-            Ok(app) => app,
+    // A load balancer's worker has no app: its requests go to its upstreams.
+    let balancer = opts.serve.worker_class == WorkerClass::Balancer;
+    let app = match (&master.preloaded, balancer) {
+        (_, true) => None,
+        (Some(app), false) => Some(app.clone_ref(py)),
+        (None, false) => match crate::app::load(py, &opts.app.app_spec) {
+            Ok(app) => Some(app),
             Err(e) => {
                 error!("Exception in worker process:\n{e}");
                 return ExitCode::AppLoad.code();
@@ -250,7 +253,9 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     if let Err(e) = install_abort_handler(py, &worker, master.hooks.get(py, "worker_abort")) {
         error!("cannot install the SIGABRT handler: {e}");
     }
-    if let Err(message) = check_app_interface(py, app.bind(py), opts.serve.worker_class) {
+    if let Some(app) = &app
+        && let Err(message) = check_app_interface(py, app.bind(py), opts.serve.worker_class)
+    {
         error!("{message}");
         return ExitCode::AppLoad.code();
     }
@@ -284,37 +289,39 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     board.slot(slot_index).set_state(SlotState::Idle);
     let hooks = master.hooks.clone_ref(py);
     // The app context, and the Python loop it runs on (asgi, gevent) if not the worker's own.
-    let (ctx, serve) = if let WorkerClass::Asgi { event_loop, lifespan, disconnect_grace } =
-        opts.serve.worker_class
-    {
-        let serve = LoopServe::Asgi {
-            app,
-            event_loop: event_loop.name(),
-            lifespan: lifespan.name(),
-            disconnect_grace,
-        };
-        (AppContext::new(None, hooks, worker.clone_ref(py)), Some(serve))
-    } else {
-        let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
-        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
-        let wsgi = match WsgiApp::new(
-            py,
-            app,
-            &envs,
-            &script_name,
-            opts.master.workers > 1,
-            opts.serve.worker_class != WorkerClass::Sync,
-            opts.serve.sendfile,
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                error!("cannot prepare the WSGI bridge: {e}");
-                return ExitCode::WorkerBoot.code();
-            }
-        };
-        let serve =
-            matches!(opts.serve.worker_class, WorkerClass::Gevent).then_some(LoopServe::Gevent);
-        (AppContext::new(Some(wsgi), hooks, worker.clone_ref(py)), serve)
+    let (ctx, serve) = match (app, opts.serve.worker_class) {
+        (None, _) => (AppContext::new(None, hooks, worker.clone_ref(py)), None),
+        (Some(app), WorkerClass::Asgi { event_loop, lifespan, disconnect_grace }) => {
+            let serve = LoopServe::Asgi {
+                app,
+                event_loop: event_loop.name(),
+                lifespan: lifespan.name(),
+                disconnect_grace,
+            };
+            (AppContext::new(None, hooks, worker.clone_ref(py)), Some(serve))
+        }
+        (Some(app), _) => {
+            let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
+            let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+            let wsgi = match WsgiApp::new(
+                py,
+                app,
+                &envs,
+                &script_name,
+                opts.master.workers > 1,
+                opts.serve.worker_class != WorkerClass::Sync,
+                opts.serve.sendfile,
+            ) {
+                Ok(w) => w,
+                Err(e) => {
+                    error!("cannot prepare the WSGI bridge: {e}");
+                    return ExitCode::WorkerBoot.code();
+                }
+            };
+            let serve =
+                matches!(opts.serve.worker_class, WorkerClass::Gevent).then_some(LoopServe::Gevent);
+            (AppContext::new(Some(wsgi), hooks, worker.clone_ref(py)), serve)
+        }
     };
     let result = match serve {
         Some(serve) => match run_on_loop(py, master, opts.serve, ctx, access_log, runtime, serve) {

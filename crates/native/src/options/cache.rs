@@ -44,6 +44,13 @@ impl CacheOptions {
             || self.bypass.reads_decoded_path()
             || self.no_store.reads_decoded_path()
     }
+
+    /// Whether the key, or a condition, reads the client's address.
+    pub fn reads_remote_addr(&self) -> bool {
+        self.key.reads_remote_addr()
+            || self.bypass.reads_remote_addr()
+            || self.no_store.reads_remote_addr()
+    }
 }
 
 fn bad(setting: &str, problem: impl std::fmt::Display) -> OptionsError {

@@ -10,9 +10,11 @@ use ferrocorn_http::{HeaderMapPolicy, Limits, ProxyMode};
 
 use crate::logging::Level;
 
+mod balance;
 mod cache;
 mod worker_class;
 
+pub use balance::BalanceOptions;
 pub use cache::CacheOptions;
 use ferrocorn_net::allowlist::AllowList;
 use ferrocorn_net::listen::{BindSpec, ListenOptions};
@@ -125,6 +127,9 @@ pub struct ServeOptions {
     pub cache_backend: ferrocorn_cache::Backend,
     /// The longest a Redis connect or reply may take (`--cache-backend-timeout`).
     pub cache_backend_timeout: std::time::Duration,
+    /// The balancer's upstreams and their handling (present only for a load balancer,
+    /// whose worker class is then [`WorkerClass::Balancer`]).
+    pub balance: Option<std::sync::Arc<BalanceOptions>>,
 }
 
 /// What loads the app: where it is and the process environment it is imported in.
@@ -262,7 +267,9 @@ impl ServeOptions {
         match self.worker_class {
             WorkerClass::Sync => 1,
             WorkerClass::Gthread { threads } => threads,
-            WorkerClass::Gevent | WorkerClass::Asgi { .. } => self.worker_connections,
+            WorkerClass::Gevent | WorkerClass::Asgi { .. } | WorkerClass::Balancer => {
+                self.worker_connections
+            }
         }
     }
 
@@ -283,10 +290,26 @@ impl ServerOptions {
         config: &Config,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, OptionsError> {
-        let worker_class = worker_class(config)?;
-        let app_spec = config.app().map(str::to_owned).ok_or_else(|| {
-            OptionsError("no application module specified: give APP (module:callable) on the command line or `wsgi_app` in the config file".into())
-        })?;
+        let timeout = config.float("timeout");
+        let io_timeout = if timeout > 0.0 { seconds(timeout) } else { Duration::from_secs(30) };
+        let balance = balance::balance_options(config, io_timeout)?;
+        let worker_class = match &balance {
+            Some(_) => WorkerClass::Balancer,
+            None => worker_class(config)?,
+        };
+        let app_spec = match (&balance, config.app()) {
+            (None, Some(app)) => app.to_owned(),
+            (None, None) => {
+                return Err(OptionsError("no application module specified: give APP (module:callable) on the command line or `wsgi_app` in the config file".into()));
+            }
+            (Some(_), None) => String::new(),
+            (Some(_), Some(app)) => {
+                return Err(OptionsError(format!(
+                    "the app {app:?} and `upstreams` (--upstream) were both given: a balancer \
+                     forwards every request to its upstreams and serves no app; drop one"
+                )));
+            }
+        };
         let binds = config
             .list("bind")
             .iter()
@@ -315,7 +338,6 @@ impl ServerOptions {
             permit_unconventional_http_version: config.bool("permit_unconventional_http_version"),
             casefold_http_method: config.bool("casefold_http_method"),
         };
-        let timeout = config.float("timeout");
         Ok(ServerOptions {
             master: MasterOptions {
                 binds,
@@ -354,7 +376,7 @@ impl ServerOptions {
                 limits,
                 keepalive: seconds(config.float("keepalive")),
                 header_timeout: seconds(config.float("header_timeout")),
-                io_timeout: if timeout > 0.0 { seconds(timeout) } else { Duration::from_secs(30) },
+                io_timeout,
                 body_buffer_size: usize::try_from(config.int("body_buffer_size"))
                     .unwrap_or(usize::MAX),
                 graceful_timeout: seconds(config.float("graceful_timeout")),
@@ -396,10 +418,11 @@ impl ServerOptions {
                 cache_store_size: cache::store_size(config),
                 cache_backend: cache::backend(config)?,
                 cache_backend_timeout: seconds(config.float("cache_backend_timeout")),
+                balance: balance.map(std::sync::Arc::new),
             },
             app: AppOptions {
                 app_spec,
-                preload_app: config.bool("preload_app"),
+                preload_app: config.bool("preload_app") && worker_class != WorkerClass::Balancer,
                 chdir: config.str("chdir").to_owned(),
                 pythonpath: config.list("pythonpath").to_vec(),
                 raw_env: raw_env(config)?,

@@ -26,6 +26,9 @@ pub enum WorkerClass {
         /// `asgi_disconnect_grace_period`, seconds.
         disconnect_grace: u32,
     },
+    /// A load balancer's worker (`ferrocorn balance`): no app; every request goes to an
+    /// upstream, up to `worker_connections` at once, all in Rust.
+    Balancer,
 }
 
 /// Which asyncio loop the ASGI class uses.
@@ -80,6 +83,7 @@ impl WorkerClass {
             WorkerClass::Gthread { .. } => "gthread",
             WorkerClass::Gevent => "gevent",
             WorkerClass::Asgi { .. } => "asgi",
+            WorkerClass::Balancer => "balancer",
         }
     }
 }

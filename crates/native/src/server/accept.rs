@@ -62,10 +62,12 @@ fn accept_decision(shared: &Shared) -> Decision {
 }
 
 /// Whether this worker may hold one more connection under `worker_connections` (gthread and
-/// gevent only, as in Gunicorn).
+/// gevent, as in Gunicorn, and the balancer).
 fn below_connection_cap(shared: &Shared) -> bool {
     match shared.opts.worker_class {
-        crate::options::WorkerClass::Gthread { .. } | crate::options::WorkerClass::Gevent => {
+        crate::options::WorkerClass::Gthread { .. }
+        | crate::options::WorkerClass::Gevent
+        | crate::options::WorkerClass::Balancer => {
             (shared.connections.load(Ordering::Relaxed) as u64)
                 < shared.opts.worker_connections as u64
         }

@@ -14,6 +14,7 @@ mod shared;
 mod shared_listener;
 pub mod sibling_wake;
 pub mod statsd;
+mod upstreams;
 pub mod worker;
 
 pub use app_call::AppContext;

@@ -52,6 +52,8 @@ pub struct Shared {
     /// for their client in between ([`ConnectionLease`]).
     pub(super) unanswered: AtomicUsize,
     pub(super) all_closed: Notify,
+    /// A load balancer's upstream group, pool and settings (the balancer class only).
+    pub balancer: Option<Arc<ferrocorn_proxy::Balancer>>,
 }
 
 /// Where a worker runs its app.
@@ -64,6 +66,9 @@ pub enum Executor {
     Asgi(AsgiBackend),
     /// In greenlets on the gevent hub of the main thread: the gevent class.
     Hub(Arc<crate::asgi::Bridge>),
+    /// Nowhere: a load balancer's worker, whose requests go to its upstreams
+    /// ([`Shared::balancer`]) without entering Python.
+    NoApp,
 }
 
 impl Executor {
@@ -106,7 +111,7 @@ impl Executor {
                 bridge.post(crate::asgi::Event::Wsgi(crate::asgi::HubJob::new(job)));
                 Ok(true)
             }
-            Executor::Inline | Executor::Asgi(_) => Err(job),
+            Executor::Inline | Executor::Asgi(_) | Executor::NoApp => Err(job),
         }
     }
 }

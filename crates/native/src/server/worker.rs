@@ -99,6 +99,7 @@ pub fn build(
         (crate::options::WorkerClass::Gthread { threads }, None) => {
             Executor::Pool(Arc::new(PythonPool::new(threads)))
         }
+        (crate::options::WorkerClass::Balancer, None) => Executor::NoApp,
         _ => Executor::Inline,
     };
     let mut builder = tokio::runtime::Builder::new_current_thread();
@@ -150,6 +151,10 @@ async fn worker_main(
     let admitted = opts.admitted();
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful_timeout = opts.graceful_timeout;
+    let balancer = match &opts.balance {
+        Some(balance) => Some(super::upstreams::start(balance).await?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         opts,
         app: Arc::new(app),
@@ -166,7 +171,11 @@ async fn worker_main(
         connections: AtomicUsize::new(0),
         unanswered: AtomicUsize::new(0),
         all_closed: Notify::new(),
+        balancer,
     });
+    if let Some(balancer) = &shared.balancer {
+        super::upstreams::spawn_upkeep(&shared, balancer.clone());
+    }
     for (index, listener) in listeners.into_iter().enumerate() {
         // The ASGI class's runtime epoll is nested in the asyncio loop's, where its thread
         // waits: the listeners go into the loop's epoll (`shared_listener.rs`).

@@ -172,6 +172,10 @@ impl<S: ClientStream> Conn<S> {
             return Consulted::ToApp(tagged(CacheStatus::Bypass, None));
         }
         let decoded;
+        let remote = match opts.reads_remote_addr() {
+            true => self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            false => String::new(),
+        };
         let key_request = KeyRequest {
             scheme: if https { "https" } else { "http" },
             method: &head.method,
@@ -184,6 +188,7 @@ impl<S: ClientStream> Conn<S> {
             },
             query: &head.query,
             headers: &head.headers,
+            remote_addr: remote.as_bytes(),
         };
         let storable = !opts.no_store.any(&key_request, &mut self.cache.scratch);
         let bypassed = opts.bypass.any(&key_request, &mut self.cache.scratch);
@@ -545,6 +550,7 @@ impl<S: ClientStream> Conn<S> {
             let path = head.path.strip_suffix(b"*").unwrap_or(&head.path);
             let query = head.query.strip_suffix(b"*").unwrap_or(&head.query);
             let decoded = percent_decode(path);
+            let remote = self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default();
             let key = opts.key.render(&KeyRequest {
                 scheme: if https { "https" } else { "http" },
                 method: "GET",
@@ -552,6 +558,7 @@ impl<S: ClientStream> Conn<S> {
                 decoded_path: &decoded,
                 query,
                 headers: &head.headers,
+                remote_addr: remote.as_bytes(),
             });
             let removed = match prefix {
                 true => store.remove_prefix(&key).await,

@@ -1,7 +1,7 @@
 //! The one place a connection asks what serves a request once its head is read: the response
 //! cache first (when on), which may answer it; then the app, by worker class: a WSGI call, an
-//! ASGI HTTP request, or an ASGI WebSocket session. An upstream and another worker pool are to
-//! be added here, without touching the reading or writing code. The choice is a pure function of the head and the
+//! ASGI HTTP request, an ASGI WebSocket session, or (a load balancer's worker) an upstream.
+//! Another worker pool is to be added here, without touching the reading or writing code. The choice is a pure function of the head and the
 //! worker's protocol ([`responder_for`]); [`Conn::serve_request`] carries it out.
 
 use crate::response_store::ResponseStore;
@@ -24,12 +24,15 @@ use ferrocorn_net::client_stream::ClientStream;
 pub(super) enum AppProtocol {
     Wsgi,
     Asgi,
+    /// No app: a load balancer's worker forwards every request to an upstream.
+    Upstream,
 }
 
 impl AppProtocol {
     fn of(executor: &Executor) -> AppProtocol {
         match executor {
             Executor::Asgi(_) => AppProtocol::Asgi,
+            Executor::NoApp => AppProtocol::Upstream,
             _ => AppProtocol::Wsgi,
         }
     }
@@ -46,11 +49,15 @@ pub(super) enum Responder {
     AsgiWebSocket(WebSocketRequest),
     /// An invalid WebSocket handshake, answered with its error status.
     BadHandshake(HandshakeError),
+    /// An upstream, through the worker's balancer; with the protocol the client asks to
+    /// switch to (`Upgrade`), if any.
+    Upstream(Option<Vec<u8>>),
 }
 
 /// What serves a request with this head, for a worker whose app speaks `protocol`.
 pub(super) fn responder_for(protocol: AppProtocol, head: &RequestHead) -> Responder {
     match protocol {
+        AppProtocol::Upstream => Responder::Upstream(upgrade_asked(head)),
         AppProtocol::Wsgi => Responder::Wsgi,
         AppProtocol::Asgi => match websocket_request(head) {
             None => Responder::AsgiHttp,
@@ -58,6 +65,16 @@ pub(super) fn responder_for(protocol: AppProtocol, head: &RequestHead) -> Respon
             Some(Err(e)) => Responder::BadHandshake(e),
         },
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to: its `Upgrade` value when its
+/// `Connection` header lists `upgrade`.
+fn upgrade_asked(head: &RequestHead) -> Option<Vec<u8>> {
+    let upgrade = head.header("UPGRADE")?;
+    let listed = head.headers.iter().filter(|(n, _)| n == "CONNECTION").any(|(_, v)| {
+        v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    (listed && head.version >= (1, 1)).then(|| upgrade.to_vec())
 }
 
 /// A revalidation (`--cache-revalidate`) asks the app about the stored copy: its conditional
@@ -135,6 +152,9 @@ impl<S: ClientStream> Conn<S> {
                 let decoded_path = percent_decode(&head.path);
                 self.read_body(head.framing).await?;
                 self.handle_websocket(head, request.subprotocols, decoded_path, https).await
+            }
+            Responder::Upstream(upgrade) => {
+                self.handle_upstream(head, https, upgrade, started).await
             }
             Responder::BadHandshake(e) => {
                 let wbuf = &mut self.wbuf;

@@ -33,6 +33,7 @@ mod cache_hit;
 mod dispatch;
 mod read;
 mod respond;
+mod upstream;
 mod websocket;
 mod wsgi;
 

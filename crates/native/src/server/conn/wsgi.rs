@@ -131,6 +131,11 @@ impl<S: ClientStream> Conn<S> {
                     },
                 }
             }
+            // A balancer's worker sends no request here (`dispatch.rs`); were one to come, it
+            // fails like an app that could not be called.
+            Executor::NoApp => {
+                Called { reply: Reply::Failed, input: None, environ: None, hook_request: None }
+            }
         };
         let Called { reply, input, environ, hook_request } = called;
 
