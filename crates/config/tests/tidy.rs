@@ -114,7 +114,9 @@ fn only_native_reaches_python_and_the_core_crates_reach_no_async_runtime() {
         if dir != "native" {
             assert!(!deps.iter().any(|d| d.starts_with("pyo3")), "{dir} reaches pyo3: {deps:?}");
         }
-        if ["arbiter", "config", "http", "metrics", "shm", "cache", "balance"].contains(&dir.as_str()) {
+        if ["arbiter", "config", "http", "metrics", "shm", "cache", "balance"]
+            .contains(&dir.as_str())
+        {
             assert!(!deps.iter().any(|d| d == "tokio"), "{dir} reaches tokio: {deps:?}");
         }
     }

@@ -1,6 +1,6 @@
 //! `ferrocorn ctl`: argument parsing, the one-shot request and the human (or
 //! `--json`) rendering of the reply (the `cache` commands' words and rendering are in
-//! `cache.rs`).
+//! `cache.rs`, the `upstreams` commands' in `upstreams.rs`).
 
 use std::io::Write;
 
@@ -10,6 +10,7 @@ use crate::SocketEnv;
 use crate::cache::{self, CacheCommand, PurgeOptions};
 use crate::client::request;
 use crate::render;
+use crate::upstreams::{self, UpstreamsCommand};
 
 const USAGE: &str = "\
 usage: ferrocorn ctl [--socket PATH] [--json] COMMAND
@@ -27,6 +28,11 @@ commands:
                          (KEY as --cache-key renders it, e.g. httpexample.com/a?b)
   cache purge --prefix P remove every cached response whose key starts with P
   cache purge --all      remove every cached response (the app cache stays)
+  upstreams              the load balancer's upstreams: state, requests, failures
+  upstreams drain ADDR   send no new requests to an upstream (ADDR as configured)
+  upstreams down ADDR    take an upstream out of service
+  upstreams up ADDR      put it back (its weight ramps up with slow_start)
+  upstreams weight ADDR N  give an upstream a new weight
 
 options:
   --socket PATH  control socket (default: $FERROCORN_CONTROL_SOCKET,
@@ -46,6 +52,7 @@ pub(crate) enum Command {
     ReopenLogs,
     Shutdown { graceful: bool },
     Cache(CacheCommand),
+    Upstreams(UpstreamsCommand),
 }
 
 impl Command {
@@ -60,6 +67,7 @@ impl Command {
             Command::ReopenLogs => json!({"command": "reopen-logs"}),
             Command::Shutdown { graceful } => json!({"command": "shutdown", "graceful": graceful}),
             Command::Cache(command) => command.request(),
+            Command::Upstreams(command) => command.request(),
         }
     }
 }
@@ -142,6 +150,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
         [c, rest @ ..] if c.as_str() == "cache" => {
             Command::Cache(cache::parse(rest, std::mem::take(&mut purge))?)
         }
+        [c, rest @ ..] if c.as_str() == "upstreams" => Command::Upstreams(upstreams::parse(rest)?),
         [c, ..]
             if ["status", "workers", "reload", "reopen-logs", "shutdown"].contains(&c.as_str()) =>
         {
@@ -194,6 +203,7 @@ pub fn run_ctl(args: &[String], env: &SocketEnv, out: &mut dyn Write, err: &mut 
             Command::Status => render::status_lines(&reply.value),
             Command::Workers => render::worker_table(render::workers(&reply.value)),
             Command::Cache(CacheCommand::Stats) => cache::stats_lines(&reply.value),
+            Command::Upstreams(UpstreamsCommand::List) => upstreams::list_lines(&reply.value),
             _ => vec![render::get_str(&reply.value, "message").unwrap_or("ok").to_owned()],
         };
         for line in lines {

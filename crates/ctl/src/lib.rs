@@ -18,6 +18,7 @@ mod client;
 mod ctl;
 mod render;
 mod top;
+mod upstreams;
 
 use std::ffi::OsString;
 use std::io::{self, IsTerminal};

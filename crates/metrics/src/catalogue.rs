@@ -72,7 +72,7 @@ const fn def(
     MetricDef { name, kind, help, labels }
 }
 
-static CATALOGUE: [MetricDef; 31] = [
+static CATALOGUE: [MetricDef; 37] = [
     def(
         "ferrocorn_requests",
         Counter,
@@ -206,6 +206,42 @@ static CATALOGUE: [MetricDef; 31] = [
         Counter,
         &[],
         "Cache store slots freed after a process died while writing them.",
+    ),
+    def(
+        "ferrocorn_upstream_requests",
+        Counter,
+        &["upstream"],
+        "Attempts the load balancer sent to each upstream (a request that went on to another upstream counts once per upstream tried).",
+    ),
+    def(
+        "ferrocorn_upstream_failures",
+        Counter,
+        &["upstream", "reason"],
+        "Failed attempts per upstream: error (connect, send or receive failed), timeout, invalid_header, http_status (an answer --next-upstream lists).",
+    ),
+    def(
+        "ferrocorn_upstream_retries",
+        Counter,
+        &["upstream"],
+        "Requests that went on from this upstream to another after a failure (--next-upstream).",
+    ),
+    def(
+        "ferrocorn_upstream_active_requests",
+        Gauge,
+        &["upstream"],
+        "Requests in flight to each upstream now, over all balancer workers.",
+    ),
+    def(
+        "ferrocorn_upstream_response_seconds",
+        Histogram,
+        &["upstream"],
+        "Time from choosing an upstream to its response head, per upstream, in seconds.",
+    ),
+    def(
+        "ferrocorn_upstream_state",
+        Gauge,
+        &["upstream", "state"],
+        "Balancer workers that see each upstream in each state: up, slow_start, probing, failed (max_fails or error_limit), unhealthy (active health check), draining, down.",
     ),
     def(
         "ferrocorn_start_time_seconds",

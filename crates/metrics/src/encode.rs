@@ -76,7 +76,7 @@ pub fn encode(snapshot: &Snapshot, format: Format) -> String {
 
 /// A sample value: integers print exactly, floats in a form both parsers accept.
 #[derive(Clone, Copy)]
-enum Value {
+pub(crate) enum Value {
     Int(u64),
     Float(f64),
 }
@@ -149,7 +149,7 @@ fn occupied_names(name: &str, kind: MetricKind) -> Vec<String> {
     }
 }
 
-struct Writer {
+pub(crate) struct Writer {
     out: String,
     format: Format,
     /// Family and sample names written so far (to keep app-defined families from clashing).
@@ -186,7 +186,13 @@ impl Writer {
     }
 
     /// One sample line.
-    fn sample(&mut self, name: &str, suffix: &str, labels: &[(&str, &str)], value: Value) {
+    pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        value: Value,
+    ) {
         self.out.push_str(name);
         self.out.push_str(suffix);
         if !labels.is_empty() {
@@ -204,7 +210,7 @@ impl Writer {
 
     /// `_bucket` (cumulating the per-bucket `counts`), `_sum` and `_count` of one histogram
     /// series. `+Inf` is added when the last bound is finite.
-    fn histogram(
+    pub(crate) fn histogram(
         &mut self,
         name: &str,
         labels: &[(&str, &str)],
@@ -306,6 +312,9 @@ fn builtin_samples(w: &mut Writer, def: &MetricDef, s: &Snapshot) {
         "ferrocorn_cache_capacity_bytes" => store(w, |c| c.capacity),
         "ferrocorn_cache_evictions" => store(w, |c| c.evictions),
         "ferrocorn_cache_repairs" => store(w, |c| c.repairs),
+        upstream if upstream.starts_with("ferrocorn_upstream_") => {
+            crate::upstreams::samples(w, name, suffix, &s.upstreams);
+        }
         "ferrocorn_workers" => {
             let states = s.workers.iter().map(|x| (x.state.as_str(), 1));
             for (state, n) in counts_by(&WORKER_STATES, states) {
@@ -483,6 +492,7 @@ mod tests {
                 repairs: 0,
             }),
             master_cache_purges: 1,
+            upstreams: Vec::new(),
         }
     }
 

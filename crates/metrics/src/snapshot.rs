@@ -222,6 +222,8 @@ pub struct Snapshot {
     pub cache_store: Option<CacheStoreCounts>,
     /// Purges the master carried out for `ferrocorn ctl cache purge`.
     pub master_cache_purges: u64,
+    /// The load balancer's upstreams (empty unless the instance is one).
+    pub upstreams: Vec<crate::upstreams::UpstreamCounts>,
 }
 
 impl Snapshot {

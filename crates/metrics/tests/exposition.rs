@@ -97,6 +97,7 @@ fn snapshot() -> Snapshot {
             repairs: 1,
         }),
         master_cache_purges: 2,
+        upstreams: Vec::new(),
     }
 }
 

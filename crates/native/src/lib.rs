@@ -23,6 +23,7 @@ mod server;
 mod settings_load;
 mod shared_cache;
 mod timer_fd;
+mod upstream_board;
 mod user_metrics;
 mod wsgi;
 

@@ -22,14 +22,21 @@ use crate::request_out::write_upstream_head;
 use crate::response_head::ResponseHead;
 use crate::response_out::write_client_head;
 
-/// What the caller learns as a request is proxied (logging and metrics).
+/// What the caller learns as a request is proxied (logging and metrics). Each attempt is
+/// `attempt_started`, then exactly one of `attempt_failed`, `response_head` and
+/// `attempt_abandoned`.
 pub trait Observer: Sync {
-    /// An attempt on `upstream` failed; the request may go on to another.
+    /// An attempt on `upstream` begins.
+    fn attempt_started(&self, _upstream: PeerId) {}
+    /// The attempt on `upstream` failed; the request may go on to another.
     fn attempt_failed(&self, upstream: PeerId, failure: Failure, detail: &str);
-    /// The request goes on to another upstream after a failure.
+    /// The attempt on `upstream` got its response head after `waited`.
+    fn response_head(&self, _upstream: PeerId, _waited: Duration) {}
+    /// The attempt on `upstream` ended on the client's side (it went away, or sent a
+    /// malformed body): not the upstream's failure.
+    fn attempt_abandoned(&self, _upstream: PeerId) {}
+    /// The request goes on from `upstream` (which failed it) to another one.
     fn retried(&self, _upstream: PeerId) {}
-    /// A response from `upstream` was relayed (or its tunnel ended).
-    fn responded(&self, _upstream: PeerId, _status: u16, _elapsed: Duration) {}
 }
 
 /// One request to proxy.
@@ -132,6 +139,7 @@ impl Balancer {
         let mut tried = Tried::default();
         let mut tries = 0usize;
         let mut last: Option<(Failure, String)> = None;
+        let mut failed_on: Option<PeerId> = None;
         loop {
             let now = Instant::now();
             let out_of_time = !config.next_upstream_timeout.is_zero()
@@ -145,11 +153,13 @@ impl Balancer {
             let Some(peer) = chosen else {
                 return failed(last);
             };
-            if tries > 0 {
-                observer.retried(peer);
+            if let Some(previous) = failed_on.take() {
+                observer.retried(previous);
             }
             tried.insert(peer);
             tries += 1;
+            observer.attempt_started(peer);
+            let attempt_began = Instant::now();
             let attempt = self.attempt(peer, &upstream_head, &mut body, client, rbuf, head).await;
             let (failure, detail, request_sent) = match attempt {
                 Ok((response, conn)) => {
@@ -161,11 +171,11 @@ impl Balancer {
                         self.group().release(peer, Outcome::Failure, Instant::now());
                         observer.attempt_failed(peer, listed, &format!("answered {status}"));
                         last = Some((listed, format!("the upstream answered {status}")));
+                        failed_on = Some(peer);
                         continue;
                     }
-                    return self
-                        .deliver(peer, response, conn, client, rbuf, &request, started, observer)
-                        .await;
+                    observer.response_head(peer, attempt_began.elapsed());
+                    return self.deliver(peer, response, conn, client, rbuf, &request).await;
                 }
                 Err(Attempted::Connect(e)) => {
                     let failure = match e {
@@ -176,6 +186,7 @@ impl Balancer {
                 }
                 Err(Attempted::Exchange(AttemptError::Client(e))) => {
                     self.group().release(peer, Outcome::Success, Instant::now());
+                    observer.attempt_abandoned(peer);
                     return Proxied::Client(e);
                 }
                 Err(Attempted::Exchange(e)) => {
@@ -192,6 +203,7 @@ impl Balancer {
             self.group().release(peer, Outcome::Failure, Instant::now());
             observer.attempt_failed(peer, failure, &detail);
             last = Some((failure, detail));
+            failed_on = Some(peer);
             let goes_on = config.next_upstream.goes_on(failure, request_sent, idempotent)
                 && body.replayable();
             if !goes_on {
@@ -271,8 +283,6 @@ impl Balancer {
         client: &mut C,
         rbuf: &mut Vec<u8>,
         request: &ProxyRequest<'_>,
-        started: Instant,
-        observer: &dyn Observer,
     ) -> Proxied {
         let config = &self.config;
         let status = response.status;
@@ -285,7 +295,6 @@ impl Balancer {
         }
         if response.upgrade {
             let body_bytes = tunnel(&mut conn, &response, client, rbuf, request.head.version).await;
-            observer.responded(peer, status, started.elapsed());
             return Proxied::Tunnelled { upstream: peer, body_bytes };
         }
         let relayed = relay(
@@ -302,7 +311,6 @@ impl Balancer {
             conn.responses += 1;
             self.pool().put(peer, conn, Instant::now());
         }
-        observer.responded(peer, status, started.elapsed());
         let headers = response
             .headers
             .iter()

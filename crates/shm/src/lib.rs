@@ -2,7 +2,7 @@
 //! before the first fork and inherited by every worker, and the tables laid over them — the
 //! worker [`scoreboard`] (one slot per worker: state, heartbeat, request counters) and the
 //! app-metrics [`series`] table (`Counter`/`Gauge`/`Histogram` series every worker adds into), and
-//! the [`cache_store`] every worker's caches share.
+//! the [`cache_store`] every worker's caches share, and the load balancer's [`upstream_board`].
 //! Everything in them is written with atomics only: no lock a SIGKILLed process could leave held.
 //!
 //! Only libc (and `ferrocorn-metrics`, whose fixed label spaces size the counters): no runtime,
@@ -15,5 +15,6 @@ pub mod cache_store;
 mod mapping;
 pub mod scoreboard;
 pub mod series;
+pub mod upstream_board;
 
 pub use mapping::{map_shared_zeroed, monotonic_ms};

@@ -95,7 +95,9 @@ mod tests {
         // All 119 Gunicorn settings at HEAD (incl. http2_cleartext), plus ferrocorn's own.
         let gunicorn = settings()
             .iter()
-            .filter(|s| !matches!(s.section, Section::Ferrocorn | Section::Cache | Section::Balance))
+            .filter(|s| {
+                !matches!(s.section, Section::Ferrocorn | Section::Cache | Section::Balance)
+            })
             .count();
         assert_eq!(gunicorn, 119);
         for name in [

@@ -1,8 +1,9 @@
 //! The control socket, served by the master's own loop: a unix stream socket (mode 0600 by
 //! default) where `ferrocorn ctl` and `ferrocorn top` send one JSON line and get one JSON line
 //! back. Commands: `status`, `workers`, `workers.add`, `workers.remove`, `reload`,
-//! `reopen-logs`, `shutdown`, and the response cache's `cache.stats` and `cache.purge`
-//! (`cache_control.rs`).
+//! `reopen-logs`, `shutdown`, the response cache's `cache.stats` and `cache.purge`
+//! (`cache_control.rs`), and the load balancer's `upstreams` and `upstreams.set`
+//! (`upstream_control.rs`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::cache_control::{self, CacheControl};
 use super::observe::quantile_ms;
+use super::upstream_control;
 
 /// The bound control socket.
 pub struct ControlSocket {
@@ -196,6 +198,8 @@ fn dispatch(
         }
         Some("cache.stats") => (cache_control::stats(cache, snapshot), None),
         Some("cache.purge") => (cache_control::purge(cache, request), None),
+        Some("upstreams") => (upstream_control::list(&snapshot()), None),
+        Some("upstreams.set") => (upstream_control::set(request, &snapshot()), None),
         Some(other) => (json!({"ok": false, "error": format!("unknown command {other:?}")}), None),
         None => (json!({"ok": false, "error": "request needs a \"command\""}), None),
     }

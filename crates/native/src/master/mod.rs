@@ -10,6 +10,7 @@ mod metrics_endpoint;
 mod observe;
 mod process;
 mod systemd;
+mod upstream_control;
 mod worker_boot;
 
 use std::os::fd::AsRawFd;
@@ -278,6 +279,10 @@ pub fn run(
             return ExitCode::Failure.code();
         }
     };
+    if let Err(e) = crate::upstream_board::init(upstream_names(&opts), MAX_WORKERS) {
+        error!("cannot map the load balancer's table: {e}");
+        return ExitCode::Failure.code();
+    }
     let mut arbiter = match Arbiter::new(arbiter_options(&opts), board.clone()) {
         Ok(a) => a,
         Err(e) => {
@@ -461,6 +466,8 @@ impl Supervisor for Master {
             let backend = (&opts.serve.cache_backend, opts.serve.cache_backend_timeout);
             crate::shared_cache::init(size, announce, backend.0, backend.1)
                 .map_err(|e| format!("cannot map the cache store: {e}"))?;
+            crate::upstream_board::init(upstream_names(&opts), MAX_WORKERS)
+                .map_err(|e| format!("cannot map the load balancer's table: {e}"))?;
             self.reapply_raw_env(py, &opts.app.raw_env)
                 .map_err(|e| format!("cannot apply `raw_env`: {e}"))?;
             if opts.master.binds != self.opts.master.binds {
@@ -588,4 +595,10 @@ fn exec_new_master(py: Python<'_>, fds: &str, master_pid: u32) -> PyResult<()> {
 fn log_in_use(addr: std::net::SocketAddr) {
     error!("Connection in use: {addr}");
     error!("Retrying in 1 second.");
+}
+
+/// The configured upstreams' names (empty unless the instance is a balancer).
+fn upstream_names(opts: &ServerOptions) -> Vec<String> {
+    let upstreams = opts.serve.balance.as_ref().map(|b| b.proxy.upstreams.as_slice());
+    upstreams.unwrap_or_default().iter().map(|u| u.addr.to_string()).collect()
 }

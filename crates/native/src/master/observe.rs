@@ -97,6 +97,7 @@ pub fn snapshot(
         user: crate::user_metrics::collect(),
         cache_store: crate::shared_cache::store_counts(),
         master_cache_purges: board.master().cache_purges(),
+        upstreams: crate::upstream_board::counts(board),
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Shared {
     pub(super) all_closed: Notify,
     /// A load balancer's upstream group, pool and settings (the balancer class only).
     pub balancer: Option<Arc<ferrocorn_proxy::Balancer>>,
+    /// The generation of the operator's upstream overrides this worker applied last.
+    pub overrides_seen: AtomicU64,
 }
 
 /// Where a worker runs its app.

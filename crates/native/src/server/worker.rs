@@ -172,6 +172,7 @@ async fn worker_main(
         unanswered: AtomicUsize::new(0),
         all_closed: Notify::new(),
         balancer,
+        overrides_seen: AtomicU64::new(0),
     });
     if let Some(balancer) = &shared.balancer {
         super::upstreams::spawn_upkeep(&shared, balancer.clone());

@@ -14,7 +14,7 @@ use ferrocorn_proxy::{ClientError, ForwardContext, Proxied, ProxyRequest};
 
 use super::{Conn, ConnError, Sent};
 use crate::logging::{debug, warning};
-use crate::server::upstreams::LogFailures;
+use crate::server::upstreams::{Reporting, apply_overrides};
 use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {
@@ -89,7 +89,8 @@ impl<S: ClientStream> Conn<S> {
         };
         let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
         shared.request_started();
-        let observer = LogFailures { balancer: &balancer };
+        apply_overrides(&balancer, &shared.overrides_seen);
+        let observer = Reporting { balancer: &balancer };
         let proxied = balancer.proxy(&mut self.stream, &mut self.rbuf, request, &observer).await;
         let (sent, keep) = match proxied {
             Proxied::Relayed { status, relayed, headers, upstream } => {

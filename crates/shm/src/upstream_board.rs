@@ -1,0 +1,255 @@
+//! The load balancer's table in shared memory: per upstream, counters every balancer worker
+//! adds into (attempts, failures by reason, retries, requests in flight, time to the response
+//! head), the state each worker sees it in (one byte per worker slot and upstream), and the
+//! operator's runtime overrides (`ferrocorn ctl upstreams`: drain, down, up, a new weight),
+//! which the master writes and bumps a generation for, and each worker applies when it sees
+//! the generation move. Mapped by the master before the first fork; atomics only, so a killed
+//! worker leaves nothing held. Rows are by the upstream's position in the configured list.
+
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferrocorn_metrics::{
+    N_BUCKETS, N_UPSTREAM_FAILURES, N_UPSTREAM_STATES, UpstreamCounts, duration_bucket,
+};
+
+use crate::mapping::map_shared_zeroed;
+
+/// Upstreams the table has rows for; a longer list is balanced but only the first this many
+/// are counted.
+pub const MAX_UPSTREAMS: usize = 64;
+
+/// An operator's override of one upstream (`ferrocorn ctl upstreams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Override {
+    /// 0: none; 1: up; 2: drain; 3: down.
+    pub admin: u8,
+    /// A new weight (0: unchanged).
+    pub weight: u32,
+}
+
+/// One upstream's counters.
+#[repr(C)]
+struct Row {
+    requests: AtomicU64,
+    failures: [AtomicU64; N_UPSTREAM_FAILURES],
+    retries: AtomicU64,
+    active: AtomicI64,
+    duration_buckets: [AtomicU64; N_BUCKETS],
+    duration_micros: AtomicU64,
+    /// `admin | weight << 8` ([`Override`]).
+    admin: AtomicU64,
+}
+
+#[repr(C)]
+struct Head {
+    admin_generation: AtomicU64,
+    /// Upstreams configured (rows in use).
+    upstreams: AtomicU32,
+}
+
+/// The balancer's table (see the module docs).
+pub struct UpstreamBoard {
+    head: *const Head,
+    rows: *const Row,
+    states: *const AtomicU8,
+    slots: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is process-shared memory accessed only through atomics; the pointers
+// stay valid for the board's lifetime (unmapped in Drop) and are never reallocated.
+unsafe impl Send for UpstreamBoard {}
+// SAFETY: as above; every access is an atomic operation.
+unsafe impl Sync for UpstreamBoard {}
+
+impl UpstreamBoard {
+    /// Map a zeroed table for `slots` worker slots.
+    pub fn new(slots: usize) -> std::io::Result<UpstreamBoard> {
+        let slots = slots.max(1);
+        let head = size_of::<Head>().next_multiple_of(align_of::<Row>());
+        let rows = MAX_UPSTREAMS * size_of::<Row>();
+        let bytes = head + rows + slots * MAX_UPSTREAMS;
+        let base = map_shared_zeroed(bytes)?;
+        // All-zero is a valid Head, Row and state byte (atomics at 0); the mapping is
+        // page-aligned and `head` a multiple of Row's alignment.
+        // SAFETY: both offsets are inside the `bytes`-long mapping.
+        let (rows_at, states_at) = unsafe { (base.add(head), base.add(head + rows)) };
+        Ok(UpstreamBoard {
+            head: base.cast::<Head>(),
+            rows: rows_at.cast::<Row>(),
+            states: states_at.cast::<AtomicU8>(),
+            slots,
+            bytes,
+        })
+    }
+
+    fn head(&self) -> &Head {
+        // SAFETY: points at the start of the live mapping, an initialised Head of atomics.
+        unsafe { &*self.head }
+    }
+
+    fn row(&self, upstream: usize) -> Option<&Row> {
+        // SAFETY: in bounds of the rows area of the live mapping; Row is made of atomics.
+        (upstream < MAX_UPSTREAMS).then(|| unsafe { &*self.rows.add(upstream) })
+    }
+
+    /// Record how many upstreams are configured (the master, at start and on reload).
+    pub fn set_upstream_count(&self, n: usize) {
+        self.head().upstreams.store(n.min(MAX_UPSTREAMS) as u32, Ordering::Relaxed);
+    }
+
+    /// An attempt was sent to `upstream`.
+    pub fn attempt_started(&self, upstream: usize) {
+        if let Some(row) = self.row(upstream) {
+            row.requests.fetch_add(1, Ordering::Relaxed);
+            row.active.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An attempt on `upstream` ended: with its response head after `waited`, or failed
+    /// (`failure`: a [`ferrocorn_metrics::UPSTREAM_FAILURES`] index).
+    pub fn attempt_ended(&self, upstream: usize, waited: Option<Duration>, failure: Option<usize>) {
+        let Some(row) = self.row(upstream) else { return };
+        row.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(waited) = waited {
+            let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+            row.duration_buckets[duration_bucket(micros)].fetch_add(1, Ordering::Relaxed);
+            row.duration_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+        if let Some(reason) = failure {
+            row.failures[reason.min(N_UPSTREAM_FAILURES - 1)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request went on from `upstream` to another.
+    pub fn retried(&self, upstream: usize) {
+        if let Some(row) = self.row(upstream) {
+            row.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn state_cell(&self, slot: usize, upstream: usize) -> Option<&AtomicU8> {
+        // SAFETY: in bounds of the states area (slots * MAX_UPSTREAMS bytes) of the live
+        // mapping; AtomicU8 has no alignment requirement beyond a byte.
+        (slot < self.slots && upstream < MAX_UPSTREAMS)
+            .then(|| unsafe { &*self.states.add(slot * MAX_UPSTREAMS + upstream) })
+    }
+
+    /// The state worker `slot` sees `upstream` in (a [`ferrocorn_metrics::UPSTREAM_STATES`]
+    /// index); stored plus one, so 0 means "no worker there".
+    pub fn publish_state(&self, slot: usize, upstream: usize, state: usize) {
+        if let Some(cell) = self.state_cell(slot, upstream) {
+            cell.store(state.min(N_UPSTREAM_STATES - 1) as u8 + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forget what worker `slot` saw (it exited).
+    pub fn clear_slot(&self, slot: usize) {
+        for upstream in 0..MAX_UPSTREAMS {
+            if let Some(cell) = self.state_cell(slot, upstream) {
+                cell.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Set the operator's override of `upstream` and bump the generation workers watch.
+    pub fn set_override(&self, upstream: usize, change: Override) {
+        if let Some(row) = self.row(upstream) {
+            let value = u64::from(change.admin) | (u64::from(change.weight) << 8);
+            row.admin.store(value, Ordering::Relaxed);
+            self.head().admin_generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The generation of the overrides: it moves whenever one is set.
+    pub fn override_generation(&self) -> u64 {
+        self.head().admin_generation.load(Ordering::Acquire)
+    }
+
+    /// The operator's override of `upstream`.
+    pub fn override_of(&self, upstream: usize) -> Override {
+        let value = self.row(upstream).map_or(0, |r| r.admin.load(Ordering::Relaxed));
+        Override { admin: (value & 0xff) as u8, weight: (value >> 8) as u32 }
+    }
+
+    /// The counters of the configured upstreams, named by `names` (in configured order);
+    /// states are read from the worker slots `live` accepts.
+    pub fn counts(&self, names: &[String], live: impl Fn(usize) -> bool) -> Vec<UpstreamCounts> {
+        let n = (self.head().upstreams.load(Ordering::Relaxed) as usize).min(names.len());
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (0..n)
+            .filter_map(|i| Some((i, self.row(i)?)))
+            .map(|(i, row)| {
+                let mut states = [0u64; N_UPSTREAM_STATES];
+                for slot in (0..self.slots).filter(|&s| live(s)) {
+                    if let Some(cell) = self.state_cell(slot, i) {
+                        let seen = cell.load(Ordering::Relaxed);
+                        if seen > 0 {
+                            states[usize::from(seen - 1).min(N_UPSTREAM_STATES - 1)] += 1;
+                        }
+                    }
+                }
+                UpstreamCounts {
+                    name: names[i].clone(),
+                    requests: load(&row.requests),
+                    failures: std::array::from_fn(|k| load(&row.failures[k])),
+                    retries: load(&row.retries),
+                    active: row.active.load(Ordering::Relaxed).max(0) as u64,
+                    duration_buckets: std::array::from_fn(|k| load(&row.duration_buckets[k])),
+                    duration_sum_micros: load(&row.duration_micros),
+                    states,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for UpstreamBoard {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
+        unsafe { libc::munmap(self.head.cast_mut().cast(), self.bytes) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_and_states_are_per_worker() {
+        let board = UpstreamBoard::new(4).unwrap();
+        board.set_upstream_count(2);
+        board.attempt_started(0);
+        board.attempt_started(0);
+        board.attempt_ended(0, Some(Duration::from_millis(2)), None);
+        board.attempt_ended(0, None, Some(1));
+        board.retried(0);
+        board.attempt_started(1);
+        board.publish_state(0, 0, 0);
+        board.publish_state(1, 0, 3);
+        board.publish_state(1, 1, 0);
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let counts = board.counts(&names, |_| true);
+        assert_eq!(counts.len(), 2);
+        assert_eq!((counts[0].requests, counts[0].active, counts[0].retries), (2, 0, 1));
+        assert_eq!(counts[0].failures, [0, 1, 0, 0]);
+        assert_eq!(counts[0].duration_buckets.iter().sum::<u64>(), 1);
+        assert_eq!(counts[0].states[0], 1);
+        assert_eq!(counts[0].states[3], 1);
+        assert_eq!(counts[1].active, 1);
+        board.clear_slot(1);
+        assert_eq!(board.counts(&names, |_| true)[0].states[3], 0);
+        assert_eq!(board.counts(&names, |s| s != 0)[0].states[0], 0);
+    }
+
+    #[test]
+    fn overrides_move_the_generation() {
+        let board = UpstreamBoard::new(1).unwrap();
+        let before = board.override_generation();
+        board.set_override(3, Override { admin: 2, weight: 7 });
+        assert!(board.override_generation() > before);
+        assert_eq!(board.override_of(3), Override { admin: 2, weight: 7 });
+        assert_eq!(board.override_of(MAX_UPSTREAMS + 1), Override::default());
+    }
+}

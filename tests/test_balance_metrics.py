@@ -1,0 +1,131 @@
+"""The load balancer's metrics per upstream and `ferrocorn ctl upstreams`: a real balancer
+with ``--metrics-bind`` and a control socket, in front of real upstream processes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import requests
+
+from apps.obs.obshelpers import METRICS_RE, ctl, metric_snapshot, value, wait_until
+from conftest import ferrocorn_cmd
+from test_balance import free_port, kill_instance, start_upstream, upstream_arg, who
+
+pytest.importorskip("prometheus_client", reason="pip install prometheus_client (requirements-test.txt)")
+
+
+def start_metered_balancer(server, sock, *args, workers=2):
+    lb = server(
+        None, "-w", workers, "--metrics-bind", "127.0.0.1:0", "--control-socket", sock, *args,
+        cmd=ferrocorn_cmd() + ["balance"],
+    )
+    m = lb.wait_log(METRICS_RE.pattern, timeout=10)
+    lb.metrics_url = f"http://{m.group(1)}/metrics"
+    wait_until(lambda: sock.exists(), 10, "control socket")
+    return lb
+
+
+def test_upstream_counters_failures_and_states(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    a = start_upstream(server, "a")
+    b = start_upstream(server, "b")
+    dead = free_port()
+    lb = start_metered_balancer(
+        server, sock,
+        "--upstream", upstream_arg(a), "--upstream", upstream_arg(b),
+        "--upstream", f"127.0.0.1:{dead} max_fails=1 fail_timeout=30s",
+    )
+    with requests.Session() as s:
+        for _ in range(30):
+            assert s.get(f"{lb.url}/whoami").status_code == 200
+
+    def scraped():
+        snap = metric_snapshot(lb)
+        total = sum(value(snap, "ferrocorn_upstream_requests_total", upstream=u)
+                    for u in (f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"))
+        return snap if total >= 30 else None
+
+    snap = wait_until(scraped, 5, "30 attempts counted")
+    dead_name = f"127.0.0.1:{dead}"
+    # every connect to the dead one failed with "error" and went on to another upstream
+    failed = value(snap, "ferrocorn_upstream_failures_total", upstream=dead_name, reason="error")
+    assert failed >= 1
+    assert value(snap, "ferrocorn_upstream_retries_total", upstream=dead_name) == failed
+    assert value(snap, "ferrocorn_upstream_requests_total", upstream=dead_name) == failed
+    answered = value(snap, "ferrocorn_upstream_response_seconds_count", upstream=f"127.0.0.1:{a.port}")
+    assert answered == value(snap, "ferrocorn_upstream_requests_total", upstream=f"127.0.0.1:{a.port}")
+    assert value(snap, "ferrocorn_upstream_active_requests", upstream=f"127.0.0.1:{a.port}") == 0
+    # each of the 2 workers publishes what it sees (every 250 ms): the dead one is failed for
+    # whoever tried it
+    snap = wait_until(
+        lambda: (lambda sn: sn if value(sn, "ferrocorn_upstream_state", upstream=dead_name,
+                                        state="failed") >= 1 else None)(metric_snapshot(lb)),
+        5, "failed published",
+    )
+    up_a = value(snap, "ferrocorn_upstream_state", upstream=f"127.0.0.1:{a.port}", state="up")
+    assert up_a == 2
+
+    listed = ctl(sock, "upstreams", json_out=True).data
+    names = [u["upstream"] for u in listed["upstreams"]]
+    assert names == [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}", dead_name]
+    table = ctl(sock, "upstreams").stdout
+    assert "UPSTREAM" in table and dead_name in table and "failed" in table
+
+
+def test_ctl_drains_and_restores_an_upstream_without_a_reload(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    a = start_upstream(server, "a")
+    b = start_upstream(server, "b")
+    lb = start_metered_balancer(server, sock, "--upstream", upstream_arg(a), "--upstream", upstream_arg(b))
+    out = ctl(sock, "upstreams", "drain", f"127.0.0.1:{a.port}").stdout
+    assert "drain" in out
+    with requests.Session() as s:
+        seen = Counter(who(s.get(f"{lb.url}/whoami")) for _ in range(20))
+    assert seen == {"b": 20}
+    snap = wait_until(
+        lambda: (lambda sn: sn if value(sn, "ferrocorn_upstream_state", upstream=f"127.0.0.1:{a.port}",
+                                        state="draining") >= 1 else None)(metric_snapshot(lb)),
+        5, "draining published",
+    )
+    assert snap
+    ctl(sock, "upstreams", "up", f"127.0.0.1:{a.port}")
+    ctl(sock, "upstreams", "weight", f"127.0.0.1:{b.port}", "3")
+    with requests.Session() as s:
+        seen = Counter(who(s.get(f"{lb.url}/whoami")) for _ in range(40))
+    assert seen["a"] >= 4 and seen["b"] > seen["a"], seen
+    bad = ctl(sock, "upstreams", "drain", "10.0.0.1:1", check=False)
+    assert bad.returncode == 1 and "no upstream" in bad.stderr
+
+
+def test_ctl_upstreams_on_an_app_server_says_it_is_not_a_balancer(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    server("upstream_app:app", "--control-socket", sock)
+    wait_until(lambda: sock.exists(), 10, "control socket")
+    p = ctl(sock, "upstreams", check=False)
+    assert p.returncode == 1 and "not a load balancer" in p.stderr
+
+
+def test_a_killed_upstream_shows_failed_then_up_again(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    port = free_port()
+    a = start_upstream(server, "a", port)
+    b = start_upstream(server, "b")
+    lb = start_metered_balancer(
+        server, sock, "--upstream", f"127.0.0.1:{port} fail_timeout=1s", "--upstream", upstream_arg(b),
+        workers=1,
+    )
+    kill_instance(a)
+    with requests.Session() as s:
+        for _ in range(4):
+            assert s.get(f"{lb.url}/whoami").status_code == 200
+    name = f"127.0.0.1:{port}"
+    wait_until(lambda: value(metric_snapshot(lb), "ferrocorn_upstream_state", upstream=name, state="failed") == 1,
+               5, "failed published")
+    start_upstream(server, "a", port)
+    with requests.Session() as s:
+        def back():
+            s.get(f"{lb.url}/whoami")
+            return value(metric_snapshot(lb), "ferrocorn_upstream_state", upstream=name, state="up") == 1
+        wait_until(back, 10, "up again")
