@@ -377,6 +377,29 @@ def test_websocket_through_the_balancer(server):
         assert frame[:2] == b"\x81\x02" and frame[2:4] == b"hi", frame
 
 
+def test_the_response_cache_works_in_front_of_the_upstreams(server, state_dir):
+    a = start_upstream(server, "a", env={"STATE_DIR": str(state_dir)})
+    lb = start_balancer(server, "--upstream", upstream_arg(a), "--cache", "--cache-use-stale", "error",
+                        "--upstream-connect-timeout", "1")
+    log = state_dir / "a.log"
+    with requests.Session() as s:
+        first = s.get(f"{lb.url}/cached?age=1")
+        assert first.status_code == 200 and first.headers["X-Cache-Status"] == "MISS"
+        assert first.text == "cached from a"
+        second = s.get(f"{lb.url}/cached?age=1")
+        assert second.headers["X-Cache-Status"] == "HIT" and second.text == "cached from a"
+        assert log.read_text().count("/cached") == 1
+        # not cacheable: passed through each time, tagged
+        assert s.get(f"{lb.url}/whoami").headers["X-Cache-Status"] == "MISS"
+        # the upstream dies; the expired copy stands in for the 502 (--cache-use-stale error)
+        kill_instance(a)
+        time.sleep(2.2)  # freshness is counted in whole seconds
+        stale = s.get(f"{lb.url}/cached?age=1")
+        assert stale.status_code == 200 and stale.headers["X-Cache-Status"] == "STALE"
+        assert stale.text == "cached from a"
+        assert s.get(f"{lb.url}/whoami").status_code == 502
+
+
 def test_one_upstream_killed_under_load_loses_nothing_and_comes_back_slowly(server):
     port_a = free_port()
     a = start_upstream(server, "a", port_a, workers=2)

@@ -11,6 +11,7 @@ Paths:
   /big?n=N        N bytes of 'x' (Content-Length)
   /chunked?n=N    N bytes of 'y' in chunks of 1000 (no Content-Length)
   /healthz        200, or 503 while the file HEALTH_FILE exists
+  /cached?age=N   a response that may be cached for N seconds (Cache-Control: max-age=N)
 """
 
 import json
@@ -64,6 +65,11 @@ def app(environ, start_response):
         n = int(query.get("n", "10000"))
         start_response("200 OK", [("X-Upstream", _name(environ))])
         return (b"y" * min(1000, n - i) for i in range(0, n, 1000))
+    if path == "/cached":
+        body = f"cached from {_name(environ)}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body))), ("X-Upstream", _name(environ)),
+                                  ("Cache-Control", f"max-age={query.get('age', '60')}")])
+        return [body]
     headers = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
     payload = json.dumps({"name": _name(environ), "pid": os.getpid(), "path": path,
                           "headers": headers}).encode()

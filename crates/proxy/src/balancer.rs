@@ -85,6 +85,44 @@ pub enum Proxied {
     Client(ClientError),
 }
 
+/// How the upstream side of a request ended ([`Balancer::forward`]).
+pub enum Forwarded {
+    /// `upstream` answered with `response`; its body is still on `conn`
+    /// ([`Balancer::deliver`] relays it).
+    Response {
+        /// The upstream that answered.
+        upstream: PeerId,
+        /// Its response head.
+        response: ResponseHead,
+        /// Its connection, with the rest of the response.
+        conn: UpstreamConn,
+    },
+    /// No upstream gave a response: answer the client with this status (502, 504).
+    Failed {
+        /// The status to answer.
+        status: u16,
+        /// What failed, for the error page and the log.
+        detail: String,
+    },
+    /// The client went away or sent a malformed body.
+    Client(ClientError),
+}
+
+/// Hears every body byte of a response as it goes to the client.
+pub type BodyTee<'t> = dyn FnMut(&[u8]) + Send + 't;
+
+/// How a response is delivered to the client ([`Balancer::deliver`]).
+pub struct Delivery<'a> {
+    /// The client's HTTP version.
+    pub client_version: (u8, u8),
+    /// The client connection may carry another request after this one.
+    pub client_keep_alive: bool,
+    /// Header lines (each ending in CRLF) added to the response head, e.g. `X-Cache-Status`.
+    pub extra_headers: &'a [u8],
+    /// Hears every body byte as it goes to the client (the response cache's capture).
+    pub tee: Option<&'a mut BodyTee<'a>>,
+}
+
 /// One worker's upstream group, pool and settings.
 pub struct Balancer {
     config: ProxyConfig,
@@ -118,7 +156,8 @@ impl Balancer {
     }
 
     /// Proxy one request whose head was read from `client` (`rbuf`: the client's bytes read
-    /// past the head). Leaves in `rbuf` only bytes after the request's body.
+    /// past the head): [`forward`](Self::forward) it, then [`deliver`](Self::deliver) the
+    /// response. Leaves in `rbuf` only bytes after the request's body.
     pub async fn proxy<C: AsyncRead + AsyncWrite + Unpin>(
         &self,
         client: &mut C,
@@ -126,6 +165,30 @@ impl Balancer {
         request: ProxyRequest<'_>,
         observer: &dyn Observer,
     ) -> Proxied {
+        let delivery = Delivery {
+            client_version: request.head.version,
+            client_keep_alive: request.client_keep_alive,
+            extra_headers: b"",
+            tee: None,
+        };
+        match self.forward(client, rbuf, request, observer).await {
+            Forwarded::Response { upstream, response, conn } => {
+                self.deliver(upstream, response, conn, client, rbuf, delivery).await
+            }
+            Forwarded::Failed { status, detail } => Proxied::Failed { status, detail },
+            Forwarded::Client(e) => Proxied::Client(e),
+        }
+    }
+
+    /// Send one request to upstreams until one answers (its response head read and the
+    /// upstream's accounting settled), the tries or the time run out, or none is left.
+    pub async fn forward<C: AsyncRead + Unpin>(
+        &self,
+        client: &mut C,
+        rbuf: &mut Vec<u8>,
+        request: ProxyRequest<'_>,
+        observer: &dyn Observer,
+    ) -> Forwarded {
         let started = Instant::now();
         let config = &self.config;
         let head = request.head;
@@ -133,7 +196,7 @@ impl Balancer {
         write_upstream_head(head, &request.forward, &mut upstream_head);
         let mut body = RequestBody::new(head, request.limits);
         if let Err(e) = body.prefetch(client, rbuf, config.client_timeout).await {
-            return Proxied::Client(e);
+            return Forwarded::Client(e);
         }
         let idempotent = idempotent(&head.method);
         let mut tried = Tried::default();
@@ -175,7 +238,13 @@ impl Balancer {
                         continue;
                     }
                     observer.response_head(peer, attempt_began.elapsed());
-                    return self.deliver(peer, response, conn, client, rbuf, &request).await;
+                    let counts = config.next_upstream.counts(listed);
+                    let mut group = self.group();
+                    let now = Instant::now();
+                    group.observe_status(peer, status, now);
+                    let outcome = if counts { Outcome::Failure } else { Outcome::Success };
+                    group.release(peer, outcome, now);
+                    return Forwarded::Response { upstream: peer, response, conn };
                 }
                 Err(Attempted::Connect(e)) => {
                     let failure = match e {
@@ -187,7 +256,7 @@ impl Balancer {
                 Err(Attempted::Exchange(AttemptError::Client(e))) => {
                     self.group().release(peer, Outcome::Success, Instant::now());
                     observer.attempt_abandoned(peer);
-                    return Proxied::Client(e);
+                    return Forwarded::Client(e);
                 }
                 Err(Attempted::Exchange(e)) => {
                     let failure = match &e {
@@ -272,44 +341,30 @@ impl Balancer {
         UpstreamConn::open(addr, self.config.connect_timeout).await.map_err(Attempted::Connect)
     }
 
-    /// Relay the chosen response (or open the tunnel of a 101), then settle the upstream's
-    /// accounting and its connection.
-    #[allow(clippy::too_many_arguments)]
-    async fn deliver<C: AsyncRead + AsyncWrite + Unpin>(
+    /// Relay the response `upstream` gave (or open the tunnel of a 101) to `client`, then
+    /// keep the upstream connection when it can carry another request.
+    pub async fn deliver<C: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        peer: PeerId,
+        upstream: PeerId,
         response: ResponseHead,
         mut conn: UpstreamConn,
         client: &mut C,
         rbuf: &mut Vec<u8>,
-        request: &ProxyRequest<'_>,
+        delivery: Delivery<'_>,
     ) -> Proxied {
         let config = &self.config;
         let status = response.status;
-        let counts = config.next_upstream.counts(Failure::Status(status));
-        {
-            let mut group = self.group();
-            let now = Instant::now();
-            group.observe_status(peer, status, now);
-            group.release(peer, if counts { Outcome::Failure } else { Outcome::Success }, now);
-        }
         if response.upgrade {
-            let body_bytes = tunnel(&mut conn, &response, client, rbuf, request.head.version).await;
-            return Proxied::Tunnelled { upstream: peer, body_bytes };
+            let body_bytes =
+                tunnel(&mut conn, &response, client, rbuf, delivery.client_version).await;
+            return Proxied::Tunnelled { upstream, body_bytes };
         }
-        let relayed = relay(
-            &mut conn,
-            &response,
-            client,
-            request.head.version,
-            request.client_keep_alive,
-            config.timeout,
-            config.client_timeout,
-        )
-        .await;
+        let relayed =
+            relay(&mut conn, &response, client, delivery, config.timeout, config.client_timeout)
+                .await;
         if relayed.upstream_reusable {
             conn.responses += 1;
-            self.pool().put(peer, conn, Instant::now());
+            self.pool().put(upstream, conn, Instant::now());
         }
         let headers = response
             .headers
@@ -318,7 +373,7 @@ impl Balancer {
                 (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned())
             })
             .collect();
-        Proxied::Relayed { upstream: peer, status, relayed, headers }
+        Proxied::Relayed { upstream, status, relayed, headers }
     }
 
     /// Close idle connections past their timeout (called now and then by the worker).
@@ -334,11 +389,11 @@ enum Attempted {
 }
 
 /// The answer when no upstream gave a response: 504 after a timeout, else 502.
-fn failed(last: Option<(Failure, String)>) -> Proxied {
+fn failed(last: Option<(Failure, String)>) -> Forwarded {
     match last {
-        Some((Failure::Timeout, detail)) => Proxied::Failed { status: 504, detail },
-        Some((_, detail)) => Proxied::Failed { status: 502, detail },
-        None => Proxied::Failed { status: 502, detail: "no live upstreams".into() },
+        Some((Failure::Timeout, detail)) => Forwarded::Failed { status: 504, detail },
+        Some((_, detail)) => Forwarded::Failed { status: 502, detail },
+        None => Forwarded::Failed { status: 502, detail: "no live upstreams".into() },
     }
 }
 

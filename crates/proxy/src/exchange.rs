@@ -12,6 +12,7 @@ use std::time::Duration;
 use ferrocorn_http::{BodyPump, Limits, ParseError, RequestHead};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::balancer::Delivery;
 use crate::connection::UpstreamConn;
 use crate::error::UpstreamHeadError;
 use crate::response_head::{ResponseFraming, ResponseHead, ResponseLimits, parse_response_head};
@@ -243,20 +244,27 @@ pub async fn relay<C: AsyncWrite + Unpin>(
     conn: &mut UpstreamConn,
     response: &ResponseHead,
     client: &mut C,
-    client_version: (u8, u8),
-    client_keep_alive: bool,
+    delivery: Delivery<'_>,
     upstream_timeout: Duration,
     client_timeout: Duration,
 ) -> Relayed {
+    let client_version = delivery.client_version;
     let out_framing = client_framing(response.framing, client_version);
-    let client_keeps = client_keep_alive && !matches!(out_framing, ResponseFraming::UntilClose);
+    let client_keeps =
+        delivery.client_keep_alive && !matches!(out_framing, ResponseFraming::UntilClose);
     let mut out = Vec::with_capacity(512 + conn.buffered.len());
     write_client_head(response, &mut out, client_version, client_keeps, out_framing);
+    if !delivery.extra_headers.is_empty() && out.ends_with(b"\r\n\r\n") {
+        out.truncate(out.len() - 2);
+        out.extend_from_slice(delivery.extra_headers);
+        out.extend_from_slice(b"\r\n");
+    }
     let mut relay = BodyRelay {
         out,
         out_chunked: matches!(out_framing, ResponseFraming::Chunked),
         body_bytes: 0,
         client_timeout,
+        tee: delivery.tee,
     };
     let ended = relay.body(conn, response.framing, client, upstream_timeout).await;
     let (upstream_reusable, broken) = match ended {
@@ -272,20 +280,24 @@ pub async fn relay<C: AsyncWrite + Unpin>(
 }
 
 /// The body half of [`relay`]: what is still to write, and how.
-struct BodyRelay {
+struct BodyRelay<'a> {
     out: Vec<u8>,
     out_chunked: bool,
     body_bytes: u64,
     client_timeout: Duration,
+    tee: Option<&'a mut crate::balancer::BodyTee<'a>>,
 }
 
-impl BodyRelay {
+impl BodyRelay<'_> {
     /// Queue body `data` for the client in its framing.
     fn queue(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
         self.body_bytes += data.len() as u64;
+        if let Some(tee) = self.tee.as_mut() {
+            tee(data);
+        }
         if self.out_chunked {
             self.out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             self.out.extend_from_slice(data);

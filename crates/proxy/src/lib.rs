@@ -40,7 +40,7 @@ mod request_out;
 mod response_head;
 mod response_out;
 
-pub use balancer::{Balancer, Observer, Proxied, ProxyRequest};
+pub use balancer::{Balancer, BodyTee, Delivery, Forwarded, Observer, Proxied, ProxyRequest};
 pub use config::ProxyConfig;
 pub use connection::{ConnectError, UpstreamConn};
 pub use exchange::{ClientError, REPLAY_LIMIT, Relayed};

@@ -392,7 +392,7 @@ impl<S: ClientStream> Conn<S> {
         if self.refreshing_in_background() {
             return Sent { status, body_bytes: 0, headers: Vec::new() }; // the client has its answer
         }
-        if matches!(status, 500 | 504)
+        if matches!(status, 500 | 502 | 504)
             && let Some(sent) = self.answer_stale(failure, &mut false).await
         {
             return sent;

@@ -9,8 +9,11 @@ use std::time::Instant;
 
 use ferrocorn_balance::{Method, SelectKey};
 use ferrocorn_cache::KeyRequest;
+use ferrocorn_http::ResponseHead;
 use ferrocorn_http::{RequestHead, percent_decode};
-use ferrocorn_proxy::{ClientError, ForwardContext, Proxied, ProxyRequest};
+use ferrocorn_proxy::{ClientError, Delivery, ForwardContext, Forwarded, Proxied, ProxyRequest};
+
+use super::cache::CacheStart;
 
 use super::{Conn, ConnError, Sent};
 use crate::logging::{debug, warning};
@@ -91,7 +94,21 @@ impl<S: ClientStream> Conn<S> {
         shared.request_started();
         apply_overrides(&balancer, &shared.overrides_seen);
         let observer = Reporting { balancer: &balancer };
-        let proxied = balancer.proxy(&mut self.stream, &mut self.rbuf, request, &observer).await;
+        let proxied = match self.cache.request.is_some() {
+            true => self.proxy_through_cache(&balancer, request, &observer).await,
+            false => {
+                let proxied = balancer.proxy(&mut self.stream, &mut self.rbuf, request, &observer);
+                Through::Upstream(proxied.await)
+            }
+        };
+        let proxied = match proxied {
+            Through::Upstream(proxied) => proxied,
+            Through::Cache(sent, keep) => {
+                drop(permit);
+                self.account(&head, b"", sent.as_ref(), started, 0, false, None);
+                return Ok(sent.is_some() && keep);
+            }
+        };
         let (sent, keep) = match proxied {
             Proxied::Relayed { status, relayed, headers, upstream } => {
                 if let Some(why) = &relayed.broken {
@@ -126,5 +143,114 @@ impl<S: ClientStream> Conn<S> {
         };
         self.account(&head, &decoded_path, sent.as_ref(), started, 0, false, None);
         Ok(sent.is_some() && keep)
+    }
+}
+
+/// Who answered a request the response cache passed on.
+enum Through {
+    /// The upstream (or, failing it, an error page).
+    Upstream(Proxied),
+    /// The cache, with a stored copy (stale, revalidated): what was sent (None: the client
+    /// could not be written to) and whether the connection stays open.
+    Cache(Option<Sent>, bool),
+}
+
+/// The upstream's response head as the response cache reads it (hop-by-hop headers dropped,
+/// values as latin-1 text); None when it is not a valid one.
+fn cacheable_head(response: &ferrocorn_proxy::ResponseHead) -> Option<ResponseHead> {
+    let latin1 = |b: &[u8]| b.iter().map(|&c| c as char).collect::<String>();
+    let status = format!("{} {}", response.status, latin1(&response.reason));
+    let headers = response.headers.iter().map(|(n, v)| (latin1(n), latin1(v))).collect();
+    ResponseHead::new(&status, headers).ok()
+}
+
+impl<S: ClientStream> Conn<S> {
+    /// Proxy a request the response cache passed on (a MISS, an expired copy, a refresh):
+    /// the upstream's response goes to the client tagged with `X-Cache-Status` and is
+    /// captured for the store — or, when the cache answers instead (a stale copy on a failed
+    /// upstream, a revalidated copy), or the refresh runs in the background, read into the
+    /// store without being sent.
+    async fn proxy_through_cache(
+        &mut self,
+        balancer: &ferrocorn_proxy::Balancer,
+        request: ProxyRequest<'_>,
+        observer: &Reporting<'_>,
+    ) -> Through {
+        let head = request.head;
+        let mut keep_alive = request.client_keep_alive;
+        let forwarded = balancer.forward(&mut self.stream, &mut self.rbuf, request, observer).await;
+        let (upstream, response, conn) = match forwarded {
+            Forwarded::Response { upstream, response, conn } => (upstream, response, conn),
+            Forwarded::Failed { status, detail } => {
+                return Through::Upstream(Proxied::Failed { status, detail });
+            }
+            Forwarded::Client(e) => return Through::Upstream(Proxied::Client(e)),
+        };
+        let Some(rhead) = cacheable_head(&response).filter(|_| !response.upgrade) else {
+            let delivery = plain_delivery(head, keep_alive);
+            let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
+            return Through::Upstream(
+                balancer.deliver(upstream, response, conn, stream, rbuf, delivery).await,
+            );
+        };
+        let extra = match self.cache_response_start(head, &rhead, &mut keep_alive).await {
+            CacheStart::Answered(sent) => {
+                drop(conn); // its body is not read: the connection is not reused
+                return Through::Cache(sent, keep_alive);
+            }
+            CacheStart::Refresh => None,
+            CacheStart::Send(tagged) => Some(status_header(tagged.as_ref())),
+        };
+        let capture = &mut self.cache.capture;
+        let mut tee = |bytes: &[u8]| {
+            if let Some(capture) = capture.as_mut() {
+                capture.push(bytes);
+            }
+        };
+        let delivery = Delivery {
+            client_version: head.version,
+            client_keep_alive: keep_alive,
+            extra_headers: extra.as_deref().unwrap_or_default(),
+            tee: Some(&mut tee),
+        };
+        let proxied = match extra {
+            Some(_) => {
+                balancer
+                    .deliver(upstream, response, conn, &mut self.stream, &mut self.rbuf, delivery)
+                    .await
+            }
+            None => {
+                // A background refresh: the client has its answer; the body only goes to the store.
+                let mut nowhere = tokio::io::join(tokio::io::empty(), tokio::io::sink());
+                let mut none = Vec::new();
+                balancer.deliver(upstream, response, conn, &mut nowhere, &mut none, delivery).await
+            }
+        };
+        let sent = match &proxied {
+            Proxied::Relayed { status, relayed, .. } if relayed.broken.is_none() => {
+                Some(Sent { status: *status, body_bytes: relayed.body_bytes, headers: Vec::new() })
+            }
+            _ => None,
+        };
+        self.cache_response_end(&rhead, sent.as_ref());
+        Through::Upstream(proxied)
+    }
+}
+
+/// The `X-Cache-Status` line of a head the cache tagged (empty when it did not).
+fn status_header(tagged: Option<&ResponseHead>) -> Vec<u8> {
+    match tagged.and_then(|t| t.header("X-Cache-Status")) {
+        Some(status) => format!("X-Cache-Status: {status}\r\n").into_bytes(),
+        None => Vec::new(),
+    }
+}
+
+/// A delivery without the cache: as the client asked, nothing added.
+fn plain_delivery(head: &RequestHead, keep_alive: bool) -> Delivery<'static> {
+    Delivery {
+        client_version: head.version,
+        client_keep_alive: keep_alive,
+        extra_headers: b"",
+        tee: None,
     }
 }
