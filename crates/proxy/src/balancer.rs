@@ -64,8 +64,8 @@ pub enum Proxied {
         status: u16,
         /// How the relay went.
         relayed: Relayed,
-        /// The response's headers, for the access log.
-        headers: Vec<(String, String)>,
+        /// The upstream's response head (its headers for the access log).
+        response: ResponseHead,
     },
     /// The connection became a tunnel to `upstream` (101 Switching Protocols) and it ended.
     Tunnelled {
@@ -366,14 +366,7 @@ impl Balancer {
             conn.responses += 1;
             self.pool().put(upstream, conn, Instant::now());
         }
-        let headers = response
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned())
-            })
-            .collect();
-        Proxied::Relayed { upstream, status, relayed, headers }
+        Proxied::Relayed { upstream, status, relayed, response }
     }
 
     /// Close idle connections past their timeout (called now and then by the worker).

@@ -185,10 +185,14 @@ pub async fn send_and_receive<C: AsyncRead + Unpin>(
     upstream_timeout: Duration,
     client_timeout: Duration,
 ) -> Result<ResponseHead, AttemptError> {
-    let mut first = Vec::with_capacity(request_head.len() + body.held.len());
-    first.extend_from_slice(request_head);
-    first.extend_from_slice(&body.held);
-    send(conn, &first, upstream_timeout).await?;
+    if body.held.is_empty() {
+        send(conn, request_head, upstream_timeout).await?;
+    } else {
+        let mut first = Vec::with_capacity(request_head.len() + body.held.len());
+        first.extend_from_slice(request_head);
+        first.extend_from_slice(&body.held);
+        send(conn, &first, upstream_timeout).await?;
+    }
     while !body.complete {
         body.streamed = true;
         body.held.clear();

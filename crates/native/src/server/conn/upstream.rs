@@ -110,7 +110,18 @@ impl<S: ClientStream> Conn<S> {
             }
         };
         let (sent, keep) = match proxied {
-            Proxied::Relayed { status, relayed, headers, upstream } => {
+            Proxied::Relayed { status, relayed, response, upstream } => {
+                let headers = match self.shared.access_log.is_some() {
+                    true => response
+                        .headers
+                        .iter()
+                        .map(|(n, v)| {
+                            let text = |b: &[u8]| b.iter().map(|&c| c as char).collect::<String>();
+                            (text(n), text(v))
+                        })
+                        .collect(),
+                    false => Vec::new(),
+                };
                 if let Some(why) = &relayed.broken {
                     let name = &balancer.config().upstreams[upstream.0].addr;
                     debug!("response from upstream {name} cut short: {why}");
