@@ -1,7 +1,9 @@
 //! The master's loop: spawn and reap workers, act on signals, kill workers whose heartbeat is
 //! stale (SIGABRT, then SIGKILL) or that never finish booting, replace retiring workers before
 //! they leave, roll workers over on reload, and stop gracefully or quickly. Gunicorn's
-//! semantics and log lines; no threads, no async runtime.
+//! semantics and log lines; no threads, no async runtime. Workers belong to pools (worker
+//! pools by URL): pool 0 is the one serving `/` (what TTIN/TTOU and `nworkers_changed` act
+//! on), each pool with its own count and timeout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +30,17 @@ pub struct ArbiterOptions {
     pub graceful_timeout: Duration,
     /// Running daemonized (WINCH only acts then, as in Gunicorn).
     pub daemon: bool,
+    /// The other worker pools (pools 1.., by URL prefix): their counts and timeouts.
+    pub pools: Vec<PoolKnobs>,
+}
+
+/// What the loop needs to know of one extra worker pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolKnobs {
+    /// Desired number of its workers.
+    pub workers: usize,
+    /// Its heartbeat timeout (zero disables).
+    pub timeout: Duration,
 }
 
 /// Identity of one worker, handed to the supervisor's hooks and to the worker itself.
@@ -41,6 +54,8 @@ pub struct WorkerMeta {
     pub generation: u64,
     /// Process id (0 before the fork).
     pub pid: i32,
+    /// The worker pool it belongs to (0: the one serving `/`).
+    pub pool: usize,
 }
 
 /// Result of asking the supervisor to fork.
@@ -92,10 +107,20 @@ pub enum Command {
     Reload,
     /// Like USR1.
     ReopenLogs,
-    /// Like TTIN, `n` times.
-    AddWorkers(usize),
-    /// Like TTOU, `n` times (never below one worker).
-    RemoveWorkers(usize),
+    /// Like TTIN, `count` times, in `pool`.
+    AddWorkers {
+        /// Workers to add.
+        count: usize,
+        /// The pool (0: the one serving `/`).
+        pool: usize,
+    },
+    /// Like TTOU, `count` times, in `pool` (never below one worker).
+    RemoveWorkers {
+        /// Workers to remove.
+        count: usize,
+        /// The pool (0: the one serving `/`).
+        pool: usize,
+    },
     /// Like TERM (`graceful`) or QUIT.
     Shutdown {
         /// Let in-flight requests finish.
@@ -144,8 +169,10 @@ struct Worker {
 /// What the supervisor may read about the master when answering a request.
 #[derive(Debug, Clone, Copy)]
 pub struct ArbiterView {
-    /// Target worker count.
+    /// Target worker count, over every pool.
     pub workers_target: usize,
+    /// Worker pools.
+    pub pools: usize,
 }
 
 /// The master's state.
@@ -154,7 +181,8 @@ pub struct Arbiter {
     board: Arc<Scoreboard>,
     signals: SignalPipe,
     workers: Vec<Worker>,
-    num_workers: usize,
+    /// Desired workers per pool.
+    num_workers: Vec<usize>,
     generation: u64,
     next_age: u32,
     boot_failures: u32,
@@ -171,7 +199,7 @@ impl Arbiter {
     /// A master for `opts`, with its scoreboard and signal handlers installed.
     pub fn new(opts: ArbiterOptions, board: Arc<Scoreboard>) -> std::io::Result<Arbiter> {
         Ok(Arbiter {
-            num_workers: opts.workers,
+            num_workers: pool_counts(&opts),
             opts,
             board,
             signals: SignalPipe::install()?,
@@ -191,7 +219,7 @@ impl Arbiter {
 
     /// Run until the server stops (in the master) or a worker was forked (in the child).
     pub fn run(&mut self, sup: &mut dyn Supervisor) -> Outcome {
-        sup.workers_changed(self.num_workers, None);
+        sup.workers_changed(self.num_workers[0], None);
         loop {
             if let Some(outcome) = self.manage_workers(sup) {
                 return outcome;
@@ -207,7 +235,10 @@ impl Arbiter {
                 }
             }
             for fd in ready {
-                let view = ArbiterView { workers_target: self.num_workers };
+                let view = ArbiterView {
+                    workers_target: self.num_workers.iter().sum(),
+                    pools: self.num_workers.len(),
+                };
                 if let Some(command) = sup.fd_ready(fd, &view)
                     && let Some(outcome) = self.handle_command(command, sup)
                 {
@@ -228,10 +259,10 @@ impl Arbiter {
             Signal::Term => return Some(self.halt(sup, Stop::Graceful, 0)),
             Signal::Int | Signal::Quit => return Some(self.halt(sup, Stop::Quick, 0)),
             Signal::Hup => self.reload(sup),
-            Signal::Ttin => self.set_num_workers(sup, self.num_workers + 1),
+            Signal::Ttin => self.set_num_workers(sup, 0, self.num_workers[0] + 1),
             Signal::Ttou => {
-                if self.num_workers > 1 {
-                    self.set_num_workers(sup, self.num_workers - 1);
+                if self.num_workers[0] > 1 {
+                    self.set_num_workers(sup, 0, self.num_workers[0] - 1);
                 }
             }
             Signal::Usr1 => {
@@ -256,7 +287,9 @@ impl Arbiter {
             Signal::Winch => {
                 if self.opts.daemon {
                     sup.log(LogLevel::Info, "graceful stop of workers");
-                    self.set_num_workers(sup, 0);
+                    for pool in 0..self.num_workers.len() {
+                        self.set_num_workers(sup, pool, 0);
+                    }
                 } else {
                     sup.log(LogLevel::Debug, "SIGWINCH ignored. Not daemonized");
                 }
@@ -270,34 +303,38 @@ impl Arbiter {
         match command {
             Command::Reload => self.handle_signal(Signal::Hup, sup),
             Command::ReopenLogs => self.handle_signal(Signal::Usr1, sup),
-            Command::AddWorkers(n) => {
-                self.set_num_workers(sup, self.num_workers + n);
+            Command::AddWorkers { count, pool } if pool < self.num_workers.len() => {
+                self.set_num_workers(sup, pool, self.num_workers[pool] + count);
                 None
             }
-            Command::RemoveWorkers(n) => {
-                self.set_num_workers(sup, self.num_workers.saturating_sub(n).max(1));
+            Command::RemoveWorkers { count, pool } if pool < self.num_workers.len() => {
+                let left = self.num_workers[pool].saturating_sub(count).max(1);
+                self.set_num_workers(sup, pool, left);
                 None
             }
+            Command::AddWorkers { .. } | Command::RemoveWorkers { .. } => None,
             Command::Shutdown { graceful: true } => Some(self.halt(sup, Stop::Graceful, 0)),
             Command::Shutdown { graceful: false } => Some(self.halt(sup, Stop::Quick, 0)),
         }
     }
 
-    fn set_num_workers(&mut self, sup: &mut dyn Supervisor, new: usize) {
-        let old = self.num_workers;
-        self.num_workers = new;
-        sup.workers_changed(new, Some(old));
+    /// Set the desired count of `pool`; `nworkers_changed` hears about the `/` pool's.
+    fn set_num_workers(&mut self, sup: &mut dyn Supervisor, pool: usize, new: usize) {
+        let old = std::mem::replace(&mut self.num_workers[pool], new);
+        if pool == 0 {
+            sup.workers_changed(new, Some(old));
+        }
     }
 
     fn reload(&mut self, sup: &mut dyn Supervisor) {
         match sup.reload() {
             Ok(opts) => {
                 self.generation += 1;
-                let old = self.num_workers;
-                self.num_workers = opts.workers;
+                let old = self.num_workers[0];
+                self.num_workers = pool_counts(&opts);
                 self.opts = opts;
-                if old != self.num_workers {
-                    sup.workers_changed(self.num_workers, Some(old));
+                if old != self.num_workers[0] {
+                    sup.workers_changed(self.num_workers[0], Some(old));
                 }
             }
             Err(e) => sup.log(
@@ -336,32 +373,61 @@ impl Arbiter {
                 self.boot_failures = 0;
             }
         }
-        let live: Vec<usize> =
-            (0..self.workers.len()).filter(|&i| self.is_live(&self.workers[i])).collect();
-        if live.len() > self.num_workers {
-            let mut by_age: Vec<usize> = live.clone();
-            by_age.sort_by_key(|&i| self.workers[i].meta.age);
-            for &i in by_age.iter().take(live.len() - self.num_workers) {
-                self.stop_worker(i, libc::SIGTERM);
+        for pool in 0..self.num_workers.len() {
+            if let Some(outcome) = self.manage_pool(sup, pool) {
+                return Some(outcome);
             }
         }
-        // Old-generation workers leave once enough new ones serve.
-        let new_ready = self
-            .workers
-            .iter()
-            .filter(|w| w.meta.generation == self.generation && w.booted && self.is_live(w))
-            .count();
-        if new_ready >= self.num_workers {
+        // Workers of a pool the last reload removed leave once the `/` pool serves.
+        let pools = self.num_workers.len();
+        if self.ready_in(0) >= self.num_workers[0] {
             for i in 0..self.workers.len() {
-                if self.workers[i].meta.generation != self.generation && !self.workers[i].term_sent
-                {
+                if self.workers[i].meta.pool >= pools && !self.workers[i].term_sent {
                     self.stop_worker(i, libc::SIGTERM);
                 }
             }
         }
-        let missing = self.num_workers.saturating_sub(live.len().min(self.num_workers));
+        None
+    }
+
+    /// Workers of the current generation in `pool` that booted and count toward its number.
+    fn ready_in(&self, pool: usize) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| {
+                w.meta.pool == pool
+                    && w.meta.generation == self.generation
+                    && w.booted
+                    && self.is_live(w)
+            })
+            .count()
+    }
+
+    /// Bring `pool` to its desired number: stop the oldest extra workers, let old-generation
+    /// ones leave once enough new ones serve, spawn what is missing.
+    fn manage_pool(&mut self, sup: &mut dyn Supervisor, pool: usize) -> Option<Outcome> {
+        let wanted = self.num_workers[pool];
+        let live: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].meta.pool == pool && self.is_live(&self.workers[i]))
+            .collect();
+        if live.len() > wanted {
+            let mut by_age: Vec<usize> = live.clone();
+            by_age.sort_by_key(|&i| self.workers[i].meta.age);
+            for &i in by_age.iter().take(live.len() - wanted) {
+                self.stop_worker(i, libc::SIGTERM);
+            }
+        }
+        if self.ready_in(pool) >= wanted {
+            for i in 0..self.workers.len() {
+                let w = &self.workers[i];
+                if w.meta.pool == pool && w.meta.generation != self.generation && !w.term_sent {
+                    self.stop_worker(i, libc::SIGTERM);
+                }
+            }
+        }
+        let missing = wanted.saturating_sub(live.len().min(wanted));
         for _ in 0..missing {
-            if let Some(outcome) = self.spawn_worker(sup) {
+            if let Some(outcome) = self.spawn_worker(sup, pool) {
                 return Some(outcome);
             }
         }
@@ -376,13 +442,14 @@ impl Arbiter {
         }
     }
 
-    fn spawn_worker(&mut self, sup: &mut dyn Supervisor) -> Option<Outcome> {
+    fn spawn_worker(&mut self, sup: &mut dyn Supervisor, pool: usize) -> Option<Outcome> {
         self.next_age += 1;
-        let Some(slot) = self.board.claim(self.generation, self.next_age) else {
+        let Some(slot) = self.board.claim(self.generation, self.next_age, pool) else {
             sup.log(LogLevel::Error, "no free scoreboard slot for a new worker");
             return None;
         };
-        let mut meta = WorkerMeta { slot, age: self.next_age, generation: self.generation, pid: 0 };
+        let mut meta =
+            WorkerMeta { slot, age: self.next_age, generation: self.generation, pid: 0, pool };
         // Signals stay blocked across the fork: the child must not run the master's handlers
         // (a TERM meant for the new worker would land in the master's pipe) before it resets them.
         let blocked = crate::signals::block_all();
@@ -482,6 +549,7 @@ impl Arbiter {
             }
             let slot = self.board.slot(worker.meta.slot);
             self.board.master().retired.add(&slot.counters().totals());
+            self.board.master().retire_pool_requests(worker.meta.pool, slot.requests());
             if !self.halting {
                 let reason = if worker.aborted_at.is_some() {
                     Some(RestartReason::Timeout)
@@ -510,12 +578,16 @@ impl Arbiter {
 
     fn murder_workers(&mut self, sup: &mut dyn Supervisor) {
         let now = monotonic_ms();
-        let timeout_ms = self.opts.timeout.as_millis() as u64;
         let boot_ms = self.opts.boot_timeout.as_millis() as u64;
         for w in &mut self.workers {
             if w.meta.pid <= 0 {
                 continue;
             }
+            let timeout = match w.meta.pool {
+                0 => self.opts.timeout,
+                n => self.opts.pools.get(n - 1).map_or(self.opts.timeout, |p| p.timeout),
+            };
+            let timeout_ms = timeout.as_millis() as u64;
             let slot = self.board.slot(w.meta.slot);
             if let Some(at) = w.aborted_at {
                 if at.elapsed() >= Duration::from_secs(1) {
@@ -580,4 +652,9 @@ impl Arbiter {
         }
         Outcome::Exit(code)
     }
+}
+
+/// Desired workers per pool: the `/` pool's, then the others'.
+fn pool_counts(opts: &ArbiterOptions) -> Vec<usize> {
+    std::iter::once(opts.workers).chain(opts.pools.iter().map(|p| p.workers)).collect()
 }

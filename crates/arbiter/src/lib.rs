@@ -14,8 +14,8 @@ mod exit_code;
 mod signals;
 
 pub use arbiter::{
-    Arbiter, ArbiterOptions, ArbiterView, Command, ExitReason, LogLevel, Outcome, Spawned,
-    Supervisor, WorkerMeta,
+    Arbiter, ArbiterOptions, ArbiterView, Command, ExitReason, LogLevel, Outcome, PoolKnobs,
+    Spawned, Supervisor, WorkerMeta,
 };
 pub use exit_code::ExitCode;
 pub use signals::{Signal, SignalPipe, replay_early_signals};

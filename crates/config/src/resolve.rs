@@ -97,7 +97,7 @@ impl Config {
         Ok(config)
     }
 
-    fn put(
+    pub(crate) fn put(
         &mut self,
         name: &str,
         value: Value,
@@ -190,6 +190,11 @@ impl Config {
     /// True when no source set the setting (env-derived defaults count as defaults).
     pub fn is_default(&self, name: &str) -> bool {
         matches!(self.source(name), Source::Default | Source::Environment)
+    }
+
+    /// Serve `app` instead (a pool's `app=`).
+    pub(crate) fn set_app(&mut self, app: String) {
+        self.app = Some(app);
     }
 
     /// The application to serve: the positional APP_MODULE, else the `wsgi_app` setting.

@@ -18,8 +18,8 @@ usage: ferrocorn ctl [--socket PATH] [--json] COMMAND
 commands:
   status                 server summary and a worker table
   workers                worker table
-  workers add [N]        add N workers (default 1)
-  workers remove [N]     remove N workers (default 1)
+  workers add [N]        add N workers (default 1); --pool PREFIX: to that worker pool
+  workers remove [N]     remove N workers (default 1); --pool PREFIX: from that pool
   reload                 graceful reload (like SIGHUP)
   reopen-logs            reopen log files (like SIGUSR1)
   shutdown [--graceful]  stop the server (immediately unless --graceful)
@@ -46,8 +46,8 @@ options:
 pub(crate) enum Command {
     Status,
     Workers,
-    WorkersAdd(u32),
-    WorkersRemove(u32),
+    WorkersAdd(u32, Option<String>),
+    WorkersRemove(u32, Option<String>),
     Reload,
     ReopenLogs,
     Shutdown { graceful: bool },
@@ -61,8 +61,12 @@ impl Command {
         match self {
             Command::Status => json!({"command": "status"}),
             Command::Workers => json!({"command": "workers"}),
-            Command::WorkersAdd(n) => json!({"command": "workers.add", "count": n}),
-            Command::WorkersRemove(n) => json!({"command": "workers.remove", "count": n}),
+            Command::WorkersAdd(n, pool) => {
+                with_pool(json!({"command": "workers.add", "count": n}), pool)
+            }
+            Command::WorkersRemove(n, pool) => {
+                with_pool(json!({"command": "workers.remove", "count": n}), pool)
+            }
             Command::Reload => json!({"command": "reload"}),
             Command::ReopenLogs => json!({"command": "reopen-logs"}),
             Command::Shutdown { graceful } => json!({"command": "shutdown", "graceful": graceful}),
@@ -87,6 +91,14 @@ pub(crate) enum Parsed {
     Help,
 }
 
+/// `request` with the worker pool it names, when one is given.
+fn with_pool(mut request: Value, pool: &Option<String>) -> Value {
+    if let Some(prefix) = pool {
+        request["pool"] = json!(prefix);
+    }
+    request
+}
+
 fn parse_count(word: Option<&String>) -> Result<u32, String> {
     match word {
         None => Ok(1),
@@ -101,6 +113,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
     let mut socket = None;
     let mut json = false;
     let mut graceful = false;
+    let mut pool: Option<String> = None;
     let mut purge = PurgeOptions::default();
     let mut words: Vec<&String> = Vec::new();
     let mut iter = args.iter();
@@ -119,6 +132,10 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
             "--socket" => match iter.next() {
                 Some(p) => socket = Some(p.clone()),
                 None => return Err("--socket needs a PATH".to_owned()),
+            },
+            "--pool" => match iter.next() {
+                Some(p) => pool = Some(p.clone()),
+                None => return Err("--pool needs a PREFIX".to_owned()),
             },
             "--prefix" => match iter.next() {
                 Some(p) => purge.prefix = Some(p.clone()),
@@ -140,8 +157,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
         [c] if c.as_str() == "status" => Command::Status,
         [c] if c.as_str() == "workers" => Command::Workers,
         [c, sub, rest @ ..] if c.as_str() == "workers" && rest.len() <= 1 => match sub.as_str() {
-            "add" => Command::WorkersAdd(parse_count(rest.first().copied())?),
-            "remove" => Command::WorkersRemove(parse_count(rest.first().copied())?),
+            "add" => Command::WorkersAdd(parse_count(rest.first().copied())?, pool.take()),
+            "remove" => Command::WorkersRemove(parse_count(rest.first().copied())?, pool.take()),
             other => return Err(format!("unknown workers subcommand {other:?} (add or remove)")),
         },
         [c] if c.as_str() == "reload" => Command::Reload,
@@ -158,6 +175,9 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
         }
         [c, ..] => return Err(format!("unknown command {c:?}")),
     };
+    if pool.is_some() {
+        return Err("--pool only applies to workers add and workers remove".to_owned());
+    }
     if graceful && !matches!(command, Command::Shutdown { .. }) {
         return Err("--graceful only applies to shutdown".to_owned());
     }
@@ -233,9 +253,14 @@ mod tests {
     fn parses_commands() {
         assert_eq!(cmd(&["status"]), Command::Status);
         assert_eq!(cmd(&["workers"]), Command::Workers);
-        assert_eq!(cmd(&["workers", "add", "3"]), Command::WorkersAdd(3));
-        assert_eq!(cmd(&["workers", "add"]), Command::WorkersAdd(1));
-        assert_eq!(cmd(&["workers", "remove", "2"]), Command::WorkersRemove(2));
+        assert_eq!(cmd(&["workers", "add", "3"]), Command::WorkersAdd(3, None));
+        assert_eq!(cmd(&["workers", "add"]), Command::WorkersAdd(1, None));
+        assert_eq!(cmd(&["workers", "remove", "2"]), Command::WorkersRemove(2, None));
+        assert_eq!(
+            cmd(&["workers", "add", "2", "--pool", "/reports/"]),
+            Command::WorkersAdd(2, Some("/reports/".into()))
+        );
+        assert!(p(&["status", "--pool", "/r/"]).is_err());
         assert_eq!(cmd(&["reload"]), Command::Reload);
         assert_eq!(cmd(&["reopen-logs"]), Command::ReopenLogs);
         assert_eq!(cmd(&["shutdown"]), Command::Shutdown { graceful: false });

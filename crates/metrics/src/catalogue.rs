@@ -72,7 +72,7 @@ const fn def(
     MetricDef { name, kind, help, labels }
 }
 
-static CATALOGUE: [MetricDef; 37] = [
+static CATALOGUE: [MetricDef; 39] = [
     def(
         "ferrocorn_requests",
         Counter,
@@ -206,6 +206,18 @@ static CATALOGUE: [MetricDef; 37] = [
         Counter,
         &[],
         "Cache store slots freed after a process died while writing them.",
+    ),
+    def(
+        "ferrocorn_pool_workers",
+        Gauge,
+        &["pool"],
+        "Live workers of each worker pool (--pool), by its URL prefix; only with pools.",
+    ),
+    def(
+        "ferrocorn_pool_requests",
+        Counter,
+        &["pool"],
+        "Requests served by each worker pool (--pool), by its URL prefix; only with pools.",
     ),
     def(
         "ferrocorn_upstream_requests",

@@ -312,6 +312,18 @@ fn builtin_samples(w: &mut Writer, def: &MetricDef, s: &Snapshot) {
         "ferrocorn_cache_capacity_bytes" => store(w, |c| c.capacity),
         "ferrocorn_cache_evictions" => store(w, |c| c.evictions),
         "ferrocorn_cache_repairs" => store(w, |c| c.repairs),
+        "ferrocorn_pool_workers" | "ferrocorn_pool_requests" => {
+            // Only with pools: a single pool is the instance itself.
+            let pools = if s.pools.len() > 1 { &s.pools[..] } else { &[] };
+            for (i, (prefix, retired)) in pools.iter().enumerate() {
+                let live = s.workers.iter().filter(|x| x.pool == i);
+                let n = match name {
+                    "ferrocorn_pool_workers" => live.count() as u64,
+                    _ => retired + live.map(|x| x.requests).sum::<u64>(),
+                };
+                w.sample(name, suffix, &[("pool", prefix)], Value::Int(n));
+            }
+        }
         upstream if upstream.starts_with("ferrocorn_upstream_") => {
             crate::upstreams::samples(w, name, suffix, &s.upstreams);
         }
@@ -440,6 +452,8 @@ mod tests {
             rss_bytes: 50_000_000,
             cpu_seconds: 1.25,
             totals: t,
+            pool: 0,
+            requests: 0,
         }
     }
 
@@ -493,6 +507,7 @@ mod tests {
             }),
             master_cache_purges: 1,
             upstreams: Vec::new(),
+            pools: Vec::new(),
         }
     }
 

@@ -167,6 +167,10 @@ pub struct WorkerSnapshot {
     pub cpu_seconds: f64,
     /// Its counters so far.
     pub totals: Totals,
+    /// Its worker pool (index into [`Snapshot::pools`]).
+    pub pool: usize,
+    /// Requests it finished.
+    pub requests: u64,
 }
 
 /// The kind of an app-defined metric.
@@ -224,6 +228,9 @@ pub struct Snapshot {
     pub master_cache_purges: u64,
     /// The load balancer's upstreams (empty unless the instance is one).
     pub upstreams: Vec<crate::upstreams::UpstreamCounts>,
+    /// The worker pools' prefixes (`/` first; only `/` without `--pool`) and the requests
+    /// their reaped workers served.
+    pub pools: Vec<(String, u64)>,
 }
 
 impl Snapshot {

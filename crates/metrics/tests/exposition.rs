@@ -48,6 +48,8 @@ fn worker(pid: i32, state: &str, seed: u64) -> WorkerSnapshot {
         rss_bytes: 40_000_000 + seed,
         cpu_seconds: seed as f64 / 7.0,
         totals: busy_totals(seed),
+        pool: 0,
+        requests: seed,
     }
 }
 
@@ -98,6 +100,7 @@ fn snapshot() -> Snapshot {
         }),
         master_cache_purges: 2,
         upstreams: Vec::new(),
+        pools: Vec::new(),
     }
 }
 

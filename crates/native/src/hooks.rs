@@ -355,6 +355,19 @@ pub struct WorkerHandle {
     /// Heartbeat timeout in seconds.
     #[pyo3(get)]
     pub timeout: f64,
+    /// The URL prefix of the worker pool it belongs to (`/` without `--pool`).
+    #[pyo3(get)]
+    pub pool: String,
+}
+
+/// What a worker object says about how its worker serves.
+pub struct WorkerServing {
+    /// Request quota (0 = none).
+    pub max_requests: u64,
+    /// Heartbeat timeout in seconds.
+    pub timeout: f64,
+    /// The URL prefix of its worker pool.
+    pub pool: String,
 }
 
 impl WorkerHandle {
@@ -365,9 +378,9 @@ impl WorkerHandle {
         age: u32,
         ppid: i64,
         cfg: Py<ConfigView>,
-        max_requests: u64,
-        timeout: f64,
+        serving: WorkerServing,
     ) -> PyResult<Py<WorkerHandle>> {
+        let WorkerServing { max_requests, timeout, pool } = serving;
         Py::new(
             py,
             WorkerHandle {
@@ -380,6 +393,7 @@ impl WorkerHandle {
                 cfg,
                 max_requests,
                 timeout,
+                pool,
             },
         )
     }

@@ -22,6 +22,23 @@ fn config_location(cli: &ParsedArgs, env_args: Option<&ParsedArgs>) -> Option<St
     })
 }
 
+/// One item of a list setting as text. A dict becomes the `PREFIX key=value ...` form of a
+/// `pools` entry (`{'prefix': '/reports/', 'workers': 4}` is `/reports/ workers=4`).
+fn list_item(item: &Bound<'_, PyAny>) -> String {
+    let Ok(dict) = item.cast::<PyDict>() else { return item.to_string() };
+    let mut words = Vec::new();
+    if let Ok(Some(prefix)) = dict.get_item("prefix") {
+        words.push(prefix.to_string());
+    }
+    for (key, value) in dict.iter() {
+        let key = key.to_string();
+        if key != "prefix" {
+            words.push(format!("{key}={value}"));
+        }
+    }
+    words.join(" ")
+}
+
 fn to_value(obj: &Bound<'_, PyAny>) -> Value {
     if obj.is_none() {
         Value::None
@@ -38,7 +55,7 @@ fn to_value(obj: &Bound<'_, PyAny>) -> Value {
     } else if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() {
         Value::List(
             obj.try_iter()
-                .map(|it| it.flatten().map(|v| v.to_string()).collect())
+                .map(|it| it.flatten().map(|v| list_item(&v)).collect())
                 .unwrap_or_default(),
         )
     } else if obj.is_callable() {

@@ -54,7 +54,16 @@ pub struct ForwardContext<'a> {
     /// Also emit the RFC 7239 `Forwarded` header. When false, a trusted client's `Forwarded`
     /// passes unchanged and an untrusted client's is dropped.
     pub forwarded: bool,
+    /// An inside hop (a worker pool of the same instance): the client's forwarding headers
+    /// pass as they came and none are added; the client is named by [`Self::pool_client`].
+    pub transparent: bool,
+    /// For an inside hop: the value of the `X-Ferrocorn-Pool-Client` header (`IP PORT
+    /// SCHEME`), which a pool's worker believes on its private socket only.
+    pub pool_client: Option<&'a [u8]>,
 }
+
+/// The header an inside hop names the client with (upper case, as heads hold names).
+pub const POOL_CLIENT_HEADER: &str = "X-FERROCORN-POOL-CLIENT";
 
 /// The upper-case names of the headers this module owns: their received values are handed
 /// to [`write_forwarding`] instead of being copied.

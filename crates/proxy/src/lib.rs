@@ -48,7 +48,7 @@ pub use health_check::{CheckFailure, HealthReport, check_once, check_round, run_
 pub use pool::Pool;
 
 pub use error::UpstreamHeadError;
-pub use forwarding::ForwardContext;
+pub use forwarding::{ForwardContext, POOL_CLIENT_HEADER};
 pub use request_out::write_upstream_head;
 pub use response_head::{ResponseFraming, ResponseHead, ResponseLimits, parse_response_head};
 pub use response_out::{client_framing, write_client_head};

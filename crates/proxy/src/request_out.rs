@@ -7,7 +7,9 @@ use ferrocorn_http::{BodyFraming, RequestHead};
 use crate::fields::{
     connection_nominated, is_nominated, list_elements, put_header, put_title_case, put_u64,
 };
-use crate::forwarding::{FORWARDING_NAMES, ForwardContext, Received, write_forwarding};
+use crate::forwarding::{
+    FORWARDING_NAMES, ForwardContext, POOL_CLIENT_HEADER, Received, write_forwarding,
+};
 
 /// Hop-by-hop headers never copied upstream (RFC 9110 §7.6.1), plus the framing and `Host`
 /// headers this module writes itself. `Proxy-Authorization` is *not* here: in front of an
@@ -82,8 +84,16 @@ pub fn write_upstream_head(head: &RequestHead, ctx: &ForwardContext<'_>, out: &m
         if name == "TRANSFER-ENCODING" {
             let applied = list_elements(value);
             codings.extend(applied.filter(|c| !c.eq_ignore_ascii_case(b"chunked")));
-        } else if NOT_COPIED.contains(&name) || is_nominated(&nominated, name.as_bytes()) {
+        } else if NOT_COPIED.contains(&name)
+            || is_nominated(&nominated, name.as_bytes())
+            || name == POOL_CLIENT_HEADER
+        {
             continue;
+        } else if ctx.transparent {
+            put_title_case(out, name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
         } else if FORWARDING_NAMES.contains(&name) {
             received.add(name, value);
         } else if !ctx.trusted_client && name.starts_with("X-FORWARDED-") {
@@ -115,7 +125,13 @@ pub fn write_upstream_head(head: &RequestHead, ctx: &ForwardContext<'_>, out: &m
         BodyFraming::Empty => {}
     }
 
-    write_forwarding(out, ctx, &received, client_host);
+    if ctx.transparent {
+        if let Some(client) = ctx.pool_client {
+            put_header(out, b"X-Ferrocorn-Pool-Client", client);
+        }
+    } else {
+        write_forwarding(out, ctx, &received, client_host);
+    }
     if let Some(protocol) = ctx.upgrade {
         out.extend_from_slice(b"Connection: Upgrade\r\n");
         put_header(out, b"Upgrade", protocol);
@@ -166,6 +182,24 @@ mod tests {
         let ours = ["X-Forwarded-For:", "X-Forwarded-Proto:", "X-Forwarded-Host:", "X-Real-IP:"];
         lines.retain(|l| !ours.iter().any(|p| l.starts_with(p)));
         lines
+    }
+
+    #[test]
+    fn an_inside_hop_passes_the_forwarding_headers_and_names_the_client() {
+        let raw = "GET /r/x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                   X-Forwarded-Ssl: on\r\nX-Ferrocorn-Pool-Client: 1.1.1.1 1 https\r\n\r\n";
+        let inside = ForwardContext {
+            transparent: true,
+            pool_client: Some(b"192.0.2.1 4000 http"),
+            ..ctx()
+        };
+        assert_eq!(
+            out_with(raw, &inside),
+            "GET /r/x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\n\
+             X-Forwarded-Ssl: on\r\nX-Ferrocorn-Pool-Client: 192.0.2.1 4000 http\r\n\r\n"
+        );
+        // A client's own X-Ferrocorn-Pool-Client never goes on.
+        assert!(!out(raw).contains("Pool-Client"));
     }
 
     #[test]

@@ -1,10 +1,46 @@
 //! Registry records for settings ferrocorn adds beyond Gunicorn's. Each new one is one record.
 
+use crate::pools::{POOL_FORM, PoolSpec};
 use crate::setting::{Action, DefaultValue, Kind, Section, Setting, Validator};
+use crate::validate::Reject;
+use crate::value::Value;
 
 const S: Section = Section::Ferrocorn;
 
+/// Each `--pool` entry, parsed as the master parses it.
+fn pools_value(value: Value) -> Result<Value, Reject> {
+    let entries = match value {
+        Value::None => Vec::new(),
+        Value::Str(s) => vec![s.trim().to_owned()],
+        Value::List(items) => items.into_iter().map(|s| s.trim().to_owned()).collect(),
+        other => {
+            return Err(Reject::new(
+                format!("{} is a {}, not a list of pools", other.py_repr(), other.type_name()),
+                POOL_FORM,
+            ));
+        }
+    };
+    for entry in &entries {
+        PoolSpec::parse(entry).map_err(|e| Reject::new(e.problem, POOL_FORM))?;
+    }
+    Ok(Value::List(entries))
+}
+
 pub(super) const SETTINGS: &[Setting] = &[
+    Setting::new("pools", S, Kind::List, Validator::Custom(pools_value), DefaultValue::List(&[]))
+        .cli(&["--pool"])
+        .meta("SPEC")
+        .append()
+        .help(
+            "A worker pool for the requests whose path starts with PREFIX, with its own app, \
+             worker class and count: 'PREFIX [app=MODULE:CALLABLE] [SETTING=VALUE ...]', keys \
+             being settings' names (worker_class, workers, threads, timeout, max_requests, \
+             worker_connections, ...); what a pool does not set it inherits from the other \
+             options. Give the flag once per pool; the longest matching prefix wins, per \
+             request. Without a pool for /, the other options make the pool that serves every \
+             other path. In a config file: pools = ['/reports/ workers=4', ...] or dicts \
+             ({'prefix': '/reports/', 'workers': 4}).",
+        ),
     Setting::new("header_timeout", S, Kind::Float, Validator::PosFloat, DefaultValue::Float(10.0))
         .cli(&["--header-timeout"])
         .meta("SECONDS")

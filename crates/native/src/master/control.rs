@@ -155,6 +155,30 @@ fn answer(
     Ok(command)
 }
 
+/// The prefixes of the worker pools other than `/`, in pool order (pool 1 first).
+static POOL_PREFIXES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Record the worker pools' prefixes (the master, at start and on reload).
+pub fn set_pool_prefixes(prefixes: Vec<String>) {
+    *POOL_PREFIXES.lock().unwrap_or_else(|e| e.into_inner()) = prefixes;
+}
+
+/// The pool a request names by its `pool` prefix (absent or `/`: pool 0).
+fn pool_arg(request: &Value) -> Result<usize, Value> {
+    match request.get("pool").and_then(Value::as_str) {
+        None | Some("/") => Ok(0),
+        Some(prefix) => {
+            let prefixes = POOL_PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
+            match prefixes.iter().position(|p| p == prefix) {
+                Some(i) => Ok(i + 1),
+                None => Err(json!({"ok": false, "error": format!(
+                    "no pool {prefix:?}; the pools are \"/\" and {:?}", *prefixes
+                )})),
+            }
+        }
+    }
+}
+
 fn count_arg(request: &Value) -> Result<usize, Value> {
     match request.get("count").map(|c| c.as_u64()) {
         None => Ok(1),
@@ -179,14 +203,22 @@ fn dispatch(
                 None,
             )
         }
-        Some("workers.add") => match count_arg(request) {
-            Ok(n) => (ok(&format!("adding {n} worker(s)")), Some(Command::AddWorkers(n))),
+        Some("workers.add") => match count_arg(request).and_then(|n| Ok((n, pool_arg(request)?))) {
+            Ok((count, pool)) => (
+                ok(&format!("adding {count} worker(s)")),
+                Some(Command::AddWorkers { count, pool }),
+            ),
             Err(e) => (e, None),
         },
-        Some("workers.remove") => match count_arg(request) {
-            Ok(n) => (ok(&format!("removing {n} worker(s)")), Some(Command::RemoveWorkers(n))),
-            Err(e) => (e, None),
-        },
+        Some("workers.remove") => {
+            match count_arg(request).and_then(|n| Ok((n, pool_arg(request)?))) {
+                Ok((count, pool)) => (
+                    ok(&format!("removing {count} worker(s)")),
+                    Some(Command::RemoveWorkers { count, pool }),
+                ),
+                Err(e) => (e, None),
+            }
+        }
         Some("reload") => (ok("reloading"), Some(Command::Reload)),
         Some("reopen-logs") => (ok("reopening log files"), Some(Command::ReopenLogs)),
         Some("shutdown") => {

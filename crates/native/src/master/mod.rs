@@ -8,6 +8,7 @@ mod control;
 mod fork;
 mod metrics_endpoint;
 mod observe;
+mod pool_sockets;
 mod process;
 mod systemd;
 mod upstream_control;
@@ -19,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 use ferrocorn_arbiter::{
     Arbiter, ArbiterOptions, ArbiterView, Command, ExitCode, ExitReason, LogLevel, Outcome,
-    Spawned, Supervisor, WorkerMeta,
+    PoolKnobs, Spawned, Supervisor, WorkerMeta,
 };
 use ferrocorn_shm::scoreboard::Scoreboard;
 use pyo3::prelude::*;
@@ -43,6 +44,8 @@ pub struct Master {
     opts: ServerOptions,
     hooks: Hooks,
     listeners: Vec<Listener>,
+    /// The worker pools' private sockets (None without `--pool`).
+    pool_sockets: Option<pool_sockets::PoolSockets>,
     board: Arc<Scoreboard>,
     state: Arc<MasterState>,
     server: Py<Server>,
@@ -65,6 +68,11 @@ fn arbiter_options(opts: &ServerOptions) -> ArbiterOptions {
         boot_timeout: opts.master.boot_timeout,
         graceful_timeout: opts.serve.graceful_timeout,
         daemon: opts.master.daemon,
+        pools: opts
+            .pools
+            .iter()
+            .map(|p| PoolKnobs { workers: p.master.workers, timeout: p.serve.timeout })
+            .collect(),
     }
 }
 
@@ -203,6 +211,27 @@ pub fn run(
             return ExitCode::Failure.code();
         }
     };
+    let mut opts = opts;
+    let pool_sockets = match pool_sockets::PoolSockets::bind(&opts) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::Failure.code();
+        }
+    };
+    if let Some(sockets) = &pool_sockets {
+        opts.serve.routes = Arc::new(sockets.routes(&opts));
+        for pool in &opts.pools {
+            info!(
+                "Worker pool {}: {} {} worker(s) for {}",
+                pool.prefix,
+                pool.master.workers,
+                pool.serve.worker_class.name(),
+                pool.app.app_spec
+            );
+        }
+    }
+    control::set_pool_prefixes(opts.pools.iter().map(|p| p.prefix.clone()).collect());
     // SAFETY: still single-threaded (no fork, no runtime yet); nothing reads the environment
     // concurrently. Workers and later re-execs must not adopt these descriptors again.
     unsafe {
@@ -296,6 +325,7 @@ pub fn run(
         opts,
         hooks,
         listeners,
+        pool_sockets,
         board,
         state,
         server,
@@ -333,6 +363,9 @@ impl Master {
         }
         if self.reexec_parent.is_none() && !self.is_reexec_child_alive() {
             remove_unix_sockets(&self.listeners);
+            if let Some(sockets) = &self.pool_sockets {
+                sockets.remove();
+            }
         }
         if let Some(reason) = ExitCode::halt_reason(code) {
             error!("Reason: {reason}");
@@ -353,14 +386,19 @@ impl Master {
         pid: Option<i64>,
     ) -> PyResult<Py<WorkerHandle>> {
         let cfg = self.server.bind(py).get().cfg.clone_ref(py);
+        let opts = self.options_for_pool(meta.pool);
+        let pool = meta.pool.checked_sub(1).and_then(|i| self.opts.pools.get(i));
         WorkerHandle::new(
             py,
             pid,
             meta.age,
             i64::from(std::process::id()),
             cfg,
-            self.opts.master.max_requests,
-            self.opts.serve.timeout.as_secs_f64(),
+            crate::hooks::WorkerServing {
+                max_requests: opts.master.max_requests,
+                timeout: opts.serve.timeout.as_secs_f64(),
+                pool: pool.map_or_else(|| "/".to_owned(), |p| p.prefix.clone()),
+            },
         )
     }
 
@@ -460,7 +498,18 @@ impl Supervisor for Master {
             let cli = ferrocorn_config::parse_args(&self.argv).map_err(|e| e.to_string())?;
             let loaded = crate::settings_load::load_settings(py, cli).map_err(|(_, msg)| msg)?;
             let env = |key: &str| std::env::var(key).ok();
-            let opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
+            let mut opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
+            let prefixes = |o: &ServerOptions| o.pools.iter().map(|p| p.prefix.clone()).collect();
+            let (old, new): (Vec<String>, Vec<String>) = (prefixes(&self.opts), prefixes(&opts));
+            if old != new {
+                return Err(format!(
+                    "the worker pools' prefixes changed ({old:?} -> {new:?}); restart the server \
+                     to change them (a reload can change a pool's settings)"
+                ));
+            }
+            if let Some(sockets) = &self.pool_sockets {
+                opts.serve.routes = Arc::new(sockets.routes(&opts));
+            }
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
             let (size, announce) = (opts.serve.cache_store_size, opts.serve.cache.is_some());
             let backend = (&opts.serve.cache_backend, opts.serve.cache_backend_timeout);
@@ -560,7 +609,10 @@ impl Supervisor for Master {
     fn fd_ready(&mut self, fd: std::os::fd::RawFd, view: &ArbiterView) -> Option<Command> {
         let (board, listeners, start) = (self.board.clone(), &self.listeners, self.start_time);
         let target = view.workers_target;
-        let mut snapshot = || observe::snapshot(&board, listeners, target, start);
+        let prefixes: Vec<String> = std::iter::once("/".to_owned())
+            .chain(self.opts.pools.iter().map(|p| p.prefix.clone()))
+            .collect();
+        let mut snapshot = || observe::snapshot(&board, listeners, target, start, &prefixes);
         if let Some(m) = self.metrics.as_ref().filter(|m| m.fd() == fd) {
             m.serve_pending(&mut snapshot);
             return None;
@@ -601,4 +653,25 @@ fn log_in_use(addr: std::net::SocketAddr) {
 fn upstream_names(opts: &ServerOptions) -> Vec<String> {
     let upstreams = opts.serve.balance.as_ref().map(|b| b.proxy.upstreams.as_slice());
     upstreams.unwrap_or_default().iter().map(|u| u.addr.to_string()).collect()
+}
+
+impl Master {
+    /// The options a worker of `pool` runs with (0: the `/` pool's, the instance's own).
+    pub(super) fn options_for_pool(&self, pool: usize) -> ServerOptions {
+        let mut opts = self.opts.clone();
+        if let Some(p) = pool.checked_sub(1).and_then(|i| self.opts.pools.get(i)) {
+            opts.master = p.master.clone();
+            opts.serve = p.serve.clone();
+            opts.app = p.app.clone();
+        }
+        opts
+    }
+
+    /// The listeners a worker of `pool` accepts on: the instance's, or the pool's socket.
+    pub(super) fn listeners_for_pool(&self, pool: usize) -> &[Listener] {
+        match (pool.checked_sub(1), &self.pool_sockets) {
+            (Some(i), Some(sockets)) if i < sockets.listeners.len() => &sockets.listeners[i..i + 1],
+            _ => &self.listeners,
+        }
+    }
 }

@@ -74,6 +74,8 @@ pub fn workers(board: &Scoreboard) -> Vec<WorkerSnapshot> {
                 rss_bytes,
                 cpu_seconds,
                 totals: slot.counters().totals(),
+                pool: slot.pool(),
+                requests: slot.requests(),
             }
         })
         .collect()
@@ -85,6 +87,7 @@ pub fn snapshot(
     listeners: &[Listener],
     workers_target: usize,
     start_time: f64,
+    pool_prefixes: &[String],
 ) -> Snapshot {
     Snapshot {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -98,6 +101,11 @@ pub fn snapshot(
         cache_store: crate::shared_cache::store_counts(),
         master_cache_purges: board.master().cache_purges(),
         upstreams: crate::upstream_board::counts(board),
+        pools: pool_prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, prefix)| (prefix.clone(), board.master().retired_pool_requests(i)))
+            .collect(),
     }
 }
 

@@ -116,9 +116,11 @@ enum LoopServe<'a> {
 /// Run a class whose app lives on a Python loop (ASGI, gevent) on this (main) thread until the
 /// worker's I/O stops; the loop drives that I/O itself (ASGI) or an I/O thread serves it
 /// (gevent). Returns the exit status.
+#[allow(clippy::too_many_arguments)]
 fn run_on_loop(
     py: Python<'_>,
     master: &Master,
+    pool: usize,
     opts: crate::options::ServeOptions,
     ctx: AppContext,
     access_log: Option<AccessLog>,
@@ -134,17 +136,22 @@ fn run_on_loop(
         listener_wake: listener_wake.clone(),
         bridge: bridge.clone(),
         root_path: opts.root_path.clone(),
-        servers: master
-            .listeners
-            .iter()
-            .map(|l| match &l.addr {
-                ferrocorn_net::listen::BoundAddr::Tcp(a) => (a.ip().to_string(), Some(a.port())),
-                ferrocorn_net::listen::BoundAddr::Unix(p) => (p.display().to_string(), None),
-            })
-            .collect(),
+        servers: match pool {
+            0 => &master.listeners[..],
+            _ => &master.listeners[..master.listeners.len().min(1)],
+        }
+        .iter()
+        .map(|l| match &l.addr {
+            ferrocorn_net::listen::BoundAddr::Tcp(a) => (a.ip().to_string(), Some(a.port())),
+            ferrocorn_net::listen::BoundAddr::Unix(p) => (p.display().to_string(), None),
+        })
+        .collect(),
     };
-    let listeners: Vec<ferrocorn_net::listen::Listener> =
-        master.listeners.iter().map(|l| l.try_clone()).collect::<std::io::Result<_>>()?;
+    let listeners: Vec<ferrocorn_net::listen::Listener> = master
+        .listeners_for_pool(pool)
+        .iter()
+        .map(|l| l.try_clone())
+        .collect::<std::io::Result<_>>()?;
     let io_bridge = bridge.clone();
     let handle = Arc::new(Mutex::new(None));
     let start = match serve {
@@ -199,8 +206,21 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     let pid = std::process::id();
     let slot_index = meta.slot;
     let board = master.board.clone();
-    let opts = master.opts.clone();
-    process::set_title(py, &format!("ferrocorn: worker [{}]", opts.master.proc_name));
+    let opts = master.options_for_pool(meta.pool);
+    // What the app is told about its server (SERVER_NAME, the ASGI scope's `server`) is the
+    // instance's public listeners, also in a pool reached over its private socket.
+    let public = match meta.pool {
+        0 => &master.listeners[..],
+        _ => &master.listeners[..master.listeners.len().min(1)],
+    };
+    let title = match meta.pool > 0 {
+        true => {
+            let prefix = master.opts.pools.get(meta.pool - 1).map_or("?", |p| p.prefix.as_str());
+            format!("ferrocorn: worker [{}] pool {prefix}", opts.master.proc_name)
+        }
+        false => format!("ferrocorn: worker [{}]", opts.master.proc_name),
+    };
+    process::set_title(py, &title);
     let worker = match master.worker_handle(py, &meta, Some(i64::from(pid))) {
         Ok(w) => w,
         Err(e) => {
@@ -238,8 +258,8 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
     let balancer = opts.serve.worker_class == WorkerClass::Balancer;
     let app = match (&master.preloaded, balancer) {
         (_, true) => None,
-        (Some(app), false) => Some(app.clone_ref(py)),
-        (None, false) => match crate::app::load(py, &opts.app.app_spec) {
+        (Some(app), false) if meta.pool == 0 => Some(app.clone_ref(py)),
+        (_, false) => match crate::app::load(py, &opts.app.app_spec) {
             Ok(app) => Some(app),
             Err(e) => {
                 error!("Exception in worker process:\n{e}");
@@ -301,7 +321,7 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
             (AppContext::new(None, hooks, worker.clone_ref(py)), Some(serve))
         }
         (Some(app), _) => {
-            let envs: Vec<ListenerEnv> = master.listeners.iter().map(listener_env).collect();
+            let envs: Vec<ListenerEnv> = public.iter().map(listener_env).collect();
             let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
             let wsgi = match WsgiApp::new(
                 py,
@@ -324,16 +344,18 @@ pub fn run(py: Python<'_>, master: &Master, meta: WorkerMeta) -> i32 {
         }
     };
     let result = match serve {
-        Some(serve) => match run_on_loop(py, master, opts.serve, ctx, access_log, runtime, serve) {
-            Ok(code) if code != 0 => {
-                let _ = master.hooks.call(py, "worker_exit", (server, worker));
-                return code;
+        Some(serve) => {
+            match run_on_loop(py, master, meta.pool, opts.serve, ctx, access_log, runtime, serve) {
+                Ok(code) if code != 0 => {
+                    let _ = master.hooks.call(py, "worker_exit", (server, worker));
+                    return code;
+                }
+                Ok(_) => Ok(StopReason::Graceful),
+                Err(e) => Err(e),
             }
-            Ok(_) => Ok(StopReason::Graceful),
-            Err(e) => Err(e),
-        },
+        }
         None => {
-            let listeners = &master.listeners;
+            let listeners = master.listeners_for_pool(meta.pool);
             py.detach(|| worker::run(opts.serve, ctx, listeners, access_log, runtime, None))
         }
     };

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ferrocorn_config::Config;
+use ferrocorn_config::{Config, PoolSpec};
 use ferrocorn_http::{HeaderMapPolicy, Limits, ProxyMode};
 
 use crate::logging::Level;
@@ -34,6 +34,31 @@ pub struct ServerOptions {
     pub app: AppOptions,
     /// Where the logs go.
     pub log: LogOptions,
+    /// The worker pools by URL prefix other than the one serving `/` (whose options are the
+    /// ones above), in the order given.
+    pub pools: Vec<PoolOptions>,
+}
+
+/// One worker pool by URL prefix (`--pool`): its own workers, app and serving options.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// The path prefix its requests start with.
+    pub prefix: String,
+    /// Its worker count and lifecycle (its listener is made by the master).
+    pub master: MasterOptions,
+    /// How its workers serve.
+    pub serve: ServeOptions,
+    /// Its app.
+    pub app: AppOptions,
+}
+
+/// A pool the `/` pool's workers forward requests to: its prefix and how to reach it.
+#[derive(Debug, Clone)]
+pub struct PoolRoute {
+    /// The path prefix.
+    pub prefix: String,
+    /// The pool's private socket, as an upstream.
+    pub proxy: ferrocorn_proxy::ProxyConfig,
 }
 
 /// What the master reads: listeners, worker count and lifecycle, process set-up, and the
@@ -130,6 +155,12 @@ pub struct ServeOptions {
     /// The balancer's upstreams and their handling (present only for a load balancer,
     /// whose worker class is then [`WorkerClass::Balancer`]).
     pub balance: Option<std::sync::Arc<BalanceOptions>>,
+    /// The other worker pools a `/` pool worker forwards to, longest prefix first (set by
+    /// the master once their sockets exist; empty without pools).
+    pub routes: std::sync::Arc<Vec<PoolRoute>>,
+    /// A worker of a pool other than `/`: it believes the client its `/` pool names
+    /// (`X-Ferrocorn-Pool-Client`) on its private socket.
+    pub pool_member: bool,
 }
 
 /// What loads the app: where it is and the process environment it is imported in.
@@ -285,11 +316,54 @@ impl ServeOptions {
 }
 
 impl ServerOptions {
-    /// Derive the options; `env` reads the process environment (for `SENDFILE`).
+    /// Derive the options; `env` reads the process environment (for `SENDFILE`). With
+    /// `--pool`, the options are the `/` pool's (the instance's own, or those of a pool with
+    /// the prefix `/`), and each other pool's are its settings put over the instance's.
     pub fn from_config(
         config: &Config,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, OptionsError> {
+        let specs = config.pools().map_err(|e| OptionsError(e.message))?;
+        if specs.is_empty() {
+            return Self::single(config, env);
+        }
+        if !config.list("upstreams").is_empty() {
+            return Err(OptionsError(
+                "`pools` (--pool) and `upstreams` (--upstream) cannot be combined: a balancer's \
+                 workers serve no app"
+                    .into(),
+            ));
+        }
+        let front = specs.iter().find(|p| p.prefix == "/").cloned().unwrap_or(PoolSpec {
+            prefix: "/".into(),
+            app: None,
+            settings: Vec::new(),
+        });
+        let in_pool = |spec: &PoolSpec| {
+            config
+                .for_pool(spec)
+                .map_err(|e| OptionsError(e.message))
+                .and_then(|c| Self::single(&c, env))
+                .map_err(|e| OptionsError(format!("in pool {:?}: {}", spec.prefix, e.0)))
+        };
+        let mut opts = in_pool(&front)?;
+        for spec in specs.iter().filter(|p| p.prefix != "/") {
+            let mut pool = in_pool(spec)?;
+            pool.serve.pool_member = true;
+            // The `/` pool's workers answer from the cache before forwarding; a pool's own
+            // workers do not cache the same responses again.
+            if opts.serve.cache.is_some() {
+                pool.serve.cache = None;
+            }
+            pool.app.preload_app = false;
+            let ServerOptions { master, serve, app, .. } = pool;
+            opts.pools.push(PoolOptions { prefix: spec.prefix.clone(), master, serve, app });
+        }
+        Ok(opts)
+    }
+
+    /// The options of one configuration without pools.
+    fn single(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, OptionsError> {
         let timeout = config.float("timeout");
         let io_timeout = if timeout > 0.0 { seconds(timeout) } else { Duration::from_secs(30) };
         let balance = balance::balance_options(config, io_timeout)?;
@@ -419,6 +493,8 @@ impl ServerOptions {
                 cache_backend: cache::backend(config)?,
                 cache_backend_timeout: seconds(config.float("cache_backend_timeout")),
                 balance: balance.map(std::sync::Arc::new),
+                routes: std::sync::Arc::new(Vec::new()),
+                pool_member: false,
             },
             app: AppOptions {
                 app_spec,
@@ -438,6 +514,7 @@ impl ServerOptions {
                 error_log: config.opt_str("errorlog").unwrap_or("-").to_owned(),
                 log_level,
             },
+            pools: Vec::new(),
         })
     }
 }

@@ -56,6 +56,8 @@ pub struct Shared {
     pub balancer: Option<Arc<ferrocorn_proxy::Balancer>>,
     /// The generation of the operator's upstream overrides this worker applied last.
     pub overrides_seen: AtomicU64,
+    /// A `/` pool worker's way to each other worker pool (`opts.routes`, same order).
+    pub pool_balancers: Vec<Arc<ferrocorn_proxy::Balancer>>,
 }
 
 /// Where a worker runs its app.

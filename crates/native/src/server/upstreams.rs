@@ -16,7 +16,7 @@ use ferrocorn_proxy::{Balancer, Observer, check_round, run_checks};
 
 use super::shared::Shared;
 use crate::logging::{info, warning};
-use crate::options::BalanceOptions;
+use crate::options::{BalanceOptions, PoolRoute};
 
 /// Make this worker's balancer and run the first health-check round.
 pub(super) async fn start(options: &BalanceOptions) -> std::io::Result<Arc<Balancer>> {
@@ -41,6 +41,33 @@ fn report_health(balancer: &Balancer) -> impl Fn(PeerId, bool, &str) + use<> {
             false => warning!("upstream {name} failed its health check ({why}): out of service"),
         }
     }
+}
+
+/// A `/` pool worker's way to each other worker pool: one balancer over the pool's socket.
+pub(super) fn pool_balancers(routes: &[PoolRoute]) -> std::io::Result<Vec<Arc<Balancer>>> {
+    routes
+        .iter()
+        .map(|route| {
+            Balancer::new(route.proxy.clone(), 0).map(Arc::new).map_err(|e| {
+                std::io::Error::other(format!("cannot set up pool {}: {e}", route.prefix))
+            })
+        })
+        .collect()
+}
+
+/// Close idle connections to the other worker pools now and then.
+pub(super) fn spawn_pool_upkeep(shared: &Shared) {
+    if shared.pool_balancers.is_empty() {
+        return;
+    }
+    let balancers = shared.pool_balancers.clone();
+    shared.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            balancers.iter().for_each(|b| b.expire_idle());
+        }
+    });
 }
 
 /// Start the balancer's background tasks on the worker's runtime.

@@ -155,6 +155,7 @@ async fn worker_main(
         Some(balance) => Some(super::upstreams::start(balance).await?),
         None => None,
     };
+    let pool_balancers = super::upstreams::pool_balancers(&opts.routes)?;
     let shared = Arc::new(Shared {
         opts,
         app: Arc::new(app),
@@ -173,10 +174,12 @@ async fn worker_main(
         all_closed: Notify::new(),
         balancer,
         overrides_seen: AtomicU64::new(0),
+        pool_balancers,
     });
     if let Some(balancer) = &shared.balancer {
         super::upstreams::spawn_upkeep(&shared, balancer.clone());
     }
+    super::upstreams::spawn_pool_upkeep(&shared);
     for (index, listener) in listeners.into_iter().enumerate() {
         // The ASGI class's runtime epoll is nested in the asyncio loop's, where its thread
         // waits: the listeners go into the loop's epoll (`shared_listener.rs`).

@@ -58,12 +58,29 @@ pub struct MasterArea {
     pub(super) claimed_end: AtomicUsize,
     /// Purges of the response cache the master carried out (`ferrocorn ctl cache purge`).
     cache_purges: AtomicU64,
+    /// Requests served by reaped workers, per worker pool (the first [`MAX_POOLS`]).
+    pool_requests: [AtomicU64; MAX_POOLS],
 }
+
+/// Worker pools whose requests are counted apart (`ferrocorn_pool_requests_total`).
+pub const MAX_POOLS: usize = 32;
 
 impl MasterArea {
     /// Count one restart.
     pub fn count_restart(&self, reason: RestartReason) {
         self.restarts[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Fold the requests of a reaped worker of `pool`.
+    pub fn retire_pool_requests(&self, pool: usize, requests: u64) {
+        if let Some(counter) = self.pool_requests.get(pool) {
+            counter.fetch_add(requests, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests served by reaped workers of `pool`.
+    pub fn retired_pool_requests(&self, pool: usize) -> u64 {
+        self.pool_requests.get(pool).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Count one purge of the response cache carried out by the master.

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 pub use cache_counters::CacheCounters;
 pub use counters::{AcceptRecheck, Counters, RequestRecord};
-pub use master_area::{MasterArea, RestartReason};
+pub use master_area::{MAX_POOLS, MasterArea, RestartReason};
 pub use slot::{Slot, SlotState};
 
 use crate::{map_shared_zeroed, monotonic_ms};
@@ -77,11 +77,11 @@ impl Scoreboard {
     }
 
     /// Claim a free slot for a new worker (the master does this just before forking).
-    pub fn claim(&self, generation: u64, age: u32) -> Option<usize> {
+    pub fn claim(&self, generation: u64, age: u32, pool: usize) -> Option<usize> {
         let index = (0..self.len)
             .find(|&i| self.slot(i).state() == SlotState::Free && self.slot(i).pid() == 0)?;
         // The pid is filled in by the master after fork; mark it taken with a placeholder.
-        self.slot(index).claim(-1, generation, age);
+        self.slot(index).claim(-1, generation, age, pool);
         self.master().claimed_end.fetch_max(index + 1, Ordering::AcqRel);
         Some(index)
     }
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn child_writes_are_seen_by_parent() {
         let board = Scoreboard::new(4).unwrap();
-        let index = board.claim(7, 1).unwrap();
+        let index = board.claim(7, 1, 0).unwrap();
         let pid = fork_child(|| {
             let slot = board.slot(index);
             slot.set_state(SlotState::Busy);
@@ -159,7 +159,7 @@ mod tests {
     fn counters_from_two_processes_add_up() {
         const EACH: u64 = 5_000;
         let board = Scoreboard::new(4).unwrap();
-        let slots = [board.claim(0, 1).unwrap(), board.claim(0, 2).unwrap()];
+        let slots = [board.claim(0, 1, 0).unwrap(), board.claim(0, 2, 0).unwrap()];
         let record = RequestRecord {
             method: 0,
             status: 1,
@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn cache_counters_are_shared_folded_and_reset() {
         let board = Scoreboard::new(2).unwrap();
-        let index = board.claim(0, 1).unwrap();
+        let index = board.claim(0, 1, 0).unwrap();
         let pid = fork_child(|| {
             let cache = board.slot(index).counters().cache();
             cache.answered(0);
@@ -234,7 +234,7 @@ mod tests {
         board.master().retired.add(&board.slot(index).counters().totals());
         board.master().retired.add(&board.slot(index).counters().totals());
         board.release(index);
-        assert_eq!(board.claim(0, 2), Some(index));
+        assert_eq!(board.claim(0, 2, 0), Some(index));
         assert_eq!(board.slot(index).counters().totals().cache, Default::default());
         let retired = board.master().retired.totals().cache;
         assert_eq!((retired.requests[0], retired.lock_wait_micros, retired.stores), (4, 3000, 2));
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn a_claimed_slot_starts_from_zero() {
         let board = Scoreboard::new(1).unwrap();
-        let index = board.claim(1, 1).unwrap();
+        let index = board.claim(1, 1, 0).unwrap();
         board.set_pid(index, 42);
         let slot = board.slot(index);
         slot.request_started();
@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(slot.pid(), 42);
         board.release(index);
         assert_eq!((slot.pid(), slot.state()), (0, SlotState::Free));
-        assert_eq!(board.claim(2, 2), Some(index));
+        assert_eq!(board.claim(2, 2, 0), Some(index));
         assert_eq!(slot.pid(), -1, "claimed, pid not yet known");
         assert_eq!(slot.state(), SlotState::Booting);
         assert_eq!((slot.generation(), slot.age()), (2, 2));
@@ -279,22 +279,22 @@ mod tests {
     fn slots_covers_every_slot_ever_claimed_and_no_more() {
         let board = Scoreboard::new(8).unwrap();
         assert_eq!(board.slots().count(), 0);
-        let a = board.claim(0, 1).unwrap();
-        let b = board.claim(0, 2).unwrap();
+        let a = board.claim(0, 1, 0).unwrap();
+        let b = board.claim(0, 2, 0).unwrap();
         assert_eq!(board.slots().map(|(i, _)| i).collect::<Vec<_>>(), vec![a, b]);
         board.release(b);
         assert_eq!(board.slots().count(), 2, "a released slot may be reclaimed: still scanned");
         board.release(a);
-        assert_eq!(board.claim(0, 3), Some(a));
+        assert_eq!(board.claim(0, 3, 0), Some(a));
         assert_eq!(board.slots().count(), 2);
     }
 
     #[test]
     fn claims_distinct_slots_until_full() {
         let board = Scoreboard::new(2).unwrap();
-        let a = board.claim(0, 1).unwrap();
-        let b = board.claim(0, 2).unwrap();
+        let a = board.claim(0, 1, 0).unwrap();
+        let b = board.claim(0, 2, 0).unwrap();
         assert_ne!(a, b);
-        assert!(board.claim(0, 3).is_none());
+        assert!(board.claim(0, 3, 0).is_none());
     }
 }

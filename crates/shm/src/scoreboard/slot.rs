@@ -66,6 +66,8 @@ pub struct Slot {
     closing_connections: AtomicU64,
     /// Moving average of this worker's request durations (µs), written by the worker only.
     recent_request_micros: AtomicU64,
+    /// The worker pool the worker belongs to (0: the one serving `/`).
+    pool: AtomicU32,
     counters: Counters,
 }
 
@@ -185,8 +187,14 @@ impl Slot {
         self.age.load(Ordering::Acquire)
     }
 
-    pub(super) fn claim(&self, pid: i32, generation: u64, age: u32) {
+    /// The worker pool of the slot's worker (0: the one serving `/`).
+    pub fn pool(&self) -> usize {
+        self.pool.load(Ordering::Acquire) as usize
+    }
+
+    pub(super) fn claim(&self, pid: i32, generation: u64, age: u32, pool: usize) {
         let now = monotonic_ms();
+        self.pool.store(pool as u32, Ordering::Release);
         self.requests.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
         self.open_connections.store(0, Ordering::Relaxed);

@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn a_request_that_waits_again_counts_once_with_both_stretches() {
         let board = Scoreboard::new(1).unwrap();
-        let index = board.claim(0, 1).unwrap();
+        let index = board.claim(0, 1, 0).unwrap();
         let counters = board.slot(index).counters().cache();
         let mut wait = LockWait::default();
         wait.over(counters); // never waited: nothing

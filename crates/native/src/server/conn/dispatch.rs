@@ -13,6 +13,7 @@ use ferrocorn_http::{
 };
 
 use super::cache::Consulted;
+use super::pool_hop::pool_for;
 use super::{Conn, ConnError, SERVER};
 use crate::clock::with_http_date;
 use crate::server::shared::Executor;
@@ -91,7 +92,13 @@ impl<S: ClientStream> Conn<S> {
     /// Serve one request whose head was read. `Ok(true)`: the connection may carry another.
     pub(super) async fn serve_request(&mut self, mut head: RequestHead) -> Result<bool, ConnError> {
         let started = Instant::now();
-        let https = if self.trusted {
+        let named_scheme = match self.shared.opts.pool_member {
+            true => self.adopt_pool_client(&mut head),
+            false => None,
+        };
+        let https = if let Some(https) = named_scheme {
+            https
+        } else if self.trusted {
             url_scheme_from_headers(&head.headers, &self.shared.opts.secure_scheme_headers)?
                 .unwrap_or(false)
         } else {
@@ -127,6 +134,11 @@ impl<S: ClientStream> Conn<S> {
         https: bool,
         started: Instant,
     ) -> Result<bool, ConnError> {
+        // A `/` pool worker forwards the requests of the other worker pools.
+        if let Some(pool) = pool_for(&self.shared.opts.routes, &head.path) {
+            let upgrade = upgrade_asked(&head);
+            return self.handle_upstream(head, https, upgrade, started, Some(pool)).await;
+        }
         let wants_continue = head.expect_continue && head.framing != BodyFraming::Empty;
         let responder = responder_for(AppProtocol::of(&self.shared.executor), &head);
         // A WSGI app asks for a `100-continue` body itself, on its first read from the socket
@@ -154,7 +166,7 @@ impl<S: ClientStream> Conn<S> {
                 self.handle_websocket(head, request.subprotocols, decoded_path, https).await
             }
             Responder::Upstream(upgrade) => {
-                self.handle_upstream(head, https, upgrade, started).await
+                self.handle_upstream(head, https, upgrade, started, None).await
             }
             Responder::BadHandshake(e) => {
                 let wbuf = &mut self.wbuf;

@@ -14,6 +14,7 @@ use ferrocorn_http::{RequestHead, percent_decode};
 use ferrocorn_proxy::{ClientError, Delivery, ForwardContext, Forwarded, Proxied, ProxyRequest};
 
 use super::cache::CacheStart;
+use super::pool_hop::pool_client_value;
 
 use super::{Conn, ConnError, Sent};
 use crate::logging::{debug, warning};
@@ -30,20 +31,28 @@ impl<S: ClientStream> Conn<S> {
         }
     }
 
-    /// Serve one request by forwarding it to an upstream.
+    /// Serve one request by forwarding it: to an upstream (a balancer's worker), or, for a
+    /// `/` pool worker, to the worker pool `hop` (an inside hop: the forwarding headers pass
+    /// untouched, the client is named for the pool's worker, which accounts and logs the
+    /// request; the hop takes no app ticket, so a slow pool never holds this worker).
     pub(super) async fn handle_upstream(
         &mut self,
         head: RequestHead,
         https: bool,
         upgrade: Option<Vec<u8>>,
         started: Instant,
+        hop: Option<usize>,
     ) -> Result<bool, ConnError> {
         let shared = self.shared.clone();
-        let Some(balancer) = shared.balancer.clone() else { return Err(ConnError::Closed) };
-        let Some(options) = shared.opts.balance.clone() else { return Err(ConnError::Closed) };
+        let balancer = match hop {
+            Some(pool) => shared.pool_balancers.get(pool).cloned(),
+            None => shared.balancer.clone(),
+        };
+        let Some(balancer) = balancer else { return Err(ConnError::Closed) };
+        let hash_key = shared.opts.balance.as_ref().and_then(|b| b.hash_key.as_ref());
         let client_ip = self.client_ip();
         let mut rendered = Vec::new();
-        let key = match (&balancer.config().method, &options.hash_key) {
+        let key = match (&balancer.config().method, hash_key) {
             (Method::IpHash, _) => client_ip.map_or(SelectKey::None, SelectKey::ClientIp),
             (Method::Hash { .. }, Some(template)) => {
                 let decoded;
@@ -72,6 +81,7 @@ impl<S: ClientStream> Conn<S> {
             }
             _ => SelectKey::None,
         };
+        let pool_client = hop.map(|_| pool_client_value(client_ip, self.peer.port, https));
         let forward = ForwardContext {
             client_ip,
             client_port: self.peer.port,
@@ -79,7 +89,9 @@ impl<S: ClientStream> Conn<S> {
             trusted_client: self.trusted,
             host: head.header("HOST"),
             upgrade: upgrade.as_deref(),
-            forwarded: true,
+            forwarded: hop.is_none(),
+            transparent: hop.is_some(),
+            pool_client: pool_client.as_deref(),
         };
         let client_keep_alive =
             head.keep_alive && !self.shared.opts.keepalive.is_zero() && !self.shutting_down();
@@ -90,9 +102,17 @@ impl<S: ClientStream> Conn<S> {
             client_keep_alive,
             limits: &shared.opts.limits,
         };
-        let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
-        shared.request_started();
-        apply_overrides(&balancer, &shared.overrides_seen);
+        let permit = match hop {
+            None => {
+                let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
+                shared.request_started();
+                apply_overrides(&balancer, &shared.overrides_seen);
+                Some(permit)
+            }
+            Some(_) => None,
+        };
+        // A balancer accounts and logs its requests; an inside hop leaves that to the pool.
+        let mut accounts = hop.is_none();
         let observer = Reporting { balancer: &balancer };
         let proxied = match self.cache.request.is_some() {
             true => self.proxy_through_cache(&balancer, request, &observer).await,
@@ -105,7 +125,9 @@ impl<S: ClientStream> Conn<S> {
             Through::Upstream(proxied) => proxied,
             Through::Cache(sent, keep) => {
                 drop(permit);
-                self.account(&head, b"", sent.as_ref(), started, 0, false, None);
+                if accounts {
+                    self.account(&head, b"", sent.as_ref(), started, 0, false, None);
+                }
                 return Ok(sent.is_some() && keep);
             }
         };
@@ -133,6 +155,7 @@ impl<S: ClientStream> Conn<S> {
                 (Some(Sent { status: 101, body_bytes, headers: Vec::new() }), false)
             }
             Proxied::Failed { status, detail } => {
+                accounts = true; // answered here
                 warning!(
                     "no upstream answered {} {} ({detail}): answered {status}",
                     head.method,
@@ -142,17 +165,21 @@ impl<S: ClientStream> Conn<S> {
             }
             Proxied::Client(ClientError::Body(e)) => {
                 drop(permit);
-                self.account(&head, b"", None, started, 0, false, None);
+                if accounts {
+                    self.account(&head, b"", None, started, 0, false, None);
+                }
                 return Err(ConnError::Parse(e));
             }
             Proxied::Client(ClientError::Gone) => (None, false),
         };
         drop(permit);
-        let decoded_path = match self.shared.access_log.is_some() {
-            true => percent_decode(&head.path),
-            false => Vec::new(),
-        };
-        self.account(&head, &decoded_path, sent.as_ref(), started, 0, false, None);
+        if accounts {
+            let decoded_path = match self.shared.access_log.is_some() {
+                true => percent_decode(&head.path),
+                false => Vec::new(),
+            };
+            self.account(&head, &decoded_path, sent.as_ref(), started, 0, false, None);
+        }
         Ok(sent.is_some() && keep)
     }
 }
