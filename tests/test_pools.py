@@ -225,3 +225,23 @@ def test_a_reload_changes_a_pools_settings_and_keeps_routing(server, tmp_path):
     os.kill(srv.proc.pid, signal.SIGHUP)
     srv.wait_log(r"prefixes changed", timeout=10)
     assert get(srv.port, "/reports/x")["app"] == "reports"
+
+
+def test_the_root_pool_accepts_as_without_pools(server):
+    # A sync `/` worker holding an idle keep-alive connection must still take the next one:
+    # the other pools' idle workers never accept on the public listener, so they are not its
+    # siblings (they were counted as such once, and new clients waited for the keep-alive
+    # timeout).
+    srv = start_pools(server, "-k", "sync", "--keep-alive", "30",
+                      reports="/reports/ app=pools_app:reports worker_class=sync workers=2")
+    held = []
+    try:
+        for i in range(4):
+            c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            c.sendall(f"GET /k{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = c.recv(65536)  # answered well within the 30 s keep-alive of the others
+            assert data.startswith(b"HTTP/1.1 200"), data[:100]
+            held.append(c)
+    finally:
+        for c in held:
+            c.close()

@@ -278,6 +278,46 @@ fn choice(value: Value, choices: &[&str]) -> Result<String, Reject> {
     }
 }
 
+/// The text of a string-valued setting (a list is joined with spaces), or a rejection naming
+/// the `accepted` form.
+pub(crate) fn setting_text(value: &Value, accepted: &str) -> Result<String, Reject> {
+    match value {
+        Value::None => Ok(String::new()),
+        Value::Str(s) => Ok(s.trim().to_owned()),
+        Value::List(items) => Ok(items.join(" ")),
+        other => Err(Reject::new(
+            format!("{} is a {}, not text", other.py_repr(), other.type_name()),
+            accepted.to_owned(),
+        )),
+    }
+}
+
+/// A list setting whose every entry has a grammar (`--upstream`, `--pool`): each entry,
+/// trimmed, passes `check` (whose error names the problem), or the value is rejected naming
+/// the entry and the `accepted` form. `what` names the entries (`upstreams`).
+pub(crate) fn checked_entries(
+    value: Value,
+    what: &str,
+    accepted: &str,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<Value, Reject> {
+    let entries = match value {
+        Value::None => Vec::new(),
+        Value::Str(s) => vec![s.trim().to_owned()],
+        Value::List(items) => items.into_iter().map(|s| s.trim().to_owned()).collect(),
+        other => {
+            return Err(Reject::new(
+                format!("{} is a {}, not a list of {what}", other.py_repr(), other.type_name()),
+                accepted.to_owned(),
+            ));
+        }
+    };
+    for entry in &entries {
+        check(entry).map_err(|problem| Reject::new(problem, accepted.to_owned()))?;
+    }
+    Ok(Value::List(entries))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

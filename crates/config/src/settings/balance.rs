@@ -8,7 +8,7 @@ use ferrocorn_balance::{HealthCheckSpec, Method, NextUpstream, UpstreamSpec};
 use ferrocorn_cache::KeyTemplate;
 
 use crate::setting::{DefaultValue, Kind, Section, Setting, Validator};
-use crate::validate::Reject;
+use crate::validate::{Reject, checked_entries, setting_text as text};
 use crate::value::Value;
 
 const S: Section = Section::Balance;
@@ -19,35 +19,9 @@ const UPSTREAM_FORM: &str = "give ADDRESS [weight=N] [max_fails=N] [fail_timeout
 
 /// Each `--upstream` entry, parsed as the balancer parses it.
 fn upstreams_value(value: Value) -> Result<Value, Reject> {
-    let entries = match value {
-        Value::None => Vec::new(),
-        Value::Str(s) => vec![s.trim().to_owned()],
-        Value::List(items) => items.into_iter().map(|s| s.trim().to_owned()).collect(),
-        other => {
-            return Err(Reject::new(
-                format!("{} is a {}, not a list of upstreams", other.py_repr(), other.type_name()),
-                UPSTREAM_FORM,
-            ));
-        }
-    };
-    for entry in &entries {
-        UpstreamSpec::parse(entry)
-            .map_err(|e| Reject::new(format!("{entry:?}: {e}"), UPSTREAM_FORM))?;
-    }
-    Ok(Value::List(entries))
-}
-
-/// The text of a string-valued setting.
-fn text(value: &Value, accepted: &str) -> Result<String, Reject> {
-    match value {
-        Value::None => Ok(String::new()),
-        Value::Str(s) => Ok(s.trim().to_owned()),
-        Value::List(items) => Ok(items.join(" ")),
-        other => Err(Reject::new(
-            format!("{} is a {}, not text", other.py_repr(), other.type_name()),
-            accepted.to_owned(),
-        )),
-    }
+    checked_entries(value, "upstreams", UPSTREAM_FORM, |entry| {
+        UpstreamSpec::parse(entry).map(|_| ()).map_err(|e| format!("{entry:?}: {e}"))
+    })
 }
 
 /// A balancing method; a hash key is checked as a template of nginx variables.

@@ -6,23 +6,10 @@
 use ferrocorn_cache::{BACKEND_FORMS, Backend, CacheValid, KeyTemplate, UseStale};
 
 use crate::setting::{Action, DefaultValue, Kind, Section, Setting, Validator};
-use crate::validate::{Reject, parse_py_int};
+use crate::validate::{Reject, parse_py_int, setting_text as text};
 use crate::value::Value;
 
 const S: Section = Section::Cache;
-
-/// The text of a string-valued setting, or a rejection naming the expected form.
-fn text(value: &Value, accepted: &str) -> Result<String, Reject> {
-    match value {
-        Value::None => Ok(String::new()),
-        Value::Str(s) => Ok(s.trim().to_owned()),
-        Value::List(items) => Ok(items.join(" ")),
-        other => Err(Reject::new(
-            format!("{} is a {}, not text", other.py_repr(), other.type_name()),
-            accepted.to_owned(),
-        )),
-    }
-}
 
 /// `200=300,301=3600,404=60` or `any=60`: checked by the cache's own parser.
 fn valid_value(value: Value) -> Result<Value, Reject> {

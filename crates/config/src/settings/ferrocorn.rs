@@ -2,28 +2,16 @@
 
 use crate::pools::{POOL_FORM, PoolSpec};
 use crate::setting::{Action, DefaultValue, Kind, Section, Setting, Validator};
-use crate::validate::Reject;
+use crate::validate::{Reject, checked_entries};
 use crate::value::Value;
 
 const S: Section = Section::Ferrocorn;
 
 /// Each `--pool` entry, parsed as the master parses it.
 fn pools_value(value: Value) -> Result<Value, Reject> {
-    let entries = match value {
-        Value::None => Vec::new(),
-        Value::Str(s) => vec![s.trim().to_owned()],
-        Value::List(items) => items.into_iter().map(|s| s.trim().to_owned()).collect(),
-        other => {
-            return Err(Reject::new(
-                format!("{} is a {}, not a list of pools", other.py_repr(), other.type_name()),
-                POOL_FORM,
-            ));
-        }
-    };
-    for entry in &entries {
-        PoolSpec::parse(entry).map_err(|e| Reject::new(e.problem, POOL_FORM))?;
-    }
-    Ok(Value::List(entries))
+    checked_entries(value, "pools", POOL_FORM, |entry| {
+        PoolSpec::parse(entry).map(|_| ()).map_err(|e| e.problem)
+    })
 }
 
 pub(super) const SETTINGS: &[Setting] = &[

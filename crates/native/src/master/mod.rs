@@ -212,26 +212,13 @@ pub fn run(
         }
     };
     let mut opts = opts;
-    let pool_sockets = match pool_sockets::PoolSockets::bind(&opts) {
+    let pool_sockets = match pool_sockets::PoolSockets::prepare(&mut opts) {
         Ok(p) => p,
         Err(e) => {
             error!("{e}");
             return ExitCode::Failure.code();
         }
     };
-    if let Some(sockets) = &pool_sockets {
-        opts.serve.routes = Arc::new(sockets.routes(&opts));
-        for pool in &opts.pools {
-            info!(
-                "Worker pool {}: {} {} worker(s) for {}",
-                pool.prefix,
-                pool.master.workers,
-                pool.serve.worker_class.name(),
-                pool.app.app_spec
-            );
-        }
-    }
-    control::set_pool_prefixes(opts.pools.iter().map(|p| p.prefix.clone()).collect());
     // SAFETY: still single-threaded (no fork, no runtime yet); nothing reads the environment
     // concurrently. Workers and later re-execs must not adopt these descriptors again.
     unsafe {
@@ -499,17 +486,7 @@ impl Supervisor for Master {
             let loaded = crate::settings_load::load_settings(py, cli).map_err(|(_, msg)| msg)?;
             let env = |key: &str| std::env::var(key).ok();
             let mut opts = ServerOptions::from_config(&loaded.config, &env).map_err(|e| e.0)?;
-            let prefixes = |o: &ServerOptions| o.pools.iter().map(|p| p.prefix.clone()).collect();
-            let (old, new): (Vec<String>, Vec<String>) = (prefixes(&self.opts), prefixes(&opts));
-            if old != new {
-                return Err(format!(
-                    "the worker pools' prefixes changed ({old:?} -> {new:?}); restart the server \
-                     to change them (a reload can change a pool's settings)"
-                ));
-            }
-            if let Some(sockets) = &self.pool_sockets {
-                opts.serve.routes = Arc::new(sockets.routes(&opts));
-            }
+            pool_sockets::PoolSockets::reload(self.pool_sockets.as_ref(), &self.opts, &mut opts)?;
             let hooks = Hooks::from_globals(py, &loaded.hook_globals)?;
             let (size, announce) = (opts.serve.cache_store_size, opts.serve.cache.is_some());
             let backend = (&opts.serve.cache_backend, opts.serve.cache_backend_timeout);
@@ -653,25 +630,4 @@ fn log_in_use(addr: std::net::SocketAddr) {
 fn upstream_names(opts: &ServerOptions) -> Vec<String> {
     let upstreams = opts.serve.balance.as_ref().map(|b| b.proxy.upstreams.as_slice());
     upstreams.unwrap_or_default().iter().map(|u| u.addr.to_string()).collect()
-}
-
-impl Master {
-    /// The options a worker of `pool` runs with (0: the `/` pool's, the instance's own).
-    pub(super) fn options_for_pool(&self, pool: usize) -> ServerOptions {
-        let mut opts = self.opts.clone();
-        if let Some(p) = pool.checked_sub(1).and_then(|i| self.opts.pools.get(i)) {
-            opts.master = p.master.clone();
-            opts.serve = p.serve.clone();
-            opts.app = p.app.clone();
-        }
-        opts
-    }
-
-    /// The listeners a worker of `pool` accepts on: the instance's, or the pool's socket.
-    pub(super) fn listeners_for_pool(&self, pool: usize) -> &[Listener] {
-        match (pool.checked_sub(1), &self.pool_sockets) {
-            (Some(i), Some(sockets)) if i < sockets.listeners.len() => &sockets.listeners[i..i + 1],
-            _ => &self.listeners,
-        }
-    }
 }

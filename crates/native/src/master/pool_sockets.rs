@@ -3,15 +3,19 @@
 //! fork. A pool's workers accept on it; the `/` pool's workers forward the requests for its
 //! prefix to it (the routes, longest prefix first), keeping their client connection, so one
 //! keep-alive connection can carry requests for several pools. Removed when the master stops.
+//! Also what a worker of a pool boots with: its options and its listener.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrocorn_balance::{Method, NextUpstream, UpstreamAddr, UpstreamSpec};
 use ferrocorn_net::listen::{self, BindSpec, Listener};
 use ferrocorn_proxy::ProxyConfig;
 
+use super::Master;
+use crate::logging::info;
 use crate::options::{PoolRoute, ServerOptions};
 
 /// Idle connections a `/` pool worker keeps to each other pool.
@@ -25,8 +29,45 @@ pub struct PoolSockets {
 }
 
 impl PoolSockets {
+    /// Bind a socket for each pool of `opts` and give the `/` pool its routes to them (None
+    /// without pools); logs the pools.
+    pub fn prepare(opts: &mut ServerOptions) -> Result<Option<PoolSockets>, String> {
+        let sockets = Self::bind(opts)?;
+        if let Some(sockets) = &sockets {
+            opts.serve.routes = Arc::new(sockets.routes(opts));
+            for pool in &opts.pools {
+                let class = pool.serve.worker_class.name();
+                let (prefix, workers, app) =
+                    (&pool.prefix, pool.master.workers, &pool.app.app_spec);
+                info!("Worker pool {prefix}: {workers} {class} worker(s) for {app}");
+            }
+        }
+        super::control::set_pool_prefixes(opts.pools.iter().map(|p| p.prefix.clone()).collect());
+        Ok(sockets)
+    }
+
+    /// A reload: the same prefixes (a change needs a restart), routes for the new options.
+    pub fn reload(
+        sockets: Option<&PoolSockets>,
+        running: &ServerOptions,
+        reloaded: &mut ServerOptions,
+    ) -> Result<(), String> {
+        let prefixes = |o: &ServerOptions| o.pools.iter().map(|p| p.prefix.clone()).collect();
+        let (old, new): (Vec<String>, Vec<String>) = (prefixes(running), prefixes(reloaded));
+        if old != new {
+            return Err(format!(
+                "the worker pools' prefixes changed ({old:?} -> {new:?}); restart the server \
+                 to change them (a reload can change a pool's settings)"
+            ));
+        }
+        if let Some(sockets) = sockets {
+            reloaded.serve.routes = Arc::new(sockets.routes(reloaded));
+        }
+        Ok(())
+    }
+
     /// Bind a socket for each pool of `opts` (None without pools).
-    pub fn bind(opts: &ServerOptions) -> Result<Option<PoolSockets>, String> {
+    fn bind(opts: &ServerOptions) -> Result<Option<PoolSockets>, String> {
         if opts.pools.is_empty() {
             return Ok(None);
         }
@@ -92,5 +133,26 @@ impl PoolSockets {
     /// Remove the sockets and their directory.
     pub fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Master {
+    /// The options a worker of `pool` runs with (0: the `/` pool's, the instance's own).
+    pub(in crate::master) fn options_for_pool(&self, pool: usize) -> ServerOptions {
+        let mut opts = self.opts.clone();
+        if let Some(p) = pool.checked_sub(1).and_then(|i| self.opts.pools.get(i)) {
+            opts.master = p.master.clone();
+            opts.serve = p.serve.clone();
+            opts.app = p.app.clone();
+        }
+        opts
+    }
+
+    /// The listeners a worker of `pool` accepts on: the instance's, or the pool's socket.
+    pub(in crate::master) fn listeners_for_pool(&self, pool: usize) -> &[Listener] {
+        match (pool.checked_sub(1), &self.pool_sockets) {
+            (Some(i), Some(sockets)) if i < sockets.listeners.len() => &sockets.listeners[i..i + 1],
+            _ => &self.listeners,
+        }
     }
 }

@@ -36,12 +36,14 @@ fn could_start_a_request(shared: &Shared) -> bool {
 const RECHECK_FALLBACK_MS: u64 = 50;
 
 /// The accept policy's view of this worker and its serving siblings, from the scoreboard.
+/// Siblings are the workers of its own pool: only they accept on the same listeners.
 fn accept_decision(shared: &Shared) -> Decision {
     let me = shared.runtime.slot;
-    let views: Vec<WorkerView> = shared
-        .runtime
-        .board
+    let board = &shared.runtime.board;
+    let my_pool = board.slot(me).pool();
+    let views: Vec<WorkerView> = board
         .slots()
+        .filter(|(_, slot)| slot.pool() == my_pool)
         .filter_map(|(index, slot)| {
             let state = slot.state();
             let serving = slot.pid() != 0 && matches!(state, SlotState::Idle | SlotState::Busy);

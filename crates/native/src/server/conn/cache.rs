@@ -21,6 +21,7 @@ use super::cache_count::LockWait;
 use super::cache_fill::store_captured;
 pub(super) use super::cache_fill::{Capture, Fill};
 use super::cache_hit::{Conditional, encode_stored};
+use super::key_inputs::KeyInputs;
 use super::respond::Body;
 use super::{Conn, ConnError, Sent};
 use crate::clock::with_http_date;
@@ -171,25 +172,9 @@ impl<S: ClientStream> Conn<S> {
         if !cacheable_request(&opts, head) {
             return Consulted::ToApp(tagged(CacheStatus::Bypass, None));
         }
-        let decoded;
-        let remote = match opts.reads_remote_addr() {
-            true => self.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            false => String::new(),
-        };
-        let key_request = KeyRequest {
-            scheme: if https { "https" } else { "http" },
-            method: &head.method,
-            target: &head.target,
-            decoded_path: if opts.reads_decoded_path() {
-                decoded = percent_decode(&head.path);
-                &decoded
-            } else {
-                b""
-            },
-            query: &head.query,
-            headers: &head.headers,
-            remote_addr: remote.as_bytes(),
-        };
+        let (reads_path, reads_remote) = (opts.reads_decoded_path(), opts.reads_remote_addr());
+        let inputs = KeyInputs::new(head, reads_path, reads_remote, self.peer.ip);
+        let key_request = inputs.request(head, https);
         let storable = !opts.no_store.any(&key_request, &mut self.cache.scratch);
         let bypassed = opts.bypass.any(&key_request, &mut self.cache.scratch);
         self.cache.key.clear();

@@ -31,6 +31,7 @@ mod cache_count;
 mod cache_fill;
 mod cache_hit;
 mod dispatch;
+mod key_inputs;
 mod pool_hop;
 mod read;
 mod respond;

@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ferrocorn_balance::{Method, SelectKey};
-use ferrocorn_cache::KeyRequest;
 use ferrocorn_http::ResponseHead;
 use ferrocorn_http::{RequestHead, percent_decode};
 use ferrocorn_proxy::{ClientError, Delivery, ForwardContext, Forwarded, Proxied, ProxyRequest};
 
 use super::cache::CacheStart;
+use super::key_inputs::KeyInputs;
 use super::pool_hop::pool_client_value;
 
 use super::{Conn, ConnError, Sent};
@@ -55,28 +55,10 @@ impl<S: ClientStream> Conn<S> {
         let key = match (&balancer.config().method, hash_key) {
             (Method::IpHash, _) => client_ip.map_or(SelectKey::None, SelectKey::ClientIp),
             (Method::Hash { .. }, Some(template)) => {
-                let decoded;
-                let remote = match template.reads_remote_addr() {
-                    true => client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    false => String::new(),
-                };
-                template.render_into(
-                    &KeyRequest {
-                        scheme: if https { "https" } else { "http" },
-                        method: &head.method,
-                        target: &head.target,
-                        decoded_path: if template.reads_decoded_path() {
-                            decoded = percent_decode(&head.path);
-                            &decoded
-                        } else {
-                            b""
-                        },
-                        query: &head.query,
-                        headers: &head.headers,
-                        remote_addr: remote.as_bytes(),
-                    },
-                    &mut rendered,
-                );
+                let (reads_path, reads_remote) =
+                    (template.reads_decoded_path(), template.reads_remote_addr());
+                let inputs = KeyInputs::new(&head, reads_path, reads_remote, client_ip);
+                template.render_into(&inputs.request(&head, https), &mut rendered);
                 SelectKey::Hash(&rendered)
             }
             _ => SelectKey::None,
