@@ -38,11 +38,23 @@ TARGETS = [
     "response_head",
     "cache_headers",
     "cache_entry",
+    "upstream",
 ]
 
 
 def hand_seeds(target: str) -> list[bytes]:
     """A few valid inputs per target, so the fuzzer starts inside the format."""
+    if target == "upstream":
+        return [
+            b"\x00127.0.0.1:8002 weight=2 max_fails=3 fail_timeout=30s slow_start=1m backup",
+            b"\x01hash $request_uri consistent balance_factor=150",
+            b"\x02GET /healthz interval=2s timeout=1s fall=3 rise=2 expect=200-399",
+            b"\x03error timeout http_502 non_idempotent",
+            b"\x04/reports/ app=r:app worker_class=sync workers=4",
+            b"\x10HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            b"\x93HTTP/1.0 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"\x20HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ]
     if target == "chunked":
         return [b"\x03" + b"5\r\nhello\r\n0\r\n\r\n", b"\x00" + b"3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\nNEXT"]
     if target == "proxy_header":
