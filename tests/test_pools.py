@@ -67,6 +67,9 @@ def test_requests_go_to_their_pool_with_its_own_worker_class(server):
     pools = wait_until(lambda: (lambda p: p if len(p.get("/reports/", [])) == 2 else None)(
         workers_by_pool(srv.proc.pid)), 10, "2 report workers")
     assert len(pools["/"]) == 1
+    # Each pool's workers are titled with their own app.
+    title = open(f"/proc/{pools['/reports/'][0]}/cmdline", "rb").read().replace(b"\0", b" ")
+    assert b"[pools_app:reports] pool /reports/" in title, title
 
 
 def test_a_spoofed_client_header_is_not_believed(server):

@@ -133,6 +133,8 @@ impl Config {
         }
         if let Some(app) = &pool.app {
             config.set_app(app.clone());
+            // Its workers' process titles name its app (unless `proc_name` says otherwise).
+            config.put("default_proc_name", Value::Str(app.clone()), Source::App, &ctx)?;
         }
         config.put("pools", Value::List(Vec::new()), Source::Default, &ctx)?;
         Ok(config)
@@ -167,6 +169,7 @@ mod tests {
         assert_eq!(pool.int("workers"), 4);
         assert_eq!(pool.float("timeout"), 120.0);
         assert_eq!(pool.app(), Some("reports:app"));
+        assert_eq!(pool.str("default_proc_name"), "reports:app");
         assert_eq!(base.int("workers"), 3);
         assert!(pool.list("pools").is_empty());
         let inherits = base.for_pool(&PoolSpec::parse("/api/ threads=2").unwrap()).unwrap();
