@@ -48,16 +48,14 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from conftest import ServerFactory, ferrocorn_cmd
+from nginx_proc import NginxProcess
 
 NGINX = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
 HAVE_NGINX = os.access(NGINX, os.X_OK)
@@ -164,68 +162,13 @@ def nginx_method_line(method: str) -> str:
     return "" if method == "round_robin" else f"{method};"
 
 
-class Nginx:
-    """nginx as a non-daemon master with its own prefix; stopped by PID."""
+class Nginx(NginxProcess):
+    """nginx balancing over ``servers`` with ``method``."""
 
     def __init__(self, method: str, servers: list[str]):
-        self.prefix = Path(tempfile.mkdtemp(prefix="ferrocorn-nginx-lb-"))
-        (self.prefix / "tmp").mkdir()
-        self.port = free_port()
         lines = [nginx_method_line(method)] + [f"server {s};" for s in servers] + ["keepalive 16;"]
-        conf = NGINX_CONF.format(
-            user="user root;" if os.geteuid() == 0 else "",
-            prefix=self.prefix,
-            port=self.port,
-            upstream="\n".join(f"        {ln}" for ln in lines if ln),
-        )
-        self.conf = self.prefix / "nginx.conf"
-        self.conf.write_text(conf)
-        self.out = open(self.prefix / "stderr.log", "wb")
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=self.out,
-            stderr=self.out,
-            start_new_session=True,
-        )
-        self._wait_ready()
-
-    def logs(self) -> str:
-        text = []
-        for name in ("stderr.log", "error.log"):
-            p = self.prefix / name
-            if p.exists():
-                text.append(f"--- nginx {name}\n" + p.read_text(errors="replace")[-3000:])
-        return "\n".join(text)
-
-    def _wait_ready(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"nginx exited with {self.proc.returncode}\n{self.conf.read_text()}\n{self.logs()}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"nginx not listening on {self.port} within {timeout}s\n{self.logs()}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(5)
-        self.out.close()
-        shutil.rmtree(self.prefix, ignore_errors=True)
+        upstream = "\n".join(f"        {ln}" for ln in lines if ln)
+        super().__init__(NGINX, NGINX_CONF, name="ferrocorn-nginx-lb", upstream=upstream)
 
 
 class Ferrocorn:

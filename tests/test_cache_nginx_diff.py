@@ -54,12 +54,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +67,7 @@ import requests
 
 from apps.cache_backend import calls
 from conftest import ServerFactory, ServerError
+from nginx_proc import NginxProcess
 
 NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
 APP = "cache_backend:app"
@@ -449,67 +447,13 @@ http {{
 """
 
 
-class Nginx:
-    """nginx as a non-daemon master with its own prefix; stopped by PID."""
+class Nginx(NginxProcess):
+    """nginx with ``proxy_cache`` in front of the backend on ``backend_port``."""
 
     def __init__(self, backend_port: int):
-        self.prefix = Path(tempfile.mkdtemp(prefix="ferrocorn-nginx-"))
-        for d in ("tmp", "cache"):
-            (self.prefix / d).mkdir()
-        self.port = free_port()
-        conf = NGINX_CONF.format(
-            user="user root;" if os.geteuid() == 0 else "",
-            prefix=self.prefix,
-            port=self.port,
-            backend=backend_port,
+        super().__init__(
+            NGINX, NGINX_CONF, name="ferrocorn-nginx", dirs=("tmp", "cache"), backend=backend_port
         )
-        self.conf = self.prefix / "nginx.conf"
-        self.conf.write_text(conf)
-        self.out = open(self.prefix / "stderr.log", "wb")
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=self.out,
-            stderr=self.out,
-            start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._wait_ready()
-
-    def logs(self) -> str:
-        text = []
-        for name in ("stderr.log", "error.log"):
-            p = self.prefix / name
-            if p.exists():
-                text.append(f"--- {name}\n" + p.read_text(errors="replace")[-3000:])
-        return "\n".join(text)
-
-    def _wait_ready(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"nginx exited with {self.proc.returncode}\n{self.logs()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"nginx not listening on {self.port} within {timeout}s\n{self.logs()}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(5)
-        self.out.close()
-        shutil.rmtree(self.prefix, ignore_errors=True)
 
 
 def gunicorn_available() -> bool:

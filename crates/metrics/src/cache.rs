@@ -3,6 +3,8 @@
 //! scoreboard slot), the per-worker [`CacheTotals`], and the [`CacheStoreCounts`] the master
 //! reads from the shared store when it is scraped.
 
+use crate::snapshot::Snapshot;
+
 /// The `X-Cache-Status` values, lower case, in index order (the `status` label of
 /// `ferrocorn_cache_requests_total`): nginx's, REVALIDATED included (`--cache-revalidate`,
 /// `ferrocorn_cache::revalidate`).
@@ -81,6 +83,38 @@ pub struct CacheStoreCounts {
     pub evictions: u64,
     /// Slots freed after a writer died inside them, since the store was mapped.
     pub repairs: u64,
+}
+
+/// The samples of the `ferrocorn_cache_*` family `name` (its `suffix`: `_total` for
+/// counters): the answers by `X-Cache-Status` and the other counters over every worker, and
+/// the shared store's counts (no sample without a store).
+pub(crate) fn samples(w: &mut crate::encode::Writer, name: &str, suffix: &str, s: &Snapshot) {
+    use crate::encode::Value::{Float, Int};
+    let totals = s.cache_totals();
+    let store = s.cache_store.as_ref();
+    let value = match name {
+        "ferrocorn_cache_requests" => {
+            for (status, n) in CACHE_STATUSES.iter().zip(totals.requests) {
+                w.sample(name, suffix, &[("status", status)], Int(n));
+            }
+            return;
+        }
+        "ferrocorn_cache_lock_wait_seconds" => Some(Float(totals.lock_wait_micros as f64 / 1e6)),
+        "ferrocorn_cache_lock_waits" => Some(Int(totals.lock_waits)),
+        "ferrocorn_cache_stores" => Some(Int(totals.stores)),
+        "ferrocorn_cache_not_stored" => Some(Int(totals.not_stored)),
+        "ferrocorn_cache_purges" => Some(Int(totals.purges)),
+        "ferrocorn_cache_remote_errors" => Some(Int(totals.remote_errors)),
+        "ferrocorn_cache_entries" => store.map(|c| Int(c.entries)),
+        "ferrocorn_cache_bytes" => store.map(|c| Int(c.bytes)),
+        "ferrocorn_cache_capacity_bytes" => store.map(|c| Int(c.capacity)),
+        "ferrocorn_cache_evictions" => store.map(|c| Int(c.evictions)),
+        "ferrocorn_cache_repairs" => store.map(|c| Int(c.repairs)),
+        _ => None,
+    };
+    if let Some(value) = value {
+        w.sample(name, suffix, &[], value);
+    }
 }
 
 #[cfg(test)]

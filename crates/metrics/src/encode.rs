@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use crate::cache::{CACHE_STATUSES, CacheStoreCounts};
 use crate::catalogue::{MetricDef, MetricKind, RESTART_REASONS, WORKER_STATES, catalogue};
 use crate::snapshot::{
     ACCEPT_RECHECK_CAUSES, DURATION_BUCKETS, METHODS, Snapshot, UserMetric, UserMetricKind,
@@ -258,12 +257,6 @@ fn builtin_samples(w: &mut Writer, def: &MetricDef, s: &Snapshot) {
     let name = def.name;
     let suffix = if def.kind == MetricKind::Counter { "_total" } else { "" };
     let int = |w: &mut Writer, n: u64| w.sample(name, suffix, &[], Value::Int(n));
-    // the store's counts: no sample without a store
-    let store = |w: &mut Writer, field: fn(&CacheStoreCounts) -> u64| {
-        if let Some(counts) = &s.cache_store {
-            int(w, field(counts));
-        }
-    };
     match name {
         "ferrocorn_requests" => {
             let totals = s.totals();
@@ -293,36 +286,11 @@ fn builtin_samples(w: &mut Writer, def: &MetricDef, s: &Snapshot) {
                 w.sample(name, suffix, &[("cause", cause)], Value::Int(n));
             }
         }
-        "ferrocorn_cache_requests" => {
-            for (status, n) in CACHE_STATUSES.iter().zip(s.cache_totals().requests) {
-                w.sample(name, suffix, &[("status", status)], Value::Int(n));
-            }
+        cache if cache.starts_with("ferrocorn_cache_") => {
+            crate::cache::samples(w, name, suffix, s);
         }
-        "ferrocorn_cache_lock_waits" => int(w, s.cache_totals().lock_waits),
-        "ferrocorn_cache_lock_wait_seconds" => {
-            let seconds = s.cache_totals().lock_wait_micros as f64 / 1e6;
-            w.sample(name, suffix, &[], Value::Float(seconds));
-        }
-        "ferrocorn_cache_stores" => int(w, s.cache_totals().stores),
-        "ferrocorn_cache_not_stored" => int(w, s.cache_totals().not_stored),
-        "ferrocorn_cache_purges" => int(w, s.cache_totals().purges),
-        "ferrocorn_cache_remote_errors" => int(w, s.cache_totals().remote_errors),
-        "ferrocorn_cache_entries" => store(w, |c| c.entries),
-        "ferrocorn_cache_bytes" => store(w, |c| c.bytes),
-        "ferrocorn_cache_capacity_bytes" => store(w, |c| c.capacity),
-        "ferrocorn_cache_evictions" => store(w, |c| c.evictions),
-        "ferrocorn_cache_repairs" => store(w, |c| c.repairs),
         "ferrocorn_pool_workers" | "ferrocorn_pool_requests" => {
-            // Only with pools: a single pool is the instance itself.
-            let pools = if s.pools.len() > 1 { &s.pools[..] } else { &[] };
-            for (i, (prefix, retired)) in pools.iter().enumerate() {
-                let live = s.workers.iter().filter(|x| x.pool == i);
-                let n = match name {
-                    "ferrocorn_pool_workers" => live.count() as u64,
-                    _ => retired + live.map(|x| x.requests).sum::<u64>(),
-                };
-                w.sample(name, suffix, &[("pool", prefix)], Value::Int(n));
-            }
+            crate::snapshot::pool_samples(w, name, suffix, s);
         }
         upstream if upstream.starts_with("ferrocorn_upstream_") => {
             crate::upstreams::samples(w, name, suffix, &s.upstreams);
@@ -578,7 +546,7 @@ mod tests {
             assert!(l.contains(&want), "missing {want:?} in\n{text}");
         }
         let statuses = l.iter().filter(|x| x.starts_with("ferrocorn_cache_requests_total{"));
-        assert_eq!(statuses.count(), CACHE_STATUSES.len());
+        assert_eq!(statuses.count(), crate::cache::CACHE_STATUSES.len());
         // without a store: the families are described, with no sample
         let empty = encode(&Snapshot::default(), Format::Prometheus);
         assert!(empty.contains("# TYPE ferrocorn_cache_entries gauge\n"));

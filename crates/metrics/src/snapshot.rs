@@ -251,6 +251,20 @@ impl Snapshot {
     }
 }
 
+/// The samples of `ferrocorn_pool_workers` / `ferrocorn_pool_requests` (`name`, its `suffix`),
+/// one per worker pool — only with pools: a single pool is the instance itself.
+pub(crate) fn pool_samples(w: &mut crate::encode::Writer, name: &str, suffix: &str, s: &Snapshot) {
+    let pools = if s.pools.len() > 1 { &s.pools[..] } else { &[] };
+    for (i, (prefix, retired)) in pools.iter().enumerate() {
+        let live = s.workers.iter().filter(|x| x.pool == i);
+        let n = match name {
+            "ferrocorn_pool_workers" => live.count() as u64,
+            _ => retired + live.map(|x| x.requests).sum::<u64>(),
+        };
+        w.sample(name, suffix, &[("pool", prefix)], crate::encode::Value::Int(n));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -293,46 +293,31 @@ impl Balancer {
         head: &RequestHead,
     ) -> Result<(ResponseHead, UpstreamConn), Attempted> {
         let config = &self.config;
-        let kept = self.pool().take(peer, Instant::now());
-        let reused = kept.is_some();
-        let mut conn = match kept {
-            Some(conn) => conn,
-            None => self.open(peer).await?,
-        };
-        let is_head = head.is_head();
-        let (timeout, client_timeout) = (config.timeout, config.client_timeout);
-        let sent = send_and_receive(
-            &mut conn,
-            upstream_head,
-            body,
-            client,
-            rbuf,
-            is_head,
-            timeout,
-            client_timeout,
-        )
-        .await;
-        match sent {
-            Ok(response) => Ok((response, conn)),
-            Err(AttemptError::Send(_) | AttemptError::Receive(_))
-                if reused && body.replayable() && idempotent(&head.method) =>
-            {
-                let mut conn = self.open(peer).await?;
-                let response = send_and_receive(
-                    &mut conn,
-                    upstream_head,
-                    body,
-                    client,
-                    rbuf,
-                    is_head,
-                    timeout,
-                    client_timeout,
-                )
-                .await
-                .map_err(Attempted::Exchange)?;
-                Ok((response, conn))
+        let mut kept = self.pool().take(peer, Instant::now());
+        loop {
+            let reused = kept.is_some();
+            let mut conn = match kept.take() {
+                Some(conn) => conn,
+                None => self.open(peer).await?,
+            };
+            let sent = send_and_receive(
+                &mut conn,
+                upstream_head,
+                body,
+                client,
+                rbuf,
+                head.is_head(),
+                config.timeout,
+                config.client_timeout,
+            )
+            .await;
+            match sent {
+                Ok(response) => return Ok((response, conn)),
+                // The upstream had closed the kept connection: once more on a new one.
+                Err(AttemptError::Send(_) | AttemptError::Receive(_))
+                    if reused && body.replayable() && idempotent(&head.method) => {}
+                Err(e) => return Err(Attempted::Exchange(e)),
             }
-            Err(e) => Err(Attempted::Exchange(e)),
         }
     }
 
