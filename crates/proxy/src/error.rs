@@ -16,6 +16,10 @@ pub enum UpstreamHeadError {
     /// `Content-Length` is not digits, overflows, or several values differ (the values as
     /// received, lossily decoded and joined with `, `).
     BadLength(String),
+    /// Both `Content-Length` and `Transfer-Encoding`: a response that can be read two ways
+    /// (refused, as nginx does, rather than trusting `Transfer-Encoding` as RFC 9112 §6.3
+    /// would let a proxy do).
+    AmbiguousFraming,
     /// The head is longer than the limit (bytes) before its blank line.
     TooLarge {
         /// The limit, in bytes.
@@ -39,6 +43,9 @@ impl fmt::Display for UpstreamHeadError {
             }
             UpstreamHeadError::BadLength(values) => {
                 write!(f, "upstream sent an invalid Content-Length {values:?}")
+            }
+            UpstreamHeadError::AmbiguousFraming => {
+                f.write_str("upstream sent Content-Length and Transfer-Encoding at the same time")
             }
             UpstreamHeadError::TooLarge { limit } => {
                 write!(f, "upstream response head is larger than {limit} bytes")

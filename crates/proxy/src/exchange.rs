@@ -234,6 +234,9 @@ pub async fn send_and_receive<C: AsyncRead + Unpin>(
 pub struct Relayed {
     /// Body bytes written to the client.
     pub body_bytes: u64,
+    /// Whether anything (the head first) went to the client: when the relay broke before,
+    /// the client can still be given an error response instead.
+    pub head_sent: bool,
     /// The client connection may carry another request.
     pub client_keeps: bool,
     /// The upstream connection ended its response cleanly and may carry another request.
@@ -267,6 +270,7 @@ pub async fn relay<C: AsyncWrite + Unpin>(
         out,
         out_chunked: matches!(out_framing, ResponseFraming::Chunked),
         body_bytes: 0,
+        head_sent: false,
         client_timeout,
         tee: delivery.tee,
     };
@@ -277,6 +281,7 @@ pub async fn relay<C: AsyncWrite + Unpin>(
     };
     Relayed {
         body_bytes: relay.body_bytes,
+        head_sent: relay.head_sent,
         client_keeps: client_keeps && broken.is_none(),
         upstream_reusable: upstream_reusable && !response.upgrade,
         broken,
@@ -288,6 +293,7 @@ struct BodyRelay<'a> {
     out: Vec<u8>,
     out_chunked: bool,
     body_bytes: u64,
+    head_sent: bool,
     client_timeout: Duration,
     tee: Option<&'a mut crate::balancer::BodyTee<'a>>,
 }
@@ -316,6 +322,7 @@ impl BodyRelay<'_> {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.head_sent = true;
         let written = tokio::time::timeout(self.client_timeout, client.write_all(&self.out)).await;
         self.out.clear();
         match written {

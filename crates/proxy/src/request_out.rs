@@ -38,7 +38,8 @@ const BODY_METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
 ///   origin-form target goes out byte for byte as received (the app's `RAW_URI`); an
 ///   absolute-form target (`http://h/p?q`) goes out as origin-form `/p?q` (its fragment
 ///   dropped), and its authority is the request's host, replacing any `Host` header
-///   (RFC 9112 §3.2.2); `*` and authority-form go out as received.
+///   (RFC 9112 §3.2.2); `*` and authority-form go out as received. A transparent pool hop
+///   sends every target form, and `Host`, as received.
 /// * `Host` comes first: [`ForwardContext::host`] when set, else the client's host as
 ///   received (as HAProxy does; nginx would send the upstream's `$proxy_host`), else empty
 ///   (an HTTP/1.0 client without `Host`; RFC 9112 §3.2 wants the field present).
@@ -58,7 +59,8 @@ const BODY_METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
 ///   (`X-Forwarded-Ssl`, `X-Forwarded-Port`, ...) are dropped.
 /// * With [`ForwardContext::upgrade`], `Connection: Upgrade` and `Upgrade: <value>`.
 pub fn write_upstream_head(head: &RequestHead, ctx: &ForwardContext<'_>, out: &mut Vec<u8>) {
-    let absolute = absolute_form(head);
+    // A pool hop passes the target as received: the pool's app sees what it would unpooled.
+    let absolute = if ctx.transparent { None } else { absolute_form(head) };
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     match absolute {
@@ -303,6 +305,13 @@ mod tests {
         assert_eq!(lines(&bare), ["GET / HTTP/1.1", "Host: example.com"]);
         let query = out("GET http://h?a HTTP/1.1\r\n\r\n");
         assert_eq!(lines(&query)[0], "GET /?a HTTP/1.1");
+    }
+
+    #[test]
+    fn a_pool_hop_passes_an_absolute_form_target_and_its_host_as_received() {
+        let raw = "GET http://inner/p?q HTTP/1.1\r\nHost: outer\r\n\r\n";
+        let inside = ForwardContext { transparent: true, ..ctx() };
+        assert_eq!(out_with(raw, &inside), "GET http://inner/p?q HTTP/1.1\r\nHost: outer\r\n\r\n");
     }
 
     #[test]

@@ -92,9 +92,10 @@ impl Default for ResponseLimits {
 ///
 /// Framing (RFC 9112 §6.3): no body for `HEAD`, 1xx, 204 and 304; with `Transfer-Encoding`,
 /// chunked when `chunked` is the final coding, else until close; else `Content-Length`; else
-/// until close. The connection is not reusable after a body delimited by close, after a
-/// response with both `Transfer-Encoding` and `Content-Length` or with `Transfer-Encoding`
-/// in HTTP/1.0 (faulty framing, §6.1), after `Connection: close`, after an HTTP/1.0 response
+/// until close; both `Transfer-Encoding` and `Content-Length` is an error (as in nginx: the
+/// response could be read two ways). The connection is not reusable after a body delimited by
+/// close, after a response with `Transfer-Encoding` in HTTP/1.0 (faulty framing, §6.1), after
+/// `Connection: close`, after an HTTP/1.0 response
 /// without `Connection: keep-alive`, and after a 101.
 pub fn parse_response_head(
     buf: &[u8],
@@ -154,7 +155,10 @@ fn framing(
         request_method_is_head || head.status < 200 || head.status == 204 || head.status == 304;
     let has_length = head.header(b"content-length").is_some();
     if head.header(b"transfer-encoding").is_some() {
-        let faulty = has_length || head.version == (1, 0);
+        if has_length {
+            return Err(UpstreamHeadError::AmbiguousFraming);
+        }
+        let faulty = head.version == (1, 0);
         let last = head.all(b"transfer-encoding").flat_map(list_elements).last();
         let framing = match last {
             _ if no_body => ResponseFraming::NoBody,

@@ -81,18 +81,6 @@ fn framing_and_reuse_follow_rfc_9112() {
         ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", false, UntilClose, false),
         ("HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n", false, UntilClose, false),
         (
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-            false,
-            Chunked,
-            false,
-        ),
-        (
-            "HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-            false,
-            Chunked,
-            false,
-        ),
-        (
             "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
             false,
             Chunked,
@@ -202,6 +190,17 @@ fn bad_content_lengths_are_errors() {
     assert_eq!(err(raw), UpstreamHeadError::BadLength("5, 6".into()));
     let head = b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n";
     assert!(parse(head, true).is_err(), "checked even when no body follows");
+}
+
+#[test]
+fn both_framing_headers_are_an_error_in_either_order() {
+    for raw in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        assert!(matches!(err(raw), UpstreamHeadError::AmbiguousFraming), "{raw:?}");
+    }
 }
 
 #[test]

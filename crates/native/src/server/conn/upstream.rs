@@ -17,7 +17,7 @@ use super::key_inputs::KeyInputs;
 use super::pool_hop::pool_client_value;
 
 use super::{Conn, ConnError, Sent};
-use crate::logging::{debug, warning};
+use crate::logging::warning;
 use crate::server::upstreams::{Reporting, apply_overrides};
 use ferrocorn_net::client_stream::ClientStream;
 
@@ -69,7 +69,7 @@ impl<S: ClientStream> Conn<S> {
             client_port: self.peer.port,
             scheme_https: https,
             trusted_client: self.trusted,
-            host: head.header("HOST"),
+            host: None,
             upgrade: upgrade.as_deref(),
             forwarded: hop.is_none(),
             transparent: hop.is_some(),
@@ -126,12 +126,24 @@ impl<S: ClientStream> Conn<S> {
                         .collect(),
                     false => Vec::new(),
                 };
-                if let Some(why) = &relayed.broken {
-                    let name = &balancer.config().upstreams[upstream.0].addr;
-                    debug!("response from upstream {name} cut short: {why}");
+                let name = &balancer.config().upstreams[upstream.0].addr;
+                match &relayed.broken {
+                    // Nothing reached the client yet: it gets a clear 502, not an empty reply.
+                    Some(why) if !relayed.head_sent => {
+                        accounts = true;
+                        warning!("upstream {name} sent a broken response ({why}): answered 502");
+                        (Some(self.send_error(502).await), false)
+                    }
+                    Some(why) => {
+                        warning!("response from upstream {name} cut short: {why}");
+                        let sent = Sent { status, body_bytes: relayed.body_bytes, headers };
+                        (Some(sent), false)
+                    }
+                    None => {
+                        let sent = Sent { status, body_bytes: relayed.body_bytes, headers };
+                        (Some(sent), relayed.client_keeps)
+                    }
                 }
-                let sent = Sent { status, body_bytes: relayed.body_bytes, headers };
-                (Some(sent), relayed.client_keeps)
             }
             Proxied::Tunnelled { body_bytes, .. } => {
                 (Some(Sent { status: 101, body_bytes, headers: Vec::new() }), false)
