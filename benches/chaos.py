@@ -142,6 +142,62 @@ def collect(client):
         return None
 
 
+def chaos_workspace(prefix, app_source):
+    """A :class:`compare.Workspace` whose servers run with their own ``TMPDIR`` (checked empty
+    at the end) and serve ``chaos_app.py`` (``app_source``) from its ``apps`` directory;
+    returns ``(workspace, tmpdir, env)``."""
+    ws = compare.Workspace(prefix)
+    run_tmp = os.path.join(ws.tmp, "tmpdir")
+    os.makedirs(run_tmp)
+    apps_dir = os.path.join(ws.tmp, "apps")
+    os.makedirs(apps_dir)
+    with open(os.path.join(apps_dir, "chaos_app.py"), "w") as f:
+        f.write(textwrap.dedent(app_source))
+    compare.APPS_DIR = apps_dir
+    return ws, run_tmp, dict(ws.env, TMPDIR=run_tmp)
+
+
+def failed(result, with_statuses=True):
+    """A client report's failed requests: its connection errors, plus (``with_statuses``) its
+    answers other than 2xx/3xx; None without a report."""
+    if not result:
+        return None
+    errors = sum((result.get("errors") or {}).values())
+    return errors + (result.get("non_2xx_3xx", 0) if with_statuses else 0)
+
+
+CLIENT_TABLE_HEAD = "| client | requests | statuses | errors | failed |\n|---|---:|---|---|---:|"
+
+
+def client_row(name, result, with_statuses=True):
+    """The report's table row of one client (see :data:`CLIENT_TABLE_HEAD`)."""
+    if not result:
+        return f"| {name} | (no report) | | | |"
+    return (f"| {name} | {result.get('requests', 0):,} | {result.get('status', {})} | "
+            f"{result.get('errors', {})} | {failed(result, with_statuses)} |")
+
+
+def stop_master(master, srv, known, failures, what="the master"):
+    """TERM ``master`` and wait up to 20 s for it to exit (a failure if it does not); returns
+    the processes of ``known`` ({pid: start time}) still alive half a second later, and hands
+    ``known`` to ``srv``, whose ``stop()`` then kills any of them by PID."""
+    os.kill(master, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    if master == srv.proc.pid:
+        try:
+            srv.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pass
+    while alive(master) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(master):
+        failures.append(f"{what} did not stop within 20 s of TERM")
+    time.sleep(0.5)
+    survivors = [pid for pid, start in known.items() if alive(pid, start)]
+    srv.known.update(known)  # srv.stop() kills anything left, by PID
+    return survivors
+
+
 def upgrade(master, pidfile, srv, remember, failures):
     """USR2 to ``master``, wait for the new master (``PIDFILE.2``) and its workers, TERM the
     old one and wait for it to exit; returns the master serving afterwards."""
@@ -184,15 +240,8 @@ def main():
     args = ap.parse_args()
     rng = random.Random(args.seed)
 
-    ws = compare.Workspace("ferrocorn-chaos-")
-    run_tmp = os.path.join(ws.tmp, "tmpdir")
-    os.makedirs(run_tmp)
-    env = dict(ws.env, TMPDIR=run_tmp)
-    apps_dir = os.path.join(ws.tmp, "apps")
-    os.makedirs(apps_dir)
-    with open(os.path.join(apps_dir, "chaos_app.py"), "w") as f:
-        f.write(textwrap.dedent(ASGI_APP if args.klass == "asgi" else APP))
-    compare.APPS_DIR = apps_dir
+    ws, run_tmp, env = chaos_workspace("ferrocorn-chaos-",
+                                       ASGI_APP if args.klass == "asgi" else APP)
     upload = os.path.join(ws.tmp, "upload.bin")
     with open(upload, "wb") as f:
         f.write(os.urandom(UPLOAD_BYTES))
@@ -268,20 +317,7 @@ def main():
         fds_after, rss_after = fd_count(master), compare.rss_kib(master)
 
         # Stop: TERM, then every process ever seen must be gone.
-        os.kill(master, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        if master == srv.proc.pid:
-            try:
-                srv.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
-        while alive(master) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if alive(master):
-            failures.append("the master did not stop within 20 s of TERM")
-        time.sleep(0.5)
-        survivors = [pid for pid, start in known.items() if alive(pid, start)]
-        srv.known.update(known)  # srv.stop() kills anything left, by PID
+        survivors = stop_master(master, srv, known, failures)
         leftovers = sorted(os.listdir(run_tmp))
 
         with open(srv.err_path, errors="replace") as f:
@@ -291,8 +327,7 @@ def main():
         stops = sum(1 for e in events if e in ("HUP", "TTOU")) + args.workers * events.count("USR2")
 
         hello = results["hello"] or {}
-        hello_failed = (sum((hello.get("errors") or {}).values()) + hello.get("non_2xx_3xx", 0)
-                        if hello else None)
+        hello_failed = failed(hello)
         allowed = HELLO_CONNECTIONS * (kills + timeouts + stops)
         raises = results["raises"] or {}
         raises_status = raises.get("status", {})
@@ -317,13 +352,6 @@ def main():
         if leftovers:
             failures.append(f"files left in TMPDIR: {leftovers[:10]}")
 
-        def row(name, r):
-            if not r:
-                return f"| {name} | (no report) | | | |"
-            errs = sum((r.get("errors") or {}).values())
-            return (f"| {name} | {r.get('requests', 0):,} | {r.get('status', {})} | "
-                    f"{r.get('errors', {})} | {errs + r.get('non_2xx_3xx', 0) if name == 'hello' else errs} |")
-
         report.append(f"### Chaos: `-k {args.klass} -w {args.workers}`, {args.duration} s, "
                       f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         report.append("")
@@ -332,10 +360,9 @@ def main():
                       f"{events.count('USR2')} USR2 upgrade; workers the master "
                       f"killed or answered 504 for a timeout: {timeouts}; plus --max-requests 400 recycling")
         report.append("")
-        report.append("| client | requests | statuses | errors | failed |")
-        report.append("|---|---:|---|---|---:|")
+        report.append(CLIENT_TABLE_HEAD)
         for name in ["hello", "raises", "hangs", "uploads"]:
-            report.append(row(name, results[name]))
+            report.append(client_row(name, results[name], with_statuses=name == "hello"))
         report.append("")
         report.append(f"- hello failures allowed (in flight in killed or stopped workers, "
                       f"{HELLO_CONNECTIONS} per event): {allowed}; failed: {hello_failed}")
