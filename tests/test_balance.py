@@ -119,6 +119,26 @@ def test_keepalive_pool_reuses_upstream_connections(server):
     assert len(lines) >= 30 and len(ports) == 1, (len(lines), ports)
 
 
+def sockets_to(port: int, state: str) -> int:
+    """TCP sockets on this host in ``state`` (/proc/net/tcp's hex code) towards ``port``."""
+    lines = open("/proc/net/tcp").read().splitlines()[1:]
+    return sum(1 for ln in lines if ln.split()[3] == state and int(ln.split()[2].split(":")[1], 16) == port)
+
+
+def test_idle_upstream_connections_the_upstream_closed_are_let_go_at_once(server):
+    """nginx closes a kept upstream connection as soon as the upstream closes it; so does the
+    balancer (within its 250 ms sweep), long before its own idle timeout of 60 s."""
+    a = start_upstream(server, "a", None, "--keep-alive", 1)
+    lb = start_balancer(server, "--upstream", upstream_arg(a), "--keepalive", 8)
+    threads = [threading.Thread(target=requests.get, args=(f"{lb.url}/slow?ms=300",)) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join(10) for t in threads]
+    assert sockets_to(a.port, "01") >= 2, "the pool holds the upstream connections"
+    time.sleep(1.0 + 1.0)  # the upstream's keep-alive, then more than the sweep's period
+    assert (sockets_to(a.port, "01"), sockets_to(a.port, "08")) == (0, 0), "(established, close-wait)"
+    assert requests.get(f"{lb.url}/whoami").status_code == 200
+
+
 def test_large_bodies_stream_both_ways(server):
     a = start_upstream(server, "a")
     lb = start_balancer(server, "--upstream", upstream_arg(a))

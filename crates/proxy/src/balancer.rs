@@ -354,9 +354,10 @@ impl Balancer {
         Proxied::Relayed { upstream, status, relayed, response }
     }
 
-    /// Close idle connections past their timeout (called now and then by the worker).
+    /// Close idle connections past their timeout or closed by their upstream (called now and
+    /// then by the worker).
     pub fn expire_idle(&self) {
-        self.pool().expire(Instant::now());
+        self.pool().sweep(Instant::now());
     }
 }
 

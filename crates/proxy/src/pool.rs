@@ -82,6 +82,17 @@ impl Pool {
         }
     }
 
+    /// Close, besides the expired ones, the idle connections their upstream closed (or wrote
+    /// to) meanwhile, as nginx does when an idle upstream connection becomes readable: a dead
+    /// upstream's sockets are not held until they time out.
+    pub fn sweep(&mut self, now: Instant) {
+        self.expire(now);
+        for queue in &mut self.idle {
+            queue.retain(|c| c.still_usable());
+        }
+        self.total = self.idle.iter().map(VecDeque::len).sum();
+    }
+
     /// Idle connections held now.
     pub fn idle_count(&self) -> usize {
         self.total
