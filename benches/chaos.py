@@ -45,6 +45,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (benches/compare.py: Server, Workspace, free_port, /proc helpers)
@@ -175,6 +177,27 @@ def client_row(name, result, with_statuses=True):
         return f"| {name} | (no report) | | | |"
     return (f"| {name} | {result.get('requests', 0):,} | {result.get('status', {})} | "
             f"{result.get('errors', {})} | {failed(result, with_statuses)} |")
+
+
+def get(url, timeout=5.0):
+    """One GET on a new connection: ``(status, headers, body)``; status is the exception's
+    name when there was no answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+    except OSError as e:
+        return type(e).__name__, {}, b""
+
+
+def master_growth(what, fds_before, fds_after, rss_before, rss_after, failures):
+    """The leak check of a master: its descriptors did not grow, its RSS (KiB) grew by less
+    than 2 MiB (a reading that is None, the process gone, is not checked)."""
+    if fds_after is not None and fds_before is not None and fds_after > fds_before:
+        failures.append(f"{what} descriptors grew {fds_before} -> {fds_after}")
+    if rss_after is not None and rss_before is not None and rss_after - rss_before > 2048:
+        failures.append(f"{what} RSS grew {rss_before} -> {rss_after} KiB")
 
 
 def stop_master(master, srv, known, failures, what="the master"):
@@ -343,10 +366,7 @@ def main():
             failures.append(f"raises: statuses {raises_status}, errors {raises.get('errors')}")
         if set(uploads.get("status", {})) - {"200"}:
             failures.append(f"uploads: statuses {uploads.get('status')}")
-        if fds_after is not None and fds_before is not None and fds_after > fds_before:
-            failures.append(f"master descriptors grew {fds_before} -> {fds_after}")
-        if rss_after is not None and rss_before is not None and rss_after - rss_before > 2048:
-            failures.append(f"master RSS grew {rss_before} -> {rss_after} KiB")
+        master_growth("master", fds_before, fds_after, rss_before, rss_after, failures)
         if survivors:
             failures.append(f"processes outlived the master: {survivors}")
         if leftovers:
