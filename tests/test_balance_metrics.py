@@ -129,3 +129,41 @@ def test_a_killed_upstream_shows_failed_then_up_again(server, tmp_path):
             s.get(f"{lb.url}/whoami")
             return value(metric_snapshot(lb), "ferrocorn_upstream_state", upstream=name, state="up") == 1
         wait_until(back, 10, "up again")
+
+
+def test_a_reload_keeps_each_upstream_s_counters_by_name_and_returns_to_the_configuration(server, tmp_path):
+    """Rows follow their upstream by name across a HUP with a reordered list: `a`'s request
+    counter goes on from where it was, `c` (new) starts at zero, and the operator's override
+    (`b` down) is dropped, as a reload of nginx or HAProxy returns to the configuration."""
+    sock = tmp_path / "ctl.sock"
+    a, b, c = (start_upstream(server, n) for n in "abc")
+    name = {u: f"127.0.0.1:{u.port}" for u in (a, b, c)}
+    conf = tmp_path / "lb.conf.py"
+    conf.write_text(f"upstreams = {[name[a], name[b]]!r}\n")
+    lb = start_metered_balancer(server, sock, "-c", conf)
+    ctl(sock, "upstreams", "down", name[b])
+    with requests.Session() as s:
+        assert Counter(who(s.get(f"{lb.url}/whoami")) for _ in range(20)) == {"a": 20}
+    before = wait_until(
+        lambda: (lambda sn: sn if value(sn, "ferrocorn_upstream_requests_total", upstream=name[a]) >= 20
+                 else None)(metric_snapshot(lb)), 5, "20 requests to a counted")
+    a_before = value(before, "ferrocorn_upstream_requests_total", upstream=name[a])
+
+    conf.write_text(f"upstreams = {[name[b], name[a], name[c]]!r}\n")  # every row moves
+    lb.send_signal(__import__("signal").SIGHUP)
+    wait_until(lambda: [u["upstream"] for u in ctl(sock, "upstreams", json_out=True).data["upstreams"]]
+               == [name[b], name[a], name[c]] or None, 10, "the new list")
+    wait_until(lambda: lb.log_text().count("Booting worker") >= 4 or None, 10, "new workers")
+    snap = wait_until(
+        lambda: (lambda sn: sn if value(sn, "ferrocorn_upstream_state", upstream=name[b], state="up") == 2
+                 else None)(metric_snapshot(lb)), 5, "b up again in both new workers")
+    assert value(snap, "ferrocorn_upstream_requests_total", upstream=name[a]) == a_before
+    assert value(snap, "ferrocorn_upstream_requests_total", upstream=name[b]) == 0
+    assert value(snap, "ferrocorn_upstream_requests_total", upstream=name[c]) == 0
+    with requests.Session() as s:
+        seen = Counter(who(s.get(f"{lb.url}/whoami")) for _ in range(30))
+    assert seen == {"a": 10, "b": 10, "c": 10}, seen
+    after = wait_until(
+        lambda: (lambda sn: sn if value(sn, "ferrocorn_upstream_requests_total", upstream=name[c]) >= 10
+                 else None)(metric_snapshot(lb)), 5, "the new requests counted")
+    assert value(after, "ferrocorn_upstream_requests_total", upstream=name[a]) == a_before + 10

@@ -4,7 +4,11 @@
 //! operator's runtime overrides (`ferrocorn ctl upstreams`: drain, down, up, a new weight),
 //! which the master writes and bumps a generation for, and each worker applies when it sees
 //! the generation move. Mapped by the master before the first fork; atomics only, so a killed
-//! worker leaves nothing held. Rows are by the upstream's position in the configured list.
+//! worker leaves nothing held. Rows are by the upstream's position in the configured list; a
+//! reload [`UpstreamBoard::reorder`]s them so each upstream keeps its counters under its new
+//! position, drops the overrides (a reload returns to the configuration, as in nginx and
+//! HAProxy without a state file), and moves the list generation: workers of the old list
+//! (draining after the HUP) stop writing to rows that may now mean other upstreams.
 
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,6 +48,8 @@ struct Row {
 #[repr(C)]
 struct Head {
     admin_generation: AtomicU64,
+    /// Moves at each [`UpstreamBoard::reorder`]: rows are by position in this generation's list.
+    list_generation: AtomicU64,
     /// Upstreams configured (rows in use).
     upstreams: AtomicU32,
 }
@@ -173,6 +179,49 @@ impl UpstreamBoard {
         Override { admin: (value & 0xff) as u8, weight: (value >> 8) as u32 }
     }
 
+    /// The generation of the upstream list the rows follow (see [`UpstreamBoard::reorder`]).
+    pub fn list_generation(&self) -> u64 {
+        self.head().list_generation.load(Ordering::Acquire)
+    }
+
+    /// Re-lay the rows for a reloaded upstream list (the master, on a reload): the new list's
+    /// upstream `j` takes the counters of the old list's `moves[j]`, or starts from zero
+    /// (`None`: an upstream new to the list); an upstream no longer listed is forgotten. Every
+    /// override is dropped. Requests in flight start again from zero (the old list's workers
+    /// no longer report theirs), what each worker saw is forgotten until it publishes again,
+    /// and both generations move.
+    pub fn reorder(&self, moves: &[Option<usize>]) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let snapshot: Vec<RowValues> = (0..MAX_UPSTREAMS)
+            .filter_map(|i| self.row(i))
+            .map(|row| RowValues {
+                requests: load(&row.requests),
+                failures: std::array::from_fn(|k| load(&row.failures[k])),
+                retries: load(&row.retries),
+                duration_buckets: std::array::from_fn(|k| load(&row.duration_buckets[k])),
+                duration_micros: load(&row.duration_micros),
+            })
+            .collect();
+        self.head().list_generation.fetch_add(1, Ordering::AcqRel);
+        for j in 0..MAX_UPSTREAMS {
+            let Some(row) = self.row(j) else { continue };
+            let from = moves.get(j).copied().flatten().and_then(|i| snapshot.get(i));
+            let values = from.copied().unwrap_or_default();
+            let store = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+            store(&row.requests, values.requests);
+            row.failures.iter().zip(values.failures).for_each(|(a, v)| store(a, v));
+            store(&row.retries, values.retries);
+            row.active.store(0, Ordering::Relaxed);
+            row.duration_buckets.iter().zip(values.duration_buckets).for_each(|(a, v)| store(a, v));
+            store(&row.duration_micros, values.duration_micros);
+            store(&row.admin, 0);
+        }
+        for slot in 0..self.slots {
+            self.clear_slot(slot);
+        }
+        self.head().admin_generation.fetch_add(1, Ordering::Release);
+    }
+
     /// The counters of the configured upstreams, named by `names` (in configured order);
     /// states are read from the worker slots `live` accepts.
     pub fn counts(&self, names: &[String], live: impl Fn(usize) -> bool) -> Vec<UpstreamCounts> {
@@ -203,6 +252,16 @@ impl UpstreamBoard {
             })
             .collect()
     }
+}
+
+/// One row's values, copied out by [`UpstreamBoard::reorder`].
+#[derive(Clone, Copy, Default)]
+struct RowValues {
+    requests: u64,
+    failures: [u64; N_UPSTREAM_FAILURES],
+    retries: u64,
+    duration_buckets: [u64; N_BUCKETS],
+    duration_micros: u64,
 }
 
 impl Drop for UpstreamBoard {
@@ -241,6 +300,33 @@ mod tests {
         board.clear_slot(1);
         assert_eq!(board.counts(&names, |_| true)[0].states[3], 0);
         assert_eq!(board.counts(&names, |s| s != 0)[0].states[0], 0);
+    }
+
+    #[test]
+    fn a_reorder_keeps_each_upstream_s_counters_under_its_new_position_and_drops_overrides() {
+        let board = UpstreamBoard::new(2).unwrap();
+        board.set_upstream_count(3);
+        for (upstream, n) in [(0, 1), (1, 2), (2, 3)] {
+            for _ in 0..n {
+                board.attempt_started(upstream);
+                board.attempt_ended(upstream, Some(Duration::from_millis(1)), None);
+            }
+        }
+        board.attempt_started(1); // in flight across the reload
+        board.set_override(1, Override { admin: 3, weight: 0 });
+        board.publish_state(0, 1, 6);
+        let (list, admin) = (board.list_generation(), board.override_generation());
+        // old [a, b, c] -> new [c, b, d]: a forgotten, d new
+        board.reorder(&[Some(2), Some(1), None]);
+        board.set_upstream_count(3);
+        assert!(board.list_generation() > list && board.override_generation() > admin);
+        let names: Vec<String> = ["c", "b", "d"].map(String::from).into();
+        let counts = board.counts(&names, |_| true);
+        let requests: Vec<u64> = counts.iter().map(|c| c.requests).collect();
+        assert_eq!(requests, [3, 3, 0]);
+        assert_eq!(counts[1].active, 0, "the old list's in-flight count is not carried");
+        assert!((0..3).all(|i| board.override_of(i) == Override::default()));
+        assert!(counts.iter().all(|c| c.states.iter().all(|&n| n == 0)));
     }
 
     #[test]

@@ -54,8 +54,9 @@ pub struct Shared {
     pub(super) all_closed: Notify,
     /// A load balancer's upstream group, pool and settings (the balancer class only).
     pub balancer: Option<Arc<ferrocorn_proxy::Balancer>>,
-    /// The generation of the operator's upstream overrides this worker applied last.
-    pub overrides_seen: AtomicU64,
+    /// The generation of the operator's upstream overrides this worker applied last (checked
+    /// at each request and by the balancer's 250 ms upkeep).
+    pub overrides_seen: Arc<AtomicU64>,
     /// A `/` pool worker's way to each other worker pool (`opts.routes`, same order).
     pub pool_balancers: Vec<Arc<ferrocorn_proxy::Balancer>>,
 }

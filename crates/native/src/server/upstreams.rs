@@ -77,11 +77,14 @@ pub(super) fn spawn_upkeep(shared: &Shared, balancer: Arc<Balancer>) {
         shared.spawn(run_checks(balancer.clone(), report));
     }
     let slot = shared.runtime.slot;
+    let overrides_seen = shared.overrides_seen.clone();
     shared.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
             balancer.expire_idle();
+            // Also here, not only per request: an idle worker shows the operator's override.
+            apply_overrides(&balancer, &overrides_seen);
             publish_states(&balancer, slot);
         }
     });
@@ -96,7 +99,7 @@ pub(super) struct Reporting<'a> {
 
 impl Observer for Reporting<'_> {
     fn attempt_started(&self, upstream: PeerId) {
-        if let Some(board) = crate::upstream_board::board() {
+        if let Some(board) = crate::upstream_board::worker_board() {
             board.attempt_started(upstream.0);
         }
     }
@@ -104,7 +107,7 @@ impl Observer for Reporting<'_> {
     fn attempt_failed(&self, upstream: PeerId, failure: Failure, detail: &str) {
         let name = &self.balancer.config().upstreams[upstream.0].addr;
         warning!("upstream {name} failed ({failure}): {detail}");
-        if let Some(board) = crate::upstream_board::board() {
+        if let Some(board) = crate::upstream_board::worker_board() {
             let reason = match failure {
                 Failure::Error => 0,
                 Failure::Timeout => 1,
@@ -116,19 +119,19 @@ impl Observer for Reporting<'_> {
     }
 
     fn response_head(&self, upstream: PeerId, waited: Duration) {
-        if let Some(board) = crate::upstream_board::board() {
+        if let Some(board) = crate::upstream_board::worker_board() {
             board.attempt_ended(upstream.0, Some(waited), None);
         }
     }
 
     fn attempt_abandoned(&self, upstream: PeerId) {
-        if let Some(board) = crate::upstream_board::board() {
+        if let Some(board) = crate::upstream_board::worker_board() {
             board.attempt_ended(upstream.0, None, None);
         }
     }
 
     fn retried(&self, upstream: PeerId) {
-        if let Some(board) = crate::upstream_board::board() {
+        if let Some(board) = crate::upstream_board::worker_board() {
             board.retried(upstream.0);
         }
     }
@@ -149,7 +152,7 @@ fn state_index(state: PeerState) -> usize {
 
 /// Publish the state this worker sees each upstream in.
 pub(super) fn publish_states(balancer: &Balancer, slot: usize) {
-    let Some(board) = crate::upstream_board::board() else { return };
+    let Some(board) = crate::upstream_board::worker_board() else { return };
     let group = balancer.group();
     for view in group.peers(Instant::now()) {
         board.publish_state(slot, view.id.0, state_index(view.state));
@@ -159,7 +162,7 @@ pub(super) fn publish_states(balancer: &Balancer, slot: usize) {
 /// Apply the operator's overrides (`ferrocorn ctl upstreams`) when they changed since
 /// `seen` (the generation this worker applied last, updated here).
 pub(super) fn apply_overrides(balancer: &Balancer, seen: &AtomicU64) {
-    let Some(board) = crate::upstream_board::board() else { return };
+    let Some(board) = crate::upstream_board::worker_board() else { return };
     let generation = board.override_generation();
     if seen.swap(generation, Ordering::AcqRel) == generation {
         return;

@@ -173,7 +173,7 @@ async fn worker_main(
         unanswered: AtomicUsize::new(0),
         all_closed: Notify::new(),
         balancer,
-        overrides_seen: AtomicU64::new(0),
+        overrides_seen: Arc::default(),
         pool_balancers,
     });
     if let Some(balancer) = &shared.balancer {
