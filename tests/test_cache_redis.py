@@ -17,8 +17,10 @@ different Host headers, which are part of the default key.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -234,6 +236,34 @@ def test_app_cache_is_shared_and_incr_is_exact(redis_server, server):
     assert op(a, "/get", k="greeting")["result"] == "<missing>"
     assert op(a, "/clear")["result"] is True
     assert op(b, "/get", k="hits")["result"] == "<missing>"
+
+
+@pytest.mark.parametrize("klass", ["asgi", "gevent"])
+def test_a_stalled_redis_never_holds_up_the_other_requests_of_an_async_worker(redis_server, server, klass):
+    """One worker, one request waiting on a Redis that stopped answering (SIGSTOP): the worker's
+    other requests go on. ``await cache.aget`` waits in the loop's executor, and under gevent
+    ``cache.get`` waits in gevent's thread pool; inline, either would hold up the whole loop
+    until Redis came back or the backend timeout (5 s here) ran out."""
+    redis = redis_server()
+    app = "app_cache_app:asgi_app" if klass == "asgi" else APP_CACHE
+    srv = server(app, "-w", "1", "-k", klass, "--cache-backend", redis.url, "--cache-backend-timeout", "5")
+    assert op(srv, "/set", k="k", v='"v"', t="60")["result"] is True  # connected to Redis
+    waited: list = []
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        waiting = threading.Thread(target=lambda: waited.append(op(srv, "/get", k="k")), daemon=True)
+        waiting.start()
+        time.sleep(0.3)  # the /get is waiting on Redis now
+        started = time.monotonic()
+        assert op(srv, "/backend")["result"] == "redis"
+        other = time.monotonic() - started
+        still_waiting = waiting.is_alive()
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    waiting.join(10)
+    assert other < 2.0, f"a request that does not touch Redis waited {other:.1f} s behind one that does"
+    assert still_waiting, "the /get did not wait on the stopped Redis"
+    assert waited and waited[0]["result"] == "v", waited
 
 
 def test_redis_killed_mid_run_passes_through_then_recovers(redis_server, server, counts):

@@ -18,8 +18,9 @@ Outside ferrocorn (a unit test, a script) the same calls use a store private to 
 warn once, so app code stays importable and testable.
 
 The ``a``-prefixed functions (``await cache.aget(key)``) are the same operations for async code;
-with the local store they never block on I/O (the store is memory), only ``acached(lock=True)``
-waits, with ``asyncio.sleep``; with Redis each call blocks the loop for one round trip.
+with the local store they run inline (the store is memory), with Redis in the loop's default
+executor, so a slow Redis never stalls the loop's other requests. Under the gevent worker the
+plain functions wait for Redis in gevent's thread pool, so other greenlets run meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import asyncio
 import functools
 import inspect
 import pickle
+import sys
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
@@ -87,6 +89,32 @@ def _check_backend() -> None:
         )
 
 
+def _remote() -> bool:
+    return _native.cache_backend() == "redis"
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("socket")
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """A native cache function: inline, except that a greenlet's wait for Redis goes to gevent's
+    thread pool (the native call would otherwise hold up every greenlet of the worker)."""
+    if _remote() and _gevent_patched():
+        import gevent
+
+        return gevent.get_hub().threadpool.apply(fn, args)
+    return fn(*args)
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` inline with the local store, in the loop's executor with Redis."""
+    if not _remote():
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+
+
 def _key(key: str | bytes) -> bytes:
     if isinstance(key, str):
         return key.encode("utf-8")
@@ -118,7 +146,7 @@ def backend() -> str:
 def get(key: str | bytes, default: Any = None) -> Any:
     """The value under ``key``, or ``default``."""
     _check_backend()
-    value = _load(_native.cache_get(_key(key)))
+    value = _load(_call(_native.cache_get, _key(key)))
     return default if value is _MISSING else value
 
 
@@ -127,7 +155,7 @@ def set(key: str | bytes, value: Any, timeout: float | None = None) -> bool:  # 
     than half the store, or ``timeout <= 0``."""
     _check_backend()
     try:
-        return _native.cache_set(_key(key), _dump(value), timeout) and (
+        return _call(_native.cache_set, _key(key), _dump(value), timeout) and (
             timeout is None or timeout > 0
         )
     except ValueError:
@@ -139,7 +167,7 @@ def add(key: str | bytes, value: Any, timeout: float | None = None) -> bool:
     whether it was added."""
     _check_backend()
     try:
-        return _native.cache_set(_key(key), _dump(value), timeout, True)
+        return _call(_native.cache_set, _key(key), _dump(value), timeout, True)
     except ValueError:
         return False
 
@@ -147,14 +175,14 @@ def add(key: str | bytes, value: Any, timeout: float | None = None) -> bool:
 def delete(key: str | bytes) -> bool:
     """Remove ``key``'s value; whether it had one."""
     _check_backend()
-    return _native.cache_delete(_key(key))
+    return _call(_native.cache_delete, _key(key))
 
 
 def incr(key: str | bytes, delta: int = 1) -> int:
     """Add ``delta`` to the integer under ``key`` atomically and return the new value; a missing
     key counts from 0 (as Redis's INCRBY). ValueError when the value is not an integer."""
     _check_backend()
-    return _native.cache_incr(_key(key), delta)
+    return _call(_native.cache_incr, _key(key), delta)
 
 
 def decr(key: str | bytes, delta: int = 1) -> int:
@@ -165,13 +193,13 @@ def decr(key: str | bytes, delta: int = 1) -> int:
 def touch(key: str | bytes, timeout: float | None = None) -> bool:
     """Give ``key``'s value a new lifetime; whether it had one."""
     _check_backend()
-    return _native.cache_touch(_key(key), timeout)
+    return _call(_native.cache_touch, _key(key), timeout)
 
 
 def has_key(key: str | bytes) -> bool:
     """Whether ``key`` has a value."""
     _check_backend()
-    return _native.cache_get(_key(key)) is not None
+    return _call(_native.cache_get, _key(key)) is not None
 
 
 def get_many(keys: Iterable[str | bytes]) -> dict[Any, Any]:
@@ -179,7 +207,7 @@ def get_many(keys: Iterable[str | bytes]) -> dict[Any, Any]:
     _check_backend()
     found: dict[Any, Any] = {}
     for key in keys:
-        value = _load(_native.cache_get(_key(key)))
+        value = _load(_call(_native.cache_get, _key(key)))
         if value is not _MISSING:
             found[key] = value
     return found
@@ -199,55 +227,55 @@ def delete_many(keys: Iterable[str | bytes]) -> None:
 def clear() -> None:
     """Remove every value of the app cache (the response cache's entries stay)."""
     _check_backend()
-    _native.cache_clear()
+    _call(_native.cache_clear)
 
 
 async def aget(key: str | bytes, default: Any = None) -> Any:
-    return get(key, default)
+    return await _off_loop(get, key, default)
 
 
 async def aset(key: str | bytes, value: Any, timeout: float | None = None) -> bool:
-    return set(key, value, timeout)
+    return await _off_loop(set, key, value, timeout)
 
 
 async def aadd(key: str | bytes, value: Any, timeout: float | None = None) -> bool:
-    return add(key, value, timeout)
+    return await _off_loop(add, key, value, timeout)
 
 
 async def adelete(key: str | bytes) -> bool:
-    return delete(key)
+    return await _off_loop(delete, key)
 
 
 async def aincr(key: str | bytes, delta: int = 1) -> int:
-    return incr(key, delta)
+    return await _off_loop(incr, key, delta)
 
 
 async def adecr(key: str | bytes, delta: int = 1) -> int:
-    return decr(key, delta)
+    return await _off_loop(decr, key, delta)
 
 
 async def atouch(key: str | bytes, timeout: float | None = None) -> bool:
-    return touch(key, timeout)
+    return await _off_loop(touch, key, timeout)
 
 
 async def ahas_key(key: str | bytes) -> bool:
-    return has_key(key)
+    return await _off_loop(has_key, key)
 
 
 async def aget_many(keys: Iterable[str | bytes]) -> dict[Any, Any]:
-    return get_many(keys)
+    return await _off_loop(get_many, keys)
 
 
 async def aset_many(mapping: Mapping[Any, Any], timeout: float | None = None) -> list[Any]:
-    return set_many(mapping, timeout)
+    return await _off_loop(set_many, mapping, timeout)
 
 
 async def adelete_many(keys: Iterable[str | bytes]) -> None:
-    delete_many(keys)
+    await _off_loop(delete_many, keys)
 
 
 async def aclear() -> None:
-    clear()
+    await _off_loop(clear)
 
 
 def _argument_key(value: object) -> object:
@@ -320,7 +348,7 @@ def _once(cache_key: str | bytes, timeout: float | None) -> Generator[object, An
     raw_key = _key(cache_key)
     deadline = time.monotonic() + LOCK_SECONDS
     while True:
-        held = _native.cache_lock(raw_key, LOCK_SECONDS)
+        held = _call(_native.cache_lock, raw_key, LOCK_SECONDS)
         if held is not None:
             try:
                 value = get(cache_key, _MISSING)
@@ -330,7 +358,7 @@ def _once(cache_key: str | bytes, timeout: float | None) -> Generator[object, An
                 return value
             finally:
                 held.release()
-        while _native.cache_filling(raw_key) and time.monotonic() < deadline:
+        while _call(_native.cache_filling, raw_key) and time.monotonic() < deadline:
             yield _PAUSE
         value = get(cache_key, _MISSING)
         if value is not _MISSING:
@@ -362,23 +390,30 @@ def _compute_once(cache_key: str | bytes, compute: Callable[[], Any], timeout: f
 async def _acompute_once(
     cache_key: str | bytes, compute: Callable[[], Awaitable[Any]], timeout: float | None
 ) -> Any:
-    """Drive :func:`_once` with ``asyncio.sleep`` and an awaited call."""
+    """Drive :func:`_once` with ``asyncio.sleep`` and an awaited call; its steps (the cache
+    calls between them) run off the loop with Redis."""
     steps = _once(cache_key, timeout)
-    try:
-        step = next(steps)
-        while True:
-            if step is _PAUSE:
-                await asyncio.sleep(_LOCK_POLL)
-                step = steps.send(None)
-                continue
-            try:
-                value = await compute()
-            except BaseException as e:  # noqa: BLE001  (released by the generator, re-raised)
-                step = steps.throw(e)
-            else:
-                step = steps.send(value)
-    except StopIteration as done:
-        return done.value
+
+    def advance(how: Callable[..., Any], *arg: Any) -> tuple[bool, Any]:
+        # StopIteration cannot cross a Future: it comes back as (True, the value).
+        try:
+            return False, how(*arg)
+        except StopIteration as done:
+            return True, done.value
+
+    done, step = await _off_loop(advance, next, steps)
+    while not done:
+        if step is _PAUSE:
+            await asyncio.sleep(_LOCK_POLL)
+            done, step = await _off_loop(advance, steps.send, None)
+            continue
+        try:
+            value = await compute()
+        except BaseException as e:  # noqa: BLE001  (released by the generator, re-raised)
+            done, step = await _off_loop(advance, steps.throw, e)
+        else:
+            done, step = await _off_loop(advance, steps.send, value)
+    return step
 
 
 def _async_cached(
@@ -390,12 +425,12 @@ def _async_cached(
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         cache_key = make_key(*args, **kwargs)
-        value = get(cache_key, _MISSING)
+        value = await aget(cache_key, _MISSING)
         if value is not _MISSING:
             return value
         if not lock:
             value = await func(*args, **kwargs)
-            set(cache_key, value, timeout)
+            await aset(cache_key, value, timeout)
             return value
         return await _acompute_once(cache_key, lambda: func(*args, **kwargs), timeout)
 
