@@ -174,6 +174,7 @@ pub(crate) async fn run_connection(
     index: usize,
     thread: usize,
     stats: Rc<RefCell<Stats>>,
+    pacer: Option<ferrocorn_net::precise_timer::PreciseTimer>,
 ) {
     let mut conn = Conn::new();
     let mut schedule = plan.rate.map(|r| Schedule::new(r, plan.connections, index));
@@ -186,9 +187,8 @@ pub(crate) async fn run_connection(
                 if plan.hard_end.is_some_and(|e| at >= e) {
                     break;
                 }
-                if Instant::now() < at {
-                    timer.as_mut().reset(at.into());
-                    timer.as_mut().await;
+                if let Some(pacer) = &pacer {
+                    pacer.sleep_until(at).await; // tokio's timer would be ~1 ms late
                 }
                 Some(at)
             }

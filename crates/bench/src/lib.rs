@@ -9,6 +9,9 @@
 //!   its `i`-th request at `start + (k + i*C)/R`; latency is measured from
 //!   that *intended* time, so a stalled server cannot hide its stalls
 //!   (no coordinated omission). A connection that falls behind sends at once.
+//!   Send times are kept by a `timerfd` per load thread
+//!   (`ferrocorn_net::precise_timer`), not
+//!   tokio's millisecond timer, whose lateness would be measured as latency.
 //!
 //! Entry points: [`main`] (the `ferrocorn bench ...` command; returns the exit
 //! code) and, for `ferrocorn tune`, [`run`] with [`BenchOptions`] giving a

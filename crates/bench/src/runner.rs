@@ -18,6 +18,7 @@ use crate::stats::Stats;
 use crate::target::{
     RequestSpec, build_request, parse_header, parse_url, resolve, validate_method,
 };
+use ferrocorn_net::precise_timer::PreciseTimer;
 
 fn invalid(m: &str) -> BenchError {
     BenchError::InvalidOption(m.to_string())
@@ -150,6 +151,17 @@ fn load_thread(
     let stats = Rc::new(RefCell::new(Stats::new()));
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
+        let pacer = match plan.rate {
+            Some(_) => {
+                let pacer = PreciseTimer::new().map_err(|source| BenchError::Io {
+                    what: "cannot make the open loop's timer".into(),
+                    source,
+                })?;
+                tokio::task::spawn_local(pacer.clone().drive());
+                Some(pacer)
+            }
+            None => None,
+        };
         let tasks: Vec<_> = conns
             .map(|i| {
                 tokio::task::spawn_local(run_connection(
@@ -157,13 +169,15 @@ fn load_thread(
                     i,
                     thread,
                     Rc::clone(&stats),
+                    pacer.clone(),
                 ))
             })
             .collect();
         for t in tasks {
             let _ = t.await;
         }
-    });
+        Ok::<(), BenchError>(())
+    })?;
     drop(local);
     Ok(stats.take())
 }
