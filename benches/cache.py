@@ -30,6 +30,14 @@ cache, the second one on the same keep-alive connection must come back ``X-Cache
 hit** and the run goes on. During the measured window the app counts its calls (one byte
 appended to a file per call, so every worker of every process counts), which must stay 0.
 
+Latency is measured twice. wrk's closed loop saturates the machine, so its p99 grows with the
+throughput a server reaches (client and server share two cores; the tail is time in the run
+queue, `perf sched` shows the same maximum delay for wrk's threads as for the server's). So each
+row is also driven in an open loop at the same offered load for every server (``--open-rate``,
+default 30,000 req/s, below every server's capacity here) by ``ferrocorn bench --rate``, whose
+latency counts from each request's intended send time (no coordinated omission): the p99 worth
+comparing between servers.
+
 "server µs CPU/req" is the CPU time of the serving process tree only — for a proxy, the proxy's,
 not the backend's; the backend's CPU is its own column, next to the app calls, to show it stayed
 idle. The idle wait, start and stop by PID (nginx, HAProxy and Varnish run in the foreground and
@@ -45,12 +53,14 @@ install it.
 import argparse
 import http.client
 import grp
+import json
 import os
 import pwd
 import re
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import textwrap
 import time
@@ -421,6 +431,8 @@ def measure(leg, args, ws, seq):
             row["notes"].append("server exited during run")
         if row["other_pct"] > args.noisy_threshold:
             row["notes"].append("noisy")
+        if args.open_rate > 0:
+            row.update(open_loop(url, args))
         return row
     finally:
         if front is not None:
@@ -429,11 +441,27 @@ def measure(leg, args, ws, seq):
             backend.stop()
 
 
+def open_loop(url, args):
+    """Latency at ``--open-rate`` req/s (``ferrocorn bench --rate``), as row fields."""
+    argv = ["ferrocorn", "bench", "--json", "--rate", str(args.open_rate), "-c",
+            str(args.connections), "-t", str(args.threads), "-d", f"{args.open_duration}s",
+            "--warmup", "1s", url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=args.open_duration + 60)
+    try:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"open_error": (done.stderr or done.stdout).strip()[-200:]}
+    lat = report["latency_us"]
+    return {"open_rps": report["rps"], "open_p50": lat["p50"] / 1000, "open_p99": lat["p99"] / 1000,
+            "open_p999": lat["p999"] / 1000}
+
+
 def merge(rows):
     """compare.merge_rounds plus this script's columns (medians; app calls summed)."""
     base = compare.merge_rounds(rows)
     ok = [r for r in rows if r["status"] == "ok"]
-    for k in ("backend_cpu_pct", "backend_us_per_req"):
+    for k in ("backend_cpu_pct", "backend_us_per_req", "open_rps", "open_p50", "open_p99",
+              "open_p999"):
         vals = [r[k] for r in ok if r.get(k) is not None]
         base[k] = statistics.median(vals) if vals else None
     calls = [r["app_calls"] for r in ok if r.get("app_calls") is not None]
@@ -450,15 +478,16 @@ def ratio(a, b):
     return a / b if a and b else None
 
 
-def table(rows):
+def table(rows, open_rate):
     fc = next((r for r in rows if r["key"] == "ferrocorn-cache" and r["status"] == "ok"), None)
+    at = f"@ {open_rate / 1000:g}k/s"
     out = ["| server | config | RPS | p50 ms | p99 ms | errors | server µs CPU/req | server CPU "
            "| backend µs CPU/req | backend CPU | app calls | wrk CPU | other CPU "
-           "| ferrocorn-cache ÷ row | notes |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           f"| ferrocorn-cache ÷ row | p50 ms {at} | p99 ms {at} | p99.9 ms {at} | notes |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if r["status"] != "ok":
-            out.append(compare.failed_row(r, 11))
+            out.append(compare.failed_row(r, 14))
             continue
         rr = ratio(fc and fc["rps"], r["rps"]) if r is not fc else None
         calls = "—" if r.get("app_calls") is None else str(r["app_calls"])
@@ -468,7 +497,9 @@ def table(rows):
             f"| {fmt(r['srv_cpu_pct'], '.0f', '%')} | {fmt(r.get('backend_us_per_req'), '.2f')} "
             f"| {fmt(r.get('backend_cpu_pct'), '.1f', '%')} | {calls} "
             f"| {fmt(r['wrk_cpu_pct'], '.0f', '%')} | {fmt(r['other_pct'], '.0f', '%')} "
-            f"| {fmt(rr, '.2f', '×')} | {'; '.join(r['notes'])} |")
+            f"| {fmt(rr, '.2f', '×')} | {fmt(r.get('open_p50'), '.2f')} "
+            f"| {fmt(r.get('open_p99'), '.2f')} | {fmt(r.get('open_p999'), '.2f')} "
+            f"| {'; '.join(r['notes'] + ([r['open_error']] if r.get('open_error') else []))} |")
     return "\n".join(out)
 
 
@@ -497,7 +528,10 @@ def summary(rows):
             verdict = "" if target is None else (
                 f" (target ≥ {target}×: {'met' if rps >= target else '**NOT met**'})")
             lines.append(f"- ferrocorn-cache / {label}: {rps:.2f}× RPS{verdict}; server CPU per "
-                         f"request {fmt(fc['us_per_req'], '.1f')} vs {fmt(r['us_per_req'], '.1f')} µs")
+                         f"request {fmt(fc['us_per_req'], '.1f')} vs {fmt(r['us_per_req'], '.1f')} µs; "
+                         f"p99 {fmt(fc['p99'], '.2f')} vs {fmt(r['p99'], '.2f')} ms saturated, "
+                         f"{fmt(fc.get('open_p99'), '.2f')} vs {fmt(r.get('open_p99'), '.2f')} ms "
+                         f"at the same offered load")
     for r in rows:
         if r["status"] == "ok" and r.get("app_calls") is not None:
             idle = r["app_calls"] == 0
@@ -546,6 +580,9 @@ def main():
                          "also varnish)")
     ap.add_argument("--with-varnish", action="store_true",
                     help="add a Varnish row (skipped when varnishd is missing)")
+    ap.add_argument("--open-rate", type=int, default=30000,
+                    help="req/s of the open-loop latency pass, the same for every row; 0: skip (30000)")
+    ap.add_argument("--open-duration", type=int, default=6, help="its seconds (6)")
     ap.add_argument("--ferrocorn", default="ferrocorn",
                     help="the ferrocorn command, e.g. 'python -m ferrocorn' (ferrocorn)")
     compare.add_run_args(ap)
@@ -597,7 +634,7 @@ def main():
         ws.close(args.keep_logs)
 
     rows = [merge(by_key[leg.key]) for leg in chosen if leg.key in by_key]
-    report = "\n".join([head, "", "### Cache HIT throughput", "", table(rows), "",
+    report = "\n".join([head, "", "### Cache HIT throughput", "", table(rows, args.open_rate), "",
                         "Summary:", ""] + summary(rows) + [""])
     compare.emit(report, args.out)
 
