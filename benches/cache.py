@@ -53,14 +53,12 @@ install it.
 import argparse
 import http.client
 import grp
-import json
 import os
 import pwd
 import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -432,7 +430,7 @@ def measure(leg, args, ws, seq):
         if row["other_pct"] > args.noisy_threshold:
             row["notes"].append("noisy")
         if args.open_rate > 0:
-            row.update(open_loop(url, args))
+            row.update(compare.run_open_loop(url, args))
         return row
     finally:
         if front is not None:
@@ -441,27 +439,11 @@ def measure(leg, args, ws, seq):
             backend.stop()
 
 
-def open_loop(url, args):
-    """Latency at ``--open-rate`` req/s (``ferrocorn bench --rate``), as row fields."""
-    argv = ["ferrocorn", "bench", "--json", "--rate", str(args.open_rate), "-c",
-            str(args.connections), "-t", str(args.threads), "-d", f"{args.open_duration}s",
-            "--warmup", "1s", url]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=args.open_duration + 60)
-    try:
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"open_error": (done.stderr or done.stdout).strip()[-200:]}
-    lat = report["latency_us"]
-    return {"open_rps": report["rps"], "open_p50": lat["p50"] / 1000, "open_p99": lat["p99"] / 1000,
-            "open_p999": lat["p999"] / 1000}
-
-
 def merge(rows):
     """compare.merge_rounds plus this script's columns (medians; app calls summed)."""
     base = compare.merge_rounds(rows)
     ok = [r for r in rows if r["status"] == "ok"]
-    for k in ("backend_cpu_pct", "backend_us_per_req", "open_rps", "open_p50", "open_p99",
-              "open_p999"):
+    for k in ("backend_cpu_pct", "backend_us_per_req"):
         vals = [r[k] for r in ok if r.get(k) is not None]
         base[k] = statistics.median(vals) if vals else None
     calls = [r["app_calls"] for r in ok if r.get("app_calls") is not None]
@@ -580,9 +562,7 @@ def main():
                          "also varnish)")
     ap.add_argument("--with-varnish", action="store_true",
                     help="add a Varnish row (skipped when varnishd is missing)")
-    ap.add_argument("--open-rate", type=int, default=30000,
-                    help="req/s of the open-loop latency pass, the same for every row; 0: skip (30000)")
-    ap.add_argument("--open-duration", type=int, default=6, help="its seconds (6)")
+    compare.add_open_loop_args(ap)
     ap.add_argument("--ferrocorn", default="ferrocorn",
                     help="the ferrocorn command, e.g. 'python -m ferrocorn' (ferrocorn)")
     compare.add_run_args(ap)

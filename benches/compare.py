@@ -20,6 +20,7 @@ Pure standard library; Linux only (/proc).
 import argparse
 import copy
 import datetime
+import json
 import os
 import platform
 import re
@@ -695,6 +696,33 @@ def fmt(v, spec, suffix=""):
     return "—" if v is None else format(v, spec) + suffix
 
 
+OPEN_LOOP_FIELDS = ("open_rps", "open_p50", "open_p99", "open_p999")
+
+
+def add_open_loop_args(ap, rate=30000):
+    ap.add_argument("--open-rate", type=int, default=rate,
+                    help=f"req/s of the open-loop latency pass, the same for every row; 0: skip ({rate})")
+    ap.add_argument("--open-duration", type=int, default=6, help="its seconds (6)")
+
+
+def run_open_loop(url, args):
+    """Latency at ``args.open_rate`` req/s over ``args.connections`` connections
+    (``ferrocorn bench --rate``: counted from each request's intended send time, so the same
+    offered load for every server), as row fields ``open_p50``/``open_p99``/``open_p999`` (ms)
+    and ``open_rps``; ``open_error`` when the client failed."""
+    argv = ["ferrocorn", "bench", "--json", "--rate", str(args.open_rate), "-c",
+            str(args.connections), "-t", str(args.threads), "-d", f"{args.open_duration}s",
+            "--warmup", "1s", url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=args.open_duration + 60)
+    try:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"open_error": (done.stderr or done.stdout).strip()[-200:]}
+    lat = report["latency_us"]
+    return {"open_rps": report["rps"], "open_p50": lat["p50"] / 1000,
+            "open_p99": lat["p99"] / 1000, "open_p999": lat["p999"] / 1000}
+
+
 def merge_rounds(rows):
     """Median of each numeric column over the successful rounds of one row."""
     ok = [r for r in rows if r["status"] == "ok"]
@@ -703,7 +731,7 @@ def merge_rounds(rows):
         return base
     base = dict(ok[0])
     for k in ("rps", "p50", "p99", "srv_cpu_pct", "us_per_req", "wrk_cpu_pct", "other_pct",
-              "peak_rss_mib"):
+              "peak_rss_mib", *OPEN_LOOP_FIELDS):
         vals = [r[k] for r in ok if r.get(k) is not None]
         base[k] = statistics.median(vals) if vals else None
     base["errors"] = sum(r["errors"] for r in ok)
