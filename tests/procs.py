@@ -1,6 +1,8 @@
 """Process and polling helpers shared by the black-box tests: bounded waits and /proc reads."""
 
 import os
+import random
+import socket
 import time
 
 
@@ -48,3 +50,19 @@ def children(pid: int) -> list[int]:
             if st is not None and st[0] not in ("Z", "X") and st[1] == pid:
                 out.append(int(name))
     return sorted(out)
+
+
+def restartable_port() -> int:
+    """A free loopback port below the kernel's ephemeral range (32768-60999 by default), for a
+    server a test stops and starts again on the same port: while it is down, no outgoing
+    connection on this host can be given that port as its local one and take it."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    for _ in range(200):
+        port = random.randint(10000, max(10001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")

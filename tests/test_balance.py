@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from conftest import APPS_DIR, ferrocorn_cmd
-from procs import wait_until
+from procs import restartable_port, wait_until
 
 
 def free_port() -> int:
@@ -421,7 +421,7 @@ def test_the_response_cache_works_in_front_of_the_upstreams(server, state_dir):
 
 
 def test_one_upstream_killed_under_load_loses_nothing_and_comes_back_slowly(server):
-    port_a = free_port()
+    port_a = restartable_port()  # a comes back on it
     a = start_upstream(server, "a", port_a, workers=2)
     b = start_upstream(server, "b", workers=2)
     lb = start_balancer(

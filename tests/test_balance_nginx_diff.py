@@ -56,6 +56,7 @@ import pytest
 
 from conftest import ServerFactory, ferrocorn_cmd
 from nginx_proc import NginxProcess
+from procs import restartable_port
 
 NGINX = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
 HAVE_NGINX = os.access(NGINX, os.X_OK)
@@ -399,7 +400,8 @@ def run_failover(fo: Failover, balancer_factory, result: dict, key: str, ports: 
 @pytest.mark.parametrize("fo", FAILOVERS, ids=[f.id for f in FAILOVERS])
 def test_same_failover_sequence(fo: Failover):
     result: dict = {}
-    nginx_ports = {name: free_port() for name, _ in fo.servers}
+    # restarted on the same port: below the ephemeral range, so no connection takes it meanwhile
+    nginx_ports = {name: restartable_port() for name, _ in fo.servers}
     args = {
         "nginx": (fo, lambda f, m, s: Nginx(m, s), result, "nginx", nginx_ports),
         "ferrocorn": (fo, lambda f, m, s: Ferrocorn(f, m, s), result, "ferrocorn", None),
@@ -411,7 +413,7 @@ def test_same_failover_sequence(fo: Failover):
         run_failover(*args["ferrocorn"][:-1], nginx_ports)
     else:
         # the same scenario at the same time on two sets of upstreams
-        args["ferrocorn"] = args["ferrocorn"][:-1] + ({name: free_port() for name in nginx_ports},)
+        args["ferrocorn"] = args["ferrocorn"][:-1] + ({name: restartable_port() for name in nginx_ports},)
         threads = [threading.Thread(target=run_failover, args=a) for a in args.values()]
         for t in threads:
             t.start()

@@ -31,7 +31,7 @@ import pytest
 import requests
 
 from apps.cache_backend import calls
-from procs import wait_until
+from procs import restartable_port, wait_until
 from wire import Conn, request_bytes
 from concurrent_calls import fire
 from concurrent_calls import json_op as op
@@ -267,7 +267,7 @@ def test_a_stalled_redis_never_holds_up_the_other_requests_of_an_async_worker(re
 
 
 def test_redis_killed_mid_run_passes_through_then_recovers(redis_server, server, counts):
-    redis = redis_server()
+    redis = redis_server(restartable_port())  # back on the same port below
     metrics_port = free_port()
     srv = server(APP, "-w", "2", "--cache", "--cache-backend", redis.url, *KEY,
                  "--metrics-bind", f"127.0.0.1:{metrics_port}",
