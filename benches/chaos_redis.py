@@ -157,7 +157,7 @@ def run(args, report, failures):
     ws, run_tmp, env = chaos_workspace("ferrocorn-chaos-redis-", APP)
     redis_dir = os.path.join(ws.tmp, "redis")
     os.makedirs(redis_dir)
-    redis = Redis(compare.free_port(), redis_dir, ws.logdir, ws.env)
+    redis = Redis(compare.free_port(restartable=True), redis_dir, ws.logdir, ws.env)
     port = compare.free_port()
     argv = ["ferrocorn", "-b", f"127.0.0.1:{port}", "-w", str(WORKERS), "-k", "gthread",
             "--threads", "4", "--cache", "--cache-backend", f"redis://127.0.0.1:{redis.port}/0",

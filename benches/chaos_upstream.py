@@ -114,7 +114,7 @@ def balancer_log(path):
 def run(args, report, failures):
     down = 2.0 if args.down is None else args.down
     ws, run_tmp, env = chaos_workspace("ferrocorn-chaos-upstream-", APP)
-    ports = {name: compare.free_port() for name in NAMES}
+    ports = {name: compare.free_port(restartable=True) for name in NAMES}  # restarted on them
     generation = {name: 1 for name in NAMES}
 
     def upstream(name):

@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -231,12 +232,26 @@ def wait_for_idle(threshold_pct, timeout):
 # --------------------------------------------------------------------------
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_port(restartable=False):
+    """A free loopback port. ``restartable``: one below the kernel's ephemeral range, for a
+    server stopped and started again on it (while it is down, no outgoing connection on this
+    host can be given that port as its local one and take it)."""
+    if not restartable:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for candidate in random.sample(range(10000, max(10001, low)), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def first_lines(path, n=5, width=300):
