@@ -4,6 +4,7 @@ with ``--metrics-bind`` and a control socket, in front of real upstream processe
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 
 import pytest
@@ -150,7 +151,7 @@ def test_a_reload_keeps_each_upstream_s_counters_by_name_and_returns_to_the_conf
     a_before = value(before, "ferrocorn_upstream_requests_total", upstream=name[a])
 
     conf.write_text(f"upstreams = {[name[b], name[a], name[c]]!r}\n")  # every row moves
-    lb.send_signal(__import__("signal").SIGHUP)
+    lb.send_signal(signal.SIGHUP)
     wait_until(lambda: [u["upstream"] for u in ctl(sock, "upstreams", json_out=True).data["upstreams"]]
                == [name[b], name[a], name[c]] or None, 10, "the new list")
     wait_until(lambda: lb.log_text().count("Booting worker") >= 4 or None, 10, "new workers")

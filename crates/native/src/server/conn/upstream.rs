@@ -115,17 +115,6 @@ impl<S: ClientStream> Conn<S> {
         };
         let (sent, keep) = match proxied {
             Proxied::Relayed { status, relayed, response, upstream } => {
-                let headers = match self.shared.access_log.is_some() {
-                    true => response
-                        .headers
-                        .iter()
-                        .map(|(n, v)| {
-                            let text = |b: &[u8]| b.iter().map(|&c| c as char).collect::<String>();
-                            (text(n), text(v))
-                        })
-                        .collect(),
-                    false => Vec::new(),
-                };
                 let name = &balancer.config().upstreams[upstream.0].addr;
                 match &relayed.broken {
                     // Nothing reached the client yet: it gets a clear 502, not an empty reply.
@@ -134,13 +123,20 @@ impl<S: ClientStream> Conn<S> {
                         warning!("upstream {name} sent a broken response ({why}): answered 502");
                         (Some(self.send_error(502).await), false)
                     }
-                    Some(why) => {
-                        warning!("response from upstream {name} cut short: {why}");
+                    broken => {
+                        if let Some(why) = broken {
+                            warning!("response from upstream {name} cut short: {why}");
+                        }
+                        let headers = match self.shared.access_log.is_some() {
+                            true => response
+                                .headers
+                                .iter()
+                                .map(|(n, v)| (latin1(n), latin1(v)))
+                                .collect(),
+                            false => Vec::new(),
+                        };
                         let sent = Sent { status, body_bytes: relayed.body_bytes, headers };
-                        (Some(sent), false)
-                    }
-                    None => {
-                        let sent = Sent { status, body_bytes: relayed.body_bytes, headers };
+                        // `client_keeps` is false when the relay broke
                         (Some(sent), relayed.client_keeps)
                     }
                 }
@@ -176,6 +172,11 @@ impl<S: ClientStream> Conn<S> {
         }
         Ok(sent.is_some() && keep)
     }
+}
+
+/// Header bytes as the access log's text (one char per byte, as latin-1).
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&c| c as char).collect()
 }
 
 /// Who answered a request the response cache passed on.
