@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from apps.cache_backend import calls
+from apps.obs.obshelpers import ctl
 from procs import restartable_port, wait_until
 from wire import Conn, request_bytes
 from concurrent_calls import fire
@@ -308,6 +309,67 @@ def test_redis_killed_mid_run_passes_through_then_recovers(redis_server, server,
 
     # the workers publish their failed Redis operations with their heartbeat (every 0.5 s)
     wait_until(lambda: remote_errors() >= 1, 5, "Redis errors in the metrics")
+
+
+def test_ctl_cache_purges_and_stats_act_on_redis(redis_server, counts, server, tmp_path):
+    """``ferrocorn ctl cache`` with the entries in Redis: a purge through one instance's control
+    socket removes what another instance stored (a key with its variants, a prefix, all), stats
+    name the backend, and a Redis that does not answer makes the purge an error while the
+    master goes on answering other commands."""
+    redis = redis_server()
+    sock = tmp_path / "a.ctl"
+    flags = ["-w", "2", "--cache", "--cache-backend", redis.url, *KEY, *PATIENT]
+    env = {"CACHE_BACKEND_COUNTS": str(counts)}
+    a = server(APP, *flags, "--control-socket", str(sock), env=env)
+    b = server(APP, *flags, env=env)
+
+    def key(target):  # the test's --cache-key, $scheme$request_uri
+        return f"http{target}"
+
+    vary = "/cv?cc=max-age=60&vary=Accept-Language"
+    for lang in ("en", "fr"):
+        assert xcs(get(b, vary, {"Accept-Language": lang})) == "MISS"
+    plain = [f"/cp/{n}?cc=max-age=60" for n in ("a", "b")] + ["/cq?cc=max-age=60"]
+    for target in plain:
+        assert xcs(get(b, target)) == "MISS"
+        assert xcs(get(a, target)) == "HIT"
+
+    stats = ctl(sock, "cache", "stats", json_out=True).data
+    assert stats["ok"] is True and stats["store"]["backend"] == redis.url, stats
+    assert stats["requests"]["hit"] == 3, stats  # a's own answers
+    assert redis.url in ctl(sock, "cache", "stats").stdout
+
+    p = ctl(sock, "cache", "purge", key(vary), json_out=True)
+    assert p.data == {"ok": True, "purged": 2, "message": "purged 2 cached responses"}, p.data
+    assert xcs(get(b, vary, {"Accept-Language": "en"})) == "MISS"
+    assert calls(counts, vary) == 3
+    p = ctl(sock, "cache", "purge", "--prefix", key("/cp/"))
+    assert p.stdout.strip() == "purged 2 cached responses", p.stdout
+    assert xcs(get(b, plain[0])) == "MISS" and xcs(get(b, plain[2])) == "HIT"
+    p = ctl(sock, "cache", "purge", "--all", json_out=True)
+    assert p.data["purged"] == 3, p.data  # /cv's en variant, /cp/a again, /cq
+    assert cli(redis.port, "--scan", "--pattern", "fc:r:*").split() == []
+    assert xcs(get(b, plain[2])) == "MISS"
+    assert ctl(sock, "cache", "stats", json_out=True).data["purges"] == 3
+
+    os.kill(redis.proc.pid, signal.SIGSTOP)  # Redis holds the connection and never answers
+    try:
+        answers = {}
+        waiting = threading.Thread(target=lambda: answers.update(
+            purge=ctl(sock, "cache", "purge", "--all", json_out=True, check=False)))
+        waiting.start()
+        time.sleep(0.5)  # the purge is waiting for Redis (PATIENT: 2 s)
+        started = time.monotonic()
+        status = ctl(sock, "status", json_out=True).data
+        assert status["ok"] is True and time.monotonic() - started < 1.5
+        waiting.join(15)
+        failed = answers["purge"]
+        assert failed.returncode != 0 and failed.data["ok"] is False, failed.stdout
+        assert redis.url.rsplit("/", 1)[0] in failed.data["error"] and "nothing was purged" in failed.data["error"]
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    wait_until(lambda: ctl(sock, "cache", "purge", "--all", json_out=True, check=False).data["ok"], 10,
+               "a purge once Redis answers again")
 
 
 def test_redis_unreachable_at_start_is_a_warning(server):

@@ -204,6 +204,16 @@ impl SignalPipe {
         }
     }
 
+    /// In a forked helper that is not a worker (it does one job and exits): every signal the
+    /// master handles gets its default disposition back, so a stop signal ends the helper and
+    /// nothing it receives reaches the master's pipe.
+    pub fn default_in_helper() {
+        WRITE_FD.store(-1, Ordering::Relaxed);
+        for (raw, _) in HANDLED {
+            let _ = set_handler(raw, libc::SIG_DFL);
+        }
+    }
+
     /// Queue a signal as if it had been delivered (used for TTIN/TTOU from the control socket).
     pub fn raise(&self, raw: libc::c_int) {
         on_signal(raw);

@@ -102,14 +102,20 @@ fn fmt_bytes(bytes: Option<u64>) -> String {
 /// `X-Cache-Status`, then the other counters.
 pub(crate) fn stats_lines(stats: &Value) -> Vec<String> {
     let store = stats.get("store").unwrap_or(&Value::Null);
-    let mut lines = vec![format!(
-        "store:    {} entries, {} of {} used; {} evictions, {} repairs",
-        fmt_count(get_u64(store, "entries")),
-        fmt_bytes(get_u64(store, "bytes")),
-        fmt_bytes(get_u64(store, "capacity_bytes")),
-        fmt_count(get_u64(store, "evictions")),
-        fmt_count(get_u64(store, "repairs")),
-    )];
+    let mut lines = vec![match store.get("backend").and_then(Value::as_str) {
+        Some(backend) if backend != "local" => format!(
+            "store:    {backend} (shared by every instance using it); {} failed operations here",
+            fmt_count(get_u64(store, "remote_errors")),
+        ),
+        _ => format!(
+            "store:    {} entries, {} of {} used; {} evictions, {} repairs",
+            fmt_count(get_u64(store, "entries")),
+            fmt_bytes(get_u64(store, "bytes")),
+            fmt_bytes(get_u64(store, "capacity_bytes")),
+            fmt_count(get_u64(store, "evictions")),
+            fmt_count(get_u64(store, "repairs")),
+        ),
+    }];
     let ratio =
         get_f64(stats, "hit_ratio").map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
     lines.push(format!("hit ratio: {ratio}"));
@@ -211,5 +217,16 @@ mod tests {
         assert_eq!(lines[4], "STATUS    RESPONSES");
         assert_eq!(lines[5], "HIT               6");
         assert_eq!(lines.last().unwrap(), "BYPASS            1");
+    }
+
+    #[test]
+    fn stats_of_a_redis_store_name_it() {
+        let v = json!({"ok": true,
+            "store": {"backend": "redis://127.0.0.1:6379/0", "remote_errors": 3},
+            "requests": {"hit": 1}, "hit_ratio": 1.0});
+        assert_eq!(
+            stats_lines(&v)[0],
+            "store:    redis://127.0.0.1:6379/0 (shared by every instance using it); 3 failed operations here"
+        );
     }
 }

@@ -1,42 +1,56 @@
 //! The control socket's `cache.stats` and `cache.purge` commands, for `ferrocorn ctl cache`:
 //! the response cache's counts (the shared store's, and the workers' counters from a
-//! [`Snapshot`]), and purges the master carries out on its own mapping of the store — a key
-//! with all its `Vary` variants, the keys under a prefix, or every response. A purge never
-//! removes the app cache's values. A request is parsed into a [`Purge`] first (pure).
+//! [`Snapshot`]), and purges — a key with all its `Vary` variants, the keys under a prefix, or
+//! every response. The master carries a purge out on its own mapping of the local store, or
+//! hands it to its Redis thread (`redis_purge.rs`) when the entries are in Redis. A purge
+//! never removes the app cache's values. A request is parsed into a [`Purge`] first (pure).
 
 use std::fmt;
 
+use ferrocorn_cache::RedisTarget;
 use ferrocorn_metrics::{CACHE_STATUSES, Snapshot};
 use ferrocorn_shm::cache_store::{CacheStore, key_hash};
-use ferrocorn_shm::scoreboard::MasterArea;
+use ferrocorn_shm::scoreboard::{MasterArea, Scoreboard};
 use serde_json::{Map, Value, json};
 
+use crate::redis_cache::RemoteError;
 use crate::shared_cache::{TAG_RESPONSE, is_response_cache_tag};
 
 /// The answer to a cache command when the server runs without `--cache`.
 pub const CACHE_OFF: &str = "the response cache is off (start with --cache)";
 
-/// The error a cache command answers when there is no local store to act on: the response
-/// cache is off, or it is in Redis (which the master never connects to: purge there with a
-/// `PURGE` request to any instance).
-fn unavailable() -> Value {
-    match crate::redis_cache::target() {
-        Some(target) => json!({"ok": false, "error": format!(
-            "the response cache is in Redis ({}); ferrocorn ctl cache acts on the local store \
-             only: purge with a PURGE request to any instance",
-            target.display()
-        )}),
-        None => json!({"ok": false, "error": CACHE_OFF}),
-    }
+fn cache_off() -> Value {
+    json!({"ok": false, "error": CACHE_OFF})
 }
 
-/// What the cache commands act on: the store and the master's counters, when `--cache` is on.
+/// Where the response cache keeps its entries, for the cache commands (None: `--cache` is off).
 #[derive(Clone, Copy)]
-pub struct CacheControl<'a> {
-    /// The instance's store.
-    pub store: &'a CacheStore,
-    /// Where the master counts the purges it carries out.
-    pub master: &'a MasterArea,
+pub enum CacheControl<'a> {
+    /// The instance's shared-memory store, and where the master counts the purges it does.
+    Local {
+        /// The store.
+        store: &'a CacheStore,
+        /// The master's counters.
+        master: &'a MasterArea,
+    },
+    /// A Redis (or Redis Cluster) every instance pointing at it shares, and the board whose
+    /// master counters a purge in Redis is counted into.
+    Redis {
+        /// Where Redis is.
+        target: &'static RedisTarget,
+        /// The instance's board.
+        board: &'a Scoreboard,
+    },
+}
+
+/// The answer to a `cache.purge` request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PurgeReply {
+    /// The reply, ready to send.
+    Now(Value),
+    /// A valid purge of entries kept in Redis: the master's Redis thread carries it out and
+    /// answers ([`redis_reply`]).
+    InRedis(Purge),
 }
 
 /// What a `cache.purge` request removes.
@@ -133,34 +147,77 @@ impl Purge {
     }
 }
 
-/// The reply to `cache.purge`.
-pub fn purge(cache: Option<CacheControl<'_>>, request: &Value) -> Value {
-    let Some(cache) = cache else { return unavailable() };
-    match Purge::from_request(request) {
-        Err(e) => json!({"ok": false, "error": e.to_string()}),
-        Ok(target) => {
-            let purged = target.run(cache.store);
-            cache.master.count_cache_purge();
-            let message = match purged {
-                1 => "purged 1 cached response".to_owned(),
-                n => format!("purged {n} cached responses"),
-            };
-            json!({"ok": true, "purged": purged, "message": message})
+/// The reply to `cache.purge`: at once for the local store (or an invalid request), or the
+/// purge for the Redis thread.
+pub fn purge(cache: Option<CacheControl<'_>>, request: &Value) -> PurgeReply {
+    let Some(cache) = cache else { return PurgeReply::Now(cache_off()) };
+    let target = match Purge::from_request(request) {
+        Err(e) => return PurgeReply::Now(json!({"ok": false, "error": e.to_string()})),
+        Ok(target) => target,
+    };
+    match cache {
+        CacheControl::Local { store, master } => {
+            let purged = target.run(store);
+            master.count_cache_purge();
+            PurgeReply::Now(purged_json(purged))
         }
+        CacheControl::Redis { .. } => PurgeReply::InRedis(target),
+    }
+}
+
+fn purged_json(purged: usize) -> Value {
+    let message = match purged {
+        1 => "purged 1 cached response".to_owned(),
+        n => format!("purged {n} cached responses"),
+    };
+    json!({"ok": true, "purged": purged, "message": message})
+}
+
+/// The reply to a purge of entries in Redis at `target`: how many responses it removed, or
+/// why Redis could not do it.
+pub fn redis_reply(outcome: Result<usize, RemoteError>, target: &RedisTarget) -> Value {
+    match outcome {
+        Ok(purged) => purged_json(purged),
+        Err(RemoteError::Unavailable) => json!({"ok": false, "error": format!(
+            "the cache backend {} did not answer (nothing was purged); try again when it is back",
+            target.display()
+        )}),
+        Err(RemoteError::Refused(why)) => json!({"ok": false, "error": format!(
+            "the cache backend {} refused the purge: {why}",
+            target.display()
+        )}),
     }
 }
 
 /// The reply to `cache.stats`: the store's counts and the response cache's counters.
 pub fn stats(cache: Option<CacheControl<'_>>, snapshot: &mut dyn FnMut() -> Snapshot) -> Value {
-    if cache.is_none() {
-        return unavailable();
+    match cache {
+        None => cache_off(),
+        Some(cache) => stats_json(&snapshot(), cache),
     }
-    stats_json(&snapshot())
 }
 
-fn stats_json(s: &Snapshot) -> Value {
+fn stats_json(s: &Snapshot, cache: CacheControl<'_>) -> Value {
     let totals = s.cache_totals();
-    let store = s.cache_store.unwrap_or_default();
+    let store = match cache {
+        CacheControl::Local { .. } => {
+            let store = s.cache_store.unwrap_or_default();
+            json!({
+                "backend": "local",
+                "entries": store.entries,
+                "bytes": store.bytes,
+                "capacity_bytes": store.capacity,
+                "evictions": store.evictions,
+                "repairs": store.repairs,
+            })
+        }
+        // Redis's own counts cover every instance and every other user of that database;
+        // the workers' failed operations are this instance's view of it.
+        CacheControl::Redis { target, .. } => json!({
+            "backend": target.display(),
+            "remote_errors": totals.remote_errors,
+        }),
+    };
     let requests: Map<String, Value> = CACHE_STATUSES
         .iter()
         .zip(totals.requests)
@@ -168,13 +225,7 @@ fn stats_json(s: &Snapshot) -> Value {
         .collect();
     json!({
         "ok": true,
-        "store": {
-            "entries": store.entries,
-            "bytes": store.bytes,
-            "capacity_bytes": store.capacity,
-            "evictions": store.evictions,
-            "repairs": store.repairs,
-        },
+        "store": store,
         "requests": requests,
         "hit_ratio": totals.hit_ratio(),
         "lock_waits": totals.lock_waits,
@@ -262,7 +313,7 @@ mod tests {
     #[test]
     fn without_the_response_cache_the_commands_say_so() {
         let reply = purge(None, &json!({"all": true}));
-        assert_eq!(reply, json!({"ok": false, "error": CACHE_OFF}));
+        assert_eq!(reply, PurgeReply::Now(json!({"ok": false, "error": CACHE_OFF})));
         let reply = stats(None, &mut || unreachable!("no snapshot is taken"));
         assert_eq!(reply["error"], CACHE_OFF);
     }
@@ -277,7 +328,9 @@ mod tests {
         s.master_cache_purges = 2;
         s.cache_store =
             Some(ferrocorn_metrics::CacheStoreCounts { entries: 9, ..Default::default() });
-        let v = stats_json(&s);
+        let store = CacheStore::new(1 << 20, NOW).unwrap();
+        let board = Scoreboard::new(1).unwrap();
+        let v = stats_json(&s, CacheControl::Local { store: &store, master: board.master() });
         assert_eq!(v["store"]["entries"], 9);
         assert_eq!(v["requests"]["hit"], 3);
         assert_eq!(v["requests"]["bypass"], 0);
@@ -285,5 +338,40 @@ mod tests {
         assert_eq!(v["lock_wait_seconds"], 1.5);
         assert_eq!(v["purges"], 3);
         assert_eq!(v["requests"].as_object().unwrap().len(), CACHE_STATUSES.len());
+    }
+
+    fn redis_target() -> &'static RedisTarget {
+        let backend = ferrocorn_cache::Backend::parse("redis://127.0.0.1:6390/2").unwrap();
+        let ferrocorn_cache::Backend::Redis(target) = backend else { unreachable!() };
+        Box::leak(Box::new(target))
+    }
+
+    #[test]
+    fn with_redis_a_valid_purge_goes_to_the_redis_thread_and_stats_name_the_backend() {
+        let board = Scoreboard::new(1).unwrap();
+        let redis = CacheControl::Redis { target: redis_target(), board: &board };
+        assert_eq!(purge(Some(redis), &json!({"prefix": "http/"})), {
+            PurgeReply::InRedis(Purge::Prefix(b"http/".to_vec()))
+        });
+        let refused = purge(Some(redis), &json!({"key": "k", "all": true}));
+        let PurgeReply::Now(reply) = refused else {
+            panic!("an invalid purge is answered at once")
+        };
+        assert_eq!(reply["ok"], false);
+        let mut s = Snapshot::default();
+        s.retired.cache.remote_errors = 4;
+        let v = stats_json(&s, redis);
+        assert_eq!(v["store"], json!({"backend": "redis://127.0.0.1:6390/2", "remote_errors": 4}));
+    }
+
+    #[test]
+    fn a_redis_purge_reply_says_what_happened() {
+        let target = redis_target();
+        assert_eq!(redis_reply(Ok(1), target)["message"], "purged 1 cached response");
+        let down = redis_reply(Err(RemoteError::Unavailable), target);
+        assert_eq!(down["ok"], false);
+        assert!(down["error"].as_str().unwrap().contains("redis://127.0.0.1:6390/2"));
+        let refused = redis_reply(Err(RemoteError::Refused("NOPERM".into())), target);
+        assert!(refused["error"].as_str().unwrap().ends_with("NOPERM"));
     }
 }

@@ -2,7 +2,8 @@
 //! default) where `ferrocorn ctl` and `ferrocorn top` send one JSON line and get one JSON line
 //! back. Commands: `status`, `workers`, `workers.add`, `workers.remove`, `reload`,
 //! `reopen-logs`, `shutdown`, the response cache's `cache.stats` and `cache.purge`
-//! (`cache_control.rs`), and the load balancer's `upstreams` and `upstreams.set`
+//! (`cache_control.rs`; a purge in Redis is carried out and answered by a child process,
+//! `redis_purge.rs`), and the load balancer's `upstreams` and `upstreams.set`
 //! (`upstream_control.rs`).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,9 +16,9 @@ use ferrocorn_arbiter::Command;
 use ferrocorn_metrics::{Snapshot, WorkerSnapshot};
 use serde_json::{Value, json};
 
-use super::cache_control::{self, CacheControl};
+use super::cache_control::{self, CacheControl, PurgeReply};
 use super::observe::quantile_ms;
-use super::upstream_control;
+use super::{redis_purge, upstream_control};
 
 /// The bound control socket.
 pub struct ControlSocket {
@@ -147,6 +148,17 @@ fn answer(
     BufReader::new(&stream).take(64 * 1024).read_line(&mut line)?;
     let (reply, command) = match serde_json::from_str::<Value>(line.trim()) {
         Err(e) => (json!({"ok": false, "error": format!("request is not JSON: {e}")}), None),
+        Ok(request) if request.get("command").and_then(Value::as_str) == Some("cache.purge") => {
+            match cache_control::purge(cache, &request) {
+                PurgeReply::Now(reply) => (reply, None),
+                PurgeReply::InRedis(purge) => {
+                    if let Some(CacheControl::Redis { board, .. }) = cache {
+                        redis_purge::submit(purge, stream, board);
+                    }
+                    return Ok(None);
+                }
+            }
+        }
         Ok(request) => dispatch(&request, snapshot, cache, master_pid),
     };
     let mut out = reply.to_string();
@@ -229,7 +241,6 @@ fn dispatch(
             )
         }
         Some("cache.stats") => (cache_control::stats(cache, snapshot), None),
-        Some("cache.purge") => (cache_control::purge(cache, request), None),
         Some("upstreams") => (upstream_control::list(&snapshot()), None),
         Some("upstreams.set") => (upstream_control::set(request, &snapshot()), None),
         Some(other) => (json!({"ok": false, "error": format!("unknown command {other:?}")}), None),

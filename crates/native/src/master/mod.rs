@@ -10,6 +10,7 @@ mod metrics_endpoint;
 mod observe;
 mod pool_sockets;
 mod process;
+mod redis_purge;
 mod systemd;
 mod upstream_control;
 mod worker_boot;
@@ -594,9 +595,16 @@ impl Supervisor for Master {
             m.serve_pending(&mut snapshot);
             return None;
         }
-        let cache = crate::shared_cache::store()
-            .filter(|_| self.opts.serve.cache.is_some())
-            .map(|store| cache_control::CacheControl { store, master: board.master() });
+        let cache = match (crate::shared_cache::store(), crate::redis_cache::target()) {
+            _ if self.opts.serve.cache.is_none() => None,
+            (Some(store), _) => {
+                Some(cache_control::CacheControl::Local { store, master: board.master() })
+            }
+            (None, Some(target)) => {
+                Some(cache_control::CacheControl::Redis { target, board: &board })
+            }
+            (None, None) => None,
+        };
         match self.control.as_ref().filter(|c| c.fd() == fd) {
             Some(c) => c.serve_one(&mut snapshot, cache, std::process::id()),
             None => None,

@@ -87,6 +87,17 @@ pub fn responses(inactive: i64) -> Option<&'static RedisResponses> {
     Some(RESPONSES.get_or_init(|| RedisResponses::new(remote, inactive.max(1) as u64)))
 }
 
+/// The response cache's store over connections of its own (not this process's shared ones),
+/// with where Redis is: for the child the master forks to purge (`master/redis_purge.rs`).
+/// None when Redis is not the backend. Each call makes (and keeps for the process's life) a
+/// new set of connections: call it once per process.
+pub fn private_responses() -> Option<(RedisResponses, &'static RedisTarget)> {
+    let target = TARGET.get()?;
+    let timeout = TIMEOUT.get().copied().unwrap_or(DEFAULT_TIMEOUT);
+    let remote: &'static Remote = Box::leak(Box::new(Remote::new(target, timeout)));
+    Some((RedisResponses::new(remote, 1), target))
+}
+
 /// This host's name, as fill locks record it.
 fn own_host() -> &'static str {
     HOST.get_or_init(|| {
