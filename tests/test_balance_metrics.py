@@ -4,13 +4,16 @@ with ``--metrics-bind`` and a control socket, in front of real upstream processe
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
+import threading
 from collections import Counter
 
 import pytest
 import requests
 
-from apps.obs.obshelpers import METRICS_RE, ctl, metric_snapshot, value, wait_until
+from apps.obs.obshelpers import METRICS_RE, ctl, ferrocorn_cli, metric_snapshot, value, wait_until
 from conftest import ferrocorn_cmd
 from test_balance import free_port, kill_instance, start_upstream, upstream_arg, who
 
@@ -168,3 +171,36 @@ def test_a_reload_keeps_each_upstream_s_counters_by_name_and_returns_to_the_conf
         lambda: (lambda sn: sn if value(sn, "ferrocorn_upstream_requests_total", upstream=name[c]) >= 10
                  else None)(metric_snapshot(lb)), 5, "the new requests counted")
     assert value(after, "ferrocorn_upstream_requests_total", upstream=name[a]) == a_before + 10
+
+
+def test_top_shows_each_upstream_with_its_request_rate(server, tmp_path):
+    """``ferrocorn top`` on a balancer: a table of the upstreams under the header, each with
+    the rate of attempts sent to it between two frames while requests flow."""
+    sock = tmp_path / "ctl.sock"
+    a = start_upstream(server, "a")
+    b = start_upstream(server, "b")
+    lb = start_metered_balancer(server, sock, "--upstream", upstream_arg(a), "--upstream", upstream_arg(b))
+    stop = threading.Event()
+
+    def load():
+        with requests.Session() as s:
+            while not stop.is_set():
+                assert s.get(f"{lb.url}/whoami", timeout=10).status_code == 200
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        p = subprocess.run(
+            ferrocorn_cli() + ["top", "--socket", str(sock), "--interval", "0.5", "--iterations", "2"],
+            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        stop.set()
+        loader.join(10)
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.rstrip().split("\n\n")[-2:]  # the last frame: header, upstreams, workers
+    text = "\n".join(last)
+    assert re.search(r"^UPSTREAM\s+STATE\s+RPS\s+REQUESTS", text, re.M), p.stdout
+    for upstream in (a, b):
+        row = re.search(rf"^127\.0\.0\.1:{upstream.port}\s+up×2\s+([\d.]+)\s", text, re.M)
+        assert row and float(row.group(1)) > 0, (upstream.port, p.stdout)

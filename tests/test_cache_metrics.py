@@ -17,14 +17,17 @@ seconds); concurrency follows the app's call log, never a guessed delay; every w
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import threading
 import time
 
 import pytest
 import requests
 
 from apps.cache_backend import calls
-from apps.obs.obshelpers import ctl, metric_snapshot, start, value, wait_until, wait_workers
+from apps.obs.obshelpers import ctl, ferrocorn_cli, metric_snapshot, start, value, wait_until, wait_workers
 from conftest import APPS_DIR
 from test_cache import LATE, Background, fetch, purge, url, wait_calls, xcs
 
@@ -220,3 +223,38 @@ def test_without_cache_the_commands_say_so_and_nothing_is_counted(server, counts
     have = cache_counts(srv)
     assert all(have[s] == 0 for s in STATUSES) and have["purges"] == 0, have
     assert value(metric_snapshot(srv), "ferrocorn_requests_total") >= 1
+
+
+def test_top_shows_the_cache_line(server, counts, tmp_path):
+    """``ferrocorn top`` with ``--cache``: a cache line under the header with the hit ratio,
+    HITs per second between two frames while hits flow, and the store's entries."""
+    sock = tmp_path / "c.ctl"
+    srv = start_cached(server, counts, ctl_sock=sock)
+    target = url("/top", cc="max-age=60")
+    assert xcs(fetch(srv, target)) == "MISS"
+    stop = threading.Event()
+
+    def hits():
+        with requests.Session() as s:
+            while not stop.is_set():
+                assert s.get(srv.url + target, timeout=10).headers["X-Cache-Status"] == "HIT"
+
+    loader = threading.Thread(target=hits, daemon=True)
+    loader.start()
+    try:
+        p = subprocess.run(
+            ferrocorn_cli() + ["top", "--socket", str(sock), "--interval", "0.5", "--iterations", "2"],
+            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        stop.set()
+        loader.join(10)
+    assert p.returncode == 0, p.stderr
+    lines = re.findall(r"^cache .*$", p.stdout, re.M)
+    assert len(lines) == 2, p.stdout  # one per frame
+    first, last = lines
+    assert "HIT/s -" in first, first  # no rate before a second frame
+    m = re.match(r"cache   hit ratio (\d+\.\d)%   HIT/s ([\d.]+)   MISS/s ([\d.]+)   other/s [\d.]+   store 1 entries", last)
+    assert m, last
+    assert float(m.group(1)) > 50 and float(m.group(2)) > 0 and float(m.group(3)) == 0, last
+    assert calls(counts) == 1

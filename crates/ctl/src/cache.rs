@@ -90,7 +90,7 @@ fn purge_target(keys: &[&str], options: PurgeOptions) -> Result<PurgeTarget, Str
 }
 
 /// Bytes as MiB with one decimal, or as bytes below 1 MiB.
-fn fmt_bytes(bytes: Option<u64>) -> String {
+pub(crate) fn fmt_bytes(bytes: Option<u64>) -> String {
     match bytes {
         None => "-".to_owned(),
         Some(b) if b < 1 << 20 => format!("{b} B"),

@@ -18,6 +18,7 @@ mod client;
 mod ctl;
 mod render;
 mod top;
+mod top_sections;
 mod upstreams;
 
 use std::ffi::OsString;

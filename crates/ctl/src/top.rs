@@ -18,6 +18,7 @@ use crate::render::{
     self, Align, Table, fmt_count, fmt_cpu, fmt_duration, fmt_mib, fmt_ms, fmt_ms_unit, fmt_rate,
     fmt_restarts, get_f64, get_i64, get_str, get_u64,
 };
+use crate::top_sections;
 
 const USAGE: &str = "\
 usage: ferrocorn top [--socket PATH] [--interval SECONDS] [--iterations N]
@@ -83,13 +84,54 @@ fn parse(args: &[String]) -> Result<Option<TopArgs>, String> {
     Ok(Some(parsed))
 }
 
+/// A counter `top` shows a rate of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Counted {
+    /// All requests.
+    Total,
+    /// One worker's requests, by pid.
+    Worker(i64),
+    /// The response cache's answers with one `X-Cache-Status` (lowercase).
+    Cache(String),
+    /// Attempts sent to one upstream, by its name.
+    Upstream(String),
+}
+
 /// One observation, kept to compute rates at the next refresh.
 struct Sample {
     server_pid: Option<i64>,
     uptime: Option<f64>,
     at: Instant,
-    total: Option<u64>,
-    per_worker: HashMap<i64, u64>,
+    counts: HashMap<Counted, u64>,
+}
+
+impl Sample {
+    /// The counters of a `status` reply.
+    fn counts(status: &Value) -> HashMap<Counted, u64> {
+        let totals = status.get("totals").unwrap_or(&Value::Null);
+        let mut counts: HashMap<Counted, u64> = HashMap::new();
+        if let Some(n) = get_u64(totals, "requests") {
+            counts.insert(Counted::Total, n);
+        }
+        for w in render::workers(status) {
+            if let (Some(pid), Some(n)) = (get_i64(w, "pid"), get_u64(w, "requests")) {
+                counts.insert(Counted::Worker(pid), n);
+            }
+        }
+        let cache = status.pointer("/cache/requests").and_then(Value::as_object);
+        for (answer, n) in cache.into_iter().flatten() {
+            if let Some(n) = n.as_u64() {
+                counts.insert(Counted::Cache(answer.clone()), n);
+            }
+        }
+        let upstreams = status.get("upstreams").and_then(Value::as_array);
+        for u in upstreams.into_iter().flatten() {
+            if let (Some(name), Some(n)) = (get_str(u, "upstream"), get_u64(u, "requests")) {
+                counts.insert(Counted::Upstream(name.to_owned()), n);
+            }
+        }
+        counts
+    }
 }
 
 /// Rate computation between refreshes.
@@ -98,26 +140,27 @@ struct Rates {
     prev: Option<Sample>,
 }
 
-/// Rates derived from one status reply.
+/// Rates derived from one status reply (none on the first, or after the server changed).
+#[derive(Default)]
 struct FrameRates {
-    total: Option<f64>,
-    per_worker: HashMap<i64, f64>,
+    per_second: HashMap<Counted, f64>,
+}
+
+impl FrameRates {
+    fn of(&self, counted: &Counted) -> Option<f64> {
+        self.per_second.get(counted).copied()
+    }
 }
 
 impl Rates {
     fn update(&mut self, status: &Value, now: Instant) -> FrameRates {
-        let totals = status.get("totals").unwrap_or(&Value::Null);
         let sample = Sample {
             server_pid: get_i64(status, "pid"),
             uptime: get_f64(status, "uptime_seconds"),
             at: now,
-            total: get_u64(totals, "requests"),
-            per_worker: render::workers(status)
-                .iter()
-                .filter_map(|w| Some((get_i64(w, "pid")?, get_u64(w, "requests")?)))
-                .collect(),
+            counts: Sample::counts(status),
         };
-        let mut rates = FrameRates { total: None, per_worker: HashMap::new() };
+        let mut rates = FrameRates::default();
         if let Some(prev) = self.prev.as_ref().filter(|p| p.server_pid == sample.server_pid) {
             // Prefer the server's own clock (uptime) so the rate matches the
             // interval in which the counts were taken; fall back to ours.
@@ -126,13 +169,10 @@ impl Rates {
                 _ => sample.at.duration_since(prev.at).as_secs_f64(),
             };
             if elapsed > 0.0 {
-                let rate = |before: u64, after: u64| after.saturating_sub(before) as f64 / elapsed;
-                if let (Some(a), Some(b)) = (prev.total, sample.total) {
-                    rates.total = Some(rate(a, b));
-                }
-                for (pid, now_count) in &sample.per_worker {
-                    if let Some(before) = prev.per_worker.get(pid) {
-                        rates.per_worker.insert(*pid, rate(*before, *now_count));
+                for (counted, now_count) in &sample.counts {
+                    if let Some(before) = prev.counts.get(counted) {
+                        let rate = now_count.saturating_sub(*before) as f64 / elapsed;
+                        rates.per_second.insert(counted.clone(), rate);
                     }
                 }
             }
@@ -158,7 +198,7 @@ fn frame_lines(status: &Value, rates: &FrameRates) -> Vec<String> {
             fmt_count(get_u64(status, "workers_target")),
             workers.len(),
             fmt_count(get_u64(totals, "requests")),
-            fmt_rate(rates.total),
+            fmt_rate(rates.of(&Counted::Total)),
             fmt_ms_unit(get_f64(totals, "p50_ms")),
             fmt_ms_unit(get_f64(totals, "p99_ms")),
         ),
@@ -168,8 +208,17 @@ fn frame_lines(status: &Value, rates: &FrameRates) -> Vec<String> {
             fmt_count(get_u64(totals, "exceptions")),
             fmt_restarts(status),
         ),
-        String::new(),
     ];
+    lines.extend(top_sections::cache_lines(status, &|answer| {
+        rates.of(&Counted::Cache(answer.to_owned()))
+    }));
+    lines.push(String::new());
+    let upstream_lines =
+        top_sections::upstream_lines(status, &|name| rates.of(&Counted::Upstream(name.to_owned())));
+    if !upstream_lines.is_empty() {
+        lines.extend(upstream_lines);
+        lines.push(String::new());
+    }
     if workers.is_empty() {
         lines.push("(no workers)".to_owned());
         return lines;
@@ -193,7 +242,7 @@ fn frame_lines(status: &Value, rates: &FrameRates) -> Vec<String> {
             pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             get_str(w, "state").unwrap_or("-").to_owned(),
             fmt_count(get_u64(w, "requests")),
-            fmt_rate(pid.and_then(|p| rates.per_worker.get(&p).copied())),
+            fmt_rate(pid.and_then(|p| rates.of(&Counted::Worker(p)))),
             fmt_ms(get_f64(w, "p50_ms")),
             fmt_ms(get_f64(w, "p99_ms")),
             fmt_mib(get_u64(w, "rss_bytes")),
@@ -471,12 +520,30 @@ mod tests {
         let mut r = Rates::default();
         let t0 = Instant::now();
         let first = r.update(&st(10.0, 100, 7), t0);
-        assert!(first.total.is_none() && first.per_worker.is_empty());
+        assert!(first.per_second.is_empty());
         let second = r.update(&st(12.0, 200, 7), t0);
-        assert_eq!(second.total, Some(50.0));
-        assert_eq!(second.per_worker.get(&7), Some(&50.0));
+        assert_eq!(second.of(&Counted::Total), Some(50.0));
+        assert_eq!(second.of(&Counted::Worker(7)), Some(50.0));
         let third = r.update(&st(13.0, 210, 8), t0);
-        assert_eq!(third.total, Some(10.0));
-        assert!(third.per_worker.is_empty());
+        assert_eq!(third.of(&Counted::Total), Some(10.0));
+        assert_eq!(third.of(&Counted::Worker(8)), None);
+        let other_server = json!({"pid": 2, "uptime_seconds": 14.0, "totals": {"requests": 5}});
+        assert!(r.update(&other_server, t0).per_second.is_empty());
+    }
+
+    #[test]
+    fn cache_answers_and_upstreams_get_rates() {
+        let st = |uptime: f64, hits: u64, sent: u64| {
+            json!({"pid": 1, "uptime_seconds": uptime, "totals": {"requests": hits},
+                   "cache": {"requests": {"hit": hits, "miss": 4}},
+                   "upstreams": [{"upstream": "127.0.0.1:8001", "requests": sent}]})
+        };
+        let mut r = Rates::default();
+        let t0 = Instant::now();
+        r.update(&st(1.0, 10, 100), t0);
+        let rates = r.update(&st(3.0, 30, 160), t0);
+        assert_eq!(rates.of(&Counted::Cache("hit".into())), Some(10.0));
+        assert_eq!(rates.of(&Counted::Cache("miss".into())), Some(0.0));
+        assert_eq!(rates.of(&Counted::Upstream("127.0.0.1:8001".into())), Some(30.0));
     }
 }

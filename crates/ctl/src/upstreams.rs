@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::render::{Align, Table, fmt_count, get_f64, get_str, get_u64};
+use crate::render::{Align, Table, fmt_count, fmt_rate, get_f64, get_str, get_u64};
 
 /// The states in the order they are shown (the server's label space).
 const STATE_ORDER: [&str; 7] =
@@ -63,15 +63,32 @@ pub(crate) fn parse(words: &[&String]) -> Result<UpstreamsCommand, String> {
 
 /// The table of an `upstreams` reply: one row per upstream.
 pub(crate) fn list_lines(reply: &Value) -> Vec<String> {
-    let mut table = Table::new(&[
-        ("UPSTREAM", Align::Left),
-        ("STATE", Align::Left),
-        ("REQUESTS", Align::Right),
-        ("ACTIVE", Align::Right),
-        ("FAILED", Align::Right),
-        ("RETRIED", Align::Right),
-        ("MEAN MS", Align::Right),
-    ]);
+    table_lines(reply, None)
+}
+
+/// Requests per second by an upstream's name (None: no rate yet).
+pub(crate) type RateOf<'a> = &'a dyn Fn(&str) -> Option<f64>;
+
+/// The upstreams' table, with a column of request rates when `rate_of` gives them (by the
+/// upstream's name; `ferrocorn top`).
+pub(crate) fn table_lines(reply: &Value, rate_of: Option<RateOf<'_>>) -> Vec<String> {
+    let mut columns = vec![("UPSTREAM", Align::Left), ("STATE", Align::Left)];
+    if rate_of.is_some() {
+        columns.push(("RPS", Align::Right));
+    }
+    columns.push(("REQUESTS", Align::Right));
+    let mut table = Table::new(
+        &[
+            columns.as_slice(),
+            &[
+                ("ACTIVE", Align::Right),
+                ("FAILED", Align::Right),
+                ("RETRIED", Align::Right),
+                ("MEAN MS", Align::Right),
+            ],
+        ]
+        .concat(),
+    );
     let empty = Vec::new();
     let upstreams = reply.get("upstreams").and_then(Value::as_array).unwrap_or(&empty);
     for u in upstreams {
@@ -86,15 +103,19 @@ pub(crate) fn list_lines(reply: &Value) -> Vec<String> {
             .get("failures")
             .and_then(Value::as_object)
             .map_or(0, |f| f.values().filter_map(Value::as_u64).sum());
-        table.push(vec![
-            get_str(u, "upstream").unwrap_or("?").to_owned(),
-            states,
+        let name = get_str(u, "upstream").unwrap_or("?");
+        let mut row = vec![name.to_owned(), states];
+        if let Some(rate_of) = rate_of {
+            row.push(fmt_rate(rate_of(name)));
+        }
+        row.extend([
             fmt_count(get_u64(u, "requests")),
             fmt_count(get_u64(u, "active")),
             fmt_count(Some(failed)),
             fmt_count(get_u64(u, "retries")),
             get_f64(u, "mean_response_ms").map_or("-".to_owned(), |ms| format!("{ms:.2}")),
         ]);
+        table.push(row);
     }
     table.lines()
 }

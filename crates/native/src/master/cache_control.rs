@@ -197,6 +197,16 @@ pub fn stats(cache: Option<CacheControl<'_>>, snapshot: &mut dyn FnMut() -> Snap
     }
 }
 
+/// The cache's part of a `status` reply (what `ferrocorn top` shows): the `cache.stats`
+/// reply without its `ok`.
+pub fn summary(s: &Snapshot, cache: CacheControl<'_>) -> Value {
+    let mut stats = stats_json(s, cache);
+    if let Some(fields) = stats.as_object_mut() {
+        fields.remove("ok");
+    }
+    stats
+}
+
 fn stats_json(s: &Snapshot, cache: CacheControl<'_>) -> Value {
     let totals = s.cache_totals();
     let store = match cache {

@@ -207,7 +207,18 @@ fn dispatch(
 ) -> (Value, Option<Command>) {
     let ok = |message: &str| json!({"ok": true, "message": message});
     match request.get("command").and_then(Value::as_str) {
-        Some("status") => (status_json(&snapshot(), master_pid), None),
+        Some("status") => {
+            let s = snapshot();
+            let mut status = status_json(&s, master_pid);
+            // what `ferrocorn top` shows besides the workers, for the servers that have it
+            if let Some(cache) = cache {
+                status["cache"] = cache_control::summary(&s, cache);
+            }
+            if crate::upstream_board::board().is_some() {
+                status["upstreams"] = upstream_control::list(&s)["upstreams"].take();
+            }
+            (status, None)
+        }
         Some("workers") => {
             let s = snapshot();
             (
