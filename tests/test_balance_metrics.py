@@ -4,10 +4,12 @@ with ``--metrics-bind`` and a control socket, in front of real upstream processe
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -204,3 +206,56 @@ def test_top_shows_each_upstream_with_its_request_rate(server, tmp_path):
     for upstream in (a, b):
         row = re.search(rf"^127\.0\.0\.1:{upstream.port}\s+up×2\s+([\d.]+)\s", text, re.M)
         assert row and float(row.group(1)) > 0, (upstream.port, p.stdout)
+
+
+def test_one_worker_runs_the_health_checks_for_the_instance(server, tmp_path):
+    """With ``-w 3`` the upstreams get one check per interval, not three: the holder of the
+    prober lease checks and the other workers adopt its verdicts. SIGKILLed, it is replaced
+    by another worker within the lease; a sick upstream is then out of service in every
+    worker."""
+    sock = tmp_path / "ctl.sock"
+    checks = tmp_path / "checks.log"
+    sick = tmp_path / "sick"
+    a = start_upstream(server, "a", env={"HEALTH_LOG": str(checks), "HEALTH_FILE": str(sick)})
+    b = start_upstream(server, "b")
+    lb = start_metered_balancer(
+        server, sock, "--upstream", upstream_arg(a), "--upstream", upstream_arg(b),
+        "--health-check", "GET /healthz interval=200ms timeout=500ms fall=2 rise=2", workers=3,
+    )
+
+    def prober():
+        listed = ctl(sock, "upstreams", json_out=True).data
+        return listed["health_check_pid"]
+
+    def workers():
+        return {w["pid"] for w in ctl(sock, "workers", json_out=True).data["workers"]}
+
+    first = wait_until(lambda: prober() in workers() and prober(), 10, "a prober among the workers")
+
+    def checks_in(seconds):
+        before = len(checks.read_text().splitlines())
+        time.sleep(seconds)
+        return len(checks.read_text().splitlines()) - before
+
+    # 2 s at one check per 200 ms: 10 for one prober, 30 if each of the 3 workers checked
+    counted = checks_in(2.0)
+    assert 5 <= counted <= 14, counted
+
+    os.kill(first, signal.SIGKILL)
+    # the lease lapses within 2 intervals + the timeout + 1 s = 1.9 s, then another worker takes it
+    second = wait_until(lambda: (lambda p: p if p not in (None, first) and p in workers() else None)(prober()),
+                        10, "another worker probing")
+    assert second != first
+    counted = checks_in(2.0)
+    assert 5 <= counted <= 14, counted
+
+    sick.write_text("1")
+    unhealthy = wait_until(
+        lambda: (lambda u: u if u["states"].get("unhealthy") == 3 else None)(
+            ctl(sock, "upstreams", json_out=True).data["upstreams"][0]),
+        10, "every worker sees a unhealthy")
+    assert unhealthy["upstream"] == f"127.0.0.1:{a.port}"
+    seen = Counter()
+    for _ in range(12):  # new connections, spread over the workers
+        seen[who(requests.get(f"{lb.url}/whoami", headers={"Connection": "close"}, timeout=10))] += 1
+    assert seen == {"b": 12}, seen

@@ -10,7 +10,8 @@ Paths:
   /echo           echoes the request body (any method), with its length in X-Body-Length
   /big?n=N        N bytes of 'x' (Content-Length)
   /chunked?n=N    N bytes of 'y' in chunks of 1000 (no Content-Length)
-  /healthz        200, or 503 while the file HEALTH_FILE exists
+  /healthz        200, or 503 while the file HEALTH_FILE exists; with HEALTH_LOG set, one line
+                  per check is appended to that file
   /cached?age=N   a response that may be cached for N seconds (Cache-Control: max-age=N)
 """
 
@@ -41,6 +42,10 @@ def app(environ, start_response):
         _record(environ)
     query = _query(environ)
     if path == "/healthz":
+        checks = os.environ.get("HEALTH_LOG")
+        if checks:
+            with open(checks, "a", encoding="utf-8") as f:
+                f.write(f"{time.monotonic():.3f}\n")
         flag = os.environ.get("HEALTH_FILE")
         sick = bool(flag) and os.path.exists(flag)
         start_response("503 Service Unavailable" if sick else "200 OK", [("Content-Length", "2")])

@@ -290,6 +290,27 @@ impl Group {
         }
     }
 
+    /// Takes `peer`'s health as decided by another checker (the instance's one prober, whose
+    /// verdict the other workers adopt instead of checking themselves); gates selection on
+    /// health from now on, and a peer coming back from `Down` starts slow start, as after its
+    /// own checks.
+    pub fn health_adopted(&mut self, peer: PeerId, state: HealthState, now: Instant) {
+        if state == HealthState::Unknown {
+            return;
+        }
+        self.health_gated = true;
+        let Some(p) = self.peers.get_mut(peer.0) else { return };
+        let before = p.health.state();
+        if p.health.adopt(state) == Some(HealthState::Up) && before == HealthState::Down {
+            p.begin_slow_start(now);
+        }
+    }
+
+    /// Each peer's health as its checks decided (`Unknown` before the first result).
+    pub fn health_states(&self) -> Vec<HealthState> {
+        self.peers.iter().map(|p| p.health.state()).collect()
+    }
+
     /// Sets the operator's override. Back to `Up` from `Drain` or `Down` starts slow start at
     /// the next `select`.
     pub fn set_admin(&mut self, peer: PeerId, admin: Admin) {

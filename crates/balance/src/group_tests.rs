@@ -244,6 +244,21 @@ fn health_checks_gate_selection() {
 }
 
 #[test]
+fn adopted_verdicts_gate_selection_and_a_return_starts_slow_start() {
+    let t0 = Instant::now();
+    let mut g = group(&["a:1 slow_start=10s", "b:1"], Method::RoundRobin);
+    g.health_adopted(PeerId(0), HealthState::Unknown, t0);
+    assert!(!g.has_health_checks(), "an undecided verdict says nothing");
+    g.health_adopted(PeerId(0), HealthState::Down, t0);
+    g.health_adopted(PeerId(1), HealthState::Up, t0);
+    assert!(run(&mut g, 4, t0).iter().all(|p| *p == 1));
+    assert_eq!(g.health_states(), [HealthState::Down, HealthState::Up]);
+    g.health_adopted(PeerId(0), HealthState::Up, t0);
+    assert_eq!(state(&g, 0, t0), PeerState::SlowStart);
+    assert_eq!(state(&g, 0, at(t0, 11)), PeerState::Up);
+}
+
+#[test]
 fn admin_overrides() {
     let t0 = Instant::now();
     let mut g = group(&["a:1", "b:1"], Method::RoundRobin);

@@ -233,6 +233,18 @@ impl HealthTracker {
         self.streak
     }
 
+    /// Takes `state` as decided by another checker (the instance's one prober, which counts
+    /// `fall` and `rise` itself); returns the new state when it changed. `Unknown` is ignored:
+    /// a checker that has not decided yet says nothing.
+    pub fn adopt(&mut self, state: HealthState) -> Option<HealthState> {
+        if state == HealthState::Unknown || state == self.state {
+            return None;
+        }
+        self.state = state;
+        self.streak = 0;
+        Some(state)
+    }
+
     /// Records one check result; returns the new state when it changed.
     pub fn observe(&mut self, passed: bool, rise: u32, fall: u32) -> Option<HealthState> {
         let target = if passed { HealthState::Up } else { HealthState::Down };
@@ -293,6 +305,20 @@ mod tests {
             let e = HealthCheckSpec::parse(input).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("expected"), "{input}: {e}");
         }
+    }
+
+    #[test]
+    fn an_adopted_verdict_replaces_the_state_and_the_run() {
+        let mut t = HealthTracker::new();
+        assert_eq!(t.adopt(HealthState::Unknown), None);
+        assert_eq!(t.adopt(HealthState::Up), Some(HealthState::Up));
+        t.observe(false, 2, 3);
+        assert_eq!(t.streak(), 1);
+        assert_eq!(t.adopt(HealthState::Up), None, "the same verdict changes nothing");
+        assert_eq!(t.adopt(HealthState::Down), Some(HealthState::Down));
+        assert_eq!((t.state(), t.streak()), (HealthState::Down, 0));
+        assert_eq!(t.adopt(HealthState::Unknown), None);
+        assert_eq!(t.state(), HealthState::Down);
     }
 
     #[test]

@@ -63,7 +63,11 @@ pub(crate) fn parse(words: &[&String]) -> Result<UpstreamsCommand, String> {
 
 /// The table of an `upstreams` reply: one row per upstream.
 pub(crate) fn list_lines(reply: &Value) -> Vec<String> {
-    table_lines(reply, None)
+    let mut lines = table_lines(reply, None);
+    if let Some(pid) = reply.get("health_check_pid").and_then(Value::as_u64) {
+        lines.push(format!("active health checks: worker {pid}"));
+    }
+    lines
 }
 
 /// Requests per second by an upstream's name (None: no rate yet).
@@ -163,5 +167,9 @@ mod tests {
         assert!(lines[0].starts_with("UPSTREAM"), "{lines:?}");
         assert!(lines[1].contains("127.0.0.1:8001") && lines[1].contains("up,failed"), "{lines:?}");
         assert!(lines[1].contains("1.50"), "{lines:?}");
+        assert_eq!(lines.len(), 2, "no prober, no line for it");
+        let mut checked = reply.clone();
+        checked["health_check_pid"] = json!(4242);
+        assert_eq!(list_lines(&checked).last().unwrap(), "active health checks: worker 4242");
     }
 }

@@ -1,10 +1,9 @@
-//! The active health check (`--health-check`): one request per upstream per interval on a
-//! connection of its own (`Connection: close`), bounded by the check's timeout, its status
-//! compared with `expect`. Each worker checks for itself (as each keeps its own selection
-//! state, like nginx without a shared zone); the first round runs before the worker accepts,
-//! so no client reaches an upstream that fails its check.
+//! The active health check (`--health-check`): one request per upstream on a connection of
+//! its own (`Connection: close`), bounded by the check's timeout, its status compared with
+//! `expect`, and a round of them over every upstream recorded in the balancer's group. When
+//! and by which worker rounds run (one prober per instance) is the worker's business
+//! (`server/upstreams.rs` in the native crate).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use ferrocorn_balance::{HealthCheckSpec, HealthState, PeerId};
@@ -116,17 +115,5 @@ pub async fn check_round(balancer: &Balancer, report: &HealthReport) {
             };
             report(peer, after, &why);
         }
-    }
-}
-
-/// Run checks forever, one round per interval (the caller spawns it after the first round).
-pub async fn run_checks(balancer: Arc<Balancer>, report: Box<HealthReport>) {
-    let Some(spec) = balancer.config().health_check.clone() else { return };
-    let mut tick = tokio::time::interval(spec.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        check_round(&balancer, &*report).await;
     }
 }

@@ -44,7 +44,7 @@ pub use balancer::{Balancer, BodyTee, Delivery, Forwarded, Observer, Proxied, Pr
 pub use config::ProxyConfig;
 pub use connection::{ConnectError, UpstreamConn};
 pub use exchange::{ClientError, REPLAY_LIMIT, Relayed};
-pub use health_check::{CheckFailure, HealthReport, check_once, check_round, run_checks};
+pub use health_check::{CheckFailure, HealthReport, check_once, check_round};
 pub use pool::Pool;
 
 pub use error::UpstreamHeadError;

@@ -9,6 +9,13 @@
 //! position, drops the overrides (a reload returns to the configuration, as in nginx and
 //! HAProxy without a state file), and moves the list generation: workers of the old list
 //! (draining after the HUP) stop writing to rows that may now mean other upstreams.
+//!
+//! Active health checks run in one worker at a time, the holder of the prober lease (a word
+//! of the pid and the lease's end, taken by compare-and-swap, renewed at every round, taken
+//! over by another worker once it lapses): it publishes each upstream's verdict in its row and
+//! bumps the health generation, and every other worker adopts the verdicts instead of
+//! checking itself. So an instance sends one check per upstream per interval, whatever its
+//! worker count, and its workers agree on which upstreams are healthy.
 
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,7 +50,16 @@ struct Row {
     duration_micros: AtomicU64,
     /// `admin | weight << 8` ([`Override`]).
     admin: AtomicU64,
+    /// The prober's verdict: [`HEALTH_UNKNOWN`], [`HEALTH_UP`] or [`HEALTH_DOWN`].
+    health: AtomicU64,
 }
+
+/// No verdict yet (no check has finished).
+pub const HEALTH_UNKNOWN: u8 = 0;
+/// The upstream passes its check.
+pub const HEALTH_UP: u8 = 1;
+/// The upstream fails its check.
+pub const HEALTH_DOWN: u8 = 2;
 
 #[repr(C)]
 struct Head {
@@ -52,6 +68,11 @@ struct Head {
     list_generation: AtomicU64,
     /// Upstreams configured (rows in use).
     upstreams: AtomicU32,
+    /// Moves whenever the prober publishes a changed verdict.
+    health_generation: AtomicU64,
+    /// The prober lease: `pid << 32 | end`, the end in tenths of a second of the monotonic
+    /// clock (0: nobody holds it).
+    prober: AtomicU64,
 }
 
 /// The balancer's table (see the module docs).
@@ -179,6 +200,57 @@ impl UpstreamBoard {
         Override { admin: (value & 0xff) as u8, weight: (value >> 8) as u32 }
     }
 
+    /// Take or renew the prober lease for process `pid` until `now_ms + lease` (monotonic
+    /// milliseconds): granted when nobody else holds a live lease. Only one of several
+    /// workers trying at once gets it.
+    pub fn take_prober_lease(&self, pid: u32, now_ms: u64, lease: Duration) -> bool {
+        let prober = &self.head().prober;
+        let current = prober.load(Ordering::Acquire);
+        let (holder, ends) = ((current >> 32) as u32, current as u32);
+        if holder != 0 && holder != pid && tenths(now_ms) < ends {
+            return false;
+        }
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let until = tenths(now_ms.saturating_add(lease_ms)).max(1);
+        let taken = (u64::from(pid) << 32) | u64::from(until);
+        prober.compare_exchange(current, taken, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Give the lease up, if `pid` holds it (a worker leaving), so another takes it at once.
+    pub fn release_prober_lease(&self, pid: u32) {
+        let prober = &self.head().prober;
+        let current = prober.load(Ordering::Acquire);
+        if (current >> 32) as u32 == pid {
+            let _ = prober.compare_exchange(current, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// The process holding a live prober lease at `now_ms`.
+    pub fn prober(&self, now_ms: u64) -> Option<u32> {
+        let current = self.head().prober.load(Ordering::Acquire);
+        let (holder, ends) = ((current >> 32) as u32, current as u32);
+        (holder != 0 && tenths(now_ms) < ends).then_some(holder)
+    }
+
+    /// Publish the prober's verdict on `upstream` ([`HEALTH_UP`], [`HEALTH_DOWN`]); the health
+    /// generation moves when it changed.
+    pub fn publish_health(&self, upstream: usize, verdict: u8) {
+        let Some(row) = self.row(upstream) else { return };
+        if row.health.swap(u64::from(verdict), Ordering::AcqRel) != u64::from(verdict) {
+            self.head().health_generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The prober's verdict on `upstream` ([`HEALTH_UNKNOWN`] before its first).
+    pub fn health_of(&self, upstream: usize) -> u8 {
+        self.row(upstream).map_or(HEALTH_UNKNOWN, |r| r.health.load(Ordering::Acquire) as u8)
+    }
+
+    /// The generation of the verdicts: it moves whenever one changes.
+    pub fn health_generation(&self) -> u64 {
+        self.head().health_generation.load(Ordering::Acquire)
+    }
+
     /// The generation of the upstream list the rows follow (see [`UpstreamBoard::reorder`]).
     pub fn list_generation(&self) -> u64 {
         self.head().list_generation.load(Ordering::Acquire)
@@ -200,9 +272,12 @@ impl UpstreamBoard {
                 retries: load(&row.retries),
                 duration_buckets: std::array::from_fn(|k| load(&row.duration_buckets[k])),
                 duration_micros: load(&row.duration_micros),
+                health: load(&row.health),
             })
             .collect();
         self.head().list_generation.fetch_add(1, Ordering::AcqRel);
+        // the old list's prober stops writing: a worker of the new list takes over at once
+        self.head().prober.store(0, Ordering::Release);
         for j in 0..MAX_UPSTREAMS {
             let Some(row) = self.row(j) else { continue };
             let from = moves.get(j).copied().flatten().and_then(|i| snapshot.get(i));
@@ -215,7 +290,9 @@ impl UpstreamBoard {
             row.duration_buckets.iter().zip(values.duration_buckets).for_each(|(a, v)| store(a, v));
             store(&row.duration_micros, values.duration_micros);
             store(&row.admin, 0);
+            store(&row.health, values.health);
         }
+        self.head().health_generation.fetch_add(1, Ordering::Release);
         for slot in 0..self.slots {
             self.clear_slot(slot);
         }
@@ -262,6 +339,13 @@ struct RowValues {
     retries: u64,
     duration_buckets: [u64; N_BUCKETS],
     duration_micros: u64,
+    health: u64,
+}
+
+/// Monotonic milliseconds in tenths of a second, as the lease word keeps them (wraps after
+/// 13 years of uptime).
+fn tenths(ms: u64) -> u32 {
+    (ms / 100) as u32
 }
 
 impl Drop for UpstreamBoard {
@@ -327,6 +411,45 @@ mod tests {
         assert_eq!(counts[1].active, 0, "the old list's in-flight count is not carried");
         assert!((0..3).all(|i| board.override_of(i) == Override::default()));
         assert!(counts.iter().all(|c| c.states.iter().all(|&n| n == 0)));
+    }
+
+    #[test]
+    fn one_worker_holds_the_prober_lease_until_it_lapses_or_is_given_up() {
+        let board = UpstreamBoard::new(2).unwrap();
+        let lease = Duration::from_secs(5);
+        let t = 1_000_000;
+        assert_eq!(board.prober(t), None);
+        assert!(board.take_prober_lease(11, t, lease));
+        assert!(!board.take_prober_lease(22, t + 1_000, lease), "11 holds a live lease");
+        assert!(board.take_prober_lease(11, t + 4_000, lease), "the holder renews");
+        assert_eq!(board.prober(t + 8_900), Some(11));
+        assert_eq!(board.prober(t + 9_000), None, "lapsed 5 s after the renewal");
+        assert!(board.take_prober_lease(22, t + 9_000, lease), "taken over once lapsed");
+        assert!(!board.take_prober_lease(11, t + 9_100, lease));
+        board.release_prober_lease(11);
+        assert_eq!(board.prober(t + 9_100), Some(22), "only the holder gives it up");
+        board.release_prober_lease(22);
+        assert_eq!(board.prober(t + 9_100), None);
+        assert!(board.take_prober_lease(11, t + 9_100, lease));
+    }
+
+    #[test]
+    fn verdicts_move_the_health_generation_only_when_they_change_and_follow_a_reorder() {
+        let board = UpstreamBoard::new(1).unwrap();
+        board.set_upstream_count(2);
+        let g0 = board.health_generation();
+        assert_eq!(board.health_of(1), HEALTH_UNKNOWN);
+        board.publish_health(0, HEALTH_UP);
+        board.publish_health(1, HEALTH_DOWN);
+        let g1 = board.health_generation();
+        assert!(g1 > g0);
+        board.publish_health(0, HEALTH_UP);
+        assert_eq!(board.health_generation(), g1, "the same verdict again");
+        assert!(board.take_prober_lease(7, 0, Duration::from_secs(60)));
+        board.reorder(&[Some(1), None]);
+        assert_eq!((board.health_of(0), board.health_of(1)), (HEALTH_DOWN, HEALTH_UNKNOWN));
+        assert!(board.health_generation() > g1);
+        assert_eq!(board.prober(0), None, "a reload frees the lease for the new list's workers");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The load balancer's control commands, answered by the master from the shared table:
-//! `upstreams` (each upstream's counters and the states its workers see it in) and
+//! `upstreams` (each upstream's counters, the states its workers see it in, and which worker
+//! runs the active health checks) and
 //! `upstreams.set` (drain, down or up an upstream, or give it a new weight, without a reload:
 //! the workers apply it before their next request).
 
@@ -41,7 +42,10 @@ pub fn list(snapshot: &Snapshot) -> Value {
             })
         })
         .collect();
-    json!({"ok": true, "upstreams": upstreams})
+    // the worker running the active health checks for the instance, when there are any
+    let prober =
+        crate::upstream_board::board().and_then(|b| b.prober(ferrocorn_shm::monotonic_ms()));
+    json!({"ok": true, "upstreams": upstreams, "health_check_pid": prober})
 }
 
 /// The `upstreams.set` reply: `upstream` (its address as configured), and `admin` (`up`,

@@ -54,11 +54,20 @@ pub struct Shared {
     pub(super) all_closed: Notify,
     /// A load balancer's upstream group, pool and settings (the balancer class only).
     pub balancer: Option<Arc<ferrocorn_proxy::Balancer>>,
-    /// The generation of the operator's upstream overrides this worker applied last (checked
-    /// at each request and by the balancer's 250 ms upkeep).
-    pub overrides_seen: Arc<AtomicU64>,
+    /// The generations of the shared upstream table this worker took in last (checked at
+    /// each request and by the balancer's 250 ms upkeep).
+    pub board_seen: Arc<BoardSeen>,
     /// A `/` pool worker's way to each other worker pool (`opts.routes`, same order).
     pub pool_balancers: Vec<Arc<ferrocorn_proxy::Balancer>>,
+}
+
+/// The generations of the shared upstream table a balancer worker took in last.
+#[derive(Debug, Default)]
+pub struct BoardSeen {
+    /// The operator's overrides (`ferrocorn ctl upstreams`).
+    pub overrides: AtomicU64,
+    /// The prober's health verdicts.
+    pub health: AtomicU64,
 }
 
 /// Where a worker runs its app.

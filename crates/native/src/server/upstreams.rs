@@ -1,9 +1,16 @@
 //! A balancer worker's upstream side at the worker level: its [`Balancer`] made at start
-//! (with the active health check's first round done before anything is accepted), the
-//! background upkeep (health-check rounds, closing idle upstream connections, publishing the
-//! state it sees each upstream in), the operator's overrides applied from shared memory, and
-//! the [`Observer`] that logs and counts what happens to requests on their way to the
-//! upstreams.
+//! (with every upstream's health known before anything is accepted), the background upkeep
+//! (closing idle upstream connections, publishing the state it sees each upstream in), the
+//! operator's overrides and the prober's health verdicts applied from shared memory, and the
+//! [`Observer`] that logs and counts what happens to requests on their way to the upstreams.
+//!
+//! Active health checks run in one worker of the instance at a time, the holder of the
+//! prober lease in the shared table (`crates/shm/src/upstream_board.rs`): it checks every
+//! upstream each interval, publishes the verdicts, and the other workers adopt them (one
+//! atomic load per request and per 250 ms). A worker that starts while a live prober has
+//! decided every upstream adopts its verdicts; otherwise it checks every upstream itself
+//! before it accepts. Without the shared table (a worker of a list a reload replaced) a
+//! worker checks for itself, as before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,23 +18,130 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use ferrocorn_balance::{Admin, Failure, PeerId, PeerState};
-use ferrocorn_proxy::{Balancer, Observer, check_round, run_checks};
+use ferrocorn_balance::{Admin, Failure, HealthCheckSpec, HealthState, PeerId, PeerState};
+use ferrocorn_proxy::{Balancer, HealthReport, Observer, check_round};
+use ferrocorn_shm::upstream_board::{HEALTH_DOWN, HEALTH_UNKNOWN, HEALTH_UP, UpstreamBoard};
 
 use super::shared::Shared;
 use crate::logging::{info, warning};
 use crate::options::{BalanceOptions, PoolRoute};
 
-/// Make this worker's balancer and run the first health-check round.
+/// Make this worker's balancer and learn every upstream's health before accepting.
 pub(super) async fn start(options: &BalanceOptions) -> std::io::Result<Arc<Balancer>> {
     let seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
     let balancer = Balancer::new(options.proxy.clone(), seed)
         .map_err(|e| std::io::Error::other(format!("cannot set up the upstreams: {e}")))?;
     let balancer = Arc::new(balancer);
-    if balancer.config().health_check.is_some() {
-        check_round(&balancer, &report_health(&balancer)).await;
+    if let Some(spec) = balancer.config().health_check.clone() {
+        let board = crate::upstream_board::worker_board();
+        let n = balancer.config().upstreams.len();
+        let prober = board.and_then(|b| b.prober(ferrocorn_shm::monotonic_ms()));
+        match board {
+            Some(board) if prober.is_some() && all_decided(board, n) => {
+                adopt_verdicts(&balancer, board);
+            }
+            _ => health_round(&balancer, &spec, &report_health(&balancer)).await,
+        }
     }
     Ok(balancer)
+}
+
+/// How long the prober's lease lasts past each round: two intervals and a check's timeout,
+/// so a slow prober keeps it and a dead one is replaced within that time.
+fn prober_lease(spec: &HealthCheckSpec) -> Duration {
+    spec.interval * 2 + spec.timeout + Duration::from_secs(1)
+}
+
+/// Whether the prober has a verdict on each of the `n` upstreams (those the table has rows
+/// for).
+fn all_decided(board: &UpstreamBoard, n: usize) -> bool {
+    let rows = n.min(ferrocorn_shm::upstream_board::MAX_UPSTREAMS);
+    (0..rows).all(|i| board.health_of(i) != HEALTH_UNKNOWN)
+}
+
+/// One round of checks by this worker, into its own group; published for the other workers
+/// when it holds (or now takes) the prober lease.
+async fn health_round(balancer: &Balancer, spec: &HealthCheckSpec, report: &HealthReport) {
+    let board = crate::upstream_board::worker_board();
+    let pid = std::process::id();
+    let lease = prober_lease(spec);
+    let probing =
+        board.is_some_and(|b| b.take_prober_lease(pid, ferrocorn_shm::monotonic_ms(), lease));
+    check_round(balancer, report).await;
+    if let Some(board) = board.filter(|_| probing) {
+        for (i, state) in balancer.group().health_states().into_iter().enumerate() {
+            let verdict = match state {
+                HealthState::Up => HEALTH_UP,
+                HealthState::Down => HEALTH_DOWN,
+                HealthState::Unknown => continue,
+            };
+            board.publish_health(i, verdict);
+        }
+    }
+}
+
+/// Health-check rounds, one per interval, by whichever worker holds the prober lease (or by
+/// this one alone when it has no shared table); the first round was run at start. A retiring
+/// worker leaves the checks to the others.
+async fn run_health_rounds(
+    balancer: Arc<Balancer>,
+    spec: HealthCheckSpec,
+    retiring: tokio::sync::watch::Receiver<bool>,
+) {
+    let report = report_health(&balancer);
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if *retiring.borrow() && crate::upstream_board::worker_board().is_some() {
+            leave_probing();
+            continue;
+        }
+        let pid = std::process::id();
+        let lease = prober_lease(&spec);
+        let now = ferrocorn_shm::monotonic_ms();
+        match crate::upstream_board::worker_board() {
+            // another worker probes: its verdicts arrive through adopt_verdicts
+            Some(board) if !board.take_prober_lease(pid, now, lease) => {}
+            _ => health_round(&balancer, &spec, &report).await,
+        }
+    }
+}
+
+/// Take the prober's verdicts into this worker's group.
+fn adopt_verdicts(balancer: &Balancer, board: &UpstreamBoard) {
+    let now = Instant::now();
+    let mut group = balancer.group();
+    for i in 0..group.len() {
+        let state = match board.health_of(i) {
+            HEALTH_UP => HealthState::Up,
+            HEALTH_DOWN => HealthState::Down,
+            _ => continue,
+        };
+        group.health_adopted(PeerId(i), state, now);
+    }
+}
+
+/// Adopt the prober's verdicts when they changed since `seen` (the generation this worker
+/// adopted last, updated here). Nothing without health checks or a shared table.
+pub(super) fn adopt_health(balancer: &Balancer, seen: &AtomicU64) {
+    if balancer.config().health_check.is_none() {
+        return;
+    }
+    let Some(board) = crate::upstream_board::worker_board() else { return };
+    let generation = board.health_generation();
+    if seen.swap(generation, Ordering::AcqRel) != generation {
+        adopt_verdicts(balancer, board);
+    }
+}
+
+/// Give the prober lease up when this worker holds it (it is leaving), so another worker
+/// takes the checks over at its next round instead of after the lease lapses.
+pub(super) fn leave_probing() {
+    if let Some(board) = crate::upstream_board::worker_board() {
+        board.release_prober_lease(std::process::id());
+    }
 }
 
 /// Logs an upstream's change of health.
@@ -72,19 +186,20 @@ pub(super) fn spawn_pool_upkeep(shared: &Shared) {
 
 /// Start the balancer's background tasks on the worker's runtime.
 pub(super) fn spawn_upkeep(shared: &Shared, balancer: Arc<Balancer>) {
-    if balancer.config().health_check.is_some() {
-        let report = Box::new(report_health(&balancer));
-        shared.spawn(run_checks(balancer.clone(), report));
+    if let Some(spec) = balancer.config().health_check.clone() {
+        shared.spawn(run_health_rounds(balancer.clone(), spec, shared.shutdown.clone()));
     }
     let slot = shared.runtime.slot;
-    let overrides_seen = shared.overrides_seen.clone();
+    let seen = shared.board_seen.clone();
     shared.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
             balancer.expire_idle();
-            // Also here, not only per request: an idle worker shows the operator's override.
-            apply_overrides(&balancer, &overrides_seen);
+            // Also here, not only per request: an idle worker shows the operator's override
+            // and the prober's verdicts.
+            apply_overrides(&balancer, &seen.overrides);
+            adopt_health(&balancer, &seen.health);
             publish_states(&balancer, slot);
         }
     });

@@ -173,7 +173,7 @@ async fn worker_main(
         unanswered: AtomicUsize::new(0),
         all_closed: Notify::new(),
         balancer,
-        overrides_seen: Arc::default(),
+        board_seen: Arc::default(),
         pool_balancers,
     });
     if let Some(balancer) = &shared.balancer {
@@ -224,6 +224,9 @@ async fn worker_main(
     };
     let _ = shared.stop.send(true);
     shared.slot().set_state(SlotState::Retiring);
+    if shared.balancer.is_some() {
+        super::upstreams::leave_probing();
+    }
     // Registered before the count is read, so a last connection closing in between is seen.
     let drained = shared.all_closed.notified();
     let mut drained = std::pin::pin!(drained);
