@@ -77,9 +77,10 @@ def free_cluster_port() -> int:
     raise AssertionError("no free port pair for a cluster node")
 
 
-def cli(port: int, *args: str, timeout: float = 5.0) -> str:
+def cli(port: int, *args: str, timeout: float = 5.0, password: str | None = None) -> str:
+    auth = ["--no-auth-warning", "-a", password] if password else []
     out = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *auth, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -91,9 +92,10 @@ def cli(port: int, *args: str, timeout: float = 5.0) -> str:
 class Redis:
     """A ``redis-server`` on a loopback port, without persistence."""
 
-    def __init__(self, port: int | None = None, *extra: str):
+    def __init__(self, port: int | None = None, *extra: str, password: str | None = None):
         self.port = port or free_port()
         self.extra = extra
+        self.password = password
         self.dir = tempfile.mkdtemp(prefix="ferrocorn-redis-")
         self.proc: subprocess.Popen | None = None
         self.log = open(f"{self.dir}/redis.log", "wb")  # noqa: SIM115 (kept open while it runs)
@@ -101,16 +103,24 @@ class Redis:
     def start(self) -> Redis:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning", *self.extra],
+             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning", *self.extra,
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_until(lambda: cli(self.port, "PING") == "PONG", 10.0, f"redis-server on {self.port}")
+            wait_until(lambda: cli(self.port, "PING", password=self.password) == "PONG", 10.0,
+                       f"redis-server on {self.port}")
         except AssertionError as e:
             self.kill()
             raise AssertionError(f"{e}; its output:\n{open(self.log.name).read()[-2000:]}") from None
         return self
+
+    def restart(self) -> Redis:
+        """Start it again on its port and directory (a cluster node rejoins from its
+        nodes.conf), after :meth:`kill`."""
+        self.log = open(f"{self.dir}/redis.log", "ab")  # noqa: SIM115 (kept open while it runs)
+        return self.start()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -372,6 +382,34 @@ def test_ctl_cache_purges_and_stats_act_on_redis(redis_server, counts, server, t
                "a purge once Redis answers again")
 
 
+def test_a_password_protected_redis_with_the_right_and_a_wrong_password(server, counts):
+    """``redis://:PASSWORD@host`` authenticates; a wrong password degrades to pass-through with
+    a warning, like an unreachable Redis, and no log line shows either password."""
+    redis = Redis(None, password="s3cret-pw").start()
+    try:
+        env = {"CACHE_BACKEND_COUNTS": str(counts)}
+        flags = ["-w", "1", "--cache", *KEY, *PATIENT]
+        good = server(APP, *flags, "--cache-backend", f"redis://:s3cret-pw@127.0.0.1:{redis.port}/0", env=env)
+        target = "/auth?cc=max-age=60"
+        assert xcs(get(good, target)) == "MISS"
+        assert xcs(get(good, target)) == "HIT"
+        names = cli(redis.port, "--scan", "--pattern", "fc:r:*", password="s3cret-pw").split()
+        assert len(names) == 1 and names[0].endswith(":http/auth?cc=max-age=60"), names
+
+        bad = server(APP, *flags, "--cache-backend", f"redis://:wrong-pw@127.0.0.1:{redis.port}/0", env=env)
+        answers = [get(bad, target) for _ in range(3)]
+        assert [(r.status_code, xcs(r) in ("MISS", "BYPASS")) for r in answers] == [(200, True)] * 3
+        assert calls(counts, target) == 4  # the good instance's fill, and each of the bad one's
+        line = bad.wait_log(rf"Cache backend redis://127\.0\.0\.1:{redis.port}/0 (unreachable|refused)",
+                            timeout=5)
+        assert line is not None
+        for srv in (good, bad):
+            assert "s3cret-pw" not in srv.stderr_text() and "wrong-pw" not in srv.stderr_text()
+    finally:
+        redis.kill()
+        shutil.rmtree(redis.dir, ignore_errors=True)
+
+
 def test_redis_unreachable_at_start_is_a_warning(server):
     url = f"redis://127.0.0.1:{free_port()}/0"
     srv = server(APP, "--cache", "--cache-backend", url, *KEY)
@@ -492,3 +530,49 @@ def test_a_cluster_spreads_entries_and_purges_on_every_node(cluster, pair, count
     assert op(app, "/get", k="app5")["result"] == "<missing>"
     assert xcs(get(b, targets[4])) == "MISS"  # gone by the purge above, not by clear()
     assert xcs(get(a, targets[4])) == "HIT"  # clear() leaves the response cache alone
+
+
+def test_a_cluster_node_killed_mid_run_passes_through_then_recovers(cluster, server, counts):
+    """One of the three masters SIGKILLed under a request loop: the cluster goes down (no
+    replicas), every answer is still a 200 from the app, and once the node is back (rejoining
+    from its nodes.conf, empty) the entries are filled again and answered as HITs."""
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in cluster)
+    srv = server(APP, "-w", "2", "--cache", "--cache-backend", url, *KEY,
+                 env={"CACHE_BACKEND_COUNTS": str(counts)})
+    targets = [f"/cd/{i}?cc=max-age=60" for i in range(9)]
+    for t in targets:
+        assert xcs(get(srv, t)) == "MISS"
+    wait_until(lambda: all(xcs(get(srv, t)) == "HIT" for t in targets), 10, "every key a HIT")
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def loop():
+        i = 0
+        while not stop.is_set():
+            r = get(srv, targets[i % len(targets)])
+            seen.append((r.status_code, xcs(r)))
+            i += 1
+            time.sleep(0.01)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.3)
+        cluster[0].kill()
+        srv.wait_log(r"Cache backend redis\+cluster://\S+ (unreachable|refused)", timeout=10)
+        # the others mark the cluster failed after --cluster-node-timeout (2 s)
+        wait_until(lambda: "cluster_state:fail" in cli(cluster[1].port, "CLUSTER", "INFO"), 10,
+                   "the cluster down without its node")
+        before = len(seen)
+        wait_until(lambda: len(seen) >= before + 20, 10, "requests answered while the cluster is down")
+        assert "HIT" not in {s for _, s in seen[before + 5:]}, "no HIT from a failed cluster"
+        cluster[0].restart()
+        for n in cluster:
+            wait_until(lambda n=n: "cluster_state:ok" in cli(n.port, "CLUSTER", "INFO"), 15, "cluster_state:ok")
+        wait_until(lambda: [s for _, s in seen[-len(targets):]] == ["HIT"] * len(targets), 20,
+                   "every key a HIT again")
+    finally:
+        stop.set()
+        t.join(10)
+    assert all(status == 200 for status, _ in seen), sorted(set(seen))
+    assert {s for _, s in seen} <= {"HIT", "MISS", "BYPASS"}, sorted(set(seen))
