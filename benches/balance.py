@@ -253,30 +253,10 @@ class Scenario:
         self.keys = keys                   # row keys, in order
 
 
-def hello_server_path(args):
-    """The hello_server binary; builds the release one once if it is missing."""
-    if args.hello_server:
-        if not os.access(args.hello_server, os.X_OK):
-            raise SystemExit(f"--hello-server {args.hello_server}: not an executable")
-        return os.path.abspath(args.hello_server)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    path = os.path.join(target, "release", "examples", "hello_server")
-    if not os.access(path, os.X_OK):
-        cmd = ["cargo", "build", "--release", "--example", "hello_server", "-p", "ferrocorn-bench"]
-        log(f"{path} missing: building it once ($ {' '.join(cmd)})")
-        if shutil.which("cargo") is None:
-            raise SystemExit("cargo not found on PATH: build hello_server first, or give "
-                             "--hello-server PATH")
-        subprocess.run(cmd, cwd=ROOT, check=True, stdin=subprocess.DEVNULL, timeout=1800)
-        if not os.access(path, os.X_OK):
-            raise SystemExit(f"{path} still missing after the build")
-    return path
-
-
 def scenarios(args):
     out = []
     if "hello" in args.scenario_list:
-        hello = hello_server_path(args)
+        hello = compare.hello_server_path(args.hello_server)
         t = args.backend_threads
         out.append(Scenario(
             "hello", f"Round robin over two hyper hello backends (hello_server, {t} thread each)",

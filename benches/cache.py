@@ -4,8 +4,8 @@
 Usage (from the repository root)::
 
     python benches/cache.py [--duration 10] [--warmup 2] [--repeat 1] [--workers 2]
-        [--servers ferrocorn-cache,haproxy,nginx,nginx-ofc,ferrocorn] [--with-varnish]
-        [--ferrocorn CMD] [--out FILE.md]
+        [--servers ferrocorn-cache,haproxy,nginx,nginx-ofc,ferrocorn,hyper] [--with-varnish]
+        [--ferrocorn CMD] [--hello-server PATH] [--out FILE.md]
 
 Every row serves the same WSGI app: a 13-byte ``Hello, World!`` with ``Cache-Control:
 max-age=3600`` (written by the script into a temp dir). Rows:
@@ -22,6 +22,9 @@ max-age=3600`` (written by the script into a temp dir). Rows:
 * ``ferrocorn`` — ``ferrocorn -w 2 -k sync`` without the cache: the reference for "a hit is at
   least 1.5× ferrocorn's own uncached hello".
 * ``varnish`` (``--with-varnish``; skipped when ``varnishd`` is missing) — Varnish, malloc storage.
+* ``hyper`` — the bare hyper hello (``crates/bench/examples/hello_server.rs``, one runtime thread
+  per worker), no cache: the ceiling of a server that only reads a request and writes the same
+  13 bytes, on the cores wrk shares. ``hyper ÷ ferrocorn`` bounds any "hit ÷ uncached hello".
 
 The backend behind the proxies is ``ferrocorn -w 1 -k sync`` without ``--cache``, started fresh
 for each row. Every cached row must prove it hits before it is measured: one request warms the
@@ -274,6 +277,14 @@ def legs(args):
         "varnish": Leg(
             "varnish", "Varnish", f"thread_pools {w}, malloc 256 MB {backend}",
             varnish_argv, "varnishd", "apt-get install -y varnish", proxy=True),
+        # The ceiling: a server that does nothing per request but parse and answer the fixed
+        # 13 bytes (one read, one write), no cache, no Python.
+        "hyper": Leg(
+            "hyper", "bare hyper hello (ceiling)", f"hello_server, {w} runtime threads",
+            lambda a, p, u, d: [compare.hello_server_path(a.hello_server), str(p), "0",
+                                str(a.workers)],
+            None, "cargo build --release --example hello_server -p ferrocorn-bench",
+            cached=False),
     }
 
 
@@ -499,7 +510,8 @@ def summary(rows):
                                    ("nginx", "nginx proxy_cache", None),
                                    ("nginx-ofc", "nginx proxy_cache + open_file_cache", None),
                                    ("varnish", "Varnish", None),
-                                   ("ferrocorn", "ferrocorn uncached hello", HIT_TARGET)):
+                                   ("ferrocorn", "ferrocorn uncached hello", HIT_TARGET),
+                                   ("hyper", "bare hyper hello (ceiling)", None)):
             r = by.get(key)
             if r is None:
                 continue
@@ -514,6 +526,11 @@ def summary(rows):
                          f"p99 {fmt(fc['p99'], '.2f')} vs {fmt(r['p99'], '.2f')} ms saturated, "
                          f"{fmt(fc.get('open_p99'), '.2f')} vs {fmt(r.get('open_p99'), '.2f')} ms "
                          f"at the same offered load")
+    hello, hyper = by.get("ferrocorn"), by.get("hyper")
+    if hello and hyper and hello["status"] == hyper["status"] == "ok":
+        lines.append(f"- ceiling: bare hyper hello / ferrocorn uncached hello: "
+                     f"{ratio(hyper['rps'], hello['rps']):.2f}× RPS — a server with no work per "
+                     f"request beyond one read and one write, on the same cores as wrk")
     for r in rows:
         if r["status"] == "ok" and r.get("app_calls") is not None:
             idle = r["app_calls"] == 0
@@ -557,7 +574,10 @@ def main():
                     help="ferrocorn workers, HAProxy nbthread, nginx worker_processes (2)")
     ap.add_argument("--backend-workers", type=int, default=1,
                     help="workers of the ferrocorn backend behind the proxies (1)")
-    ap.add_argument("--servers", default="ferrocorn-cache,haproxy,nginx,nginx-ofc,ferrocorn",
+    ap.add_argument("--hello-server", default=None,
+                    help="the bare hyper hello binary of the ceiling row (default: built once "
+                         "from crates/bench/examples/hello_server.rs)")
+    ap.add_argument("--servers", default="ferrocorn-cache,haproxy,nginx,nginx-ofc,ferrocorn,hyper",
                     help="rows, in this order (ferrocorn-cache,haproxy,nginx,nginx-ofc,ferrocorn; "
                          "also varnish)")
     ap.add_argument("--with-varnish", action="store_true",
@@ -585,6 +605,8 @@ def main():
         b = known[k].binary
         if b and shutil.which(b) is None:
             log(f"{b} not found on PATH: row {k} will say so ({known[k].install})")
+    if "hyper" in keys:  # built (once) before anything is measured
+        args.hello_server = compare.hello_server_path(args.hello_server)
     chosen = [known[k] for k in keys]
 
     ws = compare.Workspace("ferrocorn-cache-bench-")

@@ -579,6 +579,28 @@ def emit(report, out):
             f.write(report + "\n")
 
 
+def hello_server_path(explicit=None):
+    """The bare hyper hello (``crates/bench/examples/hello_server.rs``): ``explicit`` when given
+    (a ``--hello-server PATH``), else the release build, built once if it is missing."""
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise SystemExit(f"--hello-server {explicit}: not an executable")
+        return os.path.abspath(explicit)
+    root = os.path.dirname(HERE)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
+    path = os.path.join(target, "release", "examples", "hello_server")
+    if not os.access(path, os.X_OK):
+        cmd = ["cargo", "build", "--release", "--example", "hello_server", "-p", "ferrocorn-bench"]
+        log(f"{path} missing: building it once ($ {' '.join(cmd)})")
+        if shutil.which("cargo") is None:
+            raise SystemExit("cargo not found on PATH: build hello_server first, or give "
+                             "--hello-server PATH")
+        subprocess.run(cmd, cwd=root, check=True, stdin=subprocess.DEVNULL, timeout=1800)
+        if not os.access(path, os.X_OK):
+            raise SystemExit(f"{path} still missing after the build")
+    return path
+
+
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
