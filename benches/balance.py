@@ -70,7 +70,6 @@ import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
