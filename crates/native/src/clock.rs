@@ -136,9 +136,22 @@ thread_local! {
     static DATE_CACHE: RefCell<(i64, Vec<u8>)> = const { RefCell::new((i64::MIN, Vec::new())) };
 }
 
+/// The Unix time in whole seconds, from `CLOCK_REALTIME_COARSE` (a few ms behind the precise
+/// clock at most, at a fifth of its cost): for what counts whole seconds on every request, the
+/// `Date` header and the cache's freshness.
+pub fn unix_seconds_now() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid, owned `ts`.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        ts.tv_sec
+    } else {
+        unix_seconds(SystemTime::now())
+    }
+}
+
 /// Calls `f` with the current `Date` header value; formatted at most once per second per thread.
 pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
-    let now = unix_seconds(SystemTime::now());
+    let now = unix_seconds_now();
     DATE_CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != now {

@@ -38,10 +38,7 @@ static STORE: OnceLock<CacheStore> = OnceLock::new();
 
 /// Unix seconds now (the clock every cache decision is given).
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::unix_seconds_now()
 }
 
 /// Map the store with a ring of `max_size` bytes, unless it is mapped already, and record a

@@ -186,7 +186,8 @@ impl<S: ClientStream> Conn<S> {
                 .then(|| self.new_fill(&opts, store, head, primary_len, None, None, true));
             return Consulted::ToApp(tagged(CacheStatus::Bypass, fill));
         }
-        let waiting_since = Instant::now();
+        // when this request first found a live filler (the lock wait's start)
+        let mut waiting_since: Option<Instant> = None;
         let mut pause = Duration::from_millis(1);
         let mut lock_wait = LockWait::default();
         loop {
@@ -206,7 +207,8 @@ impl<S: ClientStream> Conn<S> {
                 }
                 Found::Uncacheable => (Stored::Uncacheable, Filler::None),
             };
-            let waited_out = waiting_since.elapsed() >= opts.lock_timeout;
+            let waited_out = filler == Filler::Live
+                && waiting_since.get_or_insert_with(Instant::now).elapsed() >= opts.lock_timeout;
             let step = decide(stored, filler, now, &opts.rules, waited_out);
             if step != Step::Wait {
                 lock_wait.over(self.cache_counters());

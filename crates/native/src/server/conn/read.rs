@@ -6,8 +6,9 @@ use ferrocorn_http::{
     parse_request_head,
 };
 use tokio::io::AsyncReadExt;
-use tokio::time::{Duration, timeout, timeout_at};
+use tokio::time::{Duration, timeout_at};
 
+use super::respond::timeout_if_pending;
 use super::{BODY_QUEUE_LIMIT, BODY_READ_CHUNK, Conn, ConnError, READ_CHUNK, wake_receive};
 use crate::logging::debug;
 use crate::wsgi::{BodyCollector, RequestBody};
@@ -91,8 +92,10 @@ impl<S: ClientStream> Conn<S> {
         let opts = &self.shared.opts;
         let idle = if first { opts.header_timeout } else { opts.keepalive };
         let header_timeout = opts.header_timeout;
-        let mut head_deadline =
-            (!self.rbuf.is_empty()).then(|| tokio::time::Instant::now() + header_timeout);
+        // A head has begun (bytes are in): the rest must come within the header timeout, from
+        // when it is first waited for (the clock is read only then).
+        let mut head_begun = !self.rbuf.is_empty();
+        let mut head_deadline = None;
         loop {
             if !self.rbuf.is_empty() {
                 let opts = &self.shared.opts;
@@ -103,8 +106,10 @@ impl<S: ClientStream> Conn<S> {
                     return Ok(Some(parsed));
                 }
             }
-            match head_deadline {
-                Some(deadline) => {
+            match head_begun {
+                true => {
+                    let deadline = *head_deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + header_timeout);
                     if self.fill_until(deadline).await? == 0 {
                         return Err(ParseError::new(
                             ErrorKind::NoMoreData,
@@ -113,7 +118,7 @@ impl<S: ClientStream> Conn<S> {
                         .into());
                     }
                 }
-                None => {
+                false => {
                     // A stopping worker keeps idle connections a moment longer so a request
                     // already on its way is answered (with `Connection: close`) instead of
                     // meeting a closed socket.
@@ -122,14 +127,12 @@ impl<S: ClientStream> Conn<S> {
                     let grace = self.shared.opts.keepalive.max(Duration::from_millis(500));
                     let wait = if stopping { idle.min(grace) } else { idle };
                     let read = tokio::select! {
-                        r = timeout(wait, self.fill()) => r,
+                        r = timeout_if_pending(wait, self.fill()) => r,
                         _ = shutdown.wait_for(|stop| *stop), if !stopping => continue,
                     };
                     match read {
                         Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
-                        Ok(Ok(_)) => {
-                            head_deadline = Some(tokio::time::Instant::now() + header_timeout)
-                        }
+                        Ok(Ok(_)) => head_begun = true,
                     }
                 }
             }
