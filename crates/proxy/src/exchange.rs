@@ -10,6 +10,7 @@ use std::io;
 use std::time::Duration;
 
 use ferrocorn_http::{BodyPump, Limits, ParseError, RequestHead};
+use ferrocorn_net::bounded::timeout_if_pending;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::balancer::Delivery;
@@ -153,7 +154,7 @@ async fn read_client<C: AsyncRead + Unpin>(
 
 /// Write `bytes` to an upstream within `limit`.
 async fn send(conn: &mut UpstreamConn, bytes: &[u8], limit: Duration) -> Result<(), AttemptError> {
-    match tokio::time::timeout(limit, conn.write_all(bytes)).await {
+    match timeout_if_pending(limit, conn.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(AttemptError::Send(e)),
         Err(_) => Err(AttemptError::SendTimeout),
@@ -323,7 +324,7 @@ impl BodyRelay<'_> {
             return Ok(());
         }
         self.head_sent = true;
-        let written = tokio::time::timeout(self.client_timeout, client.write_all(&self.out)).await;
+        let written = timeout_if_pending(self.client_timeout, client.write_all(&self.out)).await;
         self.out.clear();
         match written {
             Ok(Ok(())) => Ok(()),

@@ -8,10 +8,10 @@ use ferrocorn_http::{
 use tokio::io::AsyncReadExt;
 use tokio::time::{Duration, timeout_at};
 
-use super::respond::timeout_if_pending;
 use super::{BODY_QUEUE_LIMIT, BODY_READ_CHUNK, Conn, ConnError, READ_CHUNK, wake_receive};
 use crate::logging::debug;
 use crate::wsgi::{BodyCollector, RequestBody};
+use ferrocorn_net::bounded::timeout_if_pending;
 use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {

@@ -157,9 +157,11 @@ impl<S: ClientStream> Conn<S> {
 
     pub(super) async fn flush(&mut self) -> bool {
         let written = self.stream.write_all(&self.wbuf);
-        let result =
-            timeout_if_pending(self.shared.opts.io_timeout, client_write(&mut self.lease, written))
-                .await;
+        let result = ferrocorn_net::bounded::timeout_if_pending(
+            self.shared.opts.io_timeout,
+            client_write(&mut self.lease, written),
+        )
+        .await;
         self.wbuf.clear();
         Self::flushed(result)
     }
@@ -175,7 +177,8 @@ impl<S: ClientStream> Conn<S> {
         }
         let written =
             client_write(&mut self.lease, write_last(&mut self.stream, self.direct, &self.wbuf));
-        let result = timeout_if_pending(self.shared.opts.io_timeout, written).await;
+        let result =
+            ferrocorn_net::bounded::timeout_if_pending(self.shared.opts.io_timeout, written).await;
         self.wbuf.clear();
         Self::flushed(result)
     }
@@ -488,21 +491,6 @@ pub(super) fn close_follows(keep_alive: bool, framing: ResponseFraming, chunks: 
 /// connection meanwhile, however slowly this client reads); and a worker that can start no
 /// other request (a sync worker streaming its app's response) is told, so that it leaves the
 /// listener's wait queue meanwhile.
-/// `fut` bounded by `limit`, with the timer (and its clock reading) set up only when `fut` is
-/// not ready at once: most writes go into the socket's buffer and most next requests are
-/// already there under load, so they cost no timer at all.
-pub(super) async fn timeout_if_pending<F: std::future::Future>(
-    limit: Duration,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-    match first {
-        std::task::Poll::Ready(out) => Ok(out),
-        std::task::Poll::Pending => timeout(limit, fut).await,
-    }
-}
-
 pub(super) async fn client_write<F: std::future::Future>(
     lease: &mut ConnectionLease,
     write: F,
