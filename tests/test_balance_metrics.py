@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import threading
 import time
 from collections import Counter
 
 import pytest
 import requests
 
-from apps.obs.obshelpers import METRICS_RE, ctl, ferrocorn_cli, metric_snapshot, value, wait_until
+from apps.obs.obshelpers import METRICS_RE, ctl, metric_snapshot, top_under_load, value, wait_until
 from conftest import ferrocorn_cmd
 from test_balance import free_port, kill_instance, start_upstream, upstream_arg, who
 
@@ -182,24 +180,10 @@ def test_top_shows_each_upstream_with_its_request_rate(server, tmp_path):
     a = start_upstream(server, "a")
     b = start_upstream(server, "b")
     lb = start_metered_balancer(server, sock, "--upstream", upstream_arg(a), "--upstream", upstream_arg(b))
-    stop = threading.Event()
+    def whoami(s):
+        assert s.get(f"{lb.url}/whoami", timeout=10).status_code == 200
 
-    def load():
-        with requests.Session() as s:
-            while not stop.is_set():
-                assert s.get(f"{lb.url}/whoami", timeout=10).status_code == 200
-
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
-    try:
-        p = subprocess.run(
-            ferrocorn_cli() + ["top", "--socket", str(sock), "--interval", "0.5", "--iterations", "2"],
-            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
-        )
-    finally:
-        stop.set()
-        loader.join(10)
-    assert p.returncode == 0, p.stderr
+    p = top_under_load(sock, whoami)
     last = p.stdout.rstrip().split("\n\n")[-2:]  # the last frame: header, upstreams, workers
     text = "\n".join(last)
     assert re.search(r"^UPSTREAM\s+STATE\s+RPS\s+REQUESTS", text, re.M), p.stdout

@@ -19,15 +19,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import threading
 import time
 
 import pytest
 import requests
 
 from apps.cache_backend import calls
-from apps.obs.obshelpers import ctl, ferrocorn_cli, metric_snapshot, start, value, wait_until, wait_workers
+from apps.obs.obshelpers import ctl, metric_snapshot, start, top_under_load, value, wait_until, wait_workers
 from conftest import APPS_DIR
 from test_cache import LATE, Background, fetch, purge, url, wait_calls, xcs
 
@@ -232,24 +230,10 @@ def test_top_shows_the_cache_line(server, counts, tmp_path):
     srv = start_cached(server, counts, ctl_sock=sock)
     target = url("/top", cc="max-age=60")
     assert xcs(fetch(srv, target)) == "MISS"
-    stop = threading.Event()
+    def hit(s):
+        assert s.get(srv.url + target, timeout=10).headers["X-Cache-Status"] == "HIT"
 
-    def hits():
-        with requests.Session() as s:
-            while not stop.is_set():
-                assert s.get(srv.url + target, timeout=10).headers["X-Cache-Status"] == "HIT"
-
-    loader = threading.Thread(target=hits, daemon=True)
-    loader.start()
-    try:
-        p = subprocess.run(
-            ferrocorn_cli() + ["top", "--socket", str(sock), "--interval", "0.5", "--iterations", "2"],
-            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
-        )
-    finally:
-        stop.set()
-        loader.join(10)
-    assert p.returncode == 0, p.stderr
+    p = top_under_load(sock, hit)
     lines = re.findall(r"^cache .*$", p.stdout, re.M)
     assert len(lines) == 2, p.stdout  # one per frame
     first, last = lines

@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -143,6 +144,40 @@ def monotonic_samples(snap: dict, type_map: dict) -> dict:
 def ferrocorn_cli() -> list[str]:
     override = os.environ.get("FERROCORN_CMD")
     return override.split() if override else [sys.executable, "-m", "ferrocorn"]
+
+
+def top_under_load(sock, request, interval=0.5, iterations=2):
+    """Run ``ferrocorn top`` in plain mode for ``iterations`` frames while a thread calls
+    ``request(session)`` in a loop (each call asserts its own answer); returns the
+    CompletedProcess, checked to have exited 0."""
+    import requests  # noqa: PLC0415 (only the tests that watch top under load need it)
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def load():
+        with requests.Session() as s:
+            while not stop.is_set():
+                try:
+                    request(s)
+                except BaseException as e:  # noqa: BLE001 (reported below)
+                    failures.append(e)
+                    return
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        p = subprocess.run(
+            ferrocorn_cli() + ["top", "--socket", str(sock), "--interval", str(interval),
+                               "--iterations", str(iterations)],
+            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        stop.set()
+        loader.join(10)
+    assert not failures, failures[0]
+    assert p.returncode == 0, p.stderr
+    return p
 
 
 def ctl(sock, *words, json_out=False, timeout=15.0, check=True):
