@@ -9,8 +9,8 @@
 //! upstream each interval, publishes the verdicts, and the other workers adopt them (one
 //! atomic load per request and per 250 ms). A worker that starts while a live prober has
 //! decided every upstream adopts its verdicts; otherwise it checks every upstream itself
-//! before it accepts. Without the shared table (a worker of a list a reload replaced) a
-//! worker checks for itself, as before.
+//! before it accepts. Without the shared table (a worker of a list a reload replaced, or a
+//! list longer than the table's rows) a worker checks for itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub(super) async fn start(options: &BalanceOptions) -> std::io::Result<Arc<Balan
         .map_err(|e| std::io::Error::other(format!("cannot set up the upstreams: {e}")))?;
     let balancer = Arc::new(balancer);
     if let Some(spec) = balancer.config().health_check.clone() {
-        let board = crate::upstream_board::worker_board();
+        let board = checks_board(&balancer);
         let n = balancer.config().upstreams.len();
         let prober = board.and_then(|b| b.prober(ferrocorn_shm::monotonic_ms()));
         match board {
@@ -52,17 +52,24 @@ fn prober_lease(spec: &HealthCheckSpec) -> Duration {
     spec.interval * 2 + spec.timeout + Duration::from_secs(1)
 }
 
-/// Whether the prober has a verdict on each of the `n` upstreams (those the table has rows
-/// for).
+/// The shared table the health checks go through: this worker's table, when it has a row for
+/// every upstream (a longer list than the table holds is checked by every worker itself, as
+/// are the upstreams of a list a reload replaced).
+fn checks_board(balancer: &Balancer) -> Option<&'static UpstreamBoard> {
+    let listed = balancer.config().upstreams.len();
+    crate::upstream_board::worker_board()
+        .filter(|_| listed <= ferrocorn_shm::upstream_board::MAX_UPSTREAMS)
+}
+
+/// Whether the prober has a verdict on each of the `n` upstreams.
 fn all_decided(board: &UpstreamBoard, n: usize) -> bool {
-    let rows = n.min(ferrocorn_shm::upstream_board::MAX_UPSTREAMS);
-    (0..rows).all(|i| board.health_of(i) != HEALTH_UNKNOWN)
+    (0..n).all(|i| board.health_of(i) != HEALTH_UNKNOWN)
 }
 
 /// One round of checks by this worker, into its own group; published for the other workers
 /// when it holds (or now takes) the prober lease.
 async fn health_round(balancer: &Balancer, spec: &HealthCheckSpec, report: &HealthReport) {
-    let board = crate::upstream_board::worker_board();
+    let board = checks_board(balancer);
     let pid = std::process::id();
     let lease = prober_lease(spec);
     let probing =
@@ -94,14 +101,14 @@ async fn run_health_rounds(
     tick.tick().await;
     loop {
         tick.tick().await;
-        if *retiring.borrow() && crate::upstream_board::worker_board().is_some() {
+        if *retiring.borrow() && checks_board(&balancer).is_some() {
             leave_probing();
             continue;
         }
         let pid = std::process::id();
         let lease = prober_lease(&spec);
         let now = ferrocorn_shm::monotonic_ms();
-        match crate::upstream_board::worker_board() {
+        match checks_board(&balancer) {
             // another worker probes: its verdicts arrive through adopt_verdicts
             Some(board) if !board.take_prober_lease(pid, now, lease) => {}
             _ => health_round(&balancer, &spec, &report).await,
@@ -129,7 +136,7 @@ pub(super) fn adopt_health(balancer: &Balancer, seen: &AtomicU64) {
     if balancer.config().health_check.is_none() {
         return;
     }
-    let Some(board) = crate::upstream_board::worker_board() else { return };
+    let Some(board) = checks_board(balancer) else { return };
     let generation = board.health_generation();
     if seen.swap(generation, Ordering::AcqRel) != generation {
         adopt_verdicts(balancer, board);
