@@ -22,7 +22,7 @@ use ferrocorn_balance::{Admin, Failure, HealthCheckSpec, HealthState, PeerId, Pe
 use ferrocorn_proxy::{Balancer, HealthReport, Observer, check_round};
 use ferrocorn_shm::upstream_board::{HEALTH_DOWN, HEALTH_UNKNOWN, HEALTH_UP, UpstreamBoard};
 
-use super::shared::Shared;
+use super::shared::{BoardSeen, Shared};
 use crate::logging::{info, warning};
 use crate::options::{BalanceOptions, PoolRoute};
 
@@ -40,7 +40,10 @@ pub(super) async fn start(options: &BalanceOptions) -> std::io::Result<Arc<Balan
             Some(board) if prober.is_some() && all_decided(board, n) => {
                 adopt_verdicts(&balancer, board);
             }
-            _ => health_round(&balancer, &spec, &report_health(&balancer)).await,
+            _ => {
+                let publish = board.filter(|b| take_lease(b, &spec));
+                health_round(&balancer, &report_health(&balancer), publish).await;
+            }
         }
     }
     Ok(balancer)
@@ -66,24 +69,23 @@ fn all_decided(board: &UpstreamBoard, n: usize) -> bool {
     (0..n).all(|i| board.health_of(i) != HEALTH_UNKNOWN)
 }
 
-/// One round of checks by this worker, into its own group; published for the other workers
-/// when it holds (or now takes) the prober lease.
-async fn health_round(balancer: &Balancer, spec: &HealthCheckSpec, report: &HealthReport) {
-    let board = checks_board(balancer);
-    let pid = std::process::id();
-    let lease = prober_lease(spec);
-    let probing =
-        board.is_some_and(|b| b.take_prober_lease(pid, ferrocorn_shm::monotonic_ms(), lease));
+/// Take or renew the prober lease on `board` for this worker.
+fn take_lease(board: &UpstreamBoard, spec: &HealthCheckSpec) -> bool {
+    board.take_prober_lease(std::process::id(), ferrocorn_shm::monotonic_ms(), prober_lease(spec))
+}
+
+/// One round of checks by this worker, into its own group; the verdicts are published on
+/// `board` when given (this worker holds the prober lease).
+async fn health_round(balancer: &Balancer, report: &HealthReport, board: Option<&UpstreamBoard>) {
     check_round(balancer, report).await;
-    if let Some(board) = board.filter(|_| probing) {
-        for (i, state) in balancer.group().health_states().into_iter().enumerate() {
-            let verdict = match state {
-                HealthState::Up => HEALTH_UP,
-                HealthState::Down => HEALTH_DOWN,
-                HealthState::Unknown => continue,
-            };
-            board.publish_health(i, verdict);
-        }
+    let Some(board) = board else { return };
+    for (i, state) in balancer.group().health_states().into_iter().enumerate() {
+        let verdict = match state {
+            HealthState::Up => HEALTH_UP,
+            HealthState::Down => HEALTH_DOWN,
+            HealthState::Unknown => continue,
+        };
+        board.publish_health(i, verdict);
     }
 }
 
@@ -101,17 +103,11 @@ async fn run_health_rounds(
     tick.tick().await;
     loop {
         tick.tick().await;
-        if *retiring.borrow() && checks_board(&balancer).is_some() {
-            leave_probing();
-            continue;
-        }
-        let pid = std::process::id();
-        let lease = prober_lease(&spec);
-        let now = ferrocorn_shm::monotonic_ms();
         match checks_board(&balancer) {
-            // another worker probes: its verdicts arrive through adopt_verdicts
-            Some(board) if !board.take_prober_lease(pid, now, lease) => {}
-            _ => health_round(&balancer, &spec, &report).await,
+            Some(_) if *retiring.borrow() => leave_probing(),
+            // another worker probes: its verdicts arrive through take_from_board
+            Some(board) if !take_lease(board, &spec) => {}
+            board => health_round(&balancer, &report, board).await,
         }
     }
 }
@@ -130,9 +126,16 @@ fn adopt_verdicts(balancer: &Balancer, board: &UpstreamBoard) {
     }
 }
 
+/// Take in what changed on the shared table since this worker last looked: the operator's
+/// overrides and the prober's health verdicts (at each request and every 250 ms).
+pub(super) fn take_from_board(balancer: &Balancer, seen: &BoardSeen) {
+    apply_overrides(balancer, &seen.overrides);
+    adopt_health(balancer, &seen.health);
+}
+
 /// Adopt the prober's verdicts when they changed since `seen` (the generation this worker
 /// adopted last, updated here). Nothing without health checks or a shared table.
-pub(super) fn adopt_health(balancer: &Balancer, seen: &AtomicU64) {
+fn adopt_health(balancer: &Balancer, seen: &AtomicU64) {
     if balancer.config().health_check.is_none() {
         return;
     }
@@ -205,8 +208,7 @@ pub(super) fn spawn_upkeep(shared: &Shared, balancer: Arc<Balancer>) {
             balancer.expire_idle();
             // Also here, not only per request: an idle worker shows the operator's override
             // and the prober's verdicts.
-            apply_overrides(&balancer, &seen.overrides);
-            adopt_health(&balancer, &seen.health);
+            take_from_board(&balancer, &seen);
             publish_states(&balancer, slot);
         }
     });
@@ -283,7 +285,7 @@ pub(super) fn publish_states(balancer: &Balancer, slot: usize) {
 
 /// Apply the operator's overrides (`ferrocorn ctl upstreams`) when they changed since
 /// `seen` (the generation this worker applied last, updated here).
-pub(super) fn apply_overrides(balancer: &Balancer, seen: &AtomicU64) {
+fn apply_overrides(balancer: &Balancer, seen: &AtomicU64) {
     let Some(board) = crate::upstream_board::worker_board() else { return };
     let generation = board.override_generation();
     if seen.swap(generation, Ordering::AcqRel) == generation {

@@ -18,7 +18,7 @@ use super::pool_hop::pool_client_value;
 
 use super::{Conn, ConnError, Sent};
 use crate::logging::warning;
-use crate::server::upstreams::{Reporting, adopt_health, apply_overrides};
+use crate::server::upstreams::{Reporting, take_from_board};
 use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {
@@ -88,8 +88,7 @@ impl<S: ClientStream> Conn<S> {
             None => {
                 let permit = shared.enter_app().await.ok_or(ConnError::Closed)?;
                 shared.request_started();
-                apply_overrides(&balancer, &shared.board_seen.overrides);
-                adopt_health(&balancer, &shared.board_seen.health);
+                take_from_board(&balancer, &shared.board_seen);
                 Some(permit)
             }
             Some(_) => None,
