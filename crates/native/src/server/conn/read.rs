@@ -11,7 +11,7 @@ use tokio::time::{Duration, timeout_at};
 use super::{BODY_QUEUE_LIMIT, BODY_READ_CHUNK, Conn, ConnError, READ_CHUNK, wake_receive};
 use crate::logging::debug;
 use crate::wsgi::{BodyCollector, RequestBody};
-use ferrocorn_net::bounded::timeout_if_pending;
+use ferrocorn_net::bounded::{poll_once, timeout_if_pending};
 use ferrocorn_net::client_stream::ClientStream;
 
 impl<S: ClientStream> Conn<S> {
@@ -19,10 +19,8 @@ impl<S: ClientStream> Conn<S> {
     /// client's first request usually arrives with its connection).
     pub(super) async fn read_what_is_there(&mut self) -> bool {
         self.make_read_room();
-        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
-        let looked =
-            std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
-        matches!(looked, std::task::Poll::Ready(Ok(n)) if n > 0)
+        let read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
+        matches!(poll_once(read).await, std::task::Poll::Ready(Ok(n)) if n > 0)
     }
 
     /// Read more bytes into `rbuf`; `Ok(0)` on EOF. The connection now waits for its client,

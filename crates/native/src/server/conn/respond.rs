@@ -24,6 +24,7 @@ use crate::server::app_call::Chunks;
 use crate::server::shared::ConnectionLease;
 use crate::wsgi::frame_chunk;
 use ferrocorn_cache::RefreshFailure;
+use ferrocorn_net::bounded::{poll_once, timeout_if_pending};
 
 /// A response body, as the writer sends it. Nothing in it needs Python except the iterator a
 /// sync worker's [`Chunks::Inline`] pulls.
@@ -157,11 +158,9 @@ impl<S: ClientStream> Conn<S> {
 
     pub(super) async fn flush(&mut self) -> bool {
         let written = self.stream.write_all(&self.wbuf);
-        let result = ferrocorn_net::bounded::timeout_if_pending(
-            self.shared.opts.io_timeout,
-            client_write(&mut self.lease, written),
-        )
-        .await;
+        let result =
+            timeout_if_pending(self.shared.opts.io_timeout, client_write(&mut self.lease, written))
+                .await;
         self.wbuf.clear();
         Self::flushed(result)
     }
@@ -177,8 +176,7 @@ impl<S: ClientStream> Conn<S> {
         }
         let written =
             client_write(&mut self.lease, write_last(&mut self.stream, self.direct, &self.wbuf));
-        let result =
-            ferrocorn_net::bounded::timeout_if_pending(self.shared.opts.io_timeout, written).await;
+        let result = timeout_if_pending(self.shared.opts.io_timeout, written).await;
         self.wbuf.clear();
         Self::flushed(result)
     }
@@ -496,13 +494,10 @@ pub(super) async fn client_write<F: std::future::Future>(
     write: F,
 ) -> F::Output {
     let mut write = std::pin::pin!(write);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
-    match first {
-        std::task::Poll::Ready(out) => out,
-        std::task::Poll::Pending => {
-            lease.not_owed();
-            lease.shared().waiting_for_client();
-            write.await
-        }
+    if let std::task::Poll::Ready(out) = poll_once(write.as_mut()).await {
+        return out;
     }
+    lease.not_owed();
+    lease.shared().waiting_for_client();
+    write.await
 }
