@@ -21,6 +21,12 @@ as two backends sharing the 2 cores would have). Rows:
   anchor's ``nginx-lb.conf`` (/work/shared/research/wave2_anchors.md), paths in a temp dir.
 * ``haproxy`` — HAProxy (``nbthread 2``, ``balance roundrobin``, ``http-reuse always``,
   ``option http-keep-alive``, 65 s timeouts): the anchor's ``haproxy-lb.cfg``.
+* ``relay`` — the floor of any HTTP/1 balancer here: ``relay_floor``
+  (``crates/bench/examples/relay_floor.rs``), which pairs each client connection with one
+  backend connection and copies bytes both ways with the same four system calls per request
+  as every balancer and no HTTP work at all (no parsing, no headers added, no pool). Its CPU
+  per request is the least a balancer can spend on this machine; not in the default rows
+  (``--servers ferrocorn,nginx,haproxy,relay,direct``).
 * ``direct`` — wrk straight at one backend: the ceiling, for context.
 
 Scenario ``flask`` (``--flask`` runs only it): the backends are two ``ferrocorn -w 1 -k sync``
@@ -185,6 +191,11 @@ def ferrocorn_balance_argv(args, port, upstreams, d):
     return argv
 
 
+def relay_argv(args, port, upstreams, d):
+    return [compare.bench_example_path("relay_floor"), str(port),
+            ",".join(str(u) for u in upstreams), str(args.workers)]
+
+
 def haproxy_argv(args, port, upstreams, d):
     servers = "".join(f"    server b{i + 1} 127.0.0.1:{u}\n" for i, u in enumerate(upstreams))
     cfg = _write(os.path.join(d, "haproxy.cfg"),
@@ -218,7 +229,8 @@ class Leg:
         self.server = server
         self.config = config
         self.argv_fn = argv_fn    # (args, port, [upstream ports], row dir) -> argv, or None
-        self.binary = binary      # checked on PATH before the row (None: the --ferrocorn command)
+        self.binary = binary      # checked on PATH before the row (None: the --ferrocorn command;
+                                  # "": built by the bench, nothing to check)
         self.install = install    # how to get it, for the "not installed" row
 
 
@@ -233,6 +245,10 @@ def legs(args):
         "haproxy": Leg("haproxy", "HAProxy",
                        f"nbthread {w}, balance roundrobin, http-reuse always",
                        haproxy_argv, "haproxy", "apt-get install -y haproxy"),
+        "relay": Leg("relay", "byte relay (floor)",
+                     f"relay_floor, {w} threads, one backend connection per client, no HTTP",
+                     relay_argv, "", "cargo build --release --example relay_floor "
+                                         "-p ferrocorn-bench"),
         "direct": Leg("direct", "direct", "wrk straight at one backend (the ceiling)",
                       None, None, ""),
     }
@@ -329,7 +345,9 @@ def start_failure(leg, srv, err):
 def measure(sc, leg, args, ws, seq):
     row = {"key": leg.key, "server": leg.server, "config": leg.config, "status": "ok",
            "notes": []}
-    binary = leg.binary or (shlex.split(args.ferrocorn)[0] if leg.argv_fn else None)
+    binary = leg.binary
+    if binary is None:
+        binary = shlex.split(args.ferrocorn)[0] if leg.argv_fn else None
     if binary and shutil.which(binary, path=ws.env.get("PATH")) is None:
         row.update(status="not installed",
                    error=f"{binary}: command not found" + (f" ({leg.install})" if leg.install else ""))
@@ -557,6 +575,14 @@ def summary(sc, rows):
                     x <= TARGET_CPU_HAPROXY)
         lines.append(target_line(f"balancer CPU/request ≤ {TARGET_CPU_HAPROXY}× HAProxy's", fc,
                                  hp, "HAProxy", cpu))
+        floor = ok_row(rows, "relay")
+        if floor is not None and hp is not None and floor["us_per_req"] and hp["us_per_req"]:
+            lines.append(f"- the floor: the byte relay (no HTTP) spends "
+                         f"{floor['us_per_req']:.1f} µs/req = "
+                         f"{floor['us_per_req'] / hp['us_per_req']:.2f}× HAProxy's, at "
+                         f"{ratio(floor['rps'], hp['rps']):.2f}× its RPS"
+                         + (f"; ferrocorn balance spends {fc['us_per_req'] - floor['us_per_req']:.1f}"
+                            f" µs/req above it" if fc is not None and fc["us_per_req"] else ""))
     else:
         lines.append(target_line(f"Flask backends: RPS ≥ {TARGET_FLASK_RPS_NGINX}× nginx", fc, ng,
                                  "nginx", rps_vs(TARGET_FLASK_RPS_NGINX)))
@@ -619,7 +645,8 @@ def main():
                          "backends) (hello,flask)")
     ap.add_argument("--flask", action="store_true", help="only the Flask scenario")
     ap.add_argument("--servers", default="ferrocorn,nginx,haproxy,direct",
-                    help="rows of the hello scenario, in this order (ferrocorn,nginx,haproxy,direct)")
+                    help="rows of the hello scenario, in this order (ferrocorn,nginx,haproxy,direct; "
+                         "also relay, the byte relay floor)")
     ap.add_argument("--flask-servers", default="ferrocorn,nginx",
                     help="rows of the Flask scenario (ferrocorn,nginx; also haproxy, direct)")
     ap.add_argument("--keepalive", type=int, default=None,

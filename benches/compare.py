@@ -582,19 +582,25 @@ def emit(report, out):
 def hello_server_path(explicit=None):
     """The bare hyper hello (``crates/bench/examples/hello_server.rs``): ``explicit`` when given
     (a ``--hello-server PATH``), else the release build, built once if it is missing."""
+    return bench_example_path("hello_server", explicit, "--hello-server")
+
+
+def bench_example_path(name, explicit=None, option=None):
+    """A program of ``crates/bench/examples`` (``hello_server``, ``relay_floor``): ``explicit``
+    when given (its ``option PATH``), else the release build, built once if it is missing."""
     if explicit:
         if not os.access(explicit, os.X_OK):
-            raise SystemExit(f"--hello-server {explicit}: not an executable")
+            raise SystemExit(f"{option} {explicit}: not an executable")
         return os.path.abspath(explicit)
     root = os.path.dirname(HERE)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
-    path = os.path.join(target, "release", "examples", "hello_server")
+    path = os.path.join(target, "release", "examples", name)
     if not os.access(path, os.X_OK):
-        cmd = ["cargo", "build", "--release", "--example", "hello_server", "-p", "ferrocorn-bench"]
+        cmd = ["cargo", "build", "--release", "--example", name, "-p", "ferrocorn-bench"]
         log(f"{path} missing: building it once ($ {' '.join(cmd)})")
         if shutil.which("cargo") is None:
-            raise SystemExit("cargo not found on PATH: build hello_server first, or give "
-                             "--hello-server PATH")
+            raise SystemExit(f"cargo not found on PATH: build {name} first"
+                             + (f", or give {option} PATH" if option else ""))
         subprocess.run(cmd, cwd=root, check=True, stdin=subprocess.DEVNULL, timeout=1800)
         if not os.access(path, os.X_OK):
             raise SystemExit(f"{path} still missing after the build")
