@@ -18,35 +18,44 @@ pub(crate) const SCALE: i64 = 1000;
 pub struct PeerId(pub usize);
 
 /// The peers already tried for one request (nginx's `tried` bitmap). The caller inserts each
-/// peer it was given before asking for the next one.
+/// peer it was given before asking for the next one. The first 64 peers' bits are held
+/// inline (one is made per request; most upstream lists are shorter), the rest on the heap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tried {
-    bits: Vec<u64>,
+    first: u64,
+    more: Vec<u64>,
 }
 
 impl Tried {
     /// Marks `peer` as tried.
     pub fn insert(&mut self, peer: PeerId) {
         let (word, bit) = (peer.0 / 64, peer.0 % 64);
-        if self.bits.len() <= word {
-            self.bits.resize(word + 1, 0);
+        if word == 0 {
+            self.first |= 1 << bit;
+            return;
         }
-        self.bits[word] |= 1 << bit;
+        if self.more.len() < word {
+            self.more.resize(word, 0);
+        }
+        self.more[word - 1] |= 1 << bit;
     }
 
     /// Whether `peer` was tried.
     pub fn contains(&self, peer: PeerId) -> bool {
-        self.bits.get(peer.0 / 64).is_some_and(|w| w & (1 << (peer.0 % 64)) != 0)
+        let (word, bit) = (peer.0 / 64, peer.0 % 64);
+        let bits = if word == 0 { Some(self.first) } else { self.more.get(word - 1).copied() };
+        bits.is_some_and(|w| w & (1 << bit) != 0)
     }
 
     /// How many peers were tried.
     pub fn len(&self) -> usize {
-        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+        let more: usize = self.more.iter().map(|w| w.count_ones() as usize).sum();
+        self.first.count_ones() as usize + more
     }
 
     /// Whether no peer was tried.
     pub fn is_empty(&self) -> bool {
-        self.bits.iter().all(|w| *w == 0)
+        self.first == 0 && self.more.iter().all(|w| *w == 0)
     }
 }
 
@@ -281,7 +290,11 @@ mod tests {
         t.insert(PeerId(130));
         t.insert(PeerId(3));
         assert!(t.contains(PeerId(3)) && t.contains(PeerId(130)) && !t.contains(PeerId(4)));
-        assert_eq!(t.len(), 2);
+        assert!(!t.contains(PeerId(67)) && !t.contains(PeerId(200)));
+        t.insert(PeerId(64));
+        assert!(t.contains(PeerId(64)) && !t.contains(PeerId(0)));
+        assert_eq!(t.len(), 3);
+        assert!(!t.is_empty());
     }
 
     #[test]

@@ -13,12 +13,15 @@ pub enum BodyPump {
 }
 
 impl BodyPump {
-    /// The pump for a request's body framing; None when there is no body.
-    pub fn new(framing: BodyFraming, limits: Limits) -> Option<BodyPump> {
+    /// The pump for a request's body framing; None when there is no body. Only a chunked
+    /// body keeps a copy of `limits` (most requests have none, and a copy allocates).
+    pub fn new(framing: BodyFraming, limits: &Limits) -> Option<BodyPump> {
         match framing {
             BodyFraming::Empty | BodyFraming::Length(0) => None,
             BodyFraming::Length(n) => Some(BodyPump::Length(n)),
-            BodyFraming::Chunked => Some(BodyPump::Chunked(Box::new(ChunkedDecoder::new(limits)))),
+            BodyFraming::Chunked => {
+                Some(BodyPump::Chunked(Box::new(ChunkedDecoder::new(limits.clone()))))
+            }
         }
     }
 
@@ -64,7 +67,7 @@ mod tests {
 
     #[test]
     fn length_body_is_cut_at_its_end_and_keeps_the_next_request() {
-        let mut pump = BodyPump::new(BodyFraming::Length(5), Limits::default()).unwrap();
+        let mut pump = BodyPump::new(BodyFraming::Length(5), &Limits::default()).unwrap();
         let mut rbuf = b"abc".to_vec();
         assert_eq!(pump.take(&mut rbuf).unwrap(), (b"abc".to_vec(), false));
         rbuf.extend_from_slice(b"deGET /");
@@ -74,7 +77,7 @@ mod tests {
 
     #[test]
     fn chunked_body_is_decoded_piecewise() {
-        let mut pump = BodyPump::new(BodyFraming::Chunked, Limits::default()).unwrap();
+        let mut pump = BodyPump::new(BodyFraming::Chunked, &Limits::default()).unwrap();
         let mut rbuf = b"3\r\nabc\r\n2\r\nd".to_vec();
         let (first, done) = pump.take(&mut rbuf).unwrap();
         assert!(!done);
@@ -87,7 +90,7 @@ mod tests {
 
     #[test]
     fn no_body_needs_no_pump() {
-        assert!(BodyPump::new(BodyFraming::Empty, Limits::default()).is_none());
-        assert!(BodyPump::new(BodyFraming::Length(0), Limits::default()).is_none());
+        assert!(BodyPump::new(BodyFraming::Empty, &Limits::default()).is_none());
+        assert!(BodyPump::new(BodyFraming::Length(0), &Limits::default()).is_none());
     }
 }

@@ -86,7 +86,7 @@ pub struct RequestBody {
 impl RequestBody {
     /// The body of `head` (its framing says what follows the head on the client connection).
     pub fn new(head: &RequestHead, limits: &Limits) -> RequestBody {
-        let pump = BodyPump::new(head.framing, limits.clone());
+        let pump = BodyPump::new(head.framing, limits);
         let chunked = matches!(pump, Some(BodyPump::Chunked(_)));
         RequestBody { complete: pump.is_none(), pump, chunked, held: Vec::new(), streamed: false }
     }

@@ -23,15 +23,13 @@ pub(crate) fn list_has(value: &[u8], token: &[u8]) -> bool {
     list_elements(value).any(|e| e.eq_ignore_ascii_case(token))
 }
 
-/// The header names the `Connection` headers among `headers` nominate (RFC 9110 §7.6.1),
-/// lower-cased. `name_of` gives a header's name.
-pub(crate) fn connection_nominated<'h, H>(
-    headers: &'h [H],
-    name_of: impl Fn(&'h H) -> (&'h [u8], &'h [u8]),
+/// The header names the `Connection` headers among `headers` (name, value) nominate
+/// (RFC 9110 §7.6.1), lower-cased.
+pub(crate) fn connection_nominated<'h>(
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
 ) -> Vec<Vec<u8>> {
     let mut names = Vec::new();
-    for h in headers {
-        let (name, value) = name_of(h);
+    for (name, value) in headers {
         if name.eq_ignore_ascii_case(b"connection") {
             names.extend(list_elements(value).map(<[u8]>::to_ascii_lowercase));
         }
@@ -90,7 +88,7 @@ mod tests {
             (b"X-Foo".to_vec(), b"1".to_vec()),
             (b"CONNECTION".to_vec(), b"x-bar".to_vec()),
         ];
-        let names = connection_nominated(&headers, |(n, v)| (n.as_slice(), v.as_slice()));
+        let names = connection_nominated(headers.iter().map(|(n, v)| (&n[..], &v[..])));
         assert_eq!(names, [b"close".to_vec(), b"x-foo".to_vec(), b"x-bar".to_vec()]);
         assert!(is_nominated(&names, b"X-BAR"));
         assert!(!is_nominated(&names, b"x-baz"));

@@ -12,6 +12,7 @@
 //! omitted (a trusted client's values pass unchanged: a local front proxy already named the
 //! real client), and `Forwarded` says `for=unknown` (RFC 7239 §6.2).
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use crate::fields::{put_header, trim_ows};
@@ -114,17 +115,21 @@ pub(crate) fn write_forwarding(
     request_host: Option<&[u8]>,
 ) {
     let trusted = ctx.trusted_client;
-    let ip = ctx.client_ip.map(|ip| ip.to_canonical().to_string());
-    let ip = ip.as_deref().map(str::as_bytes);
+    let mut ip_text = IpText::new();
+    let ip = ctx.client_ip.map(|ip| ip_text.of(ip.to_canonical()));
 
     // X-Forwarded-For: the chain, then this hop.
-    let chain: Vec<&[u8]> = match trusted {
-        true => received.xff.iter().map(|v| trim_ows(v)).filter(|v| !v.is_empty()).collect(),
-        false => Vec::new(),
-    };
-    let xff = chain.into_iter().chain(ip).collect::<Vec<_>>().join(&b", "[..]);
-    if !xff.is_empty() {
-        put_header(out, b"X-Forwarded-For", &xff);
+    let chain = received.xff.iter().filter(|_| trusted).map(|v| trim_ows(v));
+    let mut xff = chain.chain(ip).filter(|v| !v.is_empty()).peekable();
+    if xff.peek().is_some() {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        for (i, v) in xff.enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(v);
+        }
+        out.extend_from_slice(b"\r\n");
     }
 
     if let Some(real_ip) = believed(trusted, received.real_ip).or(ip) {
@@ -138,16 +143,38 @@ pub(crate) fn write_forwarding(
 
     let earlier: &[&[u8]] = if trusted { &received.forwarded } else { &[] };
     if ctx.forwarded {
-        let mut value = earlier.join(&b", "[..]);
-        if !value.is_empty() {
-            value.extend_from_slice(b", ");
+        out.extend_from_slice(b"Forwarded: ");
+        for v in earlier {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
         }
-        put_forwarded_element(&mut value, ctx, request_host);
-        put_header(out, b"Forwarded", &value);
+        put_forwarded_element(out, ctx, ip, request_host);
+        out.extend_from_slice(b"\r\n");
     } else {
         for v in earlier {
             put_header(out, b"Forwarded", v);
         }
+    }
+}
+
+/// An address as text, formatted on the stack: the forwarding headers are written for every
+/// request, and a `String` per request would be an allocation each time.
+struct IpText {
+    bytes: [u8; 48],
+}
+
+impl IpText {
+    fn new() -> IpText {
+        IpText { bytes: [0; 48] }
+    }
+
+    /// `ip` as text (an IPv6 address is at most 39 bytes as Rust writes it, so it always fits).
+    fn of(&mut self, ip: IpAddr) -> &[u8] {
+        let mut cursor = std::io::Cursor::new(&mut self.bytes[..]);
+        let written = write!(cursor, "{ip}");
+        debug_assert!(written.is_ok(), "an IP address is at most 39 bytes");
+        let len = cursor.position() as usize;
+        &self.bytes[..len]
     }
 }
 
@@ -158,13 +185,23 @@ fn believed(trusted: bool, value: Option<&[u8]>) -> Option<&[u8]> {
 }
 
 /// Append this hop's RFC 7239 element: `for=...;proto=...` and `;host="..."` when known.
-fn put_forwarded_element(out: &mut Vec<u8>, ctx: &ForwardContext<'_>, host: Option<&[u8]>) {
+/// `ip_text` is the client's address as text (`ctx.client_ip`, canonical).
+fn put_forwarded_element(
+    out: &mut Vec<u8>,
+    ctx: &ForwardContext<'_>,
+    ip_text: Option<&[u8]>,
+    host: Option<&[u8]>,
+) {
     out.extend_from_slice(b"for=");
-    match ctx.client_ip.map(|ip| ip.to_canonical()) {
+    match (ctx.client_ip.map(|ip| ip.to_canonical()), ip_text) {
         // An IPv6 node is bracketed, and `:` is not a token character: quote it (§6).
-        Some(IpAddr::V6(v6)) => out.extend_from_slice(format!("\"[{v6}]\"").as_bytes()),
-        Some(IpAddr::V4(v4)) => out.extend_from_slice(v4.to_string().as_bytes()),
-        None => out.extend_from_slice(b"unknown"),
+        (Some(IpAddr::V6(_)), Some(text)) => {
+            out.extend_from_slice(b"\"[");
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"]\"");
+        }
+        (Some(IpAddr::V4(_)), Some(text)) => out.extend_from_slice(text),
+        _ => out.extend_from_slice(b"unknown"),
     }
     out.extend_from_slice(if ctx.scheme_https { b";proto=https" } else { b";proto=http" });
     if let Some(host) = host {

@@ -77,8 +77,7 @@ pub fn write_upstream_head(head: &RequestHead, ctx: &ForwardContext<'_>, out: &m
     let client_host = absolute.or_else(|| head.header("HOST"));
     put_header(out, b"Host", ctx.host.or(client_host).unwrap_or_default());
 
-    let nominated =
-        connection_nominated(&head.headers, |(n, v): &(String, Vec<u8>)| (n.as_bytes(), v));
+    let nominated = connection_nominated(head.headers.iter().map(|(n, v)| (n.as_bytes(), &v[..])));
     let mut received = Received::default();
     let mut codings: Vec<&[u8]> = Vec::new();
     for (name, value) in &head.headers {

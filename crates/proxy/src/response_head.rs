@@ -6,6 +6,8 @@
 //! leading empty lines are skipped, the reason phrase may be absent; obs-fold continuation
 //! lines, a space before a header's colon and repeated spaces in the status line are refused.
 
+use std::mem::MaybeUninit;
+
 use httparse::Status;
 
 use crate::error::UpstreamHeadError;
@@ -26,17 +28,16 @@ pub enum ResponseFraming {
 }
 
 /// An upstream's parsed response head.
+///
+/// It keeps the head's bytes as received in one buffer and the fields as ranges into it, so
+/// a response costs two allocations however many headers it has (the balancer parses one per
+/// request; a `Vec` per name and value was most of its allocations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
     /// The status code, 100..=599.
     pub status: u16,
-    /// The reason phrase as sent (may be empty; may hold obs-text bytes).
-    pub reason: Vec<u8>,
     /// `(1, 0)` or `(1, 1)`.
     pub version: (u8, u8),
-    /// The header fields in arrival order: names as sent, values without surrounding
-    /// whitespace.
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     /// How the body that follows is delimited.
     pub framing: ResponseFraming,
     /// Whether the upstream connection may carry another request once this response's body
@@ -45,6 +46,33 @@ pub struct ResponseHead {
     /// A `101 Switching Protocols`: the connection now carries the upgraded protocol, both
     /// ways, until either side closes (never reused).
     pub upgrade: bool,
+    /// The head as received, through the blank line.
+    raw: Vec<u8>,
+    /// Where the reason phrase is in `raw`.
+    reason: Span,
+    /// Where each field's name and value are in `raw`, in arrival order.
+    fields: Vec<(Span, Span)>,
+}
+
+/// A byte range of [`ResponseHead::raw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// Where `part`, a slice of `whole`, lies in it.
+    fn of(whole: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+        debug_assert!(start + part.len() <= whole.len(), "a span lies inside its buffer");
+        // A head is at most `ResponseLimits::max_head_size`, far below 4 GiB.
+        Span { start: start as u32, end: (start + part.len()) as u32 }
+    }
+
+    fn of_ref(self, raw: &[u8]) -> &[u8] {
+        &raw[self.start as usize..self.end as usize]
+    }
 }
 
 impl ResponseHead {
@@ -56,14 +84,25 @@ impl ResponseHead {
         (100..200).contains(&self.status) && self.status != 101
     }
 
+    /// The reason phrase as sent (may be empty; may hold obs-text bytes).
+    pub fn reason(&self) -> &[u8] {
+        self.reason.of_ref(&self.raw)
+    }
+
+    /// The header fields in arrival order: names as sent, values without surrounding
+    /// whitespace.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + Clone {
+        self.fields.iter().map(|(n, v)| (n.of_ref(&self.raw), v.of_ref(&self.raw)))
+    }
+
     /// The first value of a header, by case-insensitive name.
-    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &v[..])
+    pub fn header<'s>(&'s self, name: &'s [u8]) -> Option<&'s [u8]> {
+        self.all(name).next()
     }
 
     /// The values of every header called `name` (case-insensitive), in order.
     fn all<'s>(&'s self, name: &'s [u8]) -> impl Iterator<Item = &'s [u8]> {
-        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &v[..])
+        self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 }
 
@@ -81,6 +120,9 @@ impl Default for ResponseLimits {
         ResponseLimits { max_head_size: 64 * 1024, max_headers: 100 }
     }
 }
+
+/// Header slots parsed into on the stack; a larger `max_headers` takes them from the heap.
+const STACK_HEADERS: usize = 100;
 
 /// Parse the response head at the start of `buf`, read from an upstream connection.
 ///
@@ -102,9 +144,17 @@ pub fn parse_response_head(
     request_method_is_head: bool,
     limits: ResponseLimits,
 ) -> Result<Option<(ResponseHead, usize)>, UpstreamHeadError> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let used = match parsed.parse(buf) {
+    let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+    let mut on_heap = Vec::new();
+    let slots = if limits.max_headers <= STACK_HEADERS {
+        &mut on_stack[..limits.max_headers]
+    } else {
+        on_heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+        &mut on_heap[..]
+    };
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let used = match config.parse_response_with_uninit_headers(&mut parsed, buf, slots) {
         Ok(Status::Complete(used)) if used > limits.max_head_size => None,
         Ok(Status::Complete(used)) => Some(used),
         Ok(Status::Partial) if buf.len() > limits.max_head_size => None,
@@ -126,12 +176,17 @@ pub fn parse_response_head(
     }
     let mut head = ResponseHead {
         status,
-        reason: raw_reason(buf).to_vec(),
         version: (1, minor),
-        headers: parsed.headers.iter().map(|h| (h.name.into(), h.value.to_vec())).collect(),
         framing: ResponseFraming::UntilClose,
         keep_alive: false,
         upgrade: status == 101,
+        raw: buf[..used].to_vec(),
+        reason: Span::of(buf, raw_reason(buf)),
+        fields: parsed
+            .headers
+            .iter()
+            .map(|h| (Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value)))
+            .collect(),
     };
     let (framing, faulty) = framing(&head, request_method_is_head)?;
     head.framing = framing;
@@ -209,7 +264,9 @@ fn raw_reason(buf: &[u8]) -> &[u8] {
     let line = &buf[from..];
     let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    line.get(13..).unwrap_or_default()
+    // Always a slice of `buf` (empty at the line's end when there is no reason): the head
+    // records where it lies.
+    line.get(13..).unwrap_or(&line[line.len()..])
 }
 
 /// The start of `buf` for an error message: up to 64 bytes, lossily decoded and quoted.

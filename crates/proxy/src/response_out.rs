@@ -57,15 +57,15 @@ pub fn write_client_head(
     out.extend_from_slice(b"HTTP/1.1 ");
     put_u64(out, u64::from(head.status));
     out.push(b' ');
-    out.extend_from_slice(&head.reason);
+    out.extend_from_slice(head.reason());
     out.extend_from_slice(b"\r\n");
 
-    let nominated = connection_nominated(&head.headers, |(n, v)| (&n[..], &v[..]));
+    let nominated = connection_nominated(head.headers());
     let switching = head.status == 101;
     let keep_length =
         framing_out == ResponseFraming::NoBody && head.status >= 200 && head.status != 204;
     let mut codings: Vec<&[u8]> = Vec::new();
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers() {
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         if is(b"transfer-encoding") {
             codings.extend(list_elements(value).filter(|c| {

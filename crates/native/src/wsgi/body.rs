@@ -220,7 +220,7 @@ pub enum CollectError {
 
 impl BodyCollector {
     /// A collector for a body framed as `framing`.
-    pub fn new(framing: BodyFraming, limits: Limits, buffer_size: usize) -> Self {
+    pub fn new(framing: BodyFraming, limits: &Limits, buffer_size: usize) -> Self {
         BodyCollector { pump: BodyPump::new(framing, limits), sink: BodySink::new(buffer_size) }
     }
 

@@ -148,7 +148,7 @@ fn fetch_deferred(deferred: DeferredBody) -> Result<(RequestBody, Vec<u8>), Pars
     let socket = deferred.socket;
     socket.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|e| failed(e.to_string()))?;
     let mut pending = deferred.buffered;
-    let mut body = BodyCollector::new(deferred.framing, deferred.limits, deferred.buffer_size);
+    let mut body = BodyCollector::new(deferred.framing, &deferred.limits, deferred.buffer_size);
     loop {
         match body.take_from(&mut pending) {
             Ok(true) => break,

@@ -157,7 +157,7 @@ impl<S: ClientStream> Conn<S> {
             Responder::Wsgi => self.handle_wsgi(head, https, defer_continue, started).await,
             Responder::AsgiHttp => {
                 let decoded_path = percent_decode(&head.path);
-                let pump = BodyPump::new(head.framing, self.shared.opts.limits.clone());
+                let pump = BodyPump::new(head.framing, &self.shared.opts.limits);
                 self.handle_asgi(head, pump, decoded_path, https, started).await
             }
             Responder::AsgiWebSocket(request) => {

@@ -144,7 +144,7 @@ impl<S: ClientStream> Conn<S> {
         framing: BodyFraming,
     ) -> Result<RequestBody, ConnError> {
         let opts = &self.shared.opts;
-        let mut body = BodyCollector::new(framing, opts.limits.clone(), opts.body_buffer_size);
+        let mut body = BodyCollector::new(framing, &opts.limits, opts.body_buffer_size);
         while !body.take_from(&mut self.rbuf)? {
             self.rbuf.reserve(BODY_READ_CHUNK);
             let deadline = tokio::time::Instant::now() + self.shared.opts.io_timeout;

@@ -128,11 +128,9 @@ impl<S: ClientStream> Conn<S> {
                             warning!("response from upstream {name} cut short: {why}");
                         }
                         let headers = match self.shared.access_log.is_some() {
-                            true => response
-                                .headers
-                                .iter()
-                                .map(|(n, v)| (latin1(n), latin1(v)))
-                                .collect(),
+                            true => {
+                                response.headers().map(|(n, v)| (latin1(n), latin1(v))).collect()
+                            }
                             false => Vec::new(),
                         };
                         let sent = Sent { status, body_bytes: relayed.body_bytes, headers };
@@ -192,8 +190,8 @@ enum Through {
 /// values as latin-1 text); None when it is not a valid one.
 fn cacheable_head(response: &ferrocorn_proxy::ResponseHead) -> Option<ResponseHead> {
     let latin1 = |b: &[u8]| b.iter().map(|&c| c as char).collect::<String>();
-    let status = format!("{} {}", response.status, latin1(&response.reason));
-    let headers = response.headers.iter().map(|(n, v)| (latin1(n), latin1(v))).collect();
+    let status = format!("{} {}", response.status, latin1(response.reason()));
+    let headers = response.headers().map(|(n, v)| (latin1(n), latin1(v))).collect();
     ResponseHead::new(&status, headers).ok()
 }
 
