@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::balancer::Delivery;
 use crate::connection::UpstreamConn;
 use crate::error::UpstreamHeadError;
+use crate::fields::put_chunk_size;
 use crate::response_head::{ResponseFraming, ResponseHead, ResponseLimits, parse_response_head};
 use crate::response_out::{client_framing, write_client_head};
 
@@ -130,7 +131,7 @@ fn encode_body(out: &mut Vec<u8>, data: &[u8], chunked: bool, done: bool) {
         return;
     }
     if !data.is_empty() {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        put_chunk_size(out, data.len());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
     }
@@ -310,7 +311,7 @@ impl BodyRelay<'_> {
             tee(data);
         }
         if self.out_chunked {
-            self.out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            put_chunk_size(&mut self.out, data.len());
             self.out.extend_from_slice(data);
             self.out.extend_from_slice(b"\r\n");
         } else {
@@ -345,8 +346,8 @@ impl BodyRelay<'_> {
             ResponseFraming::NoBody => {}
             ResponseFraming::Length(mut left) => loop {
                 let n = (left as usize).min(conn.buffered.len());
-                let taken: Vec<u8> = conn.buffered.drain(..n).collect();
-                self.queue(&taken);
+                self.queue(&conn.buffered[..n]);
+                conn.buffered.drain(..n);
                 left -= n as u64;
                 if left == 0 {
                     break;
@@ -372,8 +373,8 @@ impl BodyRelay<'_> {
                 }
             }
             ResponseFraming::UntilClose => loop {
-                let taken = std::mem::take(&mut conn.buffered);
-                self.queue(&taken);
+                self.queue(&conn.buffered);
+                conn.buffered.clear();
                 self.flush(client).await?;
                 match receive(conn, upstream_timeout).await {
                     Ok(0) => break,

@@ -1,6 +1,9 @@
 //! Small field helpers shared by both directions of the proxy: comma-separated list
-//! elements, the names a `Connection` header nominates as hop-by-hop, and the Title-Case
-//! re-casing of the parser's upper-case header names.
+//! elements, the names a `Connection` header nominates as hop-by-hop, the Title-Case
+//! re-casing of the parser's upper-case header names, and the numbers written into heads
+//! (decimal lengths and statuses, hexadecimal chunk sizes) without a heap string.
+
+use std::io::Write as _;
 
 /// Leading and trailing optional whitespace (SP / HTAB) removed.
 pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -64,7 +67,15 @@ pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Append `n` in decimal.
 pub(crate) fn put_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(n.to_string().as_bytes());
+    // Formatted straight into `out`: a `to_string` would allocate on every response.
+    let written = write!(out, "{n}");
+    debug_assert!(written.is_ok(), "writing to a Vec cannot fail");
+}
+
+/// Append a chunk-size line: `len` in hexadecimal, then CRLF.
+pub(crate) fn put_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let written = write!(out, "{len:x}\r\n");
+    debug_assert!(written.is_ok(), "writing to a Vec cannot fail");
 }
 
 #[cfg(test)]
