@@ -39,8 +39,11 @@ pub struct Override {
     pub weight: u32,
 }
 
-/// One upstream's counters.
-#[repr(C)]
+/// One upstream's counters. Rows start on a cache line of their own (as does the [`Head`]):
+/// every worker adds to its upstream's row on each request, and the generations in the head
+/// are read on each request, so a head sharing a line with the first row (as it did) was
+/// pulled from the other core at every request of any worker.
+#[repr(C, align(64))]
 struct Row {
     requests: AtomicU64,
     failures: [AtomicU64; N_UPSTREAM_FAILURES],
@@ -61,7 +64,7 @@ pub const HEALTH_UP: u8 = 1;
 /// The upstream fails its check.
 pub const HEALTH_DOWN: u8 = 2;
 
-#[repr(C)]
+#[repr(C, align(64))]
 struct Head {
     admin_generation: AtomicU64,
     /// Moves at each [`UpstreamBoard::reorder`]: rows are by position in this generation's list.
