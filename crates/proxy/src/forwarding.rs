@@ -144,8 +144,14 @@ pub(crate) fn write_forwarding(
     let earlier: &[&[u8]] = if trusted { &received.forwarded } else { &[] };
     if ctx.forwarded {
         out.extend_from_slice(b"Forwarded: ");
-        for v in earlier {
+        let value_start = out.len();
+        for (i, v) in earlier.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
             out.extend_from_slice(v);
+        }
+        if out.len() > value_start {
             out.extend_from_slice(b", ");
         }
         put_forwarded_element(out, ctx, ip, request_host);
@@ -296,6 +302,16 @@ mod tests {
         assert_eq!(
             only(write(&untrusted, &sent, Some("a\"b\\"))),
             "Forwarded: for=192.0.2.1;proto=http;host=\"a\\\"b\\\\\""
+        );
+        // Two earlier hops are joined; an empty value from a trusted client adds nothing.
+        let two = [("FORWARDED", "for=10.0.0.1"), ("FORWARDED", "for=10.0.0.2")];
+        assert_eq!(
+            only(write(&trusted, &two, None)),
+            "Forwarded: for=10.0.0.1, for=10.0.0.2, for=192.0.2.1;proto=http"
+        );
+        assert_eq!(
+            only(write(&trusted, &[("FORWARDED", "")], None)),
+            "Forwarded: for=192.0.2.1;proto=http"
         );
     }
 

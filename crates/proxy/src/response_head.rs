@@ -70,7 +70,8 @@ impl Span {
         Span { start: start as u32, end: (start + part.len()) as u32 }
     }
 
-    fn of_ref(self, raw: &[u8]) -> &[u8] {
+    /// The bytes of `raw` this span covers.
+    fn slice(self, raw: &[u8]) -> &[u8] {
         &raw[self.start as usize..self.end as usize]
     }
 }
@@ -86,13 +87,13 @@ impl ResponseHead {
 
     /// The reason phrase as sent (may be empty; may hold obs-text bytes).
     pub fn reason(&self) -> &[u8] {
-        self.reason.of_ref(&self.raw)
+        self.reason.slice(&self.raw)
     }
 
     /// The header fields in arrival order: names as sent, values without surrounding
     /// whitespace.
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + Clone {
-        self.fields.iter().map(|(n, v)| (n.of_ref(&self.raw), v.of_ref(&self.raw)))
+        self.fields.iter().map(|(n, v)| (n.slice(&self.raw), v.slice(&self.raw)))
     }
 
     /// The first value of a header, by case-insensitive name.
