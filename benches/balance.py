@@ -27,6 +27,11 @@ as two backends sharing the 2 cores would have). Rows:
   as every balancer and no HTTP work at all (no parsing, no headers added, no pool). Its CPU
   per request is the least a balancer can spend on this machine; not in the default rows
   (``--servers ferrocorn,nginx,haproxy,relay,direct``).
+* ``pipelined`` — the floor of a balancer that pipelines to its upstreams:
+  ``pipeline_floor`` (``crates/bench/examples/pipeline_floor.rs``), one connection per backend
+  per thread, every request appended to it and sent with whatever else is pending in one
+  write, responses handed back in order. No balancer compared here pipelines; the row shows
+  what that lever is worth on the machine (not in the default rows either).
 * ``direct`` — wrk straight at one backend: the ceiling, for context.
 
 Scenario ``flask`` (``--flask`` runs only it): the backends are two ``ferrocorn -w 1 -k sync``
@@ -196,6 +201,11 @@ def relay_argv(args, port, upstreams, d):
             ",".join(str(u) for u in upstreams), str(args.workers)]
 
 
+def pipelined_argv(args, port, upstreams, d):
+    return [compare.bench_example_path("pipeline_floor"), str(port),
+            ",".join(str(u) for u in upstreams), str(args.workers)]
+
+
 def haproxy_argv(args, port, upstreams, d):
     servers = "".join(f"    server b{i + 1} 127.0.0.1:{u}\n" for i, u in enumerate(upstreams))
     cfg = _write(os.path.join(d, "haproxy.cfg"),
@@ -249,6 +259,10 @@ def legs(args):
                      f"relay_floor, {w} threads, one backend connection per client, no HTTP",
                      relay_argv, "", "cargo build --release --example relay_floor "
                                          "-p ferrocorn-bench"),
+        "pipelined": Leg("pipelined", "pipelining relay (floor)",
+                         f"pipeline_floor, {w} threads, one connection per backend per thread, "
+                         "requests batched per send, no HTTP", pipelined_argv, "",
+                         "cargo build --release --example pipeline_floor -p ferrocorn-bench"),
         "direct": Leg("direct", "direct", "wrk straight at one backend (the ceiling)",
                       None, None, ""),
     }
@@ -575,14 +589,18 @@ def summary(sc, rows):
                     x <= TARGET_CPU_HAPROXY)
         lines.append(target_line(f"balancer CPU/request ≤ {TARGET_CPU_HAPROXY}× HAProxy's", fc,
                                  hp, "HAProxy", cpu))
-        floor = ok_row(rows, "relay")
-        if floor is not None and hp is not None and floor["us_per_req"] and hp["us_per_req"]:
-            lines.append(f"- the floor: the byte relay (no HTTP) spends "
-                         f"{floor['us_per_req']:.1f} µs/req = "
+        for key, what in (("relay", "the byte relay (no HTTP)"),
+                          ("pipelined", "the pipelining relay (no HTTP)")):
+            floor = ok_row(rows, key)
+            if floor is None or hp is None or not floor["us_per_req"] or not hp["us_per_req"]:
+                continue
+            above = ""
+            if fc is not None and fc["us_per_req"]:
+                above = (f"; ferrocorn balance spends "
+                         f"{fc['us_per_req'] - floor['us_per_req']:.1f} µs/req above it")
+            lines.append(f"- floor: {what} spends {floor['us_per_req']:.1f} µs/req = "
                          f"{floor['us_per_req'] / hp['us_per_req']:.2f}× HAProxy's, at "
-                         f"{ratio(floor['rps'], hp['rps']):.2f}× its RPS"
-                         + (f"; ferrocorn balance spends {fc['us_per_req'] - floor['us_per_req']:.1f}"
-                            f" µs/req above it" if fc is not None and fc["us_per_req"] else ""))
+                         f"{ratio(floor['rps'], hp['rps']):.2f}× its RPS{above}")
     else:
         lines.append(target_line(f"Flask backends: RPS ≥ {TARGET_FLASK_RPS_NGINX}× nginx", fc, ng,
                                  "nginx", rps_vs(TARGET_FLASK_RPS_NGINX)))
@@ -646,7 +664,7 @@ def main():
     ap.add_argument("--flask", action="store_true", help="only the Flask scenario")
     ap.add_argument("--servers", default="ferrocorn,nginx,haproxy,direct",
                     help="rows of the hello scenario, in this order (ferrocorn,nginx,haproxy,direct; "
-                         "also relay, the byte relay floor)")
+                         "also relay and pipelined, the floors without and with pipelining)")
     ap.add_argument("--flask-servers", default="ferrocorn,nginx",
                     help="rows of the Flask scenario (ferrocorn,nginx; also haproxy, direct)")
     ap.add_argument("--keepalive", type=int, default=None,
