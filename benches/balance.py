@@ -196,14 +196,13 @@ def ferrocorn_balance_argv(args, port, upstreams, d):
     return argv
 
 
-def relay_argv(args, port, upstreams, d):
-    return [compare.bench_example_path("relay_floor"), str(port),
-            ",".join(str(u) for u in upstreams), str(args.workers)]
-
-
-def pipelined_argv(args, port, upstreams, d):
-    return [compare.bench_example_path("pipeline_floor"), str(port),
-            ",".join(str(u) for u in upstreams), str(args.workers)]
+def floor_argv(example):
+    """The argv function of a floor row: ``example`` (a program of ``crates/bench/examples``
+    taking ``PORT UPSTREAM_PORT,... THREADS``) with one thread per balancer worker."""
+    def argv(args, port, upstreams, d):
+        return [compare.bench_example_path(example), str(port),
+                ",".join(str(u) for u in upstreams), str(args.workers)]
+    return argv
 
 
 def haproxy_argv(args, port, upstreams, d):
@@ -257,11 +256,11 @@ def legs(args):
                        haproxy_argv, "haproxy", "apt-get install -y haproxy"),
         "relay": Leg("relay", "byte relay (floor)",
                      f"relay_floor, {w} threads, one backend connection per client, no HTTP",
-                     relay_argv, "", "cargo build --release --example relay_floor "
-                                         "-p ferrocorn-bench"),
+                     floor_argv("relay_floor"), "",
+                     "cargo build --release --example relay_floor -p ferrocorn-bench"),
         "pipelined": Leg("pipelined", "pipelining relay (floor)",
                          f"pipeline_floor, {w} threads, one connection per backend per thread, "
-                         "requests batched per send, no HTTP", pipelined_argv, "",
+                         "requests batched per send, no HTTP", floor_argv("pipeline_floor"), "",
                          "cargo build --release --example pipeline_floor -p ferrocorn-bench"),
         "direct": Leg("direct", "direct", "wrk straight at one backend (the ceiling)",
                       None, None, ""),

@@ -26,55 +26,31 @@ use tokio::net::{TcpListener, TcpStream};
 
 const BUFFER_BYTES: usize = 16 * 1024;
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let port: u16 = args.first().map_or(8080, |s| s.parse().expect("numeric PORT"));
-    let upstreams: Vec<SocketAddr> = args
-        .get(1)
-        .expect("UPSTREAM_PORT[,UPSTREAM_PORT...]")
-        .split(',')
-        .map(|p| SocketAddr::from(([127, 0, 0, 1], p.parse().expect("numeric upstream port"))))
-        .collect();
-    let threads: usize = args.get(2).map_or(2, |s| s.parse().expect("numeric THREADS")).max(1);
+#[path = "common/floors.rs"]
+mod floors;
 
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
-    listener.set_nonblocking(true).expect("non-blocking listener");
-    println!("listening on {}", listener.local_addr().expect("local addr"));
-    let upstreams = Arc::new(upstreams);
+use floors::write_all;
+
+fn main() {
+    // Round robin over the upstreams at accept, across all threads.
     let next_upstream = Arc::new(AtomicUsize::new(0));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let listener = listener.try_clone().expect("clone listener");
-            let upstreams = Arc::clone(&upstreams);
-            let next_upstream = Arc::clone(&next_upstream);
-            std::thread::spawn(move || serve(listener, &upstreams, &next_upstream))
-        })
-        .collect();
-    for handle in handles {
-        let _ = handle.join();
-    }
+    floors::run(move |listener, upstreams| serve(listener, upstreams, Arc::clone(&next_upstream)));
 }
 
-fn serve(listener: std::net::TcpListener, upstreams: &Arc<Vec<SocketAddr>>, next: &AtomicUsize) {
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
-        let listener = TcpListener::from_std(listener).expect("register listener");
-        loop {
-            let Ok((client, _)) = listener.accept().await else { continue };
-            let upstream = upstreams[next.fetch_add(1, Ordering::Relaxed) % upstreams.len()];
-            tokio::task::spawn_local(async move {
-                let Ok(server) = TcpStream::connect(upstream).await else { return };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let (client, server) = (Arc::new(client), Arc::new(server));
-                let back = tokio::task::spawn_local(pump(Arc::clone(&server), Arc::clone(&client)));
-                let _ = pump(client, server).await;
-                back.abort();
-            });
-        }
-    });
+async fn serve(listener: TcpListener, upstreams: Arc<[SocketAddr]>, next: Arc<AtomicUsize>) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else { continue };
+        let upstream = upstreams[next.fetch_add(1, Ordering::Relaxed) % upstreams.len()];
+        tokio::task::spawn_local(async move {
+            let Ok(server) = TcpStream::connect(upstream).await else { return };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (client, server) = (Arc::new(client), Arc::new(server));
+            let back = tokio::task::spawn_local(pump(Arc::clone(&server), Arc::clone(&client)));
+            let _ = pump(client, server).await;
+            back.abort();
+        });
+    }
 }
 
 /// Copies `from` to `to` until `from` ends or either side fails.
@@ -110,15 +86,4 @@ async fn read_drained(from: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> 
             (None, Ok(())) => unreachable!("a successful read records its length"),
         }
     }
-}
-
-async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match to.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -120,16 +120,12 @@ pub(crate) fn write_forwarding(
 
     // X-Forwarded-For: the chain, then this hop.
     let chain = received.xff.iter().filter(|_| trusted).map(|v| trim_ows(v));
-    let mut xff = chain.chain(ip).filter(|v| !v.is_empty()).peekable();
-    if xff.peek().is_some() {
-        out.extend_from_slice(b"X-Forwarded-For: ");
-        for (i, v) in xff.enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(v);
-        }
+    let line_start = out.len();
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if put_joined(out, chain.chain(ip).filter(|v| !v.is_empty())) {
         out.extend_from_slice(b"\r\n");
+    } else {
+        out.truncate(line_start);
     }
 
     if let Some(real_ip) = believed(trusted, received.real_ip).or(ip) {
@@ -144,14 +140,7 @@ pub(crate) fn write_forwarding(
     let earlier: &[&[u8]] = if trusted { &received.forwarded } else { &[] };
     if ctx.forwarded {
         out.extend_from_slice(b"Forwarded: ");
-        let value_start = out.len();
-        for (i, v) in earlier.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(v);
-        }
-        if out.len() > value_start {
+        if put_joined(out, earlier.iter().copied()) {
             out.extend_from_slice(b", ");
         }
         put_forwarded_element(out, ctx, ip, request_host);
@@ -161,6 +150,19 @@ pub(crate) fn write_forwarding(
             put_header(out, b"Forwarded", v);
         }
     }
+}
+
+/// Append `values` separated by `, ` (a list header's values joined); whether anything was
+/// appended.
+fn put_joined<'v>(out: &mut Vec<u8>, values: impl Iterator<Item = &'v [u8]>) -> bool {
+    let start = out.len();
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(value);
+    }
+    out.len() > start
 }
 
 /// An address as text, formatted on the stack: the forwarding headers are written for every
@@ -191,7 +193,7 @@ fn believed(trusted: bool, value: Option<&[u8]>) -> Option<&[u8]> {
 }
 
 /// Append this hop's RFC 7239 element: `for=...;proto=...` and `;host="..."` when known.
-/// `ip_text` is the client's address as text (`ctx.client_ip`, canonical).
+/// `ip_text` is the client's canonical address as text (IPv4 dotted, or IPv6 with colons).
 fn put_forwarded_element(
     out: &mut Vec<u8>,
     ctx: &ForwardContext<'_>,
@@ -199,15 +201,15 @@ fn put_forwarded_element(
     host: Option<&[u8]>,
 ) {
     out.extend_from_slice(b"for=");
-    match (ctx.client_ip.map(|ip| ip.to_canonical()), ip_text) {
+    match ip_text {
         // An IPv6 node is bracketed, and `:` is not a token character: quote it (§6).
-        (Some(IpAddr::V6(_)), Some(text)) => {
+        Some(text) if text.contains(&b':') => {
             out.extend_from_slice(b"\"[");
             out.extend_from_slice(text);
             out.extend_from_slice(b"]\"");
         }
-        (Some(IpAddr::V4(_)), Some(text)) => out.extend_from_slice(text),
-        _ => out.extend_from_slice(b"unknown"),
+        Some(text) => out.extend_from_slice(text),
+        None => out.extend_from_slice(b"unknown"),
     }
     out.extend_from_slice(if ctx.scheme_https { b";proto=https" } else { b";proto=http" });
     if let Some(host) = host {
