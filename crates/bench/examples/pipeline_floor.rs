@@ -10,8 +10,10 @@
 //! rewriting, no retry and no timeout: like `relay_floor`, it is a measuring stick for
 //! `benches/balance.py` (the `pipelined` row), not a proxy. It assumes each read from a
 //! client holds exactly one whole request, which holds for wrk's one-request-at-a-time
-//! connections; it stops a thread's clients when a backend closes or sends a response it
-//! cannot frame.
+//! connections. When a backend closes a connection (it does after a request with
+//! `Connection: close`, such as the bench's readiness probe), the clients still waiting on it
+//! are cut off and the thread connects again; a response without `Content-Length` stalls
+//! that connection.
 //!
 //! Usage: `pipeline_floor PORT UPSTREAM_PORT[,UPSTREAM_PORT...] [THREADS]` — listens on
 //! 127.0.0.1:PORT with THREADS single-threaded runtimes (default 2) sharing the listener.
@@ -22,6 +24,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -30,7 +33,10 @@ const BUFFER_BYTES: usize = 64 * 1024;
 
 /// One backend connection shared by all of a thread's clients.
 struct Upstream {
-    stream: TcpStream,
+    addr: SocketAddr,
+    /// The connection; replaced when the backend closes it (a request with
+    /// `Connection: close`, such as the bench's readiness probe, makes it close).
+    stream: RefCell<Rc<TcpStream>>,
     /// Requests not yet sent.
     pending: RefCell<Vec<u8>>,
     /// The clients whose responses are still to come, oldest first.
@@ -38,67 +44,50 @@ struct Upstream {
     wake_writer: Notify,
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let port: u16 = args.first().map_or(8080, |s| s.parse().expect("numeric PORT"));
-    let upstreams: Vec<SocketAddr> = args
-        .get(1)
-        .expect("UPSTREAM_PORT[,UPSTREAM_PORT...]")
-        .split(',')
-        .map(|p| SocketAddr::from(([127, 0, 0, 1], p.parse().expect("numeric upstream port"))))
-        .collect();
-    let threads: usize = args.get(2).map_or(2, |s| s.parse().expect("numeric THREADS")).max(1);
+#[path = "common/floors.rs"]
+mod floors;
 
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
-    listener.set_nonblocking(true).expect("non-blocking listener");
-    println!("listening on {}", listener.local_addr().expect("local addr"));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let listener = listener.try_clone().expect("clone listener");
-            let upstreams = upstreams.clone();
-            std::thread::spawn(move || serve(listener, &upstreams))
-        })
-        .collect();
-    for handle in handles {
-        let _ = handle.join();
+use floors::write_all;
+
+fn main() {
+    floors::run(serve);
+}
+
+async fn serve(listener: TcpListener, addrs: Arc<[SocketAddr]>) {
+    let mut upstreams = Vec::new();
+    for addr in addrs.iter() {
+        let Some(stream) = connect(*addr).await else { return };
+        let upstream = Rc::new(Upstream {
+            addr: *addr,
+            stream: RefCell::new(stream),
+            pending: RefCell::new(Vec::new()),
+            waiting: RefCell::new(VecDeque::new()),
+            wake_writer: Notify::new(),
+        });
+        tokio::task::spawn_local(send_pending(Rc::clone(&upstream)));
+        tokio::task::spawn_local(answer_clients(Rc::clone(&upstream)));
+        upstreams.push(upstream);
+    }
+    let upstreams = Rc::new(upstreams);
+    let next = Rc::new(Cell::new(0usize));
+    loop {
+        let Ok((client, _)) = listener.accept().await else { continue };
+        let _ = client.set_nodelay(true);
+        tokio::task::spawn_local(take_requests(
+            Rc::new(client),
+            Rc::clone(&upstreams),
+            Rc::clone(&next),
+        ));
     }
 }
 
-fn serve(listener: std::net::TcpListener, addrs: &[SocketAddr]) {
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
-        let mut upstreams = Vec::new();
-        for addr in addrs {
-            let Ok(stream) = TcpStream::connect(addr).await else {
-                eprintln!("cannot connect to {addr}");
-                return;
-            };
-            let _ = stream.set_nodelay(true);
-            let upstream = Rc::new(Upstream {
-                stream,
-                pending: RefCell::new(Vec::new()),
-                waiting: RefCell::new(VecDeque::new()),
-                wake_writer: Notify::new(),
-            });
-            tokio::task::spawn_local(send_pending(Rc::clone(&upstream)));
-            tokio::task::spawn_local(answer_clients(Rc::clone(&upstream)));
-            upstreams.push(upstream);
-        }
-        let upstreams = Rc::new(upstreams);
-        let next = Rc::new(Cell::new(0usize));
-        let Ok(listener) = TcpListener::from_std(listener) else { return };
-        loop {
-            let Ok((client, _)) = listener.accept().await else { continue };
-            let _ = client.set_nodelay(true);
-            tokio::task::spawn_local(take_requests(
-                Rc::new(client),
-                Rc::clone(&upstreams),
-                Rc::clone(&next),
-            ));
-        }
-    });
+async fn connect(addr: SocketAddr) -> Option<Rc<TcpStream>> {
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        eprintln!("cannot connect to {addr}");
+        return None;
+    };
+    let _ = stream.set_nodelay(true);
+    Some(Rc::new(stream))
 }
 
 /// Queue each request a client sends on the next backend's connection.
@@ -132,9 +121,9 @@ async fn send_pending(upstream: Rc<Upstream>) {
     loop {
         upstream.wake_writer.notified().await;
         let out = std::mem::take(&mut *upstream.pending.borrow_mut());
-        if write_all(&upstream.stream, &out).await.is_err() {
-            return;
-        }
+        let stream = Rc::clone(&upstream.stream.borrow());
+        // A failed write is the connection closing: `answer_clients` connects again.
+        let _ = write_all(&stream, &out).await;
     }
 }
 
@@ -143,14 +132,21 @@ async fn answer_clients(upstream: Rc<Upstream>) {
     let mut received: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
     let mut buffer = vec![0u8; BUFFER_BYTES];
     loop {
-        if upstream.stream.readable().await.is_err() {
-            return;
-        }
-        let n = match upstream.stream.try_read(&mut buffer) {
-            Ok(0) => return,
-            Ok(n) => n,
+        let stream = Rc::clone(&upstream.stream.borrow());
+        let n = match stream.readable().await.and_then(|()| stream.try_read(&mut buffer)) {
+            Ok(n) if n > 0 => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
+            // Closed: the requests still waiting will not be answered; their clients are
+            // cut off, and later requests go to a new connection.
+            Ok(_) | Err(_) => {
+                for client in upstream.waiting.borrow_mut().drain(..) {
+                    let _ = socket2::SockRef::from(&*client).shutdown(std::net::Shutdown::Both);
+                }
+                received.clear();
+                let Some(fresh) = connect(upstream.addr).await else { return };
+                *upstream.stream.borrow_mut() = fresh;
+                continue;
+            }
         };
         received.extend_from_slice(&buffer[..n]);
         let mut used = 0;
@@ -162,17 +158,6 @@ async fn answer_clients(upstream: Rc<Upstream>) {
         }
         received.drain(..used);
     }
-}
-
-async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match to.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The length of the complete response at the start of `bytes` (its head and a
